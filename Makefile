@@ -1,0 +1,42 @@
+# Two commands matter: `make demo` and `make test`. Both (re)build .venv first, only when
+# pyproject.toml or requirements.lock changed since the last install.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TFTSWEEP_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: venv demo test test-fast lint format clean
+
+venv: $(STAMP)
+
+# torch first, alone: pip then takes the local CPU build instead of a multi-GB CUDA download.
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11)"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tftsweep plan --config-json config/sweeps/example_msft.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check core app worker tests bench
+	$(BIN)/ruff format --check core app worker tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff format core app worker tests bench
+	$(BIN)/ruff check --fix core app worker tests bench
+
+# pytest exits 5 when it collects nothing; make treats that as the failure it is.
+test: lint
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow and not e2e"
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

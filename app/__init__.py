@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI) and the database layer; never imports the ML stack."""

@@ -1,0 +1,362 @@
+"""The sweep config schema (SPEC section 2): one pydantic model for the API, the CLI and workers."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from core.errors import FieldError, InvalidSweepConfig
+from core.feature_sets import FEATURE_SETS
+from core.names import check_safe_name
+
+DEFAULT_MAX_RUNS = 10_000
+
+
+def max_runs_from_env() -> int:
+    """The plan size cap: `TFTSWEEP_MAX_RUNS`, default 10,000."""
+    raw = os.environ.get("TFTSWEEP_MAX_RUNS", "")
+    return int(raw) if raw.strip() else DEFAULT_MAX_RUNS
+
+
+def _check_yyyymmdd(value: str) -> str:
+    if len(value) != 8 or not value.isdigit():
+        raise ValueError(f"{value!r} is not a YYYYMMDD date")
+    try:
+        datetime.strptime(value, "%Y%m%d")
+    except ValueError:
+        raise ValueError(f"{value!r} is not a real calendar date") from None
+    return value
+
+
+DateStr = Annotated[str, AfterValidator(_check_yyyymmdd)]
+
+
+def _check_safe_name(value: str) -> str:
+    problem = check_safe_name(value)
+    if problem is not None:
+        raise ValueError(f"{value!r} {problem}")
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(_check_safe_name)]
+
+
+def parse_date(value: str) -> date:
+    return datetime.strptime(value, "%Y%m%d").date()
+
+
+class _Strict(BaseModel):
+    # strict: no "3" for 3, no 1.5 for an int, no true for an int; extra: no silent typos.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TrainingConfig(_Strict):
+    """Hyperparameters of one run. Every key may be swept through `param_ranges`."""
+
+    max_encoder_length: int = Field(120, ge=2, le=2000, description="Days of history the encoder sees.")
+    max_prediction_length: int = Field(1, ge=1, le=60, description="Days ahead forecast per sample.")
+    batch_size: int = Field(64, ge=1, le=65536, description="Samples per training batch.")
+    max_epochs: int = Field(20, ge=1, le=10_000, description="Upper bound on training epochs.")
+    learning_rate: float = Field(5e-4, gt=0, le=10, description="Adam learning rate.")
+    hidden_size: int = Field(32, ge=1, le=4096, description="TFT hidden state size.")
+    attention_head_size: int = Field(2, ge=1, le=64, description="Attention heads.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout rate.")
+    hidden_continuous_size: int = Field(8, ge=1, le=4096, description="Hidden size for continuous variables.")
+    lstm_layers: int = Field(1, ge=1, le=8, description="LSTM layers in encoder and decoder.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed used when `replica_seeds` is empty.")
+    early_stopping_patience: int = Field(5, ge=0, le=10_000, description="Epochs without improvement before stopping.")
+    early_stopping_min_delta: float = Field(0.0, ge=0, description="Smallest val-loss drop that counts as improvement.")
+    gradient_clip_val: float = Field(0.1, ge=0, description="Gradient norm clip (0 disables clipping).")
+    loss: Literal["rmse", "mae", "quantile"] = Field(
+        "rmse", description="Training loss; metrics are RMSE/MAE either way."
+    )
+    limit_train_batches: int | None = Field(None, ge=1, description="Batches per epoch (null: the whole train window).")
+    reduce_on_plateau_patience: int = Field(4, ge=1, le=10_000, description="Epochs before the LR is reduced.")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
+
+
+TRAINING_KEYS: tuple[str, ...] = tuple(TrainingConfig.model_fields)
+
+
+class Window(_Strict):
+    """Inclusive train/val/test date windows; train < val < test, no overlap."""
+
+    train_start: DateStr
+    train_end: DateStr
+    val_start: DateStr
+    val_end: DateStr
+    test_start: DateStr
+    test_end: DateStr
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        d = {k: parse_date(getattr(self, k)) for k in _WINDOW_KEYS}
+        problems = []
+        for part in ("train", "val", "test"):
+            if d[f"{part}_start"] > d[f"{part}_end"]:
+                problems.append(
+                    f"{part}_start {getattr(self, part + '_start')} is after {part}_end {getattr(self, part + '_end')}"
+                )
+        if d["train_end"] >= d["val_start"]:
+            problems.append(f"train window (to {self.train_end}) must end before val_start {self.val_start}")
+        if d["val_end"] >= d["test_start"]:
+            problems.append(f"val window (to {self.val_end}) must end before test_start {self.test_start}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def window_dict(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in _WINDOW_KEYS}
+
+
+_WINDOW_KEYS = ("train_start", "train_end", "val_start", "val_end", "test_start", "test_end")
+
+
+class SplitConfig(Window):
+    """The single split used when walk-forward is off."""
+
+
+class Fold(Window):
+    """One walk-forward fold."""
+
+    name: SafeName
+
+
+class WalkForward(_Strict):
+    enabled: bool = False
+    folds: list[Fold] = Field(default_factory=list)
+
+    @field_validator("folds")
+    @classmethod
+    def _unique_names(cls, folds: list[Fold]) -> list[Fold]:
+        names = [f.name for f in folds]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate fold names: {dupes}")
+        return folds
+
+    @model_validator(mode="after")
+    def _folds_given(self) -> WalkForward:
+        if self.enabled and not self.folds:
+            raise ValueError("walk_forward.enabled is true but no folds are given")
+        return self
+
+
+class CandidateConfig(_Strict):
+    """An explicit candidate: overrides of `training_config` under a name (e.g. an Optuna top-k entry)."""
+
+    name: SafeName
+    params: dict[str, Any]
+    # Where the candidate came from (e.g. an Optuna trial); kept, never used for training.
+    source: dict[str, Any] | None = None
+
+
+class SweepConfig(_Strict):
+    """A sweep: the baseline `training_config`, what to vary, over which folds and seeds."""
+
+    output_subdir: SafeName
+    features: str | list[str] = "BASELINE_FEATURES"
+    replica_seeds: list[int] = Field(default_factory=list)
+    walk_forward: WalkForward = Field(default_factory=WalkForward)
+    training_config: TrainingConfig = Field(default_factory=TrainingConfig)
+    split_config: SplitConfig | None = None
+    param_ranges: dict[str, list[Any]] = Field(default_factory=dict)
+    configs: list[CandidateConfig] = Field(default_factory=list)
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str):
+            if value not in FEATURE_SETS:
+                raise ValueError(f"unknown feature set {value!r}; registered sets: {sorted(FEATURE_SETS)}")
+            return value
+        if not value:
+            raise ValueError("an explicit feature list must not be empty")
+        dupes = sorted({f for f in value if value.count(f) > 1})
+        if dupes:
+            raise ValueError(f"duplicate feature columns: {dupes}")
+        reserved = {"date", "asset", "target", "time_idx"} & set(value)
+        if reserved:
+            raise ValueError(f"{sorted(reserved)} are not features (they are dataset keys)")
+        return value
+
+    @field_validator("replica_seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        dupes = sorted({s for s in value if value.count(s) > 1})
+        if dupes:
+            raise ValueError(f"duplicate seeds: {dupes}")
+        bad = [s for s in value if s < 0 or s > 2**32 - 1]
+        if bad:
+            raise ValueError(f"seeds must be between 0 and 2**32-1, got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _split_present(self) -> SweepConfig:
+        if not self.walk_forward.enabled and self.split_config is None:
+            raise ValueError("split_config is required when walk_forward is not enabled")
+        return self
+
+    @property
+    def seeds(self) -> list[int]:
+        """The effective replica seeds: `replica_seeds`, or `[training_config.seed]`."""
+        return list(self.replica_seeds) or [self.training_config.seed]
+
+    @property
+    def folds(self) -> list[Fold]:
+        """The effective folds: walk-forward folds, or one `default` fold from `split_config`."""
+        if self.walk_forward.enabled:
+            return list(self.walk_forward.folds)
+        assert self.split_config is not None
+        return [Fold(name="default", **self.split_config.window_dict())]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready data, defaults filled in (the effective config)."""
+        return self.model_dump(mode="json")
+
+
+def training_with(base: TrainingConfig, overrides: dict[str, Any]) -> TrainingConfig:
+    """`base` with `overrides` applied and validated as a whole."""
+    return TrainingConfig.model_validate({**base.model_dump(), **overrides})
+
+
+def _check_param_ranges(config: SweepConfig) -> list[FieldError]:
+    errors: list[FieldError] = []
+    base = config.training_config
+    for key, values in config.param_ranges.items():
+        where = f"param_ranges.{key}"
+        if key not in TRAINING_KEYS:
+            errors.append(
+                FieldError(where, f"{key!r} is not a training_config key; known keys: {', '.join(TRAINING_KEYS)}")
+            )
+            continue
+        if key == "seed":
+            errors.append(FieldError(where, "seed cannot be swept: replica_seeds sets the seed of every run"))
+            continue
+        if not values:
+            errors.append(FieldError(where, "the list of values is empty"))
+            continue
+        normalised: list[Any] = []
+        for i, value in enumerate(values):
+            try:
+                normalised.append(getattr(training_with(base, {key: value}), key))
+            except ValidationError as exc:
+                errors.append(FieldError(f"{where}[{i}]", _first_message(exc)))
+        dupes = sorted({json.dumps(v) for v in normalised if normalised.count(v) > 1})
+        if dupes:
+            errors.append(FieldError(where, f"duplicate values: {', '.join(dupes)}"))
+    return errors
+
+
+def _check_candidates(config: SweepConfig) -> list[FieldError]:
+    errors: list[FieldError] = []
+    names: set[str] = set()
+    for i, cand in enumerate(config.configs):
+        where = f"configs[{i}]"
+        if cand.name == "baseline" or cand.name in names:
+            errors.append(FieldError(f"{where}.name", f"{cand.name!r} is already used by another config"))
+        names.add(cand.name)
+        unknown = [k for k in cand.params if k not in TRAINING_KEYS]
+        if unknown:
+            errors.append(FieldError(f"{where}.params", f"{unknown} are not training_config keys"))
+            continue
+        if "seed" in cand.params:
+            errors.append(FieldError(f"{where}.params.seed", "seed cannot be set per config: replica_seeds sets it"))
+            continue
+        try:
+            training_with(config.training_config, cand.params)
+        except ValidationError as exc:
+            errors.extend(_field_errors(exc, prefix=f"{where}.params"))
+    return errors
+
+
+def validate_sweep_config(data: Any) -> SweepConfig:
+    """Validate parsed JSON as a sweep config.
+
+    Raises:
+        InvalidSweepConfig: with one field-named error per problem.
+    """
+    if not isinstance(data, dict):
+        raise InvalidSweepConfig([FieldError("(root)", f"expected a JSON object, got {type(data).__name__}")])
+    try:
+        config = SweepConfig.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidSweepConfig(_field_errors(exc)) from None
+    errors = _check_param_ranges(config) + _check_candidates(config)
+    if errors:
+        raise InvalidSweepConfig(errors)
+    return config
+
+
+def parse_json_text(text: str | bytes) -> Any:
+    """Parse JSON, turning a syntax error into a field error with line and column."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidSweepConfig(
+            [FieldError("(json)", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise InvalidSweepConfig([FieldError("(json)", f"not UTF-8 text: {exc.reason}")]) from None
+
+
+def load_sweep_config(text: str | bytes) -> SweepConfig:
+    """Parse and validate a sweep config from JSON text."""
+    return validate_sweep_config(parse_json_text(text))
+
+
+def _loc_to_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("function-after[_check_yyyymmdd(), str]",) or part.startswith("function-"):
+            continue
+        elif part in ("str", "list[str]", "int", "float", "bool", "none", "list[int]"):
+            # pydantic names the union member tried; the field path is what users need.
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(root)"
+
+
+def _clean_message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (not part of the schema)"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], (dict, list)):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    seen: set[tuple[str, str]] = set()
+    errors: list[FieldError] = []
+    for err in exc.errors():
+        item = (_loc_to_path(tuple(err["loc"]), prefix), _clean_message(err))
+        if item not in seen:
+            seen.add(item)
+            errors.append(FieldError(*item))
+    return errors
+
+
+def _first_message(exc: ValidationError) -> str:
+    return _clean_message(exc.errors()[0])
