@@ -72,6 +72,72 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dataset_import(args: argparse.Namespace) -> int:
+    from core.datasets import import_ohlcv_csv
+    from core.paths import data_root
+
+    if not Path(args.csv).is_file():
+        raise UsageError(f"--csv: file not found: {args.csv}")
+    info = import_ohlcv_csv(data_root(), args.asset, Path(args.csv), origin=str(Path(args.csv).resolve()))
+    _print_dataset(info.to_dict())
+    return EXIT_OK
+
+
+def cmd_dataset_example(args: argparse.Namespace) -> int:
+    from core.datasets import build_example_dataset
+    from core.paths import data_root
+
+    _print_dataset(build_example_dataset(data_root()).to_dict())
+    return EXIT_OK
+
+
+def cmd_dataset_list(args: argparse.Namespace) -> int:
+    from core.datasets import list_datasets
+    from core.paths import data_root
+
+    for info in list_datasets(data_root()):
+        print(f"{info.asset}\t{info.rows} rows\t{info.first_date}..{info.last_date}\t{info.path}")
+    return EXIT_OK
+
+
+def _print_dataset(info: dict[str, object]) -> None:
+    print(f"dataset {info['asset']}: {info['rows']} rows, {info['first_date']}..{info['last_date']}")
+    print(f"  {info['path']}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from core.paths import data_root
+    from worker.local_sweep import run_local_sweep
+
+    config = read_config_file(args.config_json)
+    if args.output_subdir and args.output_subdir != config.output_subdir:
+        config = load_sweep_config(json.dumps({**config.to_json_dict(), "output_subdir": args.output_subdir}))
+    if args.workers < 1:
+        raise UsageError("--workers: must be at least 1")
+    outcome = run_local_sweep(
+        data_root(),
+        args.asset,
+        config,
+        merge=args.merge_tests,
+        continue_on_error=args.continue_on_error,
+        workers=args.workers,
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in outcome.counts.items() if v)
+    print(f"sweep {args.asset}/{config.output_subdir} (id {outcome.sweep_id}): {outcome.status}; runs: {counts}")
+    print(f"  {outcome.sweep_dir}")
+    return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from app.db.migrate import upgrade_database
+    from core.paths import data_root, database_url
+
+    url = database_url(data_root())
+    upgrade_database(url)
+    print(f"database is at the newest schema: {url}")
+    return EXIT_OK
+
+
 def _print_violations(exc: MergeRejected) -> None:
     print(f"error: merge refused, {len(exc.violations)} violation(s):", file=sys.stderr)
     for v in exc.violations:
@@ -87,6 +153,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge-with", help="stored effective config to merge into (checks the merge rules)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser("sweep", help="run a whole sweep in this process (resumable)")
+    p.add_argument("--asset", required=True, help="asset symbol, e.g. AAPL")
+    p.add_argument("--config-json", required=True, help="sweep config JSON file")
+    p.add_argument("--output-subdir", help="override the config's output_subdir")
+    p.add_argument("--merge-tests", action="store_true", help="add the config's new runs to the existing sweep")
+    p.add_argument("--continue-on-error", action="store_true", help="keep going after a failed run")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.set_defaults(handler=cmd_sweep)
+
+    dataset = sub.add_parser("dataset", help="build and list datasets").add_subparsers(
+        dest="dataset_command", required=True, metavar="ACTION"
+    )
+    p = dataset.add_parser("import", help="build a dataset from a daily OHLCV CSV")
+    p.add_argument("--asset", required=True)
+    p.add_argument("--csv", required=True, help="CSV with Date, Open, High, Low, Close, Volume[, Adj Close]")
+    p.set_defaults(handler=cmd_dataset_import)
+    p = dataset.add_parser("example", help="build MSFT from the prices shipped with pmdarima")
+    p.set_defaults(handler=cmd_dataset_example)
+    p = dataset.add_parser("list", help="list stored datasets")
+    p.set_defaults(handler=cmd_dataset_list)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    p = db.add_parser("upgrade", help="apply migrations up to the newest schema")
+    p.set_defaults(handler=cmd_db_upgrade)
 
     return parser
 

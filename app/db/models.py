@@ -1,0 +1,98 @@
+"""SQLAlchemy models: sweeps and their runs. The database is the source of truth for run state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+    FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+
+class SweepStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # finished, some runs failed (continue_on_error)
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Sweep(Base):
+    __tablename__ = "sweeps"
+    __table_args__ = (UniqueConstraint("asset", "output_subdir", name="uq_sweeps_asset_subdir"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    asset: Mapped[str] = mapped_column(String(64))
+    output_subdir: Mapped[str] = mapped_column(String(64))
+    config_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=SweepStatus.QUEUED)
+    continue_on_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reports_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    runs: Mapped[list[Run]] = relationship(back_populates="sweep", order_by="Run.ordinal")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "run_key", name="uq_runs_sweep_run_key"),
+        Index("ix_runs_sweep_state", "sweep_id", "state"),
+        Index("ix_runs_state_lease", "state", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    run_key: Mapped[str] = mapped_column(String(64))
+    config_id: Mapped[str] = mapped_column(String(200))
+    param_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    param_value_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fold: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer)
+    params_json: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=RunState.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    val_rmse: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_rmse: Mapped[float | None] = mapped_column(Float, nullable=True)
+    val_mae: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_mae: Mapped[float | None] = mapped_column(Float, nullable=True)
+    val_naive_rmse: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_naive_rmse: Mapped[float | None] = mapped_column(Float, nullable=True)
+    best_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    epochs_trained: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    train_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    sweep: Mapped[Sweep] = relationship(back_populates="runs")

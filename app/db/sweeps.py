@@ -1,0 +1,275 @@
+"""Sweep and run services over the database: submit (with merge), claim, finish, export.
+
+The HTTP routes, the Celery tasks and the in-process `tftsweep sweep` are thin entry
+points over these functions. State changes are conditional updates, so a duplicate
+message or a second worker can never record a run twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import Run, RunState, Sweep, SweepStatus
+from core.config import SweepConfig, validate_sweep_config
+from core.errors import SweepExists
+from core.merge import validate_merge
+from core.plan import PlannedRun, expand_sweep
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    sweep: Sweep
+    new_run_ids: list[int]
+    total_runs: int
+    merged: bool
+    resumed: bool
+
+
+def stored_config(sweep: Sweep) -> SweepConfig:
+    return validate_sweep_config(json.loads(sweep.config_json))
+
+
+def find_sweep(session: Session, asset: str, output_subdir: str) -> Sweep | None:
+    return session.scalars(select(Sweep).where(Sweep.asset == asset, Sweep.output_subdir == output_subdir)).first()
+
+
+def submit_sweep(
+    session: Session,
+    asset: str,
+    config: SweepConfig,
+    *,
+    merge: bool = False,
+    continue_on_error: bool = False,
+    resume_identical: bool = False,
+    max_runs: int | None = None,
+) -> SubmitResult:
+    """Record a sweep and its runs (or merge into the stored one); the caller commits, then enqueues.
+
+    `resume_identical` (the CLI's behaviour) accepts an existing sweep whose stored
+    config equals `config` without `merge`, adding no runs.
+
+    Raises:
+        SweepExists: the sweep exists and neither `merge` nor an identical resume applies.
+        MergeRejected: the merge breaks a rule (nothing is written).
+        InvalidSweepConfig: the plan is invalid or over the cap.
+    """
+    existing = find_sweep(session, asset, config.output_subdir)
+    now = utcnow()
+    if existing is None:
+        plan = expand_sweep(config, max_runs=max_runs)
+        sweep = Sweep(
+            asset=asset,
+            output_subdir=config.output_subdir,
+            config_json=json.dumps(config.to_json_dict()),
+            status=SweepStatus.QUEUED,
+            continue_on_error=continue_on_error,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(sweep)
+        session.flush()
+        runs = _insert_runs(session, sweep, plan.runs, start=0)
+        return SubmitResult(sweep, [r.id for r in runs], len(plan.runs), merged=False, resumed=False)
+
+    old = stored_config(existing)
+    if not merge:
+        if resume_identical and old == config:
+            total = session.scalar(select(func.count()).where(Run.sweep_id == existing.id)) or 0
+            existing.continue_on_error = continue_on_error
+            return SubmitResult(existing, [], total, merged=False, resumed=True)
+        raise SweepExists(
+            f"sweep {asset}/{config.output_subdir} exists (id {existing.id}); "
+            "submit with merge_tests (--merge-tests) to add runs to it"
+        )
+    result = validate_merge(old, config, max_runs=max_runs)
+    existing.config_json = json.dumps(result.config.to_json_dict())
+    existing.continue_on_error = continue_on_error
+    existing.updated_at = now
+    if result.new_runs:
+        existing.status = SweepStatus.QUEUED
+    start = session.scalar(select(func.coalesce(func.max(Run.ordinal), -1)).where(Run.sweep_id == existing.id))
+    runs = _insert_runs(session, existing, result.new_runs, start=int(start if start is not None else -1) + 1)
+    return SubmitResult(existing, [r.id for r in runs], len(result.plan.runs), merged=True, resumed=False)
+
+
+def _insert_runs(session: Session, sweep: Sweep, planned: list[PlannedRun], start: int) -> list[Run]:
+    now = utcnow()
+    runs = [
+        Run(
+            sweep_id=sweep.id,
+            ordinal=start + i,
+            run_key=p.run_key,
+            config_id=p.config_id,
+            param_name=p.param_name,
+            param_value_json=None if p.param_name is None else json.dumps(p.param_value),
+            fold=p.fold,
+            seed=p.seed,
+            params_json=json.dumps(p.training.model_dump(mode="json")),
+            state=RunState.QUEUED,
+            attempts=0,
+            queued_at=now,
+        )
+        for i, p in enumerate(planned)
+    ]
+    session.add_all(runs)
+    session.flush()
+    return runs
+
+
+def requeue_unfinished(session: Session, sweep_id: int) -> int:
+    """Put every run that did not succeed back in the queue (the CLI's resume)."""
+    result = session.execute(
+        update(Run)
+        .where(Run.sweep_id == sweep_id, Run.state != RunState.SUCCEEDED)
+        .values(state=RunState.QUEUED, lease_owner=None, lease_expires_at=None, error=None, queued_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_run(session: Session, run_id: int, owner: str, lease_seconds: float) -> bool:
+    """Take a queued run for `owner` with a lease; False if someone else has or had it."""
+    now = utcnow()
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.state == RunState.QUEUED)
+        .values(
+            state=RunState.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=now,
+            attempts=Run.attempts + 1,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def renew_lease(session: Session, run_id: int, owner: str, lease_seconds: float) -> bool:
+    """Extend the lease; False when the run is no longer ours (cancelled or re-queued)."""
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.state == RunState.RUNNING, Run.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def finish_run(
+    session: Session,
+    run_id: int,
+    owner: str,
+    *,
+    metrics: dict[str, Any] | None = None,
+    model_version: str | None = None,
+    error: str | None = None,
+) -> bool:
+    """Record a run's result once: only the lease holder of a running run may finish it."""
+    values: dict[str, Any] = {
+        "state": RunState.SUCCEEDED if error is None else RunState.FAILED,
+        "finished_at": utcnow(),
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "error": error,
+        "model_version": model_version,
+    }
+    for key in METRIC_COLUMNS:
+        values[key] = (metrics or {}).get(key)
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.state == RunState.RUNNING, Run.lease_owner == owner).values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_run(session: Session, run_id: int, owner: str) -> bool:
+    """Give a running run back to the queue (interrupted before it finished)."""
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.state == RunState.RUNNING, Run.lease_owner == owner)
+        .values(state=RunState.QUEUED, lease_owner=None, lease_expires_at=None, started_at=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+METRIC_COLUMNS = (
+    "val_rmse",
+    "test_rmse",
+    "val_mae",
+    "test_mae",
+    "val_naive_rmse",
+    "test_naive_rmse",
+    "best_epoch",
+    "epochs_trained",
+    "train_seconds",
+)
+
+
+def run_counts(session: Session, sweep_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Run.state, func.count()).where(Run.sweep_id == sweep_id).group_by(Run.state)
+    ).all()
+    counts = Counter({state: 0 for state in RunState.ALL})
+    counts.update({state: int(n) for state, n in rows})
+    return dict(counts)
+
+
+def queued_run_ids(session: Session, sweep_id: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(Run.id).where(Run.sweep_id == sweep_id, Run.state == RunState.QUEUED).order_by(Run.ordinal)
+        )
+    )
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    """A run as the reports read it (the `sweep_runs` row, params as a dict)."""
+    record: dict[str, Any] = {
+        "run_id": run.id,
+        "run_key": run.run_key,
+        "config_id": run.config_id,
+        "param_name": run.param_name,
+        "param_value": None if run.param_value_json is None else json.loads(run.param_value_json),
+        "fold": run.fold,
+        "seed": run.seed,
+        "status": run.state,
+        "attempts": run.attempts,
+    }
+    for key in METRIC_COLUMNS:
+        record[key] = getattr(run, key)
+    record["model_version"] = run.model_version
+    record["error"] = run.error
+    record["started_at"] = run.started_at.isoformat() if run.started_at else None
+    record["finished_at"] = run.finished_at.isoformat() if run.finished_at else None
+    record["params"] = json.loads(run.params_json)
+    return record
+
+
+def run_records(session: Session, sweep_id: int) -> list[dict[str, Any]]:
+    runs = session.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.ordinal))
+    return [run_record(r) for r in runs]
+
+
+def settle_sweep_status(session: Session, sweep: Sweep) -> str:
+    """Derive and store the sweep's status from its runs (unless it was cancelled or failed fast)."""
+    counts = run_counts(session, sweep.id)
+    active = counts[RunState.QUEUED] + counts[RunState.RUNNING]
+    if sweep.status in (SweepStatus.CANCELLED, SweepStatus.FAILED) and active == 0:
+        return sweep.status
+    if active:
+        status = SweepStatus.RUNNING if counts[RunState.RUNNING] or counts[RunState.SUCCEEDED] else SweepStatus.QUEUED
+    elif counts[RunState.FAILED] or counts[RunState.CANCELLED]:
+        status = SweepStatus.PARTIAL if counts[RunState.SUCCEEDED] else SweepStatus.FAILED
+    else:
+        status = SweepStatus.SUCCEEDED
+    sweep.status = status
+    sweep.updated_at = utcnow()
+    return status

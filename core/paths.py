@@ -1,0 +1,46 @@
+"""Where things live under the data root (SPEC section 3); no I/O beyond path arithmetic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.names import check_safe_name
+
+
+def data_root() -> Path:
+    """The data root: `TFTSWEEP_DATA_DIR`, default `./data`, as an absolute path."""
+    return Path(os.environ.get("TFTSWEEP_DATA_DIR", "data")).resolve()
+
+
+def _safe(name: str, what: str) -> str:
+    problem = check_safe_name(name)
+    if problem is not None:
+        raise ValueError(f"{what} {name!r} {problem}")
+    return name
+
+
+def sweep_dir(root: Path, asset: str, output_subdir: str) -> Path:
+    return root / "models" / _safe(asset, "asset") / "sweeps" / _safe(output_subdir, "output_subdir")
+
+
+def hpo_dir(root: Path, asset: str, output_subdir: str) -> Path:
+    return root / "models" / _safe(asset, "asset") / "optuna" / _safe(output_subdir, "output_subdir")
+
+
+def fold_dir(sweep: Path, fold: str) -> Path:
+    return sweep / "folds" / _safe(fold, "fold")
+
+
+def model_version(config_id: str, seed: int) -> str:
+    """A run's model version folder name: unique per (config, seed) within a fold."""
+    return f"{config_id}__seed{seed}"
+
+
+def version_dir(sweep: Path, fold: str, config_id: str, seed: int) -> Path:
+    return fold_dir(sweep, fold) / "models" / model_version(config_id, seed)
+
+
+def database_url(root: Path) -> str:
+    """`DATABASE_URL`, else an SQLite file under the data root."""
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{root / 'tftsweep.db'}"
