@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tftsweep plan --config-json config/sweeps/example_msft.json
+	$(BIN)/tftsweep dataset example
+	$(BIN)/tftsweep sweep --asset MSFT --config-json config/sweeps/example_msft.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check core app worker tests bench

@@ -95,7 +95,9 @@ def read_ohlcv_csv(source: str | Path | IO[bytes] | bytes) -> pd.DataFrame:
         numeric = pd.to_numeric(prices[col], errors="coerce")
         bad = numeric.isna() & prices[col].notna()
         if bad.any():
-            raise DatasetError(f"column {col}: non-numeric value {prices[col][bad].iloc[0]!r} at row {int(bad.idxmax()) + 2}")
+            raise DatasetError(
+                f"column {col}: non-numeric value {prices[col][bad].iloc[0]!r} at row {int(bad.idxmax()) + 2}"
+            )
         prices[col] = numeric.astype("float64")
     _check_dates(prices["date"], "CSV")
     _check_finite(prices, keep[1:], "CSV")
@@ -136,7 +138,9 @@ def _check_finite(frame: pd.DataFrame, columns: list[str], where: str) -> None:
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
         kind = "NaN" if np.isnan(values[row, col]) else "infinite value"
-        raise DatasetError(f"{where}: column {columns[col]} has a {kind} on {pd.Timestamp(frame['date'].iloc[row]).date()}")
+        raise DatasetError(
+            f"{where}: column {columns[col]} has a {kind} on {pd.Timestamp(frame['date'].iloc[row]).date()}"
+        )
 
 
 # -- building and storing -----------------------------------------------------------------
@@ -258,7 +262,9 @@ def list_datasets(root: Path) -> list[DatasetInfo]:
         if check_safe_name(folder.name) is None and path.is_file():
             frame = pd.read_parquet(path, columns=["date"])
             info = describe(folder.name, path, frame)
-            out.append(DatasetInfo(info.asset, path, info.rows, info.first_date, info.last_date, _parquet_columns(path)))
+            out.append(
+                DatasetInfo(info.asset, path, info.rows, info.first_date, info.last_date, _parquet_columns(path))
+            )
     return out
 
 

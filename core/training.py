@@ -89,7 +89,9 @@ class DatasetCache:
         self.misses = 0
         self.build_seconds = 0.0
 
-    def get(self, frame_id: str, frame: pd.DataFrame, fold: Fold, training: TrainingConfig, features: list[str]) -> FoldData:
+    def get(
+        self, frame_id: str, frame: pd.DataFrame, fold: Fold, training: TrainingConfig, features: list[str]
+    ) -> FoldData:
         key = (
             frame_id,
             fold.name,
@@ -291,7 +293,9 @@ def train_run(
         deterministic=False,
     )
     train_loader = fold_data.training.to_dataloader(train=True, batch_size=training.batch_size, num_workers=0)
-    val_loader = fold_data.validation.to_dataloader(train=False, batch_size=max(training.batch_size, 256), num_workers=0)
+    val_loader = fold_data.validation.to_dataloader(
+        train=False, batch_size=max(training.batch_size, 256), num_workers=0
+    )
     trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader)
     if history.best_state is None:
         raise RunFailed("training produced no finite validation loss (diverged?)")

@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = dataset.add_parser("list", help="list stored datasets")
     p.set_defaults(handler=cmd_dataset_list)
 
-    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION"
+    )
     p = db.add_parser("upgrade", help="apply migrations up to the newest schema")
     p.set_defaults(handler=cmd_db_upgrade)
 

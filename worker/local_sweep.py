@@ -23,10 +23,11 @@ from typing import TextIO
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.migrate import upgrade_database
-from app.db.models import Run, RunState, Sweep, SweepStatus
+from app.db.models import Run, Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
 from app.db.sweeps import (
     claim_run,
+    fail_sweep,
     finish_run,
     queued_run_ids,
     release_run,
@@ -125,7 +126,7 @@ def run_local_sweep(
                 release_run(session, run_id, owner)
             sweep = session.get_one(Sweep, sweep_id)
             if runner.stopped_on_failure:
-                sweep.status = SweepStatus.FAILED
+                fail_sweep(session, sweep, "cancelled: an earlier run failed and continue_on_error is off")
             status = settle_sweep_status(session, sweep)
             counts = run_counts(session, sweep_id)
         runner.export()
@@ -285,7 +286,10 @@ class Progress:
         left = self.total - self.done
         eta = f"{elapsed / self._fresh * left:.0f}s" if self._fresh else "?"
         best = f"{self.best[0]:.6g}" if self.best else "-"
-        return f"runs {self.done}/{self.total}  failed {self.failed}  elapsed {elapsed:.0f}s  eta {eta}  best val_rmse {best}"
+        return (
+            f"runs {self.done}/{self.total}  failed {self.failed}  "
+            f"elapsed {elapsed:.0f}s  eta {eta}  best val_rmse {best}"
+        )
 
     def _draw(self) -> None:
         if self.tty:

@@ -86,8 +86,16 @@ def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None)
             fold_data,
             training,
             target,
-            extra_files={"run.json": {"run_id": spec.run_id, "run_key": spec.run_key, "config_id": spec.config_id,
-                                      "fold": fold.name, "seed": spec.seed, "asset": spec.asset}},
+            extra_files={
+                "run.json": {
+                    "run_id": spec.run_id,
+                    "run_key": spec.run_key,
+                    "config_id": spec.config_id,
+                    "fold": fold.name,
+                    "seed": spec.seed,
+                    "asset": spec.asset,
+                }
+            },
             stop_requested=stop_requested,
         )
         outcome.metrics = result.metrics()

@@ -214,9 +214,7 @@ METRIC_COLUMNS = (
 
 
 def run_counts(session: Session, sweep_id: int) -> dict[str, int]:
-    rows = session.execute(
-        select(Run.state, func.count()).where(Run.sweep_id == sweep_id).group_by(Run.state)
-    ).all()
+    rows = session.execute(select(Run.state, func.count()).where(Run.sweep_id == sweep_id).group_by(Run.state)).all()
     counts = Counter({state: 0 for state in RunState.ALL})
     counts.update({state: int(n) for state, n in rows})
     return dict(counts)
@@ -256,6 +254,18 @@ def run_record(run: Run) -> dict[str, Any]:
 def run_records(session: Session, sweep_id: int) -> list[dict[str, Any]]:
     runs = session.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.ordinal))
     return [run_record(r) for r in runs]
+
+
+def fail_sweep(session: Session, sweep: Sweep, reason: str) -> int:
+    """Stop a sweep after a failure (continue_on_error=false): cancel its queued runs."""
+    result = session.execute(
+        update(Run)
+        .where(Run.sweep_id == sweep.id, Run.state == RunState.QUEUED)
+        .values(state=RunState.CANCELLED, error=reason, finished_at=utcnow())
+    )
+    sweep.status = SweepStatus.FAILED
+    sweep.updated_at = utcnow()
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def settle_sweep_status(session: Session, sweep: Sweep) -> str:

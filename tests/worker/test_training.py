@@ -1,0 +1,119 @@
+"""Real (tiny) TFT training: metrics, published files, determinism and no leakage."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.datasets import synthetic_dataset
+from core.training import DatasetCache, build_fold_data, load_dataset_parameters, load_model, train_run
+from tests.utils.data import tiny_fold_model, tiny_training
+
+pytestmark = pytest.mark.slow
+
+FEATURES = ["ret_5", "vol_10", "rsi_14", "day_of_week"]
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return synthetic_dataset(n_days=900)
+
+
+def test_a_run_trains_and_publishes_its_model_version(frame: pd.DataFrame, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    fold = tiny_fold_model()
+    training = tiny_training()
+    data = build_fold_data(frame, fold, training, FEATURES)
+    out = tmp_path / "sweep/folds/f1/models/baseline__seed42"
+    result = train_run(data, training, out)
+
+    assert 0 < result.val_rmse < 1 and 0 < result.test_rmse < 1
+    assert 0 < result.val_mae <= result.val_rmse
+    assert result.val_naive_rmse > 0 and result.test_naive_rmse > 0
+    assert 1 <= result.best_epoch <= result.epochs_trained <= training.max_epochs
+    assert len(result.history) == result.epochs_trained
+    assert result.train_seconds > 0
+    assert sorted(os.listdir(out)) == [
+        "config.json",
+        "dataset_parameters.pkl",
+        "metrics.json",
+        "model.ckpt",
+        "test_predictions.csv",
+    ]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_rmse"] == result.val_rmse
+    assert json.loads((out / "config.json").read_text())["hidden_size"] == training.hidden_size
+    preds = pd.read_csv(out / "test_predictions.csv")
+    assert list(preds.columns) == ["date", "horizon", "actual", "predicted"]
+    assert len(preds) == result.n_test
+    assert preds["date"].min() >= "2012-07-01" and preds["date"].max() <= "2012-12-31"
+    # The window RMSE is recomputable from the published predictions.
+    assert np.sqrt(np.mean((preds["predicted"] - preds["actual"]) ** 2)) == pytest.approx(result.test_rmse, rel=1e-6)
+    # Nothing was written into the working directory (no stray lightning_logs).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+    # The checkpoint and dataset parameters reload for inference.
+    model = load_model(out)
+    assert model.hparams.hidden_size == training.hidden_size
+    assert load_dataset_parameters(out)["max_encoder_length"] == training.max_encoder_length
+
+
+def test_same_config_and_seed_give_identical_metrics(frame: pd.DataFrame) -> None:
+    fold = tiny_fold_model()
+    training = tiny_training(seed=3)
+    data = build_fold_data(frame, fold, training, FEATURES)
+    first = train_run(data, training)
+    again = train_run(build_fold_data(frame, fold, training, FEATURES), training)
+    assert first.metrics() | {"train_seconds": 0} == again.metrics() | {"train_seconds": 0}
+    other_seed = train_run(data, tiny_training(seed=4))
+    assert other_seed.val_rmse != first.val_rmse
+
+
+def test_scalers_are_fitted_on_the_train_window_only(frame: pd.DataFrame) -> None:
+    fold = tiny_fold_model()
+    training = tiny_training()
+    data = build_fold_data(frame, fold, training, FEATURES)
+    train_rows = frame[(frame["date"] >= "2010-01-01") & (frame["date"] <= "2011-12-31")]
+    normalizer = data.training.target_normalizer
+    assert float(normalizer.center_) == pytest.approx(train_rows["target"].mean(), rel=1e-5)
+    scaler = data.training.get_parameters()["scalers"]["rsi_14"]
+    assert scaler.mean_[0] == pytest.approx(train_rows["rsi_14"].mean(), rel=1e-6)
+    # Changing every value after the train window changes no fitted transform.
+    changed = frame.copy()
+    later = changed["date"] > "2011-12-31"
+    changed.loc[later, ["target", "rsi_14"]] *= 10
+    again = build_fold_data(changed, fold, training, FEATURES)
+    assert float(again.training.target_normalizer.center_) == float(normalizer.center_)
+    assert again.training.get_parameters()["scalers"]["rsi_14"].mean_[0] == scaler.mean_[0]
+
+
+def test_validation_never_sees_the_future(frame: pd.DataFrame) -> None:
+    """Val metrics depend on nothing after the val window; val predicts only val dates."""
+    fold = tiny_fold_model()
+    training = tiny_training()
+    data = build_fold_data(frame, fold, training, FEATURES)
+    index = data.validation.x_to_index(next(iter(data.validation.to_dataloader(train=False, batch_size=10_000)))[0])
+    dates = pd.to_datetime(data.dates[index["time_idx"].to_numpy()])
+    assert dates.min() >= pd.Timestamp("2012-01-01") and dates.max() <= pd.Timestamp("2012-06-30")
+
+    changed = frame.copy()
+    after_val = changed["date"] > "2012-06-30"
+    changed.loc[after_val, ["target", *FEATURES]] = changed.loc[after_val, ["target", *FEATURES]] * -3 + 1
+    base = train_run(data, training)
+    perturbed = train_run(build_fold_data(changed, fold, training, FEATURES), training)
+    assert perturbed.val_rmse == base.val_rmse
+    assert perturbed.test_rmse != base.test_rmse
+
+
+def test_dataset_cache_reuses_fold_datasets(frame: pd.DataFrame) -> None:
+    cache = DatasetCache()
+    fold = tiny_fold_model()
+    a = cache.get("syn", frame, fold, tiny_training(), FEATURES)
+    b = cache.get("syn", frame, fold, tiny_training(hidden_size=8, dropout=0.2), FEATURES)
+    c = cache.get("syn", frame, fold, tiny_training(max_encoder_length=12), FEATURES)
+    assert a is b and c is not a
+    assert (cache.hits, cache.misses) == (1, 2)
