@@ -128,6 +128,50 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
 
 
+def _sweep_dir_arg(value: str, flag: str = "--sweep-dir") -> Path:
+    path = Path(value)
+    for name in ("analysis_config.json", "sweep_runs.json"):
+        if not (path / name).is_file():
+            raise UsageError(f"{flag}: {path} is not a sweep folder (no {name})")
+    return path.resolve()
+
+
+def cmd_regenerate(args: argparse.Namespace) -> int:
+    from core.sweep_report import regenerate_sweep
+
+    sweep = _sweep_dir_arg(args.sweep_dir)
+    summary = regenerate_sweep(sweep, plots=not args.no_plots)
+    best = summary["best_config"]
+    print(f"reports rebuilt in {sweep} ({len(summary['plots'])} plots)")
+    if best:
+        print(f"  best config: {best['config_id']}  robust_score={best['robust_score']:.6g}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from core.compare import write_compare
+
+    if len(args.sweep_dir) < 2:
+        raise UsageError("--sweep-dir: give at least two sweeps to compare")
+    sweeps = [_sweep_dir_arg(s) for s in args.sweep_dir]
+    out = Path(args.out) if args.out else Path.cwd() / "compare"
+    table, report = write_compare(sweeps, out)
+    common = report["common"]
+    print(
+        f"compared {', '.join(report['sweeps'])} on {len(common['folds'])} folds, {len(common['seeds'])} seeds, "
+        f"{len(common['configs'])} configs"
+    )
+    for label, gone in report["left_out"].items():
+        if gone["runs_left_out"]:
+            print(
+                f"  left out of {label}: {gone['runs_left_out']} runs (folds {gone['folds']}, seeds {gone['seeds']}, "
+                f"configs {gone['configs']})"
+            )
+    print(table.head(10).to_string(index=False))
+    print(f"  {out / 'compare.csv'}")
+    return EXIT_OK
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from app.db.migrate import upgrade_database
     from core.paths import data_root, database_url
@@ -162,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continue-on-error", action="store_true", help="keep going after a failed run")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.set_defaults(handler=cmd_sweep)
+
+    p = sub.add_parser("regenerate", help="rebuild a sweep's reports and plots from what is stored")
+    p.add_argument("--sweep-dir", required=True, help="e.g. data/models/AAPL/sweeps/X")
+    p.add_argument("--no-plots", action="store_true", help="CSV/JSON reports only")
+    p.set_defaults(handler=cmd_regenerate)
+
+    p = sub.add_parser("compare", help="rank configs of several sweeps on their common folds, seeds and configs")
+    p.add_argument("--sweep-dir", action="append", default=[], required=True, help="a sweep folder (repeat)")
+    p.add_argument("--out", help="output folder (default ./compare)")
+    p.set_defaults(handler=cmd_compare)
 
     dataset = sub.add_parser("dataset", help="build and list datasets").add_subparsers(
         dest="dataset_command", required=True, metavar="ACTION"

@@ -44,6 +44,7 @@ from core.files import write_json_atomic
 from core.paths import database_url, sweep_dir
 from core.plan import expand_sweep
 from core.reports import write_sweep_runs
+from core.sweep_report import write_sweep_reports
 from worker.run_executor import RunOutcome, RunSpec, execute_run, init_worker_process
 
 # A local run holds its lease for a day: nothing else competes for it while this
@@ -131,6 +132,9 @@ def run_local_sweep(
             counts = run_counts(session, sweep_id)
         runner.export()
         progress.finish()
+    with session_scope(factory) as session:
+        records = run_records(session, sweep_id)
+    write_sweep_reports(out, records, SweepConfig.model_validate(effective))
     return SweepOutcome(sweep_id, out, counts, len(submitted.new_run_ids), runner.trained, status)
 
 

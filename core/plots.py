@@ -1,0 +1,236 @@
+"""Report plots, drawn with matplotlib's object API (`Figure`), never pyplot: safe in servers and threads."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display anywhere this runs
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from core.files import write_bytes_atomic
+
+BETTER = "#2a9d8f"
+WORSE = "#e76f51"
+NEUTRAL = "#457b9d"
+BASELINE = "#6c757d"
+
+
+def _figure(width: float, height: float) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    # No timestamps in the metadata: the same data draws the same file.
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _note(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=11, color=BASELINE)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25) -> Figure:
+    """Robust score per config (best at the top), with mean ± std of val RMSE and the naive forecast."""
+    data = ranking[ranking["n_runs"] > 0].head(top)
+    fig, ax = _figure(9, max(3.0, 0.38 * len(data) + 1.6))
+    if data.empty:
+        _note(ax, "no succeeded runs yet")
+        ax.set_title(title)
+        return fig
+    y = np.arange(len(data))[::-1]
+    colors = [BASELINE if c == "baseline" else NEUTRAL for c in data["config_id"]]
+    ax.barh(y, data["robust_score"], color=colors, alpha=0.35, label="robust score (mean + std)")
+    ax.errorbar(
+        data["mean_val_rmse"],
+        y,
+        xerr=data["std_val_rmse"],
+        fmt="o",
+        color="black",
+        capsize=3,
+        label="mean val RMSE ± std",
+    )
+    naive = data["mean_val_naive_rmse"].mean()
+    if math.isfinite(naive):
+        ax.axvline(naive, color=WORSE, linestyle="--", linewidth=1, label=f"naive (zero return) {naive:.4g}")
+    ax.set_yticks(y, [f"{c}  (n={n})" for c, n in zip(data["config_id"], data["n_runs"], strict=True)])
+    low = float(np.nanmin(data["mean_val_rmse"] - data["std_val_rmse"]))
+    high = float(np.nanmax(np.r_[data["robust_score"].to_numpy(), [naive if math.isfinite(naive) else 0]]))
+    pad = (high - low) * 0.15 or abs(high) * 0.05 or 1e-6
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_xlabel("validation RMSE")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_param_impact(summary: pd.DataFrame, title: str) -> Figure:
+    """Average val-RMSE change vs baseline per parameter value (negative is better), ± std over pairs."""
+    fig, ax = _figure(9, max(3.0, 0.38 * len(summary) + 1.6))
+    if summary.empty:
+        _note(ax, "no variant/baseline pairs yet")
+        ax.set_title(title)
+        return fig
+    y = np.arange(len(summary))[::-1]
+    delta = summary["avg_delta_rmse_vs_baseline"].to_numpy()
+    ax.barh(
+        y,
+        delta,
+        xerr=summary["std_delta_rmse_vs_baseline"],
+        color=[BETTER if d < 0 else WORSE for d in delta],
+        capsize=3,
+        alpha=0.85,
+    )
+    ax.axvline(0, color="black", linewidth=0.8)
+    labels = [
+        f"{c}  (win {w:.0%}, n={n})"
+        for c, w, n in zip(summary["config_id"], summary["win_rate"], summary["n_pairs"], strict=True)
+    ]
+    ax.set_yticks(y, labels)
+    ax.set_xlabel("val RMSE − baseline val RMSE (same fold and seed); left of 0 is better")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_response_curve(runs: pd.DataFrame, param: str, baseline_value: Any, title: str) -> Figure:
+    """Val RMSE against the swept value: each run a point (coloured by seed), the mean a line."""
+    ok = runs[(runs["status"] == "succeeded") & ((runs["param_name"] == param) | (runs["config_id"] == "baseline"))]
+    fig, ax = _figure(8, 4.5)
+    if ok.empty:
+        _note(ax, "no succeeded runs yet")
+        ax.set_title(title)
+        return fig
+    values = [baseline_value if c == "baseline" else v for c, v in zip(ok["config_id"], ok["param_raw"], strict=True)]
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numeric:
+        x = np.asarray(values, dtype="float64")
+        order = sorted(set(values))
+        positions = {v: float(v) for v in order}
+    else:
+        order = sorted({json.dumps(v) for v in values})
+        positions = {v: float(i) for i, v in enumerate(order)}
+        x = np.asarray([positions[json.dumps(v)] for v in values])
+    seeds = sorted(ok["seed"].unique())
+    colors = matplotlib.colormaps["tab10"]
+    for i, seed in enumerate(seeds):
+        mask = (ok["seed"] == seed).to_numpy()
+        ax.scatter(
+            x[mask], ok["val_rmse"].to_numpy()[mask], color=colors(i % 10), s=22, alpha=0.8, label=f"seed {seed}"
+        )
+    frame = pd.DataFrame({"x": x, "val_rmse": ok["val_rmse"].to_numpy()}).groupby("x")["val_rmse"].mean()
+    ax.plot(frame.index, frame.to_numpy(), color="black", linewidth=2, marker="D", label="mean")
+    base_x = float(baseline_value) if numeric else positions[json.dumps(baseline_value)]
+    ax.axvline(base_x, color=BASELINE, linestyle=":", label=f"baseline {param}={baseline_value}")
+    if not numeric:
+        ax.set_xticks(list(positions.values()), [json.loads(v) if isinstance(json.loads(v), str) else v for v in order])
+    ax.set_xlabel(param)
+    ax.set_ylabel("validation RMSE")
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_drift_heatmap(drift: pd.DataFrame, title: str) -> Figure:
+    """PSI per feature (rows) and fold/window (columns); bands at 0.1 and 0.25."""
+    fig, ax = _figure(
+        max(6.0, 1.1 * drift[["fold", "compared"]].drop_duplicates().shape[0] + 4),
+        max(3.5, 0.4 * drift["feature"].nunique() + 1.8),
+    )
+    if drift.empty:
+        _note(ax, "no drift data")
+        ax.set_title(title)
+        return fig
+    table = drift.pivot_table(index="feature", columns=["fold", "compared"], values="psi", sort=False)
+    values = table.to_numpy()
+    image = ax.imshow(np.clip(values, 0, 0.5), cmap="YlOrRd", vmin=0, vmax=0.5, aspect="auto")
+    ax.set_yticks(range(len(table.index)), table.index)
+    ax.set_xticks(range(len(table.columns)), [f"{f}\n{c}" for f, c in table.columns])
+    for (i, j), v in np.ndenumerate(values):
+        if math.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="black" if v < 0.3 else "white")
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label("PSI (train → window); 0.1 moderate, 0.25 significant")
+    ax.set_title(title)
+    return fig
+
+
+def plot_predictions(predictions: pd.DataFrame, title: str) -> Figure:
+    """Test-window forecasts against actual returns, one panel, dates on x."""
+    fig, ax = _figure(10, 4.5)
+    if predictions.empty:
+        _note(ax, "no predictions stored")
+        ax.set_title(title)
+        return fig
+    dates = pd.to_datetime(predictions["date"])
+    ax.plot(dates, predictions["actual"], color=BASELINE, linewidth=0.8, alpha=0.8, label="actual")
+    ax.plot(dates, predictions["predicted"], color=NEUTRAL, linewidth=1.4, label="predicted")
+    ax.axhline(0, color=WORSE, linestyle="--", linewidth=0.8, label="naive (zero return)")
+    ax.set_ylabel("daily log return")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_loss_curves(histories: dict[str, list[dict[str, float]]], title: str) -> Figure:
+    """Train and validation loss per epoch, one colour per run."""
+    fig, ax = _figure(8, 4.5)
+    if not histories:
+        _note(ax, "no training history stored")
+        ax.set_title(title)
+        return fig
+    colors = matplotlib.colormaps["tab10"]
+    for i, (label, history) in enumerate(histories.items()):
+        epochs = [h["epoch"] for h in history]
+        ax.plot(epochs, [h["train_loss"] for h in history], color=colors(i % 10), linestyle="--", alpha=0.8)
+        ax.plot(epochs, [h["val_loss"] for h in history], color=colors(i % 10), marker="o", label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.plot([], [], color="black", linestyle="--", label="train loss (dashed)")
+    ax.plot([], [], color="black", marker="o", label="val loss (solid)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_compare(table: pd.DataFrame, title: str) -> Figure:
+    """Robust score per config, one bar per sweep, on the sweeps' common folds and seeds."""
+    fig, ax = _figure(9, max(3.0, 0.45 * table["config_id"].nunique() + 1.6))
+    if table.empty:
+        _note(ax, "nothing in common")
+        ax.set_title(title)
+        return fig
+    configs = list(dict.fromkeys(table.sort_values("robust_score")["config_id"]))
+    sweeps = list(dict.fromkeys(table["sweep"]))
+    height = 0.8 / len(sweeps)
+    colors = matplotlib.colormaps["tab10"]
+    for i, sweep in enumerate(sweeps):
+        part = table[table["sweep"] == sweep].set_index("config_id").reindex(configs)
+        y = np.arange(len(configs))[::-1] + (i - (len(sweeps) - 1) / 2) * height
+        ax.barh(y, part["robust_score"], height=height, color=colors(i), label=sweep)
+    ax.set_yticks(np.arange(len(configs))[::-1], configs)
+    ax.set_xlabel("robust score (mean + std of val RMSE) on common folds and seeds")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return fig

@@ -1,0 +1,367 @@
+"""Write every report, drift file and plot of a sweep (SPEC section 3), or rebuild them from disk.
+
+`write_sweep_reports` is called at the end of a sweep; `regenerate_sweep` reads only what
+the sweep stored (`analysis_config.json`, `sweep_runs.json`, `models/`, the dataset) and
+writes byte-identical CSV/JSON (`generated_at` aside).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.config import SweepConfig, validate_sweep_config
+from core.datasets import load_dataset
+from core.drift import drift_by_fold, drift_overall_summary
+from core.errors import DatasetError
+from core.feature_sets import resolve_features
+from core.files import write_json_atomic
+from core.plan import BASELINE_ID
+from core.reports import (
+    build_config_ranking,
+    build_param_impact_detail,
+    build_param_impact_summary,
+    json_safe,
+    records_from_rows,
+    runs_table,
+    write_csv,
+    write_sweep_runs,
+)
+
+PLOT_CONFIG_RANKING = "config_ranking.png"
+PLOT_PARAM_IMPACT = "param_impact.png"
+PLOT_DRIFT = "drift_psi_heatmap.png"
+PLOT_PREDICTIONS = "best_config_test_predictions.png"
+PLOT_LOSS = "best_config_loss_curves.png"
+MAX_LOSS_CURVES = 10
+
+
+def response_plot_name(param: str) -> str:
+    return f"response_{param}.png"
+
+
+def sweep_location(sweep: Path) -> tuple[Path, str]:
+    """(data root, asset) of a sweep folder laid out as `{root}/models/{asset}/sweeps/{name}`."""
+    return sweep.parents[3], sweep.parents[1].name
+
+
+def regenerate_sweep(sweep: Path, *, plots: bool = True, generated_at: str | None = None) -> dict[str, Any]:
+    """Rebuild every report and plot of `sweep` from what is stored, without training.
+
+    Raises:
+        FileNotFoundError: `sweep` lacks `analysis_config.json` or `sweep_runs.json`.
+    """
+    config = validate_sweep_config(json.loads((sweep / "analysis_config.json").read_text()))
+    records = records_from_rows(json.loads((sweep / "sweep_runs.json").read_text()))
+    return write_sweep_reports(sweep, records, config, plots=plots, generated_at=generated_at)
+
+
+def write_sweep_reports(
+    sweep: Path,
+    records: list[dict[str, Any]],
+    config: SweepConfig,
+    *,
+    plots: bool = True,
+    generated_at: str | None = None,
+) -> dict[str, Any]:
+    """Write the sweep's reports, per-fold reports, drift files and plots; return the summary."""
+    root, asset = sweep_location(sweep)
+    runs = runs_table(records)
+    write_sweep_runs(sweep, records)
+    ranking = build_config_ranking(runs)
+    detail = build_param_impact_detail(runs)
+    impact = build_param_impact_summary(detail)
+    write_csv(sweep / "config_ranking.csv", ranking)
+    write_csv(sweep / "param_impact_detail.csv", detail)
+    write_csv(sweep / "param_impact_summary.csv", impact)
+
+    fold_tables: dict[str, tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]] = {}
+    for fold in config.folds:
+        fold_runs = runs[runs["fold"] == fold.name]
+        fold_records = [r for r in records if r["fold"] == fold.name]
+        directory = sweep / "folds" / fold.name
+        f_detail = build_param_impact_detail(fold_runs)
+        tables = (fold_runs, build_config_ranking(fold_runs), f_detail, build_param_impact_summary(f_detail))
+        write_sweep_runs(directory, fold_records)
+        write_csv(directory / "config_ranking.csv", tables[1])
+        write_csv(directory / "param_impact_detail.csv", tables[2])
+        write_csv(directory / "param_impact_summary.csv", tables[3])
+        fold_tables[fold.name] = tables
+
+    drift, drift_summary = _write_drift(sweep, root, asset, config)
+    models = build_all_models_ranked(sweep)
+    write_csv(sweep / "all_models_ranked.csv", models)
+
+    plot_files: list[str] = []
+    if plots:
+        plot_files += _draw_plots(sweep, sweep / "plots", "", runs, ranking, impact, drift, config)
+        for fold in config.folds:
+            fold_runs, f_ranking, _, f_impact = fold_tables[fold.name]
+            f_drift = drift[drift["fold"] == fold.name] if drift is not None else None
+            plot_files += _draw_plots(
+                sweep,
+                sweep / "folds" / fold.name / "plots",
+                f"fold {fold.name}: ",
+                fold_runs,
+                f_ranking,
+                f_impact,
+                f_drift,
+                config,
+            )
+    summary = build_summary(asset, config, runs, ranking, impact, drift_summary, plot_files, generated_at)
+    write_json_atomic(sweep / "summary.json", summary)
+    return summary
+
+
+def _write_drift(
+    sweep: Path, root: Path, asset: str, config: SweepConfig
+) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    try:
+        frame = load_dataset(root, asset, config.features)
+    except DatasetError as exc:
+        return None, {"available": False, "reason": str(exc)}
+    by_fold = drift_by_fold(frame, config.folds, resolve_features(config.features))
+    write_csv(sweep / "drift_ks_psi_by_fold.csv", by_fold)
+    overall = drift_overall_summary(by_fold)
+    write_json_atomic(sweep / "drift_ks_psi_overall_summary.json", json_safe(overall))
+    return by_fold, {
+        "available": True,
+        **{k: overall[k] for k in ("n_comparisons", "n_by_band", "most_drifting_features")},
+    }
+
+
+ALL_MODELS_COLUMNS = (
+    "rank",
+    "fold",
+    "model_version",
+    "config_id",
+    "seed",
+    "run_key",
+    "val_rmse",
+    "test_rmse",
+    "val_mae",
+    "test_mae",
+    "val_naive_rmse",
+    "test_naive_rmse",
+    "best_epoch",
+    "epochs_trained",
+    "path",
+)
+
+
+def build_all_models_ranked(sweep: Path) -> pd.DataFrame:
+    """Every model version stored under `folds/*/models/`, ranked by val RMSE (path breaks ties)."""
+    rows = []
+    for metrics_file in sorted(sweep.glob("folds/*/models/*/metrics.json")):
+        version = metrics_file.parent
+        metrics = json.loads(metrics_file.read_text())
+        run_file = version / "run.json"
+        run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+        rows.append(
+            {
+                "fold": version.parents[1].name,
+                "model_version": version.name,
+                "config_id": run.get("config_id"),
+                "seed": run.get("seed"),
+                "run_key": run.get("run_key"),
+                **{k: metrics.get(k) for k in ALL_MODELS_COLUMNS[6:14]},
+                "path": str(version.relative_to(sweep)),
+            }
+        )
+    table = pd.DataFrame(rows, columns=list(ALL_MODELS_COLUMNS[1:]))
+    table = table.sort_values(["val_rmse", "path"], na_position="last", kind="stable").reset_index(drop=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table
+
+
+def _best_config(ranking: pd.DataFrame) -> pd.Series | None:
+    ok = ranking[ranking["n_runs"] > 0]
+    return ok.iloc[0] if len(ok) else None
+
+
+def _draw_plots(
+    sweep: Path,
+    out: Path,
+    prefix: str,
+    runs: pd.DataFrame,
+    ranking: pd.DataFrame,
+    impact: pd.DataFrame,
+    drift: pd.DataFrame | None,
+    config: SweepConfig,
+) -> list[str]:
+    from core import plots
+
+    drawn: dict[str, Any] = {
+        PLOT_CONFIG_RANKING: plots.plot_config_ranking(ranking, f"{prefix}configs ranked by robust score"),
+        PLOT_PARAM_IMPACT: plots.plot_param_impact(impact, f"{prefix}parameter impact vs baseline"),
+    }
+    for param in config.param_ranges:
+        baseline_value = getattr(config.training_config, param)
+        drawn[response_plot_name(param)] = plots.plot_response_curve(
+            runs, param, baseline_value, f"{prefix}val RMSE vs {param}"
+        )
+    if drift is not None:
+        drawn[PLOT_DRIFT] = plots.plot_drift_heatmap(drift, f"{prefix}feature drift (PSI) vs train window")
+    best = _best_config(ranking)
+    label = best["config_id"] if best is not None else "-"
+    best_runs = runs[(runs["config_id"] == label) & (runs["status"] == "succeeded")] if best is not None else runs[:0]
+    drawn[PLOT_PREDICTIONS] = plots.plot_predictions(
+        _best_predictions(sweep, best_runs), f"{prefix}best config {label}: test predictions vs actual"
+    )
+    drawn[PLOT_LOSS] = plots.plot_loss_curves(_histories(sweep, best_runs), f"{prefix}best config {label}: loss curves")
+    names = []
+    for name, fig in drawn.items():
+        plots.save_figure(fig, out / name)
+        names.append(str((out / name).relative_to(sweep)))
+    return names
+
+
+def _version_dir(sweep: Path, run: pd.Series) -> Path | None:
+    if not isinstance(run["model_version"], str):
+        return None
+    return sweep / "folds" / str(run["fold"]) / "models" / run["model_version"]
+
+
+def _best_predictions(sweep: Path, best_runs: pd.DataFrame) -> pd.DataFrame:
+    """The best config's first-seed test predictions, one block per fold."""
+    frames = []
+    for _, group in best_runs.groupby("fold", sort=False):
+        version = _version_dir(sweep, group.iloc[0])
+        path = version / "test_predictions.csv" if version else None
+        if path is not None and path.is_file():
+            frames.append(pd.read_csv(path).query("horizon == 1"))
+    if not frames:
+        return pd.DataFrame(columns=["date", "actual", "predicted"])
+    return pd.concat(frames).drop_duplicates("date", keep="last").sort_values("date")
+
+
+def _histories(sweep: Path, best_runs: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
+    out: dict[str, list[dict[str, float]]] = {}
+    for _, run in best_runs.head(MAX_LOSS_CURVES).iterrows():
+        version = _version_dir(sweep, run)
+        path = version / "metrics.json" if version else None
+        if path is not None and path.is_file():
+            history = json.loads(path.read_text()).get("history") or []
+            if history:
+                out[f"{run['fold']} seed {run['seed']}"] = history
+    return out
+
+
+def _stats(row: pd.Series) -> dict[str, Any]:
+    keys = (
+        "config_id",
+        "param_name",
+        "param_value",
+        "n_runs",
+        "n_failed",
+        "mean_val_rmse",
+        "std_val_rmse",
+        "robust_score",
+        "mean_test_rmse",
+        "std_test_rmse",
+        "mean_val_naive_rmse",
+        "mean_test_naive_rmse",
+    )
+    return {k: _plain(row[k]) for k in keys}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def build_summary(
+    asset: str,
+    config: SweepConfig,
+    runs: pd.DataFrame,
+    ranking: pd.DataFrame,
+    impact: pd.DataFrame,
+    drift: dict[str, Any],
+    plot_files: list[str],
+    generated_at: str | None = None,
+) -> dict[str, Any]:
+    """The executive summary (SPEC section 3): counts, baseline, best config, per-param best, top 5."""
+    status_counts = runs["status"].value_counts()
+    base_rows = ranking[ranking["config_id"] == BASELINE_ID]
+    baseline = _stats(base_rows.iloc[0]) if len(base_rows) and base_rows.iloc[0]["n_runs"] > 0 else None
+    best_row = _best_config(ranking)
+    best = _stats(best_row) if best_row is not None else None
+    if best is not None:
+        naive = best["mean_val_naive_rmse"]
+        best["beats_naive"] = bool(naive is not None and best["mean_val_rmse"] < naive)
+        best["delta_vs_baseline"] = (
+            None
+            if baseline is None
+            else {
+                "robust_score": best["robust_score"] - baseline["robust_score"],
+                "mean_val_rmse": best["mean_val_rmse"] - baseline["mean_val_rmse"],
+                "mean_test_rmse": best["mean_test_rmse"] - baseline["mean_test_rmse"],
+            }
+        )
+    best_per_param = {}
+    for param, group in impact.groupby("param_name", sort=False):
+        row = group.iloc[0]  # impact is sorted by average delta
+        best_per_param[str(param)] = {
+            "value": json.loads(row["param_value"]) if _is_json(row["param_value"]) else row["param_value"],
+            "config_id": row["config_id"],
+            "avg_delta_rmse_vs_baseline": _plain(row["avg_delta_rmse_vs_baseline"]),
+            "win_rate": _plain(row["win_rate"]),
+            "n_pairs": _plain(row["n_pairs"]),
+            "beats_baseline": bool(row["avg_delta_rmse_vs_baseline"] < 0),
+        }
+    not_done = runs[runs["status"] != "succeeded"]
+    return json_safe(
+        {
+            "asset": asset,
+            "output_subdir": config.output_subdir,
+            "counts": {
+                "configs": int(runs["config_id"].nunique()),
+                "folds": len(config.folds),
+                "seeds": len(config.seeds),
+                "runs": len(runs),
+                "runs_by_status": {
+                    s: int(status_counts.get(s, 0)) for s in ("succeeded", "failed", "cancelled", "queued", "running")
+                },
+            },
+            "complete": bool(len(not_done) == 0),
+            "baseline": baseline,
+            "best_config": best,
+            "best_value_per_param": best_per_param,
+            "top5": [_stats(row) | {"rank": int(row["rank"])} for _, row in ranking.head(5).iterrows()],
+            "drift": drift,
+            "failed_runs": _named(not_done[not_done["status"] == "failed"]),
+            "unfinished_runs": _named(not_done[not_done["status"] != "failed"]),
+            "plots": plot_files,
+            "generated_at": generated_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+
+
+def _is_json(text: Any) -> bool:
+    try:
+        json.loads(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _named(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": _plain(r["run_id"]),
+            "config_id": r["config_id"],
+            "fold": r["fold"],
+            "seed": _plain(r["seed"]),
+            "status": r["status"],
+            "error": r["error"] if isinstance(r["error"], str) else None,
+        }
+        for _, r in frame.iterrows()
+    ]

@@ -1,0 +1,138 @@
+"""Ranking, impact pairing and win rates, checked against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from core.reports import (
+    build_config_ranking,
+    build_param_impact_detail,
+    build_param_impact_summary,
+    records_from_rows,
+    runs_table,
+    sweep_runs_frame,
+    sweep_runs_rows,
+    to_csv_text,
+)
+from tests.utils.runs import hand_computed_records, record
+
+SPEC_RANKING = [
+    "rank",
+    "config_id",
+    "param_name",
+    "param_value",
+    "n_runs",
+    "n_failed",
+    "mean_val_rmse",
+    "std_val_rmse",
+    "robust_score",
+    "mean_test_rmse",
+    "std_test_rmse",
+]
+
+
+@pytest.fixture
+def runs() -> pd.DataFrame:
+    return runs_table(hand_computed_records())
+
+
+def test_ranking_by_hand(runs: pd.DataFrame) -> None:
+    ranking = build_config_ranking(runs).set_index("config_id")
+    assert list(build_config_ranking(runs).columns[: len(SPEC_RANKING)]) == SPEC_RANKING
+    # hidden_size=8: one succeeded run (0.5) -> std 0, robust 0.5
+    assert ranking.loc["hidden_size=8", ["n_runs", "n_failed", "n_total"]].tolist() == [1, 2, 4]
+    assert ranking.loc["hidden_size=8", "std_val_rmse"] == 0.0
+    assert ranking.loc["hidden_size=8", "robust_score"] == 0.5
+    # learning_rate=0.01: 1.5, 1.5, 2.5, 2.5 -> mean 2, sample std sqrt(1/3)
+    assert ranking.loc["learning_rate=0.01", "mean_val_rmse"] == pytest.approx(2.0)
+    assert ranking.loc["learning_rate=0.01", "std_val_rmse"] == pytest.approx(math.sqrt(1 / 3))
+    assert ranking.loc["learning_rate=0.01", "robust_score"] == pytest.approx(2 + math.sqrt(1 / 3))
+    # baseline: 1, 2, 3 succeeded, one failed -> mean 2, std 1, robust 3
+    assert ranking.loc["baseline", ["n_runs", "n_failed"]].tolist() == [3, 1]
+    assert ranking.loc["baseline", "robust_score"] == pytest.approx(3.0)
+    assert ranking.loc["baseline", "mean_test_rmse"] == pytest.approx(2.1)
+    # cand: nothing succeeded -> ranked last, no statistics
+    assert ranking.loc["cand", "n_runs"] == 0 and math.isnan(ranking.loc["cand", "robust_score"])
+    assert build_config_ranking(runs)["config_id"].tolist() == [
+        "hidden_size=8",
+        "learning_rate=0.01",
+        "baseline",
+        "cand",
+    ]
+    assert build_config_ranking(runs)["rank"].tolist() == [1, 2, 3, 4]
+
+
+def test_ties_keep_plan_order() -> None:
+    runs = runs_table(
+        [record("baseline", "f", 1, 1.0), record("dropout=0.2", "f", 1, 1.0), record("dropout=0.3", "f", 1, 1.0)]
+    )
+    assert build_config_ranking(runs)["config_id"].tolist() == ["baseline", "dropout=0.2", "dropout=0.3"]
+
+
+def test_impact_pairs_only_succeeded_runs_of_the_same_fold_and_seed(runs: pd.DataFrame) -> None:
+    detail = build_param_impact_detail(runs)
+    got = {(r.config_id, r.fold, r.seed): r.delta_rmse_vs_baseline for r in detail.itertuples()}
+    assert got == pytest.approx(
+        {
+            ("learning_rate=0.01", "f1", 1): 0.5,
+            ("learning_rate=0.01", "f1", 2): -0.5,
+            ("learning_rate=0.01", "f2", 1): -0.5,
+            # (f2, 2): the baseline failed -> no pair
+            ("hidden_size=8", "f1", 1): -0.5,
+        }
+    )
+    assert "cand" not in set(detail["config_id"])  # explicit candidates have no single param
+    row = detail[(detail["config_id"] == "hidden_size=8")].iloc[0]
+    assert (row["test_rmse"], row["baseline_test_rmse"]) == pytest.approx((0.7, 1.1))
+    assert row["delta_test_rmse_vs_baseline"] == pytest.approx(-0.4)
+    assert list(detail.columns) == [
+        "config_id",
+        "param_name",
+        "param_value",
+        "fold",
+        "seed",
+        "val_rmse",
+        "baseline_val_rmse",
+        "delta_rmse_vs_baseline",
+        "test_rmse",
+        "baseline_test_rmse",
+        "delta_test_rmse_vs_baseline",
+    ]
+
+
+def test_impact_summary_by_hand(runs: pd.DataFrame) -> None:
+    summary = build_param_impact_summary(build_param_impact_detail(runs))
+    assert summary["config_id"].tolist() == ["hidden_size=8", "learning_rate=0.01"]  # sorted by average delta
+    lr = summary.set_index("config_id").loc["learning_rate=0.01"]
+    assert lr["n_pairs"] == 3
+    assert lr["avg_delta_rmse_vs_baseline"] == pytest.approx(-1 / 6)
+    assert lr["std_delta_rmse_vs_baseline"] == pytest.approx(math.sqrt(1 / 3))
+    assert lr["win_rate"] == pytest.approx(2 / 3)
+    assert lr["param_name"] == "learning_rate" and lr["param_value"] == "0.01"
+    hs = summary.set_index("config_id").loc["hidden_size=8"]
+    assert (hs["n_pairs"], hs["std_delta_rmse_vs_baseline"], hs["win_rate"]) == (1, 0.0, 1.0)
+
+
+def test_a_tie_with_the_baseline_is_not_a_win() -> None:
+    runs = runs_table([record("baseline", "f", 1, 1.0), record("dropout=0.2", "f", 1, 1.0)])
+    assert build_param_impact_summary(build_param_impact_detail(runs))["win_rate"].tolist() == [0.0]
+
+
+def test_reports_over_no_succeeded_runs_are_empty_not_errors() -> None:
+    runs = runs_table([record("baseline", "f", 1, None), record("dropout=0.2", "f", 1, None)])
+    assert build_config_ranking(runs)["n_runs"].tolist() == [0, 0]
+    assert build_param_impact_detail(runs).empty
+    assert build_param_impact_summary(build_param_impact_detail(runs)).empty
+
+
+def test_sweep_runs_rows_round_trip_through_json_rows() -> None:
+    records = hand_computed_records()
+    again = records_from_rows(sweep_runs_rows(records))
+    assert to_csv_text(sweep_runs_frame(again)) == to_csv_text(sweep_runs_frame(records))
+    frame = sweep_runs_frame(records)
+    assert frame.columns.tolist().count("seed") == 1
+    assert pd.isna(frame.loc[0, "param_value"]) and frame.loc[1, "param_value"] == "0.01"
+    assert frame.loc[1, "learning_rate"] == 0.01
