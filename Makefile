@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
+# The main job over HTTP: example dataset, `tftsweep serve`, submit, progress, ranking, stop.
 demo: $(STAMP)
-	$(BIN)/tftsweep dataset example
-	$(BIN)/tftsweep sweep --asset MSFT --config-json config/sweeps/example_msft.json
+	$(BIN)/python -m worker.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check core app worker tests bench
@@ -32,9 +32,10 @@ format: $(STAMP)
 	$(BIN)/ruff format core app worker tests bench
 	$(BIN)/ruff check --fix core app worker tests bench
 
+# Redis and PostgreSQL (when installed) start on loopback for the production-stack tests.
 # pytest exits 5 when it collects nothing; make treats that as the failure it is.
 test: lint
-	$(BIN)/pytest
+	eval "$$(scripts/services.sh)" && $(BIN)/pytest
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow and not e2e"

@@ -15,12 +15,13 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from core.config import Fold, TrainingConfig, parse_date
+from core.config import Fold, SweepConfig, TrainingConfig, parse_date
 from core.errors import DatasetError
 from core.feature_sets import FEATURE_SETS, resolve_features
 from core.features import FEATURE_DOCS, TARGET_DEFINITION, WARMUP_ROWS, compute_features
 from core.files import write_bytes_atomic, write_json_atomic
 from core.names import check_safe_name
+from core.plan import plan_configs
 
 KEY_COLUMNS = ("date", "asset", "target")
 OHLCV_COLUMNS = ("date", "open", "high", "low", "close", "volume")
@@ -351,3 +352,16 @@ def check_fold_fits(frame: pd.DataFrame, fold: Fold, training: TrainingConfig) -
                 f"fold {fold.name}: only {history} rows precede the {part} window; "
                 f"max_encoder_length={training.max_encoder_length} needs that many"
             )
+
+
+def check_dataset_for_sweep(root: Path, asset: str, config: SweepConfig) -> None:
+    """Fail before any training when the dataset cannot serve every (fold, config) shape.
+
+    Raises:
+        DatasetError: missing dataset or features, bad values, too-short windows.
+    """
+    frame = load_dataset(root, asset, config.features)
+    shapes = {(c.training.max_encoder_length, c.training.max_prediction_length) for c in plan_configs(config)}
+    for fold in config.folds:
+        for enc, pred in sorted(shapes):
+            check_fold_fits(frame, fold, TrainingConfig(max_encoder_length=enc, max_prediction_length=pred))

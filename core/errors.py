@@ -71,3 +71,7 @@ class RunFailed(TftsweepError):
 def _short(value: Any, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class RunCancelled(TftsweepError):
+    """Training stopped because the run was cancelled (or its lease was lost)."""

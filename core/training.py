@@ -35,7 +35,7 @@ from pytorch_forecasting.metrics import MAE, RMSE, QuantileLoss
 
 from core.config import Fold, TrainingConfig
 from core.datasets import check_fold_fits, fold_rows
-from core.errors import DatasetError, RunFailed
+from core.errors import DatasetError, RunCancelled, RunFailed
 from core.feature_sets import KNOWN_FEATURES
 from core.files import dumps_json, publish_dir_atomic
 
@@ -177,12 +177,11 @@ def build_fold_data(frame: pd.DataFrame, fold: Fold, training: TrainingConfig, f
 class _History(Callback):
     """Per-epoch train/val loss, and the weights of the best validation epoch (kept in memory)."""
 
-    def __init__(self, stop_requested: Callable[[], bool] | None) -> None:
+    def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
         self.best_loss = math.inf
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
-        self._stop_requested = stop_requested
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -203,8 +202,24 @@ class _History(Callback):
                 "val_loss": getattr(self, "_val", math.nan),
             }
         )
-        if self._stop_requested is not None and self._stop_requested():
-            trainer.should_stop = True
+
+
+class _StopWhenAsked(Callback):
+    """Abort training at the next batch once `stop_requested()` is true (cancel, lost lease)."""
+
+    def __init__(self, stop_requested: Callable[[], bool]) -> None:
+        self._stop_requested = stop_requested
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._stop_requested():
+            raise RunCancelled("training stopped on request (run cancelled or lease lost)")
+
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self.on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
 
 def _loss(name: str) -> Any:
@@ -267,7 +282,8 @@ def train_run(
         logging_metrics=torch.nn.ModuleList([]),
         log_interval=-1,
     )
-    history = _History(stop_requested)
+    history = _History()
+    extra_callbacks = [*(callbacks or []), *([_StopWhenAsked(stop_requested)] if stop_requested else [])]
     trainer = pl.Trainer(
         max_epochs=training.max_epochs,
         accelerator="auto",
@@ -282,7 +298,7 @@ def train_run(
                 mode="min",
             ),
             history,
-            *(callbacks or []),
+            *extra_callbacks,
         ],
         logger=False,
         enable_checkpointing=False,
@@ -371,7 +387,7 @@ def load_dataset_parameters(version_dir: Path) -> dict[str, Any]:
 
 def describe_error(exc: BaseException) -> str:
     """A one-line error for the run record."""
-    if isinstance(exc, DatasetError | RunFailed):
+    if isinstance(exc, DatasetError | RunFailed | RunCancelled):
         return str(exc)
     return f"{type(exc).__name__}: {exc}".strip()
 

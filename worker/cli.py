@@ -172,6 +172,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from worker.serve import serve
+
+    return serve(args.host, args.port, args.concurrency, args.log_level)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.serve import run_workers
+
+    gpus = [g for g in args.gpus.split(",") if g] if args.gpus else []
+    queues = [q for q in args.queues.split(",") if q]
+    return run_workers(args.concurrency, queues, gpus, args.log_level)
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from app.db.migrate import upgrade_database
     from core.paths import data_root, database_url
@@ -216,6 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-dir", action="append", default=[], required=True, help="a sweep folder (repeat)")
     p.add_argument("--out", help="output folder (default ./compare)")
     p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("serve", help="run the API with an embedded worker (SQLite + filesystem broker by default)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--concurrency", type=int, default=1, help="concurrent runs in the embedded worker")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("worker", help="run Celery workers (one process per GPU with --gpus)")
+    p.add_argument("--concurrency", type=int, default=1, help="concurrent runs per worker process (runs per GPU)")
+    p.add_argument("--queues", default="gpu,cpu", help="queues to consume (default gpu,cpu)")
+    p.add_argument("--gpus", default="", help="comma-separated GPU ids, e.g. 0,1: one worker process each")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(handler=cmd_worker)
 
     dataset = sub.add_parser("dataset", help="build and list datasets").add_subparsers(
         dest="dataset_command", required=True, metavar="ACTION"

@@ -37,12 +37,11 @@ from app.db.sweeps import (
     settle_sweep_status,
     submit_sweep,
 )
-from core.config import Fold, SweepConfig, TrainingConfig
-from core.datasets import check_fold_fits, load_dataset
+from core.config import Fold, SweepConfig
+from core.datasets import check_dataset_for_sweep
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic
 from core.paths import database_url, sweep_dir
-from core.plan import expand_sweep
 from core.reports import write_sweep_runs
 from core.sweep_report import write_sweep_reports
 from worker.run_executor import RunOutcome, RunSpec, execute_run, init_worker_process
@@ -60,19 +59,6 @@ class SweepOutcome:
     new_runs: int
     trained: int
     status: str
-
-
-def check_dataset_for(root: Path, asset: str, config: SweepConfig) -> None:
-    """Fail before any training when the dataset cannot serve every (fold, config) shape.
-
-    Raises:
-        DatasetError: missing dataset or features, bad values, too-short windows.
-    """
-    frame = load_dataset(root, asset, config.features)
-    shapes = {(c.training.max_encoder_length, c.training.max_prediction_length) for c in expand_sweep(config).configs}
-    for fold in config.folds:
-        for enc, pred in sorted(shapes):
-            check_fold_fits(frame, fold, TrainingConfig(max_encoder_length=enc, max_prediction_length=pred))
 
 
 def open_database(root: Path) -> sessionmaker[Session]:
@@ -93,7 +79,7 @@ def run_local_sweep(
     on_run_finished: Callable[[RunOutcome], None] | None = None,
 ) -> SweepOutcome:
     """Record (or merge, or resume) the sweep, then train every run that has not succeeded."""
-    check_dataset_for(root, asset, config)
+    check_dataset_for_sweep(root, asset, config)
     factory = open_database(root)
     with session_scope(factory) as session:
         submitted = submit_sweep(

@@ -81,6 +81,8 @@ class Run(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When a broker message was last sent for this run; null: never (or the send failed).
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     val_rmse: Mapped[float | None] = mapped_column(Float, nullable=True)

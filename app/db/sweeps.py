@@ -98,6 +98,7 @@ def submit_sweep(
     existing.updated_at = now
     if result.new_runs:
         existing.status = SweepStatus.QUEUED
+        existing.reports_at = None  # stale until the new runs finish
     start = session.scalar(select(func.coalesce(func.max(Run.ordinal), -1)).where(Run.sweep_id == existing.id))
     runs = _insert_runs(session, existing, result.new_runs, start=int(start if start is not None else -1) + 1)
     return SubmitResult(existing, [r.id for r in runs], len(result.plan.runs), merged=True, resumed=False)
@@ -151,7 +152,17 @@ def claim_run(session: Session, run_id: int, owner: str, lease_seconds: float) -
             attempts=Run.attempts + 1,
         )
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    session.execute(
+        update(Sweep)
+        .where(
+            Sweep.id == select(Run.sweep_id).where(Run.id == run_id).scalar_subquery(),
+            Sweep.status == SweepStatus.QUEUED,
+        )
+        .values(status=SweepStatus.RUNNING, updated_at=now)
+    )
+    return True
 
 
 def renew_lease(session: Session, run_id: int, owner: str, lease_seconds: float) -> bool:
@@ -283,3 +294,128 @@ def settle_sweep_status(session: Session, sweep: Sweep) -> str:
     sweep.status = status
     sweep.updated_at = utcnow()
     return status
+
+
+def mark_enqueued(session: Session, run_ids: list[int]) -> None:
+    """Remember when each run's message was sent, so the reaper can tell a lost one."""
+    now = utcnow()
+    for chunk in _chunks(run_ids, 500):
+        session.execute(update(Run).where(Run.id.in_(chunk)).values(enqueued_at=now))
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def cancel_sweep(session: Session, sweep: Sweep) -> dict[str, int]:
+    """Cancel a sweep: queued and running runs become cancelled.
+
+    A running run's worker sees the change at its next lease check and stops training
+    within seconds; its result, if any, is then not recorded.
+    """
+    now = utcnow()
+    counts = {}
+    for state in (RunState.QUEUED, RunState.RUNNING):
+        result = session.execute(
+            update(Run)
+            .where(Run.sweep_id == sweep.id, Run.state == state)
+            .values(
+                state=RunState.CANCELLED,
+                error="cancelled by request",
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        counts[state] = int(result.rowcount)  # type: ignore[attr-defined]
+    sweep.status = SweepStatus.CANCELLED
+    sweep.updated_at = now
+    return counts
+
+
+def retry_sweep(session: Session, sweep: Sweep) -> list[int]:
+    """Put failed and cancelled runs back in the queue with fresh attempts; return their ids."""
+    ids = list(
+        session.scalars(
+            select(Run.id).where(Run.sweep_id == sweep.id, Run.state.in_((RunState.FAILED, RunState.CANCELLED)))
+        )
+    )
+    if ids:
+        session.execute(
+            update(Run)
+            .where(Run.id.in_(ids))
+            .values(
+                state=RunState.QUEUED,
+                attempts=0,
+                error=None,
+                started_at=None,
+                finished_at=None,
+                queued_at=utcnow(),
+                enqueued_at=None,
+            )
+        )
+        sweep.status = SweepStatus.QUEUED
+        sweep.reports_at = None
+        sweep.updated_at = utcnow()
+    return ids
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    requeued: list[int]
+    failed: list[int]
+    resend: list[int]
+    touched_sweeps: list[int]
+
+
+def reap(session: Session, max_attempts: int, requeue_after_seconds: float) -> ReapResult:
+    """Recover from dead workers and lost messages; the caller commits, then enqueues `requeued + resend`.
+
+    - A running run whose lease expired goes back to the queue, or fails once it has
+      used `max_attempts` attempts.
+    - A queued run whose message is older than `requeue_after_seconds` (or was never
+      sent) is sent again; a duplicate message is harmless (claims are conditional).
+    """
+    now = utcnow()
+    expired = session.execute(
+        select(Run.id, Run.attempts, Run.sweep_id).where(Run.state == RunState.RUNNING, Run.lease_expires_at < now)
+    ).all()
+    requeued: list[int] = []
+    failed: list[int] = []
+    touched: set[int] = set()
+    for run_id, attempts, sweep_id in expired:
+        if attempts >= max_attempts:
+            values: dict[str, Any] = {
+                "state": RunState.FAILED,
+                "finished_at": now,
+                "error": f"lease expired {attempts} times (worker died or lost); gave up after {max_attempts} attempts",
+            }
+        else:
+            values = {"state": RunState.QUEUED, "queued_at": now, "started_at": None, "enqueued_at": None}
+        result = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.state == RunState.RUNNING, Run.lease_expires_at < now)
+            .values(lease_owner=None, lease_expires_at=None, **values)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            (failed if values["state"] == RunState.FAILED else requeued).append(run_id)
+            touched.add(sweep_id)
+    cutoff = now - timedelta(seconds=requeue_after_seconds)
+    # Never-sent runs get a grace period: the submitter sends right after its commit.
+    unsent_cutoff = now - timedelta(seconds=min(30.0, requeue_after_seconds))
+    resend = list(
+        session.scalars(
+            select(Run.id).where(
+                Run.state == RunState.QUEUED,
+                (Run.enqueued_at.is_(None) & (Run.queued_at < unsent_cutoff)) | (Run.enqueued_at < cutoff),
+            )
+        )
+    )
+    resend = [r for r in resend if r not in set(requeued)]
+    return ReapResult(requeued, failed, resend, sorted(touched))
+
+
+def sweep_is_done(session: Session, sweep_id: int) -> bool:
+    """No run of the sweep is queued or running."""
+    counts = run_counts(session, sweep_id)
+    return counts[RunState.QUEUED] + counts[RunState.RUNNING] == 0

@@ -1,0 +1,1 @@
+"""FastAPI application: routes over the sweep services; JSON everywhere, OpenAPI at /docs."""

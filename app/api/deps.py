@@ -1,0 +1,41 @@
+"""Dependencies: settings, a database session, the run queue (as `Annotated` aliases)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.queue import RunQueue
+from app.settings import Settings
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_factory(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    session = get_factory(request)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_queue(request: Request) -> RunQueue:
+    queue: RunQueue = request.app.state.queue
+    return queue
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, Depends(get_db)]
+FactoryDep = Annotated[sessionmaker[Session], Depends(get_factory)]
+QueueDep = Annotated[RunQueue, Depends(get_queue)]

@@ -1,0 +1,65 @@
+"""The FastAPI application: `uvicorn app.api.main:app` (or `tftsweep serve`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.errors import install_error_handlers
+from app.api.routes import datasets, health, sweeps
+from app.db.migrate import upgrade_database
+from app.db.session import make_engine, make_session_factory
+from app.queue import CeleryQueue, RunQueue, make_celery
+from app.services import Reaper
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("tftsweep.server")
+
+DESCRIPTION = """
+Robust hyperparameters for Temporal Fusion Transformer forecasts.
+
+POST a sweep config to `/sweeps`; the server expands it one factor at a time over
+walk-forward folds and replica seeds, trains each run on a worker, and serves rankings
+(`robust_score = mean_val_rmse + std_val_rmse`), parameter impact, feature drift,
+summaries and plots. The sweep config schema is documented in `docs/config.md`.
+"""
+
+
+def create_app(settings: Settings | None = None, queue: RunQueue | None = None, reaper: bool = True) -> FastAPI:
+    """Build the app; `queue` replaces the Celery client (tests), `reaper` starts the lease reaper."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_root.mkdir(parents=True, exist_ok=True)
+        upgrade_database(settings.db_url)
+        engine = make_engine(settings.db_url)
+        app.state.settings = settings
+        app.state.session_factory = make_session_factory(engine)
+        app.state.queue = queue or CeleryQueue(make_celery(settings))
+        thread = Reaper(app.state.session_factory, app.state.queue, settings) if reaper else None
+        if thread is not None:
+            thread.start()
+        try:
+            yield
+        finally:
+            if thread is not None:
+                thread.stop()
+            engine.dispose()
+
+    app = FastAPI(title="tftsweep", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(sweeps.router)
+    app.include_router(datasets.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.api.main:app` builds the app on first access, not at import.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

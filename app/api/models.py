@@ -1,0 +1,187 @@
+"""Request and response models of the HTTP API (`XCreate`, `XPublic`, `XsPublic(data, count)`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EXAMPLE_CONFIG: dict[str, Any] = {
+    "output_subdir": "example_msft",
+    "features": "BASELINE_FEATURES",
+    "replica_seeds": [7, 11],
+    "walk_forward": {
+        "enabled": True,
+        "folds": [
+            {
+                "name": "wf_1",
+                "train_start": "20080101",
+                "train_end": "20131231",
+                "val_start": "20140101",
+                "val_end": "20141231",
+                "test_start": "20150101",
+                "test_end": "20151231",
+            }
+        ],
+    },
+    "training_config": {"max_encoder_length": 30, "hidden_size": 16, "max_epochs": 3, "limit_train_batches": 8},
+    "param_ranges": {"hidden_size": [16, 32], "dropout": [0.1, 0.2]},
+}
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="Dotted path of the offending field, e.g. `config.walk_forward.folds[0].val_end`.")
+    message: str
+
+
+class ErrorPublic(BaseModel):
+    detail: str | list[FieldProblem]
+
+
+class ViolationPublic(BaseModel):
+    field: str
+    old: Any
+    new: Any
+    rule: str
+
+
+class MergeRefusedPublic(BaseModel):
+    detail: str
+    violations: list[ViolationPublic]
+
+
+class SweepCreate(BaseModel):
+    """A sweep submission. `config` follows the sweep config schema (docs/config.md)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"asset": "MSFT", "config": EXAMPLE_CONFIG}]}
+    )
+
+    asset: str = Field(description="Asset symbol; its dataset must exist (see /datasets).", examples=["MSFT"])
+    config: dict[str, Any] = Field(description="The sweep config (SPEC section 2).")
+    merge_tests: bool = Field(
+        False, description="Add this config's new runs to the existing sweep (merge rules apply)."
+    )
+    continue_on_error: bool = Field(False, description="Keep going after a failed run instead of cancelling the rest.")
+
+
+class SweepSubmitted(BaseModel):
+    id: int
+    asset: str
+    output_subdir: str
+    status: str
+    new_runs: int = Field(description="Runs queued by this request.")
+    total_runs: int = Field(description="Runs of the whole (merged) plan.")
+    merged: bool
+
+
+class SweepPublic(BaseModel):
+    id: int
+    asset: str
+    output_subdir: str
+    status: str
+    continue_on_error: bool
+    created_at: datetime
+    updated_at: datetime
+    reports_at: datetime | None
+    runs: dict[str, int] = Field(description="Runs per state: queued, running, succeeded, failed, cancelled.")
+    total_runs: int
+    best_config: str | None = Field(None, description="Config with the lowest robust score so far.")
+
+
+class SweepDetail(SweepPublic):
+    config: dict[str, Any] = Field(description="The effective (merged) config.")
+
+
+class SweepsPublic(BaseModel):
+    data: list[SweepPublic]
+    count: int
+
+
+class RunPublic(BaseModel):
+    run_id: int
+    run_key: str
+    config_id: str
+    param_name: str | None
+    param_value: Any
+    fold: str
+    seed: int
+    status: str
+    attempts: int
+    val_rmse: float | None
+    test_rmse: float | None
+    val_mae: float | None
+    test_mae: float | None
+    val_naive_rmse: float | None
+    test_naive_rmse: float | None
+    best_epoch: int | None
+    epochs_trained: int | None
+    train_seconds: float | None
+    model_version: str | None
+    error: str | None
+    started_at: str | None
+    finished_at: str | None
+    params: dict[str, Any]
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int
+
+
+class TablePublic(BaseModel):
+    """Rows of a report table (the same columns as its CSV file)."""
+
+    fold: str | None
+    data: list[dict[str, Any]]
+    count: int
+
+
+class ParamImpactPublic(BaseModel):
+    fold: str | None
+    summary: list[dict[str, Any]]
+    detail: list[dict[str, Any]]
+
+
+class DriftPublic(BaseModel):
+    fold: str | None
+    data: list[dict[str, Any]]
+    overall: dict[str, Any]
+
+
+class PlotPublic(BaseModel):
+    name: str
+    fold: str | None
+    url: str
+
+
+class PlotsPublic(BaseModel):
+    data: list[PlotPublic]
+    count: int
+
+
+class ActionPublic(BaseModel):
+    id: int
+    status: str
+    detail: str
+    runs: int = 0
+
+
+class DatasetPublic(BaseModel):
+    asset: str
+    rows: int
+    first_date: str
+    last_date: str
+    columns: list[str]
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+class HealthPublic(BaseModel):
+    status: str
+    database: str
+    broker: str

@@ -1,0 +1,64 @@
+"""/datasets: list stored datasets; upload an OHLCV CSV or a ready dataset parquet."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, UploadFile, status
+
+from app.api.deps import SettingsDep
+from app.api.models import DatasetPublic, DatasetsPublic, ErrorPublic
+from core.datasets import check_asset, import_dataset_parquet, import_ohlcv_csv, list_datasets
+from core.errors import DatasetError
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+PARQUET_MAGIC = b"PAR1"
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+
+
+def _public(info: object) -> DatasetPublic:
+    data = info.to_dict()  # type: ignore[attr-defined]
+    return DatasetPublic(**{k: data[k] for k in DatasetPublic.model_fields})
+
+
+@router.get("", response_model=DatasetsPublic, summary="Datasets under the data root")
+def get_datasets(settings: SettingsDep) -> DatasetsPublic:
+    infos = list_datasets(settings.data_root)
+    return DatasetsPublic(data=[_public(i) for i in infos], count=len(infos))
+
+
+@router.post(
+    "/{asset}",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetPublic,
+    responses={422: {"model": ErrorPublic, "description": "Bad asset name or bad data; the message says what."}},
+    summary="Upload a daily OHLCV CSV (built like `tftsweep dataset import`) or a ready dataset parquet",
+)
+async def upload_dataset(
+    asset: str,
+    settings: SettingsDep,
+    file: Annotated[
+        UploadFile,
+        File(
+            description="CSV with Date, Open, High, Low, Close, Volume[, Adj Close], "
+            "or a parquet with date, asset, target and features."
+        ),
+    ],
+) -> DatasetPublic:
+    try:
+        check_asset(asset)
+    except DatasetError as exc:
+        raise HTTPException(422, [{"field": "asset", "message": str(exc)}]) from None
+    data = await file.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload larger than {MAX_UPLOAD_BYTES} bytes")
+    origin = f"upload:{file.filename or 'unnamed'}"
+    try:
+        if data[:4] == PARQUET_MAGIC:
+            info = import_dataset_parquet(settings.data_root, asset, data, origin=origin)
+        else:
+            info = import_ohlcv_csv(settings.data_root, asset, data, origin=origin)
+    except DatasetError as exc:
+        raise HTTPException(422, [{"field": "file", "message": str(exc)}]) from None
+    return _public(info)

@@ -1,0 +1,405 @@
+"""/sweeps: submit (with merge), list, inspect, reports, plots, artifacts, cancel, retry, regenerate."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy import func, select
+
+from app import services
+from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep
+from app.api.models import (
+    ActionPublic,
+    DriftPublic,
+    ErrorPublic,
+    MergeRefusedPublic,
+    ParamImpactPublic,
+    PlotPublic,
+    PlotsPublic,
+    RunPublic,
+    RunsPublic,
+    SweepCreate,
+    SweepDetail,
+    SweepPublic,
+    SweepsPublic,
+    SweepSubmitted,
+    TablePublic,
+)
+from app.db.models import Run, RunState, Sweep
+from app.db.sweeps import run_counts, run_record, run_records, stored_config
+from core.config import validate_sweep_config
+from core.datasets import check_asset
+from core.drift import drift_by_fold, drift_overall_summary
+from core.errors import DatasetError
+from core.feature_sets import resolve_features
+from core.paths import sweep_dir
+from core.reports import (
+    build_config_ranking,
+    build_param_impact_detail,
+    build_param_impact_summary,
+    json_safe,
+    runs_table,
+)
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+FoldQuery = Annotated[str | None, Query(description="Restrict to one fold (its name).", max_length=64)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
+Offset = Annotated[int, Query(ge=0, description="Rows to skip.")]
+
+SWEEP_ARTIFACTS = {
+    "analysis_config.json": "application/json",
+    "sweep_runs.csv": "text/csv",
+    "sweep_runs.json": "application/json",
+    "summary.json": "application/json",
+    "config_ranking.csv": "text/csv",
+    "param_impact_detail.csv": "text/csv",
+    "param_impact_summary.csv": "text/csv",
+    "drift_ks_psi_by_fold.csv": "text/csv",
+    "drift_ks_psi_overall_summary.json": "application/json",
+    "all_models_ranked.csv": "text/csv",
+}
+FOLD_ARTIFACTS = (
+    "sweep_runs.csv",
+    "sweep_runs.json",
+    "config_ranking.csv",
+    "param_impact_detail.csv",
+    "param_impact_summary.csv",
+)
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorPublic, "description": "No such sweep, fold or file."}
+}
+
+
+def _sweep_or_404(session: SessionDep, sweep_id: int) -> Sweep:
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"sweep {sweep_id} not found")
+    return sweep
+
+
+def _check_fold(sweep: Sweep, fold: str | None) -> None:
+    if fold is not None and fold not in {f.name for f in stored_config(sweep).folds}:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"sweep {sweep.id} has no fold {fold!r}")
+
+
+def _folder(settings: SettingsDep, sweep: Sweep) -> Path:
+    return sweep_dir(settings.data_root, sweep.asset, sweep.output_subdir)
+
+
+def _public(session: SessionDep, sweep: Sweep, best: bool = True) -> dict[str, Any]:
+    counts = run_counts(session, sweep.id)
+    best_config = _best_from_db(session, sweep.id) if best and counts[RunState.SUCCEEDED] else None
+    return {
+        "id": sweep.id,
+        "asset": sweep.asset,
+        "output_subdir": sweep.output_subdir,
+        "status": sweep.status,
+        "continue_on_error": sweep.continue_on_error,
+        "created_at": sweep.created_at,
+        "updated_at": sweep.updated_at,
+        "reports_at": sweep.reports_at,
+        "runs": counts,
+        "total_runs": sum(counts.values()),
+        "best_config": best_config,
+    }
+
+
+def _best_from_db(session: SessionDep, sweep_id: int) -> str | None:
+    vals = session.execute(
+        select(Run.config_id, Run.val_rmse).where(Run.sweep_id == sweep_id, Run.state == RunState.SUCCEEDED)
+    ).all()
+    frame = pd.DataFrame(vals, columns=["config_id", "val_rmse"])
+    stats = frame.groupby("config_id", sort=False)["val_rmse"].agg(["mean", "std", "count"])
+    stats["std"] = stats["std"].where(stats["count"] > 1, 0.0)
+    score = (stats["mean"] + stats["std"]).sort_values(kind="stable")
+    return str(score.index[0]) if len(score) else None
+
+
+def _runs_frame(session: SessionDep, sweep: Sweep, fold: str | None) -> pd.DataFrame:
+    records = run_records(session, sweep.id)
+    if fold is not None:
+        records = [r for r in records if r["fold"] == fold]
+    return runs_table(records)
+
+
+def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json_safe(
+        [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    )
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepSubmitted,
+    summary="Submit a sweep (or merge into an existing one)",
+    responses={
+        201: {"description": "A new sweep was created and its runs queued."},
+        202: {"description": "Merged into the existing sweep; only the new runs were queued.", "model": SweepSubmitted},
+        409: {
+            "description": "The sweep exists (no merge asked), or the merge was refused (every violation listed).",
+            "model": MergeRefusedPublic,
+        },
+        422: {"description": "Invalid config or dataset; each problem names its field.", "model": ErrorPublic},
+    },
+)
+def create_sweep(body: SweepCreate, factory: FactoryDep, queue: QueueDep, settings: SettingsDep) -> JSONResponse:
+    """Validate the config (and, with `merge_tests`, the merge against the stored sweep), record the
+    sweep and its runs, commit, then enqueue one task per new run."""
+    try:
+        check_asset(body.asset)
+    except DatasetError as exc:
+        raise HTTPException(422, [{"field": "asset", "message": str(exc)}]) from None
+    config = validate_sweep_config(body.config)
+    result = services.submit(
+        factory, queue, settings, body.asset, config, merge=body.merge_tests, continue_on_error=body.continue_on_error
+    )
+    payload = SweepSubmitted(
+        id=result.sweep_id,
+        asset=result.asset,
+        output_subdir=result.output_subdir,
+        status=result.status,
+        new_runs=result.new_runs,
+        total_runs=result.total_runs,
+        merged=result.merged,
+    )
+    code = status.HTTP_202_ACCEPTED if result.merged else status.HTTP_201_CREATED
+    return JSONResponse(payload.model_dump(), status_code=code, headers={"Location": f"/sweeps/{result.sweep_id}"})
+
+
+@router.get("", response_model=SweepsPublic, summary="List sweeps, newest first")
+def list_sweeps(
+    session: SessionDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    asset: Annotated[str | None, Query(max_length=64)] = None,
+    status_: Annotated[str | None, Query(alias="status", max_length=16)] = None,
+) -> SweepsPublic:
+    query = select(Sweep)
+    if asset:
+        query = query.where(Sweep.asset == asset)
+    if status_:
+        query = query.where(Sweep.status == status_)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    sweeps = session.scalars(query.order_by(Sweep.id.desc()).limit(limit).offset(offset)).all()
+    return SweepsPublic(data=[SweepPublic(**_public(session, s)) for s in sweeps], count=count)
+
+
+@router.get(
+    "/{sweep_id}", response_model=SweepDetail, responses=NOT_FOUND, summary="A sweep: status and runs per state"
+)
+def get_sweep(sweep_id: int, session: SessionDep) -> SweepDetail:
+    sweep = _sweep_or_404(session, sweep_id)
+    return SweepDetail(**_public(session, sweep), config=json.loads(sweep.config_json))
+
+
+@router.get(
+    "/{sweep_id}/runs", response_model=RunsPublic, responses=NOT_FOUND, summary="Runs of a sweep, in plan order"
+)
+def list_runs(
+    sweep_id: int,
+    session: SessionDep,
+    fold: FoldQuery = None,
+    state: Annotated[str | None, Query(description="Filter by state.", max_length=16)] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> RunsPublic:
+    sweep = _sweep_or_404(session, sweep_id)
+    _check_fold(sweep, fold)
+    query = select(Run).where(Run.sweep_id == sweep_id)
+    if fold:
+        query = query.where(Run.fold == fold)
+    if state:
+        query = query.where(Run.state == state)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    runs = session.scalars(query.order_by(Run.ordinal).limit(limit).offset(offset)).all()
+    return RunsPublic(data=[RunPublic(**json_safe(run_record(r))) for r in runs], count=count)
+
+
+@router.get(
+    "/{sweep_id}/ranking",
+    response_model=TablePublic,
+    responses=NOT_FOUND,
+    summary="Configs ranked by robust score (mean + std of val RMSE)",
+)
+def ranking(sweep_id: int, session: SessionDep, fold: FoldQuery = None) -> TablePublic:
+    sweep = _sweep_or_404(session, sweep_id)
+    _check_fold(sweep, fold)
+    table = build_config_ranking(_runs_frame(session, sweep, fold))
+    return TablePublic(fold=fold, data=_rows(table), count=len(table))
+
+
+@router.get(
+    "/{sweep_id}/param-impact",
+    response_model=ParamImpactPublic,
+    responses=NOT_FOUND,
+    summary="Each variant against its baseline run, and aggregated per parameter value",
+)
+def param_impact(sweep_id: int, session: SessionDep, fold: FoldQuery = None) -> ParamImpactPublic:
+    sweep = _sweep_or_404(session, sweep_id)
+    _check_fold(sweep, fold)
+    detail = build_param_impact_detail(_runs_frame(session, sweep, fold))
+    summary = build_param_impact_summary(detail)
+    return ParamImpactPublic(fold=fold, summary=_rows(summary), detail=_rows(detail))
+
+
+@router.get(
+    "/{sweep_id}/drift",
+    response_model=DriftPublic,
+    responses=NOT_FOUND,
+    summary="KS and PSI of each feature, train window against val and test, per fold",
+)
+def drift(sweep_id: int, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> DriftPublic:
+    from core.datasets import load_dataset
+
+    sweep = _sweep_or_404(session, sweep_id)
+    _check_fold(sweep, fold)
+    config = stored_config(sweep)
+    folds = [f for f in config.folds if fold is None or f.name == fold]
+    try:
+        frame = load_dataset(settings.data_root, sweep.asset, config.features)
+    except DatasetError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"drift needs the dataset: {exc}") from None
+    table = drift_by_fold(frame, folds, resolve_features(config.features))
+    return DriftPublic(fold=fold, data=_rows(table), overall=json_safe(drift_overall_summary(table)))
+
+
+@router.get("/{sweep_id}/summary", responses=NOT_FOUND, summary="Executive summary (as summary.json, computed now)")
+def summary(sweep_id: int, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> dict[str, Any]:
+    from core.sweep_report import build_summary
+
+    sweep = _sweep_or_404(session, sweep_id)
+    _check_fold(sweep, fold)
+    config = stored_config(sweep)
+    runs = _runs_frame(session, sweep, fold)
+    ranking_table = build_config_ranking(runs)
+    impact = build_param_impact_summary(build_param_impact_detail(runs))
+    plots = [p.url for p in _plots(settings, sweep, fold)]
+    stored = _folder(settings, sweep) / "summary.json"
+    drift_headline = (
+        json.loads(stored.read_text()).get("drift", {})
+        if stored.is_file()
+        else {"available": False, "reason": "not computed yet"}
+    )
+    result: dict[str, Any] = build_summary(sweep.asset, config, runs, ranking_table, impact, drift_headline, plots)
+    result["fold"] = fold
+    return result
+
+
+def _plots(settings: SettingsDep, sweep: Sweep, fold: str | None) -> list[PlotPublic]:
+    base = _folder(settings, sweep)
+    folder = base / "folds" / fold / "plots" if fold else base / "plots"
+    names = (
+        sorted(p.name for p in folder.glob("*.png") if p.is_file() and not p.is_symlink()) if folder.is_dir() else []
+    )
+    suffix = f"?fold={fold}" if fold else ""
+    return [PlotPublic(name=n, fold=fold, url=f"/sweeps/{sweep.id}/plots/{n}{suffix}") for n in names]
+
+
+@router.get(
+    "/{sweep_id}/plots", response_model=PlotsPublic, responses=NOT_FOUND, summary="Plot files of a sweep or fold"
+)
+def list_plots(sweep_id: int, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> PlotsPublic:
+    sweep = _sweep_or_404(session, sweep_id)
+    _check_fold(sweep, fold)
+    plots = _plots(settings, sweep, fold)
+    return PlotsPublic(data=plots, count=len(plots))
+
+
+@router.get(
+    "/{sweep_id}/plots/{name}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}, "description": "The PNG."}, **NOT_FOUND},
+    summary="One plot as image/png",
+)
+def get_plot(
+    sweep_id: int, name: str, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None
+) -> FileResponse:
+    sweep = _sweep_or_404(session, sweep_id)
+    _check_fold(sweep, fold)
+    if name not in {p.name for p in _plots(settings, sweep, fold)}:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
+    base = _folder(settings, sweep)
+    path = (base / "folds" / fold / "plots" / name) if fold else (base / "plots" / name)
+    return FileResponse(path, media_type="image/png")
+
+
+@router.get(
+    "/{sweep_id}/artifacts/{file}",
+    response_class=FileResponse,
+    responses={200: {"content": {"text/csv": {}, "application/json": {}}, "description": "The file."}, **NOT_FOUND},
+    summary="Download a report file (CSV/JSON) of the sweep or of one fold",
+)
+def get_artifact(
+    sweep_id: int, file: str, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None
+) -> FileResponse:
+    sweep = _sweep_or_404(session, sweep_id)
+    _check_fold(sweep, fold)
+    allowed = FOLD_ARTIFACTS if fold else tuple(SWEEP_ARTIFACTS)
+    if file not in allowed:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown artifact {file!r}; known: {', '.join(allowed)}")
+    base = _folder(settings, sweep)
+    path = base / "folds" / fold / file if fold else base / file
+    if not path.is_file() or path.is_symlink():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{file} has not been written yet")
+    download = f"{sweep.asset}_{sweep.output_subdir}_{fold + '_' if fold else ''}{file}"
+    return FileResponse(path, media_type=SWEEP_ARTIFACTS[file], filename=download)
+
+
+@router.post(
+    "/{sweep_id}/cancel", response_model=ActionPublic, responses=NOT_FOUND, summary="Cancel queued and running runs"
+)
+def cancel(sweep_id: int, session: SessionDep, factory: FactoryDep, queue: QueueDep) -> ActionPublic:
+    _sweep_or_404(session, sweep_id)
+    session.close()
+    counts = services.cancel(factory, queue, sweep_id)
+    total = counts.get(RunState.QUEUED, 0) + counts.get(RunState.RUNNING, 0)
+    return ActionPublic(
+        id=sweep_id,
+        status="cancelled",
+        runs=total,
+        detail=f"{counts.get('queued', 0)} queued and {counts.get('running', 0)} running runs cancelled",
+    )
+
+
+@router.post(
+    "/{sweep_id}/retry", response_model=ActionPublic, responses=NOT_FOUND, summary="Re-queue failed and cancelled runs"
+)
+def retry(sweep_id: int, session: SessionDep, factory: FactoryDep, queue: QueueDep) -> ActionPublic:
+    _sweep_or_404(session, sweep_id)
+    session.close()
+    ids = services.retry(factory, queue, sweep_id)
+    return ActionPublic(
+        id=sweep_id, status="queued" if ids else "unchanged", runs=len(ids), detail=f"{len(ids)} runs re-queued"
+    )
+
+
+@router.post(
+    "/{sweep_id}/regenerate",
+    response_model=ActionPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=NOT_FOUND,
+    summary="Rebuild reports and plots from what is stored (no training)",
+)
+def regenerate(sweep_id: int, session: SessionDep, queue: QueueDep) -> ActionPublic:
+    sweep = _sweep_or_404(session, sweep_id)
+    services.regenerate(queue, sweep_id)
+    return ActionPublic(id=sweep_id, status=sweep.status, detail="reports queued on the cpu queue")

@@ -1,0 +1,55 @@
+"""Server settings in one pydantic-settings class, read at the entry points (API, worker, CLI)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the server; environment variables override the defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="TFTSWEEP_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(Path("data"), description="Data root (TFTSWEEP_DATA_DIR).")
+    database_url: str | None = Field(
+        None, validation_alias="DATABASE_URL", description="SQLAlchemy URL; default SQLite under the data root."
+    )
+    redis_url: str | None = Field(
+        None, validation_alias="REDIS_URL", description="Redis broker; default the embedded filesystem broker."
+    )
+    broker_poll_seconds: float = Field(0.1, gt=0, description="Polling interval of the embedded broker.")
+    redis_visibility_timeout: int = Field(
+        12 * 3600, ge=60, description="Seconds before Redis re-delivers an unacked message; longer than any run."
+    )
+    lease_seconds: float = Field(60.0, gt=1, description="A running run's lease; renewed every lease/4 seconds.")
+    max_attempts: int = Field(3, ge=1, description="Lease expiries (dead workers) before a run is failed.")
+    reaper_interval_seconds: float = Field(10.0, gt=0, description="How often expired leases are reaped.")
+    requeue_after_seconds: float = Field(
+        600.0, gt=0, description="A queued run whose message is this old is enqueued again (lost messages)."
+    )
+    max_runs: int = Field(10_000, ge=1, description="Largest plan a sweep may have.")
+    worker_concurrency: int = Field(1, ge=1, description="Concurrent runs per worker process (runs per GPU).")
+
+    @property
+    def data_root(self) -> Path:
+        return self.data_dir.resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_root / 'tftsweep.db'}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_root / "broker"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once per process from the environment."""
+    os.environ.setdefault("TFTSWEEP_DATA_DIR", "data")
+    return Settings()

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Start Redis and PostgreSQL on loopback for the tests (when installed) and print the
+# `export` lines the test suite reads. Idempotent: services already up are reused.
+#   eval "$(scripts/services.sh)"
+set -euo pipefail
+state=${TFTSWEEP_SERVICES_DIR:-/tmp/tftsweep-services}
+redis_port=${TFTSWEEP_TEST_REDIS_PORT:-6391}
+pg_port=${TFTSWEEP_TEST_PG_PORT:-5441}
+mkdir -p "$state"
+
+if command -v redis-server >/dev/null 2>&1; then
+  if ! redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1; then
+    redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+      --daemonize yes --dir "$state" --logfile "$state/redis.log" >/dev/null
+    for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+  echo "export TFTSWEEP_TEST_REDIS_URL=redis://127.0.0.1:$redis_port/0"
+fi
+
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ]; then
+  pgdata="$state/pg"
+  as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    mkdir -p "$pgdata"
+    [ "$(id -u)" = 0 ] && chown postgres "$pgdata"
+    as_pg "$pgbin/initdb" -D "$pgdata" -A trust -U tftsweep >/dev/null
+  fi
+  if ! as_pg "$pgbin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+    as_pg "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w \
+      -o "-p $pg_port -k $pgdata -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+  fi
+  echo "export TFTSWEEP_TEST_DATABASE_URL=postgresql+psycopg://tftsweep@127.0.0.1:$pg_port/postgres"
+fi

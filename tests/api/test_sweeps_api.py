@@ -1,0 +1,251 @@
+"""The /sweeps API with a real database and a recording queue: every endpoint and error code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.queue import RecordingQueue
+from tests.utils.data import ASSET, tiny_fold, tiny_sweep
+from tests.utils.server import finish_runs
+
+
+def submit(client: TestClient, config: dict[str, Any] | None = None, **extra: Any) -> Any:
+    return client.post("/sweeps", json={"asset": ASSET, "config": config or tiny_sweep(), **extra})
+
+
+def factory(client: TestClient) -> Any:
+    return client.app.state.session_factory  # type: ignore[attr-defined]
+
+
+def two_fold_sweep(**overrides: Any) -> dict[str, Any]:
+    return tiny_sweep(
+        replica_seeds=[1, 2],
+        walk_forward={"enabled": True, "folds": [tiny_fold("f1", 2012), tiny_fold("f2", 2013)]},
+        **overrides,
+    )
+
+
+def test_submit_creates_the_sweep_and_enqueues_its_runs(client: TestClient, queue: RecordingQueue) -> None:
+    response = submit(client)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body | {"id": 0} == {
+        "id": 0,
+        "asset": "SYN",
+        "output_subdir": "tiny",
+        "status": "queued",
+        "new_runs": 2,
+        "total_runs": 2,
+        "merged": False,
+    }
+    assert response.headers["location"] == f"/sweeps/{body['id']}"
+    assert len(queue.runs) == 2
+    sweep = client.get(f"/sweeps/{body['id']}").json()
+    assert sweep["runs"] == {"queued": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+    assert sweep["config"]["training_config"]["gradient_clip_val"] == 0.1
+
+
+def test_existing_sweep_without_merge_is_409_and_queues_nothing(client: TestClient, queue: RecordingQueue) -> None:
+    submit(client)
+    response = submit(client)
+    assert response.status_code == 409
+    assert "merge_tests" in response.json()["detail"]
+    assert len(queue.runs) == 2
+
+
+def test_merge_queues_only_new_runs(client: TestClient, queue: RecordingQueue) -> None:
+    first = submit(client).json()
+    response = submit(
+        client, tiny_sweep(param_ranges={"hidden_size": [4, 6, 8]}, replica_seeds=[1, 2]), merge_tests=True
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["id"], body["new_runs"], body["total_runs"], body["merged"]) == (first["id"], 4, 6, True)
+    assert len(queue.runs) == 6 and len(set(queue.runs)) == 6
+    runs = client.get(f"/sweeps/{first['id']}/runs").json()
+    assert runs["count"] == 6
+
+
+def test_refused_merge_lists_every_violation_and_writes_nothing(client: TestClient, queue: RecordingQueue) -> None:
+    sweep_id = submit(client).json()["id"]
+    bad = tiny_sweep(param_ranges={"hidden_size": [6]}, replica_seeds=[2])
+    bad["training_config"] = {**bad["training_config"], "dropout": 0.3}
+    response = submit(client, bad, merge_tests=True)
+    assert response.status_code == 409
+    violations = {v["field"]: v for v in response.json()["violations"]}
+    assert set(violations) == {"param_ranges.hidden_size", "replica_seeds", "training_config.dropout"}
+    assert (violations["training_config.dropout"]["old"], violations["training_config.dropout"]["new"]) == (0.1, 0.3)
+    assert client.get(f"/sweeps/{sweep_id}").json()["config"]["replica_seeds"] == [1]
+    assert client.get(f"/sweeps/{sweep_id}/runs").json()["count"] == 2
+    assert len(queue.runs) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"asset": ASSET, "config": tiny_sweep(replica_seeds=[1, 1])}, "config.replica_seeds"),
+        ({"asset": ASSET, "config": tiny_sweep(bogus=1)}, "config.bogus"),
+        ({"asset": ASSET, "config": tiny_sweep(param_ranges={"hidden_sz": [1]})}, "config.param_ranges.hidden_sz"),
+        ({"asset": "../etc", "config": tiny_sweep()}, "asset"),
+        ({"asset": "NODATA", "config": tiny_sweep()}, "dataset"),
+        ({"asset": ASSET, "config": tiny_sweep(features=["rsi_14", "nope"])}, "dataset"),
+        ({"asset": ASSET}, "config"),
+        ({"asset": ASSET, "config": tiny_sweep(), "extra": 1}, "extra"),
+        ({"asset": ASSET, "config": tiny_sweep(param_ranges={"max_encoder_length": [10, 900]})}, "dataset"),
+    ],
+)
+def test_invalid_submissions_are_422_naming_the_field(
+    client: TestClient, queue: RecordingQueue, body: dict[str, Any], field: str
+) -> None:
+    response = client.post("/sweeps", json=body)
+    assert response.status_code == 422, response.text
+    fields = [d["field"] for d in response.json()["detail"]]
+    assert field in fields, fields
+    assert queue.runs == []
+    assert client.get("/sweeps").json()["count"] == 0
+
+
+def test_plan_over_the_cap_is_422(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.api.main import create_app
+    from tests.utils.server import server_settings
+
+    queue = RecordingQueue()
+    with TestClient(create_app(server_settings(root, max_runs=3), queue=queue, reaper=False)) as small:
+        response = small.post("/sweeps", json={"asset": ASSET, "config": two_fold_sweep()})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "(plan)"
+    assert "over the cap of 3" in response.json()["detail"][0]["message"]
+    assert queue.runs == []
+
+
+def test_list_paginates_and_filters(client: TestClient) -> None:
+    for name in ("a", "b", "c"):
+        submit(client, tiny_sweep(output_subdir=name))
+    page = client.get("/sweeps", params={"limit": 2}).json()
+    assert page["count"] == 3 and [s["output_subdir"] for s in page["data"]] == ["c", "b"]
+    assert [s["output_subdir"] for s in client.get("/sweeps", params={"limit": 2, "offset": 2}).json()["data"]] == ["a"]
+    assert client.get("/sweeps", params={"asset": "OTHER"}).json()["count"] == 0
+    assert client.get("/sweeps", params={"status": "queued"}).json()["count"] == 3
+    assert client.get("/sweeps", params={"limit": 0}).status_code == 422
+
+
+def test_unknown_sweep_and_fold_are_404(client: TestClient) -> None:
+    sweep_id = submit(client).json()["id"]
+    assert client.get("/sweeps/999").status_code == 404
+    for path in ("runs", "ranking", "param-impact", "drift", "summary", "plots"):
+        assert client.get(f"/sweeps/999/{path}").status_code == 404
+        assert client.get(f"/sweeps/{sweep_id}/{path}", params={"fold": "nope"}).status_code == 404
+
+
+def test_reports_from_recorded_results(client: TestClient) -> None:
+    sweep_id = submit(client, two_fold_sweep()).json()["id"]
+    runs = client.get(f"/sweeps/{sweep_id}/runs", params={"limit": 100}).json()["data"]
+    by = {(r["config_id"], r["fold"], r["seed"]): r["run_id"] for r in runs}
+    finish_runs(
+        factory(client),
+        {
+            by[("baseline", "f1", 1)]: 0.010,
+            by[("baseline", "f1", 2)]: 0.012,
+            by[("hidden_size=6", "f1", 1)]: 0.009,
+            by[("hidden_size=6", "f1", 2)]: 0.011,
+            by[("baseline", "f2", 1)]: 0.020,
+            by[("hidden_size=6", "f2", 1)]: None,
+        },
+    )
+    sweep = client.get(f"/sweeps/{sweep_id}").json()
+    assert sweep["runs"]["succeeded"] == 5 and sweep["runs"]["failed"] == 1
+    assert sweep["best_config"] == "hidden_size=6"
+
+    ranking = client.get(f"/sweeps/{sweep_id}/ranking").json()
+    assert [r["config_id"] for r in ranking["data"]] == ["hidden_size=6", "baseline"]
+    assert ranking["data"][0]["n_runs"] == 2 and ranking["data"][0]["n_failed"] == 1
+    assert ranking["data"][0]["robust_score"] == pytest.approx(0.010 + 0.0014142135, rel=1e-6)
+    f2 = client.get(f"/sweeps/{sweep_id}/ranking", params={"fold": "f2"}).json()
+    assert f2["fold"] == "f2" and [r["config_id"] for r in f2["data"]] == ["baseline", "hidden_size=6"]
+
+    impact = client.get(f"/sweeps/{sweep_id}/param-impact").json()
+    assert [d["delta_rmse_vs_baseline"] for d in impact["detail"]] == pytest.approx([-0.001, -0.001])
+    assert impact["summary"][0]["win_rate"] == 1.0
+
+    failed = client.get(f"/sweeps/{sweep_id}/runs", params={"state": "failed"}).json()
+    assert failed["count"] == 1 and failed["data"][0]["error"] == "RuntimeError: boom"
+
+    summary = client.get(f"/sweeps/{sweep_id}/summary").json()
+    assert summary["best_config"]["config_id"] == "hidden_size=6"
+    assert summary["counts"]["runs_by_status"]["queued"] == 2
+    assert [r["config_id"] for r in summary["failed_runs"]] == ["hidden_size=6"]
+    assert client.get(f"/sweeps/{sweep_id}/summary", params={"fold": "f1"}).json()["counts"]["runs"] == 4
+
+
+def test_drift_needs_no_finished_run(client: TestClient) -> None:
+    sweep_id = submit(client, two_fold_sweep()).json()["id"]
+    drift = client.get(f"/sweeps/{sweep_id}/drift").json()
+    assert len(drift["data"]) == 2 * 4 * 2  # folds x features x (val, test)
+    assert {"ks_stat", "ks_pvalue", "psi", "psi_band"} <= set(drift["data"][0])
+    assert set(drift["overall"]["features"]) == {"ret_5", "vol_10", "rsi_14", "day_of_week"}
+    assert len(client.get(f"/sweeps/{sweep_id}/drift", params={"fold": "f2"}).json()["data"]) == 8
+
+
+def test_plots_and_artifacts(client: TestClient, root: Path) -> None:
+    from app.db.session import session_scope
+    from app.db.sweeps import run_records
+    from core.config import validate_sweep_config
+    from core.sweep_report import write_sweep_reports
+
+    sweep_id = submit(client).json()["id"]
+    ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
+    finish_runs(factory(client), {ids[0]: 0.01, ids[1]: 0.011})
+    with session_scope(factory(client)) as session:
+        records = run_records(session, sweep_id)
+    write_sweep_reports(root / "models/SYN/sweeps/tiny", records, validate_sweep_config(tiny_sweep()))
+
+    plots = client.get(f"/sweeps/{sweep_id}/plots").json()
+    names = {p["name"] for p in plots["data"]}
+    assert {"config_ranking.png", "param_impact.png", "response_hidden_size.png"} <= names
+    image = client.get(plots["data"][0]["url"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content[:8] == b"\x89PNG\r\n\x1a\n"
+    fold_plots = client.get(f"/sweeps/{sweep_id}/plots", params={"fold": "f1"}).json()
+    assert fold_plots["count"] == plots["count"]
+    assert client.get(fold_plots["data"][0]["url"]).status_code == 200
+    assert client.get(f"/sweeps/{sweep_id}/plots/nope.png").status_code == 404
+
+    csv = client.get(f"/sweeps/{sweep_id}/artifacts/config_ranking.csv")
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert "attachment" in csv.headers["content-disposition"]
+    assert csv.text.startswith("rank,config_id,param_name,param_value,n_runs,n_failed")
+    summary = client.get(f"/sweeps/{sweep_id}/artifacts/summary.json")
+    assert summary.headers["content-type"] == "application/json" and json.loads(summary.content)["asset"] == "SYN"
+    fold_file = client.get(f"/sweeps/{sweep_id}/artifacts/sweep_runs.csv", params={"fold": "f1"})
+    assert fold_file.status_code == 200
+    assert client.get(f"/sweeps/{sweep_id}/artifacts/summary.json", params={"fold": "f1"}).status_code == 404
+    for bad in ("secret.txt", "..%2F..%2Ftftsweep.db", "models"):
+        assert client.get(f"/sweeps/{sweep_id}/artifacts/{bad}").status_code == 404
+
+
+def test_cancel_retry_regenerate(client: TestClient, queue: RecordingQueue) -> None:
+    sweep_id = submit(client, two_fold_sweep()).json()["id"]
+    ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
+    finish_runs(factory(client), {ids[0]: 0.01, ids[1]: None})
+    cancelled = client.post(f"/sweeps/{sweep_id}/cancel").json()
+    assert cancelled["runs"] == 6
+    detail = client.get(f"/sweeps/{sweep_id}").json()
+    assert detail["status"] == "cancelled"
+    assert detail["runs"] == {"queued": 0, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 6}
+    assert queue.reports == [sweep_id]
+
+    queue.runs.clear()
+    retried = client.post(f"/sweeps/{sweep_id}/retry").json()
+    assert retried["runs"] == 7
+    assert sorted(queue.runs) == sorted(ids[1:])
+    assert client.get(f"/sweeps/{sweep_id}").json()["runs"]["queued"] == 7
+
+    assert client.post(f"/sweeps/{sweep_id}/regenerate").status_code == 202
+    assert queue.reports == [sweep_id, sweep_id]
+    for action in ("cancel", "retry", "regenerate"):
+        assert client.post(f"/sweeps/999/{action}").status_code == 404

@@ -1,0 +1,31 @@
+"""The same end-to-end sweep on the production stack: Redis broker and PostgreSQL database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import service_url
+from tests.utils.data import make_data_root
+from tests.utils.processes import ServerProcess, check_full_sweep_and_merge, create_postgres_database
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    redis_url = service_url("TFTSWEEP_TEST_REDIS_URL")
+    database_url = create_postgres_database(service_url("TFTSWEEP_TEST_DATABASE_URL"))
+    root = make_data_root(tmp_path_factory.mktemp("prod") / "data")
+    proc = ServerProcess(root, env={"REDIS_URL": redis_url, "DATABASE_URL": database_url}).start()
+    yield proc
+    proc.stop()
+
+
+def test_full_sweep_on_redis_and_postgres(server: ServerProcess) -> None:
+    health = server.client.get("/healthz").json()
+    assert health == {"status": "ok", "database": "ok", "broker": "ok"}
+    check_full_sweep_and_merge(server)
+    assert not (server.root / "tftsweep.db").exists()  # the SQLite default was not used
+    assert not (server.root / "broker").exists()  # nor the filesystem broker

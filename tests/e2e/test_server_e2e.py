@@ -1,0 +1,128 @@
+"""End to end: `tftsweep serve` (API + embedded Celery worker + reaper) with real training.
+
+One server is shared by the tests of this module; each test uses its own sweep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
+from tests.utils.processes import ServerProcess, check_full_sweep_and_merge
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = make_data_root(tmp_path_factory.mktemp("e2e") / "data")
+    proc = ServerProcess(root).start()
+    yield proc
+    proc.stop()
+
+
+def submit(server: ServerProcess, config: dict[str, Any], **extra: Any) -> Any:
+    return server.client.post("/sweeps", json={"asset": ASSET, "config": config, **extra})
+
+
+def two_folds(name: str, **overrides: Any) -> dict[str, Any]:
+    return tiny_sweep(
+        output_subdir=name,
+        walk_forward={"enabled": True, "folds": [tiny_fold("f1", 2012), tiny_fold("f2", 2013)]},
+        **overrides,
+    )
+
+
+def block_fold(server: ServerProcess, name: str, fold: str) -> Path:
+    """Make publishing a fold's model versions fail: a file where its models/ folder must go."""
+    blocker = server.root / "models" / ASSET / "sweeps" / name / "folds" / fold / "models"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    return blocker
+
+
+def test_full_sweep_then_a_merge_that_trains_only_new_runs(server: ServerProcess) -> None:
+    check_full_sweep_and_merge(server)
+
+
+def test_refused_merge_changes_nothing(server: ServerProcess) -> None:
+    sweep_id = submit(server, tiny_sweep(output_subdir="refused")).json()["id"]
+    server.wait_sweep(sweep_id)
+    response = submit(server, tiny_sweep(output_subdir="refused", replica_seeds=[9]), merge_tests=True)
+    assert response.status_code == 409
+    assert [v["field"] for v in response.json()["violations"]] == ["replica_seeds"]
+    assert submit(server, tiny_sweep(output_subdir="refused")).status_code == 409
+    assert server.sweep(sweep_id)["total_runs"] == 2
+
+
+def test_first_failure_cancels_the_rest_then_retry_completes(server: ServerProcess) -> None:
+    blocker = block_fold(server, "failfast", "f1")
+    sweep_id = submit(server, two_folds("failfast")).json()["id"]
+    sweep = server.wait_sweep(sweep_id)
+    assert sweep["status"] == "failed"
+    # Whatever ran before the failure stays; everything still queued was cancelled.
+    assert sweep["runs"]["failed"] == 1 and sweep["runs"]["cancelled"] >= 1
+    assert sweep["runs"]["succeeded"] + sweep["runs"]["cancelled"] == 3
+    failed = server.client.get(f"/sweeps/{sweep_id}/runs", params={"state": "failed"}).json()["data"][0]
+    assert "FileExistsError" in failed["error"] or "NotADirectoryError" in failed["error"]
+
+    blocker.unlink()
+    retried = server.client.post(f"/sweeps/{sweep_id}/retry").json()
+    assert retried["runs"] == 1 + sweep["runs"]["cancelled"]
+    time.sleep(0.5)
+    assert server.wait_sweep(sweep_id)["status"] == "succeeded"
+
+
+def test_continue_on_error_goes_on(server: ServerProcess) -> None:
+    block_fold(server, "goeson", "f1")
+    sweep_id = submit(server, two_folds("goeson"), continue_on_error=True).json()["id"]
+    sweep = server.wait_sweep(sweep_id)
+    assert sweep["status"] == "partial"
+    assert (sweep["runs"]["failed"], sweep["runs"]["succeeded"], sweep["runs"]["cancelled"]) == (2, 2, 0)
+    summary = server.client.get(f"/sweeps/{sweep_id}/summary").json()
+    assert {r["fold"] for r in summary["failed_runs"]} == {"f1"}
+
+
+def test_cancel_stops_a_running_run(server: ServerProcess) -> None:
+    long = tiny_sweep(output_subdir="cancelme")
+    long["training_config"] |= {"max_epochs": 500, "limit_train_batches": None, "early_stopping_patience": 500}
+    sweep_id = submit(server, long).json()["id"]
+    server.wait(lambda: server.sweep(sweep_id)["runs"]["running"] == 1, 60, "a run to start")
+    time.sleep(1)
+    started = time.monotonic()
+    assert server.client.post(f"/sweeps/{sweep_id}/cancel").json()["runs"] == 2
+    # The worker lets go within seconds: the next sweep's run gets trained.
+    follow = submit(server, tiny_sweep(output_subdir="after_cancel", param_ranges={})).json()["id"]
+    assert server.wait_sweep(follow, timeout=60)["status"] == "succeeded"
+    assert time.monotonic() - started < 45
+    sweep = server.sweep(sweep_id)
+    assert sweep["status"] == "cancelled" and sweep["runs"]["cancelled"] == 2
+
+
+def test_reaper_recovers_a_run_whose_message_was_lost(server: ServerProcess) -> None:
+    """Runs recorded in the database with no broker message get sent by the reaper."""
+    from app.queue import RecordingQueue
+    from app.services import submit as submit_service
+    from app.settings import Settings
+    from core.config import validate_sweep_config
+    from worker.local_sweep import open_database
+
+    settings = Settings(data_dir=server.root, database_url=None, redis_url=None)
+    lost = RecordingQueue()  # the "broker" that loses every message
+    submitted = submit_service(
+        open_database(server.root),
+        lost,
+        settings,
+        ASSET,
+        validate_sweep_config(tiny_sweep(output_subdir="lost")),
+        merge=False,
+        continue_on_error=False,
+    )
+    assert len(lost.runs) == 2
+    sweep = server.wait_sweep(submitted.sweep_id, timeout=90)
+    assert sweep["status"] == "succeeded" and sweep["runs"]["succeeded"] == 2

@@ -1,0 +1,148 @@
+"""Real server and worker processes for end-to-end tests, on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERMINAL = ("succeeded", "failed", "partial", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """`tftsweep serve` in a subprocess, with an HTTP client and polling helpers."""
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.port = free_port()
+        self.log = root / f"serve-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "TFTSWEEP_DATA_DIR": str(root),
+            "TFTSWEEP_TORCH_THREADS": "1",
+            "TFTSWEEP_LEASE_SECONDS": "6",
+            "TFTSWEEP_REAPER_INTERVAL_SECONDS": "1",
+            "TFTSWEEP_REQUEUE_AFTER_SECONDS": "4",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+
+    def start(self) -> ServerProcess:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "serve", "--port", str(self.port), "--log-level", "info"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait(lambda: self._healthy(), timeout=60, what="server health")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{self.log.read_text()[-3000:]}")
+        try:
+            return self.client.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.client.close()
+
+    def wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.25)
+        tail = self.log.read_text()[-3000:] if self.log.exists() else ""
+        raise AssertionError(f"timed out waiting for {what}\n--- server log ---\n{tail}")
+
+    def sweep(self, sweep_id: int) -> dict[str, Any]:
+        return dict(self.client.get(f"/sweeps/{sweep_id}").json())
+
+    def wait_sweep(self, sweep_id: int, timeout: float = 180, reports: bool = True) -> dict[str, Any]:
+        """Wait until the sweep is finished (and, by default, its reports are written)."""
+
+        def done() -> dict[str, Any] | None:
+            sweep = self.sweep(sweep_id)
+            finished = sweep["status"] in TERMINAL and not sweep["runs"]["queued"] and not sweep["runs"]["running"]
+            if finished and (not reports or sweep["reports_at"]):
+                return sweep
+            return None
+
+        return dict(self.wait(done, timeout, f"sweep {sweep_id} to finish"))
+
+
+def create_postgres_database(admin_url: str) -> str:
+    """A fresh database on the test PostgreSQL server; returns its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"tftsweep_{uuid.uuid4().hex[:10]}"
+    plain = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def check_full_sweep_and_merge(server: ServerProcess) -> None:
+    """A 4-run sweep through HTTP, reports and plots, then a merge that trains only the 2 new runs."""
+    from tests.utils.data import ASSET, tiny_sweep
+
+    def submit(config: dict[str, Any], **extra: Any) -> Any:
+        return server.client.post("/sweeps", json={"asset": ASSET, "config": config, **extra})
+
+    created = submit(tiny_sweep(output_subdir="full", replica_seeds=[1, 2]))
+    assert created.status_code == 201, created.text
+    sweep_id = created.json()["id"]
+    sweep = server.wait_sweep(sweep_id)
+    assert sweep["status"] == "succeeded" and sweep["runs"]["succeeded"] == 4
+    folder = server.root / "models/SYN/sweeps/full"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["counts"]["runs_by_status"]["succeeded"] == 4
+    ranking = server.client.get(f"/sweeps/{sweep_id}/ranking").json()["data"]
+    assert {r["config_id"] for r in ranking} == {"baseline", "hidden_size=6"}
+    plot = server.client.get(server.client.get(f"/sweeps/{sweep_id}/plots").json()["data"][0]["url"])
+    assert plot.headers["content-type"] == "image/png"
+    before = {r["run_id"]: r["finished_at"] for r in server.client.get(f"/sweeps/{sweep_id}/runs").json()["data"]}
+
+    merged = submit(
+        tiny_sweep(output_subdir="full", replica_seeds=[1, 2], param_ranges={"hidden_size": [4, 6, 8]}),
+        merge_tests=True,
+    )
+    assert merged.status_code == 202, merged.text
+    assert (merged.json()["new_runs"], merged.json()["total_runs"]) == (2, 6)
+    time.sleep(0.5)
+    sweep = server.wait_sweep(sweep_id)
+    assert sweep["runs"]["succeeded"] == 6
+    after = {r["run_id"]: r["finished_at"] for r in server.client.get(f"/sweeps/{sweep_id}/runs").json()["data"]}
+    assert all(after[run_id] == finished for run_id, finished in before.items())  # nothing retrained
+    assert json.loads((folder / "summary.json").read_text())["counts"]["runs"] == 6

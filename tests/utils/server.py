@@ -1,0 +1,42 @@
+"""Helpers for API tests: an app over a temporary data root with a recording queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import Run
+from app.db.session import session_scope
+from app.db.sweeps import claim_run, finish_run
+from app.settings import Settings
+
+
+def server_settings(root: Path, **overrides: Any) -> Settings:
+    return Settings(data_dir=root, database_url=None, redis_url=None, **overrides)
+
+
+def finish_runs(factory: sessionmaker[Session], results: dict[int, float | None]) -> None:
+    """Record results as a worker would: claim, then finish (val RMSE, or None for a failure)."""
+    with session_scope(factory) as session:
+        for run_id, val in results.items():
+            assert claim_run(session, run_id, "test-worker", 60)
+            if val is None:
+                finish_run(session, run_id, "test-worker", error="RuntimeError: boom")
+            else:
+                metrics = {
+                    "val_rmse": val,
+                    "test_rmse": val + 0.01,
+                    "val_mae": val / 2,
+                    "test_mae": val / 2,
+                    "val_naive_rmse": 0.02,
+                    "test_naive_rmse": 0.02,
+                    "best_epoch": 1,
+                    "epochs_trained": 2,
+                    "train_seconds": 0.5,
+                }
+                run = session.get_one(Run, run_id)
+                finish_run(
+                    session, run_id, "test-worker", metrics=metrics, model_version=f"{run.config_id}__seed{run.seed}"
+                )
