@@ -1,14 +1,30 @@
-# Minimal image for now: the CLI with the pinned stack. The job-server work splits it
-# into an API image without torch and a CUDA worker image.
-FROM python:3.11-slim
+# Two images from one file:
+#   api:    FastAPI + the database layer, no torch (small, starts fast)
+#   worker: the same code plus the training stack; PyPI's torch wheel for Linux carries
+#           its CUDA libraries, so the worker uses the GPU on hosts with the NVIDIA runtime.
+# The code runs from /srv/tftsweep (editable install), where migrations/ and config/ live.
+
+FROM python:3.11-slim AS base
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    TFTSWEEP_DATA_DIR=/data
 WORKDIR /srv/tftsweep
-COPY pyproject.toml requirements.lock README.md ./
+COPY pyproject.toml requirements.lock README.md alembic.ini ./
 COPY core core
 COPY app app
 COPY worker worker
-RUN pip install --no-cache-dir torch==2.13.0 \
- && pip install --no-cache-dir -c requirements.lock .
-ENV TFTSWEEP_DATA_DIR=/data
+COPY migrations migrations
+COPY config config
+RUN useradd --create-home --uid 1000 tftsweep && mkdir -p /data && chown tftsweep /data
 VOLUME /data
-ENTRYPOINT ["tftsweep"]
-CMD ["--help"]
+
+FROM base AS api
+RUN pip install -c requirements.lock -e .
+USER tftsweep
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+CMD ["uvicorn", "app.api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+
+FROM base AS worker
+RUN pip install torch==2.13.0 && pip install -c requirements.lock -e '.[ml]'
+USER tftsweep
+CMD ["tftsweep", "worker", "--queues", "gpu,cpu", "--gpus", "0"]

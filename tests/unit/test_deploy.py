@@ -1,0 +1,30 @@
+"""The deployment files describe the production stack the docs promise."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+
+def test_compose_has_the_production_stack() -> None:
+    compose = yaml.safe_load(Path("docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "api", "worker"}
+    assert "healthcheck" in services["postgres"] and "healthcheck" in services["redis"]
+    assert services["migrate"]["command"] == ["tftsweep", "db", "upgrade"]
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert "data:/data" in services[name]["volumes"]  # reports written by workers, served by the API
+    device = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["capabilities"] == ["gpu"]
+    assert services["api"]["build"]["target"] == "api" and services["worker"]["build"]["target"] == "worker"
+
+
+def test_api_image_has_no_training_stack() -> None:
+    text = Path("Dockerfile").read_text()
+    stages = dict(re.findall(r"^FROM \S+ AS (\w+)\n(.*?)(?=^FROM |\Z)", text, flags=re.M | re.S))
+    assert set(stages) == {"base", "api", "worker"}
+    assert "torch" not in stages["api"] and "[ml]" not in stages["api"]
+    assert "torch==2.13.0" in stages["worker"] and "[ml]" in stages["worker"]
