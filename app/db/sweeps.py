@@ -27,6 +27,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """Stored times are UTC; SQLite hands them back without a zone, so put it back."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class SubmitResult:
     sweep: Sweep
@@ -256,8 +263,9 @@ def run_record(run: Run) -> dict[str, Any]:
         record[key] = getattr(run, key)
     record["model_version"] = run.model_version
     record["error"] = run.error
-    record["started_at"] = run.started_at.isoformat() if run.started_at else None
-    record["finished_at"] = run.finished_at.isoformat() if run.finished_at else None
+    started, finished = as_utc(run.started_at), as_utc(run.finished_at)
+    record["started_at"] = started.isoformat() if started else None
+    record["finished_at"] = finished.isoformat() if finished else None
     record["params"] = json.loads(run.params_json)
     return record
 

@@ -32,7 +32,7 @@ from app.api.models import (
     TablePublic,
 )
 from app.db.models import Run, RunState, Sweep
-from app.db.sweeps import run_counts, run_record, run_records, stored_config
+from app.db.sweeps import as_utc, run_counts, run_record, run_records, stored_config
 from core.config import validate_sweep_config
 from core.datasets import check_asset
 from core.drift import drift_by_fold, drift_overall_summary
@@ -102,9 +102,9 @@ def _public(session: SessionDep, sweep: Sweep, best: bool = True) -> dict[str, A
         "output_subdir": sweep.output_subdir,
         "status": sweep.status,
         "continue_on_error": sweep.continue_on_error,
-        "created_at": sweep.created_at,
-        "updated_at": sweep.updated_at,
-        "reports_at": sweep.reports_at,
+        "created_at": as_utc(sweep.created_at),
+        "updated_at": as_utc(sweep.updated_at),
+        "reports_at": as_utc(sweep.reports_at),
         "runs": counts,
         "total_runs": sum(counts.values()),
         "best_config": best_config,
