@@ -15,6 +15,7 @@ from app.settings import Settings
 
 TRAIN_RUN = "tftsweep.train_run"
 WRITE_REPORTS = "tftsweep.write_reports"
+RUN_STUDY = "tftsweep.run_study"
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
 
@@ -27,7 +28,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_ignore_result": True,
         "task_default_queue": CPU_QUEUE,
-        "task_routes": {TRAIN_RUN: {"queue": GPU_QUEUE}, WRITE_REPORTS: {"queue": CPU_QUEUE}},
+        "task_routes": {
+            TRAIN_RUN: {"queue": GPU_QUEUE},
+            RUN_STUDY: {"queue": GPU_QUEUE},
+            WRITE_REPORTS: {"queue": CPU_QUEUE},
+        },
         "task_serializer": "json",
         "accept_content": ["json"],
         "broker_connection_retry_on_startup": True,
@@ -67,6 +72,8 @@ class RunQueue(Protocol):
 
     def enqueue_reports(self, sweep_id: int) -> None: ...
 
+    def enqueue_study(self, study_id: int, tasks: int) -> None: ...
+
     def ping(self) -> None: ...
 
 
@@ -86,6 +93,10 @@ class CeleryQueue:
     def enqueue_reports(self, sweep_id: int) -> None:
         self.celery.send_task(WRITE_REPORTS, args=[sweep_id], queue=CPU_QUEUE)
 
+    def enqueue_study(self, study_id: int, tasks: int) -> None:
+        for _ in range(tasks):
+            self.celery.send_task(RUN_STUDY, args=[study_id], queue=GPU_QUEUE)
+
     def ping(self) -> None:
         with self.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
@@ -97,12 +108,16 @@ class RecordingQueue:
 
     runs: list[int] = field(default_factory=list)
     reports: list[int] = field(default_factory=list)
+    studies: list[int] = field(default_factory=list)
 
     def enqueue_runs(self, run_ids: list[int]) -> None:
         self.runs.extend(run_ids)
 
     def enqueue_reports(self, sweep_id: int) -> None:
         self.reports.append(sweep_id)
+
+    def enqueue_study(self, study_id: int, tasks: int) -> None:
+        self.studies.extend([study_id] * tasks)
 
     def ping(self) -> None:
         return None

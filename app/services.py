@@ -5,13 +5,15 @@ Entry points (routes, the reaper) stay thin; the database decides, the broker is
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import Run, Sweep
+from app.db.models import Run, Study, StudyStatus, Sweep
 from app.db.session import session_scope
 from app.db.sweeps import (
     SubmitResult,
@@ -23,11 +25,14 @@ from app.db.sweeps import (
     settle_sweep_status,
     submit_sweep,
     sweep_is_done,
+    utcnow,
 )
 from app.queue import RunQueue
 from app.settings import Settings
 from core.config import SweepConfig
-from core.datasets import check_dataset_for_sweep
+from core.datasets import check_dataset_for_sweep, check_dataset_shapes
+from core.errors import SweepExists
+from core.hpo_config import HpoConfig, study_shapes
 
 log = logging.getLogger("tftsweep.server")
 
@@ -74,6 +79,52 @@ def submit(
         )
     send_runs(factory, queue, result.new_run_ids)
     return submitted
+
+
+STUDY_CONTINUABLE = ("n_trials", "timeout_s")
+
+
+def submit_study(
+    factory: sessionmaker[Session], queue: RunQueue, settings: Settings, asset: str, config: HpoConfig
+) -> tuple[Study, bool]:
+    """Record an HPO study (or continue the stored one) and queue its trial tasks.
+
+    A study with the same (asset, output_subdir) continues when only `n_trials` or
+    `timeout_s` changed; anything else is refused (nothing written).
+
+    Raises:
+        DatasetError, SweepExists: nothing is written.
+    """
+    check_dataset_shapes(settings.data_root, asset, config, study_shapes(config))
+    tasks = min(config.n_trials, settings.hpo_parallel_tasks) if config.parallel_ok else 1
+    now = utcnow()
+    with session_scope(factory) as session:
+        study = session.scalars(
+            select(Study).where(Study.asset == asset, Study.output_subdir == config.output_subdir)
+        ).first()
+        continued = study is not None
+        if study is None:
+            study = Study(asset=asset, output_subdir=config.output_subdir, created_at=now)
+            session.add(study)
+        else:
+            old = {k: v for k, v in json.loads(study.config_json).items() if k not in STUDY_CONTINUABLE}
+            new = {k: v for k, v in config.to_json_dict().items() if k not in STUDY_CONTINUABLE}
+            if old != new:
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise SweepExists(
+                    f"study {asset}/{config.output_subdir} exists with another config (differs in {changed}); "
+                    "only n_trials and timeout_s may change to continue it"
+                )
+        study.config_json = json.dumps(config.to_json_dict())
+        study.status = StudyStatus.QUEUED
+        study.tasks = tasks
+        study.error = None
+        study.updated_at = now
+        session.flush()
+        study_id = study.id
+    queue.enqueue_study(study_id, tasks)
+    with session_scope(factory) as session:
+        return session.get_one(Study, study_id), continued
 
 
 def send_runs(factory: sessionmaker[Session], queue: RunQueue, run_ids: list[int]) -> None:

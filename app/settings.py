@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     )
     max_runs: int = Field(10_000, ge=1, description="Largest plan a sweep may have.")
     worker_concurrency: int = Field(1, ge=1, description="Concurrent runs per worker process (runs per GPU).")
+    hpo_parallel_tasks: int = Field(
+        4, ge=1, description="Trial tasks queued per study on a server database (SQLite studies: one)."
+    )
 
     @property
     def data_root(self) -> Path:

@@ -57,12 +57,12 @@ def parse_date(value: str) -> date:
     return datetime.strptime(value, "%Y%m%d").date()
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     # strict: no "3" for 3, no 1.5 for an int, no true for an int; extra: no silent typos.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Hyperparameters of one run. Every key may be swept through `param_ranges`."""
 
     max_encoder_length: int = Field(120, ge=2, le=2000, description="Days of history the encoder sees.")
@@ -90,7 +90,7 @@ class TrainingConfig(_Strict):
 TRAINING_KEYS: tuple[str, ...] = tuple(TrainingConfig.model_fields)
 
 
-class Window(_Strict):
+class Window(StrictModel):
     """Inclusive train/val/test date windows; train < val < test, no overlap."""
 
     train_start: DateStr
@@ -134,7 +134,7 @@ class Fold(Window):
     name: SafeName
 
 
-class WalkForward(_Strict):
+class WalkForward(StrictModel):
     enabled: bool = False
     folds: list[Fold] = Field(default_factory=list)
 
@@ -154,7 +154,7 @@ class WalkForward(_Strict):
         return self
 
 
-class CandidateConfig(_Strict):
+class CandidateConfig(StrictModel):
     """An explicit candidate: overrides of `training_config` under a name (e.g. an Optuna top-k entry)."""
 
     name: SafeName
@@ -163,8 +163,8 @@ class CandidateConfig(_Strict):
     source: dict[str, Any] | None = None
 
 
-class SweepConfig(_Strict):
-    """A sweep: the baseline `training_config`, what to vary, over which folds and seeds."""
+class StudyKeys(StrictModel):
+    """What a sweep and an HPO study share: where to write, which data, folds, seeds, base config."""
 
     output_subdir: SafeName
     features: str | list[str] = "BASELINE_FEATURES"
@@ -172,8 +172,6 @@ class SweepConfig(_Strict):
     walk_forward: WalkForward = Field(default_factory=WalkForward)
     training_config: TrainingConfig = Field(default_factory=TrainingConfig)
     split_config: SplitConfig | None = None
-    param_ranges: dict[str, list[Any]] = Field(default_factory=dict)
-    configs: list[CandidateConfig] = Field(default_factory=list)
 
     @field_validator("features")
     @classmethod
@@ -204,7 +202,7 @@ class SweepConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _split_present(self) -> SweepConfig:
+    def _split_present(self) -> StudyKeys:
         if not self.walk_forward.enabled and self.split_config is None:
             raise ValueError("split_config is required when walk_forward is not enabled")
         return self
@@ -225,6 +223,13 @@ class SweepConfig(_Strict):
     def to_json_dict(self) -> dict[str, Any]:
         """The config as JSON-ready data, defaults filled in (the effective config)."""
         return self.model_dump(mode="json")
+
+
+class SweepConfig(StudyKeys):
+    """A sweep: the baseline `training_config`, what to vary, over which folds and seeds."""
+
+    param_ranges: dict[str, list[Any]] = Field(default_factory=dict)
+    configs: list[CandidateConfig] = Field(default_factory=list)
 
 
 def training_with(base: TrainingConfig, overrides: dict[str, Any]) -> TrainingConfig:
@@ -253,7 +258,7 @@ def _check_param_ranges(config: SweepConfig) -> list[FieldError]:
             try:
                 normalised.append(getattr(training_with(base, {key: value}), key))
             except ValidationError as exc:
-                errors.append(FieldError(f"{where}[{i}]", _first_message(exc)))
+                errors.append(FieldError(f"{where}[{i}]", first_message(exc)))
         dupes = sorted({json.dumps(v) for v in normalised if normalised.count(v) > 1})
         if dupes:
             errors.append(FieldError(where, f"duplicate values: {', '.join(dupes)}"))
@@ -278,7 +283,7 @@ def _check_candidates(config: SweepConfig) -> list[FieldError]:
         try:
             training_with(config.training_config, cand.params)
         except ValidationError as exc:
-            errors.extend(_field_errors(exc, prefix=f"{where}.params"))
+            errors.extend(field_errors(exc, prefix=f"{where}.params"))
     return errors
 
 
@@ -293,7 +298,7 @@ def validate_sweep_config(data: Any) -> SweepConfig:
     try:
         config = SweepConfig.model_validate(data)
     except ValidationError as exc:
-        raise InvalidSweepConfig(_field_errors(exc)) from None
+        raise InvalidSweepConfig(field_errors(exc)) from None
     errors = _check_param_ranges(config) + _check_candidates(config)
     if errors:
         raise InvalidSweepConfig(errors)
@@ -347,7 +352,7 @@ def _clean_message(err: Any) -> str:
     return msg
 
 
-def _field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     seen: set[tuple[str, str]] = set()
     errors: list[FieldError] = []
     for err in exc.errors():
@@ -358,5 +363,5 @@ def _field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     return errors
 
 
-def _first_message(exc: ValidationError) -> str:
+def first_message(exc: ValidationError) -> str:
     return _clean_message(exc.errors()[0])

@@ -15,7 +15,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from core.config import Fold, SweepConfig, TrainingConfig, parse_date
+from core.config import Fold, StudyKeys, SweepConfig, TrainingConfig, parse_date
 from core.errors import DatasetError
 from core.feature_sets import FEATURE_SETS, resolve_features
 from core.features import FEATURE_DOCS, TARGET_DEFINITION, WARMUP_ROWS, compute_features
@@ -360,8 +360,13 @@ def check_dataset_for_sweep(root: Path, asset: str, config: SweepConfig) -> None
     Raises:
         DatasetError: missing dataset or features, bad values, too-short windows.
     """
-    frame = load_dataset(root, asset, config.features)
     shapes = {(c.training.max_encoder_length, c.training.max_prediction_length) for c in plan_configs(config)}
-    for fold in config.folds:
+    check_dataset_shapes(root, asset, config, shapes)
+
+
+def check_dataset_shapes(root: Path, asset: str, keys: StudyKeys, shapes: set[tuple[int, int]]) -> None:
+    """The dataset has the features and, in every fold, rows for each (encoder, prediction) length."""
+    frame = load_dataset(root, asset, keys.features)
+    for fold in keys.folds:
         for enc, pred in sorted(shapes):
             check_fold_fits(frame, fold, TrainingConfig(max_encoder_length=enc, max_prediction_length=pred))

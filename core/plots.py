@@ -234,3 +234,86 @@ def plot_compare(table: pd.DataFrame, title: str) -> Figure:
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return fig
+
+
+def plot_optuna_history(trials: pd.DataFrame, title: str) -> Figure:
+    """Objective per trial (complete: dots, pruned: crosses) and the best so far."""
+    fig, ax = _figure(9, 4.5)
+    done = trials[trials["state"] == "complete"] if len(trials) else trials
+    if done.empty:
+        _note(ax, "no complete trial yet")
+        ax.set_title(title)
+        return fig
+    ax.scatter(done["number"], done["value"], color=NEUTRAL, s=28, label="complete trial", zorder=3)
+    best = done.sort_values("number")["value"].cummin()
+    ax.step(done.sort_values("number")["number"], best, where="post", color=BETTER, linewidth=2, label="best so far")
+    pruned = trials[trials["state"] == "pruned"]
+    if len(pruned):
+        ax.scatter(pruned["number"], [best.max()] * len(pruned), marker="x", color=WORSE, label="pruned (not scored)")
+    naive = done["mean_val_naive_rmse"].dropna().mean() if "mean_val_naive_rmse" in done else math.nan
+    if math.isfinite(naive):
+        ax.axhline(naive, color=BASELINE, linestyle="--", linewidth=1, label=f"naive val RMSE {naive:.4g}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective (lower is better)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_param_importances(importances: dict[str, float], title: str) -> Figure:
+    """Share of the objective's variance each parameter explains (Optuna's fANOVA)."""
+    fig, ax = _figure(8, max(3.0, 0.45 * len(importances) + 1.6))
+    if not importances:
+        _note(ax, "needs at least two complete trials that differ")
+        ax.set_title(title)
+        return fig
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names], color=NEUTRAL)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("importance (share of objective variance)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_parallel_coordinates(trials: pd.DataFrame, params: list[str], title: str) -> Figure:
+    """Each complete trial a line across normalised parameter axes, coloured by its objective."""
+    fig, ax = _figure(max(7.0, 1.8 * (len(params) + 1)), 4.8)
+    done = trials[trials["state"] == "complete"] if len(trials) else trials
+    columns = [f"params_{p}" for p in params]
+    if done.empty or not all(c in done for c in columns):
+        _note(ax, "no complete trial yet")
+        ax.set_title(title)
+        return fig
+    axes_values = []
+    labels = []
+    for param, col in zip(params, columns, strict=True):
+        raw = done[col]
+        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+            values = raw.astype(float)
+            low, high = float(values.min()), float(values.max())
+            axes_values.append(((values - low) / (high - low)) if high > low else values * 0 + 0.5)
+            labels.append(f"{param}\n{low:.3g}..{high:.3g}")
+        else:
+            cats = sorted(raw.astype(str).unique())
+            codes = raw.astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
+            axes_values.append(codes / max(1, len(cats) - 1))
+            labels.append(f"{param}\n{', '.join(cats)}")
+    objective = done["value"].astype(float)
+    low, high = float(objective.min()), float(objective.max())
+    axes_values.append(((objective - low) / (high - low)) if high > low else objective * 0 + 0.5)
+    labels.append(f"objective\n{low:.4g}..{high:.4g}")
+    cmap = matplotlib.colormaps["viridis_r"]
+    x = np.arange(len(labels))
+    for i in range(len(done)):
+        ys = [float(v.iloc[i]) for v in axes_values]
+        shade = float(axes_values[-1].iloc[i])
+        ax.plot(x, ys, color=cmap(shade), alpha=0.8, linewidth=1.5)
+    for xi in x:
+        ax.axvline(xi, color="black", linewidth=0.6)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_yticks([])
+    ax.set_title(f"{title} (yellow: best)")
+    return fig

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from core.config import SweepConfig, load_sweep_config
 from core.errors import DatasetError, InvalidSweepConfig, MergeRejected, SweepExists, TftsweepError
@@ -72,6 +74,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def read_top_k(hpo_dir: str) -> list[dict[str, Any]]:
+    """The `configs` a sweep gets from an Optuna study folder (`optuna_top_k_configs.json`)."""
+    path = Path(hpo_dir) / "optuna_top_k_configs.json"
+    data = json.loads(read_text_file(str(path), "--from-hpo"))
+    if not isinstance(data, list) or not data:
+        raise UsageError(f"--from-hpo: {path} lists no complete trial yet")
+    return data
+
+
 def cmd_dataset_import(args: argparse.Namespace) -> int:
     from core.datasets import import_ohlcv_csv
     from core.paths import data_root
@@ -110,8 +121,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from worker.local_sweep import run_local_sweep
 
     config = read_config_file(args.config_json)
+    overrides: dict[str, Any] = {}
     if args.output_subdir and args.output_subdir != config.output_subdir:
-        config = load_sweep_config(json.dumps({**config.to_json_dict(), "output_subdir": args.output_subdir}))
+        overrides["output_subdir"] = args.output_subdir
+    if args.from_hpo:
+        overrides["configs"] = read_top_k(args.from_hpo)
+    if overrides:
+        config = load_sweep_config(json.dumps({**config.to_json_dict(), **overrides}))
     if args.workers < 1:
         raise UsageError("--workers: must be at least 1")
     outcome = run_local_sweep(
@@ -172,6 +188,57 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_hpo(args: argparse.Namespace) -> int:
+    from core.hpo import run_study
+    from core.hpo_config import load_hpo_config
+    from core.paths import data_root, hpo_dir
+
+    config = load_hpo_config(read_text_file(args.config_json, "--config-json"))
+    if args.output_subdir and args.output_subdir != config.output_subdir:
+        config = load_hpo_config(json.dumps({**config.to_json_dict(), "output_subdir": args.output_subdir}))
+    from core.datasets import check_asset
+
+    check_asset(args.asset)
+    out = hpo_dir(data_root(), args.asset, config.output_subdir)
+    progress = TrialProgress(config.n_trials)
+    summary = run_study(data_root(), args.asset, config, out, on_trial=progress.trial_done)
+    best = summary["best"]
+    counts = summary["n_trials"]
+    print(
+        f"study {args.asset}/{config.output_subdir}: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed"
+    )
+    if best:
+        print(f"  best trial {best['number']}: {config.objective}={best['value']:.6g}")
+        print(f"  params {json.dumps(best['params'])}")
+    print(f"  top-{config.top_k} configs for a sweep: {out / 'optuna_top_k_configs.json'}")
+    return EXIT_OK if best else EXIT_FAILED
+
+
+class TrialProgress:
+    """One line per finished trial: its state and value, the best so far, trials done/total."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.started = time.monotonic()
+
+    def trial_done(self, study: Any, trial: Any) -> None:
+        from optuna.trial import TrialState
+
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        value = f"{trial.value:.6g}" if trial.value is not None else "-"
+        try:
+            best = f"{study.best_value:.6g}"
+        except ValueError:  # no complete trial yet
+            best = "-"
+        print(
+            f"trial {trial.number} {trial.state.name.lower()} value={value}  best={best}  "
+            f"[{done}/{self.total} done, {time.monotonic() - self.started:.0f}s]",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from worker.serve import serve
 
@@ -219,7 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge-tests", action="store_true", help="add the config's new runs to the existing sweep")
     p.add_argument("--continue-on-error", action="store_true", help="keep going after a failed run")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--from-hpo", metavar="DIR", help="evaluate an Optuna study's top-k configs (its output folder)")
     p.set_defaults(handler=cmd_sweep)
+
+    p = sub.add_parser("hpo", help="run (or continue) an Optuna study in this process")
+    p.add_argument("--asset", required=True)
+    p.add_argument("--config-json", required=True, help="e.g. config/optuna/default_tft_optuna_sweep.json")
+    p.add_argument("--output-subdir", help="override the config's output_subdir")
+    p.set_defaults(handler=cmd_hpo)
 
     p = sub.add_parser("regenerate", help="rebuild a sweep's reports and plots from what is stored")
     p.add_argument("--sweep-dir", required=True, help="e.g. data/models/AAPL/sweeps/X")

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import Run, Sweep
+from app.db.models import Run, Study, StudyStatus, Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
 from app.db.sweeps import (
     claim_run,
@@ -31,7 +31,7 @@ from app.db.sweeps import (
     sweep_is_done,
     utcnow,
 )
-from app.queue import TRAIN_RUN, WRITE_REPORTS, CeleryQueue, RunQueue
+from app.queue import RUN_STUDY, TRAIN_RUN, WRITE_REPORTS, CeleryQueue, RunQueue
 from app.settings import Settings, get_settings
 from core.feature_sets import resolve_features
 from core.paths import sweep_dir
@@ -177,6 +177,40 @@ def build_reports(sweep_id: int, factory: sessionmaker[Session], settings: Setti
     return summary
 
 
+def process_study(study_id: int, factory: sessionmaker[Session], settings: Settings) -> str:
+    """Run trials of a study until it holds `n_trials` finished ones; record its status."""
+    from core.hpo import run_study
+    from core.hpo_config import validate_hpo_config
+    from core.paths import hpo_dir
+
+    with session_scope(factory) as session:
+        study = session.get(Study, study_id)
+        if study is None:
+            return "missing"
+        config = validate_hpo_config(json.loads(study.config_json))
+        asset = study.asset
+        study.status = StudyStatus.RUNNING
+        study.updated_at = utcnow()
+    try:
+        summary = run_study(settings.data_root, asset, config, hpo_dir(settings.data_root, asset, config.output_subdir))
+    except Exception as exc:
+        with session_scope(factory) as session:
+            study = session.get_one(Study, study_id)
+            study.status = StudyStatus.FAILED
+            study.error = f"{type(exc).__name__}: {exc}"
+            study.updated_at = utcnow()
+        raise
+    with session_scope(factory) as session:
+        study = session.get_one(Study, study_id)
+        if summary["complete"]:
+            study.status = StudyStatus.SUCCEEDED
+        elif summary["best"] is None and summary["n_trials"]["fail"]:
+            study.status = StudyStatus.FAILED
+            study.error = "every trial failed"
+        study.updated_at = utcnow()
+    return f"study {study_id}: {summary['n_trials']}"
+
+
 @celery.task(name=TRAIN_RUN, bind=True, acks_late=True)
 def train_run(self: Any, run_id: int) -> str:
     ctx = _context()
@@ -192,6 +226,12 @@ def write_reports(sweep_id: int) -> str:
     summary = build_reports(sweep_id, ctx.factory, get_settings())
     best = summary.get("best_config") or {}
     return f"reports written (best {best.get('config_id')})"
+
+
+@celery.task(name=RUN_STUDY, acks_late=True)
+def run_study_task(study_id: int) -> str:
+    ctx = _context()
+    return process_study(study_id, ctx.factory, get_settings())
 
 
 __all__ = ["LeaseKeeper", "build_reports", "process_run", "record_outcome", "train_run", "write_reports"]

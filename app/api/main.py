@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
-from app.api.routes import datasets, health, sweeps
+from app.api.routes import datasets, health, hpo, sweeps
 from app.db.migrate import upgrade_database
 from app.db.session import make_engine, make_session_factory
 from app.queue import CeleryQueue, RunQueue, make_celery
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(sweeps.router)
+    app.include_router(hpo.router)
     app.include_router(datasets.router)
     return app
 

@@ -98,3 +98,27 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     sweep: Mapped[Sweep] = relationship(back_populates="runs")
+
+
+class StudyStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Study(Base):
+    """An Optuna HPO study run through the server; its trials live in Optuna's own storage."""
+
+    __tablename__ = "studies"
+    __table_args__ = (UniqueConstraint("asset", "output_subdir", name="uq_studies_asset_subdir"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    asset: Mapped[str] = mapped_column(String(64))
+    output_subdir: Mapped[str] = mapped_column(String(64))
+    config_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=StudyStatus.QUEUED)
+    tasks: Mapped[int] = mapped_column(Integer, default=1)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
+from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_study, tiny_sweep
 from tests.utils.processes import ServerProcess, check_full_sweep_and_merge
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -126,3 +126,31 @@ def test_reaper_recovers_a_run_whose_message_was_lost(server: ServerProcess) -> 
     assert len(lost.runs) == 2
     sweep = server.wait_sweep(submitted.sweep_id, timeout=90)
     assert sweep["status"] == "succeeded" and sweep["runs"]["succeeded"] == 2
+
+
+def test_hpo_study_then_its_top_k_as_a_sweep(server: ServerProcess) -> None:
+    created = server.client.post(
+        "/hpo", json={"asset": ASSET, "config": tiny_study(output_subdir="e2e_study", n_trials=3)}
+    )
+    assert created.status_code == 201, created.text
+    study_id = created.json()["id"]
+    study = server.wait(
+        lambda: (s := server.client.get(f"/hpo/{study_id}").json())["status"] in ("succeeded", "failed") and s,
+        180,
+        "the study to finish",
+    )
+    assert study["status"] == "succeeded", study
+    assert study["summary"]["n_trials"]["complete"] + study["summary"]["n_trials"]["pruned"] == 3
+    top = server.client.get(f"/hpo/{study_id}/top-k").json()["data"]
+    assert top and top[0]["source"]["rank"] == 1
+    plots = server.client.get(f"/hpo/{study_id}/plots").json()["data"]
+    assert server.client.get(plots[0]["url"]).headers["content-type"] == "image/png"
+
+    sweep = server.client.post(
+        f"/hpo/{study_id}/sweep", json={"config": tiny_sweep(output_subdir="e2e_topk", param_ranges={})}
+    )
+    assert sweep.status_code == 201, sweep.text
+    finished = server.wait_sweep(sweep.json()["id"])
+    assert finished["status"] == "succeeded"
+    ranking = server.client.get(f"/sweeps/{sweep.json()['id']}/ranking").json()["data"]
+    assert {r["config_id"] for r in ranking} == {"baseline", *(t["name"] for t in top)}

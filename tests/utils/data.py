@@ -64,3 +64,24 @@ def tiny_sweep(**overrides: Any) -> dict[str, Any]:
     }
     data.update(overrides)
     return data
+
+
+def tiny_study(**overrides: Any) -> dict[str, Any]:
+    """A 2-fold, 1-seed study with a wide learning-rate range, so hopeless trials get pruned."""
+    data = tiny_sweep(
+        output_subdir="study",
+        replica_seeds=[1],
+        walk_forward={"enabled": True, "folds": [tiny_fold("f1", 2012), tiny_fold("f2", 2013)]},
+    )
+    data.pop("param_ranges")
+    data["training_config"] |= {"max_epochs": 3, "early_stopping_patience": 3}
+    data["search_space"] = {
+        "learning_rate": {"type": "float", "low": 0.0001, "high": 0.5, "log": True},
+        "hidden_size": {"type": "int", "low": 4, "high": 8, "step": 2},
+    }
+    data["n_trials"] = 6
+    data["sampler"] = {"type": "random", "seed": 3}
+    data["pruner"] = {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 0}
+    data["top_k"] = 2
+    data.update(overrides)
+    return data

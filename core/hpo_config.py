@@ -1,0 +1,186 @@
+"""The Optuna HPO config (SPEC section 4): the sweep's data keys plus a search space.
+
+Free of optuna, so the API validates studies without importing the ML stack.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from core.config import (
+    TRAINING_KEYS,
+    StrictModel,
+    StudyKeys,
+    field_errors,
+    first_message,
+    parse_json_text,
+    training_with,
+)
+from core.errors import FieldError, InvalidSweepConfig
+
+
+class SearchParam(StrictModel):
+    """One dimension: `int`/`float` between `low` and `high` (optional `log`/`step`), or `categorical`."""
+
+    type: Literal["int", "float", "categorical"]
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+            if any(v is not None for v in (self.low, self.high, self.step)) or self.log:
+                raise ValueError("categorical takes only 'choices'")
+            if len({repr(c) for c in self.choices}) != len(self.choices):
+                raise ValueError("duplicate choices")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"{self.type} takes 'low'/'high', not 'choices'")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs 'low' and 'high'")
+        if self.type == "int" and not all(isinstance(v, int) for v in (self.low, self.high, self.step or 1)):
+            raise ValueError("int bounds and step must be integers")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined (Optuna does not support it)")
+        if self.step is not None and self.step <= 0:
+            raise ValueError("step must be positive")
+        return self
+
+    def grid(self) -> list[Any]:
+        """The values a grid search visits; floats need a step."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        assert self.low is not None and self.high is not None
+        if self.type == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            raise ValueError("a float dimension needs a 'step' for grid search")
+        count = round((self.high - self.low) / self.step)
+        return [round(self.low + i * self.step, 12) for i in range(count + 1)]
+
+    def bounds(self) -> list[Any]:
+        """The values to check against the training config's own limits."""
+        return list(self.choices or []) if self.type == "categorical" else [self.low, self.high]
+
+
+class SamplerConfig(StrictModel):
+    type: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    n_startup_trials: int = Field(5, ge=0, description="TPE: random trials before the model kicks in.")
+
+
+class PrunerConfig(StrictModel):
+    type: Literal["median", "none"] = "median"
+    n_startup_trials: int = Field(2, ge=0, description="Trials completed before pruning starts.")
+    n_warmup_steps: int = Field(1, ge=0, description="Steps (epochs) of a trial before it can be pruned.")
+
+
+class HpoConfig(StudyKeys):
+    """An Optuna study over folds × seeds; its top-k configs feed a sweep."""
+
+    search_space: dict[str, SearchParam]
+    n_trials: int = Field(20, ge=1, le=10_000, description="Total trials wanted (a rerun continues the study).")
+    timeout_s: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds.")
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    objective: Literal["mean_val_rmse", "robust_score"] = "mean_val_rmse"
+    top_k: int = Field(5, ge=1, le=100)
+    storage: str | None = Field(None, description="RDB URL (PostgreSQL) for trials on many workers; default SQLite.")
+
+    @field_validator("search_space")
+    @classmethod
+    def _not_empty(cls, value: dict[str, SearchParam]) -> dict[str, SearchParam]:
+        if not value:
+            raise ValueError("search_space must name at least one parameter")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql", "mysql", "sqlite")):
+            raise ValueError("storage must be an RDB URL (postgresql://, mysql://, sqlite://)")
+        return value
+
+    @property
+    def parallel_ok(self) -> bool:
+        """Trials may run on many workers at once only with a server database (not SQLite)."""
+        return self.storage is not None and not self.storage.startswith("sqlite")
+
+
+def study_shapes(config: HpoConfig) -> set[tuple[int, int]]:
+    """Every (encoder, prediction) length a trial may use: the bounds of those dimensions."""
+
+    def values(key: str) -> list[int]:
+        space = config.search_space.get(key)
+        return [int(v) for v in space.bounds()] if space else [getattr(config.training_config, key)]
+
+    return {(e, p) for e in values("max_encoder_length") for p in values("max_prediction_length")}
+
+
+def _check_search_space(config: HpoConfig) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for key, param in config.search_space.items():
+        where = f"search_space.{key}"
+        if key not in TRAINING_KEYS:
+            errors.append(
+                FieldError(where, f"{key!r} is not a training_config key; known keys: {', '.join(TRAINING_KEYS)}")
+            )
+            continue
+        if key == "seed":
+            errors.append(FieldError(where, "seed cannot be searched: replica_seeds sets the seed of every run"))
+            continue
+        for value in param.bounds():
+            try:
+                training_with(config.training_config, {key: value})
+            except ValidationError as exc:
+                errors.append(FieldError(where, f"value {value!r}: {first_message(exc)}"))
+        if config.sampler.type == "grid":
+            try:
+                param.grid()
+            except ValueError as exc:
+                errors.append(FieldError(where, str(exc)))
+    return errors
+
+
+def validate_hpo_config(data: Any) -> HpoConfig:
+    """Validate parsed JSON as an HPO config.
+
+    Raises:
+        InvalidSweepConfig: with one field-named error per problem.
+    """
+    if not isinstance(data, dict):
+        raise InvalidSweepConfig([FieldError("(root)", f"expected a JSON object, got {type(data).__name__}")])
+    try:
+        config = HpoConfig.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidSweepConfig(field_errors(exc)) from None
+    errors = _check_search_space(config)
+    if errors:
+        raise InvalidSweepConfig(errors)
+    return config
+
+
+def load_hpo_config(text: str | bytes) -> HpoConfig:
+    return validate_hpo_config(parse_json_text(text))
+
+
+__all__ = [
+    "HpoConfig",
+    "PrunerConfig",
+    "SamplerConfig",
+    "SearchParam",
+    "load_hpo_config",
+    "study_shapes",
+    "validate_hpo_config",
+]

@@ -1,0 +1,85 @@
+"""/hpo with a recording queue: submit, continue, refuse, read artifacts, top-k into a sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from app.queue import RecordingQueue
+from tests.unit.test_hpo_config import hpo_dict
+from tests.utils.data import ASSET, tiny_sweep
+
+
+def post(client: TestClient, config: dict[str, Any]) -> Any:
+    return client.post("/hpo", json={"asset": ASSET, "config": config})
+
+
+def test_submit_queues_one_task_for_a_sqlite_study(client: TestClient, queue: RecordingQueue) -> None:
+    response = post(client, hpo_dict())
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["status"], body["tasks"], body["summary"]) == ("queued", 1, None)
+    assert queue.studies == [body["id"]]
+    assert client.get("/hpo").json()["count"] == 1
+    assert client.get(f"/hpo/{body['id']}").json()["output_subdir"] == "study"
+
+
+def test_a_postgres_study_gets_parallel_tasks(client: TestClient, queue: RecordingQueue) -> None:
+    response = post(client, hpo_dict(storage="postgresql+psycopg://u@localhost/optuna", n_trials=3))
+    assert response.json()["tasks"] == 3 and len(queue.studies) == 3
+
+
+def test_resubmitting_continues_or_refuses(client: TestClient, queue: RecordingQueue) -> None:
+    study_id = post(client, hpo_dict()).json()["id"]
+    more = post(client, hpo_dict(n_trials=10))
+    assert more.status_code == 202 and more.json()["id"] == study_id
+    assert queue.studies == [study_id, study_id]
+    changed = post(client, hpo_dict(objective="robust_score"))
+    assert changed.status_code == 409 and "objective" in changed.json()["detail"]
+    assert len(queue.studies) == 2
+
+
+def test_invalid_studies_are_422(client: TestClient, queue: RecordingQueue) -> None:
+    bad = post(client, hpo_dict(search_space={"hidden_sz": {"type": "int", "low": 1, "high": 3}}))
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["field"] == "config.search_space.hidden_sz"
+    assert post(client, hpo_dict(features=["nope"])).json()["detail"][0]["field"] == "dataset"
+    assert queue.studies == []
+
+
+def test_artifacts_and_top_k_into_a_sweep(client: TestClient, queue: RecordingQueue, root: Path) -> None:
+    study_id = post(client, hpo_dict()).json()["id"]
+    assert client.get(f"/hpo/{study_id}/trials").json() == {"data": [], "count": 0}
+    assert client.get(f"/hpo/{study_id}/best").status_code == 404
+    sweep_body = {"config": tiny_sweep(output_subdir="topk", param_ranges={})}
+    assert client.post(f"/hpo/{study_id}/sweep", json=sweep_body).status_code == 409
+
+    out = root / "models/SYN/optuna/study"
+    out.mkdir(parents=True)
+    top = [
+        {
+            "name": "optuna_t003",
+            "params": {"hidden_size": 6, "learning_rate": 0.02},
+            "source": {"trial": 3, "value": 0.01},
+        }
+    ]
+    (out / "optuna_top_k_configs.json").write_text(json.dumps(top))
+    (out / "optuna_trials.json").write_text(json.dumps([{"number": 3, "state": "complete", "value": 0.01}]))
+    assert client.get(f"/hpo/{study_id}/top-k").json()["data"] == top
+    assert client.get(f"/hpo/{study_id}/trials").json()["count"] == 1
+    assert client.get(f"/hpo/{study_id}/plots").json()["count"] == 0
+    assert client.get(f"/hpo/{study_id}/plots/../../tftsweep.db").status_code in (404, 422)
+    assert client.get(f"/hpo/{study_id}/plots/hpo_config.json").status_code == 404
+
+    created = client.post(f"/hpo/{study_id}/sweep", json=sweep_body)
+    assert created.status_code == 201, created.text
+    sweep = client.get(f"/sweeps/{created.json()['id']}").json()
+    assert [c["name"] for c in sweep["config"]["configs"]] == ["optuna_t003"]
+    assert sweep["total_runs"] == 2  # baseline and the candidate, one fold, one seed
+    with_configs = {"config": tiny_sweep(output_subdir="x", configs=top)}
+    assert client.post(f"/hpo/{study_id}/sweep", json=with_configs).status_code == 422
+    for path in ("", "/trials", "/top-k", "/plots", "/best"):
+        assert client.get(f"/hpo/999{path}").status_code == 404

@@ -1,0 +1,101 @@
+"""The HPO config: the sweep's data keys plus a search space, with field-named errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import InvalidSweepConfig
+from core.hpo_config import load_hpo_config, study_shapes, validate_hpo_config
+from tests.utils.data import tiny_sweep
+
+
+def hpo_dict(**overrides: Any) -> dict[str, Any]:
+    data = tiny_sweep(output_subdir="study")
+    data.pop("param_ranges")
+    data["search_space"] = {
+        "learning_rate": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+        "hidden_size": {"type": "int", "low": 4, "high": 8, "step": 2},
+        "loss": {"type": "categorical", "choices": ["rmse", "mae"]},
+    }
+    data["n_trials"] = 4
+    data.update(overrides)
+    return data
+
+
+def errors_of(data: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(InvalidSweepConfig) as info:
+        validate_hpo_config(data)
+    return {e.field: e.message for e in info.value.errors}
+
+
+def test_default_config_file_is_valid() -> None:
+    config = load_hpo_config(Path("config/optuna/default_tft_optuna_sweep.json").read_text())
+    assert config.sampler.type == "tpe" and config.pruner.type == "median"
+    assert config.objective == "mean_val_rmse" and config.storage is None and not config.parallel_ok
+    assert study_shapes(config) == {(20, 1), (30, 1), (60, 1)}  # every categorical choice
+
+
+def test_defaults() -> None:
+    config = validate_hpo_config(hpo_dict())
+    assert (config.top_k, config.sampler.seed, config.timeout_s) == (5, 42, None)
+
+
+@pytest.mark.parametrize(
+    ("space", "field", "needle"),
+    [
+        ({"hidden_sz": {"type": "int", "low": 1, "high": 2}}, "search_space.hidden_sz", "not a training_config key"),
+        ({"seed": {"type": "int", "low": 1, "high": 2}}, "search_space.seed", "replica_seeds"),
+        ({"dropout": {"type": "float", "low": 0.5, "high": 0.2}}, "search_space.dropout", "must be below high"),
+        ({"dropout": {"type": "float", "low": 0.0, "high": 1.5}}, "search_space.dropout", "less than 1"),
+        (
+            {"learning_rate": {"type": "float", "low": 0, "high": 1, "log": True}},
+            "search_space.learning_rate",
+            "low > 0",
+        ),
+        ({"hidden_size": {"type": "int", "low": 4.5, "high": 8}}, "search_space.hidden_size", "integers"),
+        ({"loss": {"type": "categorical", "choices": []}}, "search_space.loss", "non-empty"),
+        ({"loss": {"type": "categorical", "choices": ["rmse", "huber"]}}, "search_space.loss", "'huber'"),
+        (
+            {"dropout": {"type": "float", "low": 0.1, "high": 0.2, "log": True, "step": 0.1}},
+            "search_space.dropout",
+            "cannot be combined",
+        ),
+        ({"dropout": {"type": "uniform", "low": 0.1, "high": 0.2}}, "search_space.dropout.type", "'int'"),
+        ({}, "search_space", "at least one"),
+    ],
+)
+def test_search_space_errors_name_the_field(space: dict[str, Any], field: str, needle: str) -> None:
+    errs = errors_of(hpo_dict(search_space=space))
+    assert field in errs, errs
+    assert needle in errs[field]
+
+
+def test_other_errors() -> None:
+    errs = errors_of(hpo_dict(n_trials=0, objective="median", storage="redis://x", bogus=1, replica_seeds=[1, 1]))
+    assert {"n_trials", "objective", "storage", "bogus", "replica_seeds"} <= set(errs)
+
+
+def test_grid_needs_steps_for_floats() -> None:
+    errs = errors_of(hpo_dict(sampler={"type": "grid"}))
+    assert "needs a 'step'" in errs["search_space.learning_rate"]
+    space = {
+        "hidden_size": {"type": "int", "low": 4, "high": 8, "step": 2},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1},
+    }
+    config = validate_hpo_config(hpo_dict(sampler={"type": "grid"}, search_space=space))
+    assert config.search_space["hidden_size"].grid() == [4, 6, 8]
+    assert config.search_space["dropout"].grid() == [0.0, 0.1, 0.2]
+
+
+def test_postgres_storage_allows_parallel_trials() -> None:
+    assert validate_hpo_config(hpo_dict(storage="postgresql+psycopg://u@h/db")).parallel_ok
+    assert not validate_hpo_config(hpo_dict(storage="sqlite:///x.db")).parallel_ok
+
+
+def test_round_trip() -> None:
+    config = validate_hpo_config(hpo_dict())
+    assert validate_hpo_config(json.loads(json.dumps(config.to_json_dict()))) == config

@@ -1,0 +1,105 @@
+"""A real tiny Optuna study: trials train, one is pruned, a rerun continues, top-k feeds a sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import pytest
+
+from core.hpo import open_study, run_study
+from core.hpo_config import validate_hpo_config
+from tests.utils.data import ASSET, make_data_root, tiny_study, tiny_sweep
+from worker.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    root = make_data_root(tmp_path_factory.mktemp("hpo") / "data")
+    out = root / "models/SYN/optuna/study"
+    summary = run_study(root, ASSET, validate_hpo_config(tiny_study()), out)
+    return root, out, summary
+
+
+def test_study_writes_every_artifact(finished: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, out, summary = finished
+    for name in (
+        "optuna_summary.json",
+        "optuna_best_trial.json",
+        "optuna_top_k_configs.json",
+        "optuna_trials.csv",
+        "optuna_trials.json",
+        "optuna_study.db",
+        "optuna_history.png",
+        "optuna_param_importances.png",
+        "optuna_parallel_coordinates.png",
+    ):
+        assert (out / name).is_file(), name
+    assert summary["n_trials_wanted"] == 6 and summary["complete"] is True
+    trials = pd.read_csv(out / "optuna_trials.csv")
+    assert len(trials) == 6
+    assert {"number", "state", "value", "params_learning_rate", "params_hidden_size", "mean_val_rmse"} <= set(trials)
+    best = json.loads((out / "optuna_best_trial.json").read_text())
+    done = trials[trials["state"] == "complete"]
+    assert best["value"] == pytest.approx(done["value"].min())
+    assert len(best["runs"]) == 2 and {r["fold"] for r in best["runs"]} == {"f1", "f2"}
+    assert best["value"] == pytest.approx(sum(r["val_rmse"] for r in best["runs"]) / 2)
+
+
+def test_hopeless_trials_are_pruned_at_fold_aware_steps(finished: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, out, summary = finished
+    assert summary["n_trials"]["pruned"] >= 1
+    study = optuna.load_study(study_name="study", storage=f"sqlite:///{out / 'optuna_study.db'}")
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # Run i reports epoch e at step i * max_epochs + e: fold f1 -> steps 0..2, fold f2 -> 3..5.
+    assert all(set(t.intermediate_values) <= {0, 1, 2, 3, 4, 5} for t in study.trials)
+    assert any(set(t.intermediate_values) >= {0, 3} for t in complete)
+    assert all(len(t.intermediate_values) < len(complete[0].intermediate_values) for t in pruned)
+
+
+def test_top_k_are_sweep_configs(finished: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, out, _ = finished
+    top = json.loads((out / "optuna_top_k_configs.json").read_text())
+    assert [t["source"]["rank"] for t in top] == [1, 2]
+    assert top[0]["source"]["value"] <= top[1]["source"]["value"]
+    assert set(top[0]["params"]) == {"learning_rate", "hidden_size"}
+    assert top[0]["name"].startswith("optuna_t")
+
+
+def test_rerun_continues_the_study(finished: tuple[Path, Path, dict[str, Any]]) -> None:
+    root, out, _ = finished
+    config = validate_hpo_config(tiny_study(n_trials=7))
+    summary = run_study(root, ASSET, config, out, plots=False)
+    study = open_study(config, out)
+    assert len(study.trials) == 7  # one more trial in the same study, not a new one
+    assert summary["n_trials"]["complete"] + summary["n_trials"]["pruned"] == 7
+
+
+def test_cli_hpo_and_a_sweep_from_its_top_k(
+    finished: tuple[Path, Path, dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, out, _ = finished
+    monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(root))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    config_file = tmp_path / "hpo.json"
+    config_file.write_text(json.dumps(tiny_study(output_subdir="cli_study", n_trials=2)))
+    assert main(["hpo", "--asset", ASSET, "--config-json", str(config_file)]) == 0
+    captured = capsys.readouterr()
+    assert "trial 1" in captured.err and "top-2 configs for a sweep" in captured.out
+
+    sweep_file = tmp_path / "sweep.json"
+    sweep_file.write_text(json.dumps(tiny_sweep(output_subdir="from_hpo", param_ranges={})))
+    assert main(["sweep", "--asset", ASSET, "--config-json", str(sweep_file), "--from-hpo", str(out)]) == 0
+    ranking = pd.read_csv(root / "models/SYN/sweeps/from_hpo/config_ranking.csv")
+    top = json.loads((out / "optuna_top_k_configs.json").read_text())
+    assert set(ranking["config_id"]) == {"baseline", *(t["name"] for t in top)}
+    assert main(["sweep", "--asset", ASSET, "--config-json", str(sweep_file), "--from-hpo", str(tmp_path)]) == 2
