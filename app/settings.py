@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     )
     max_runs: int = Field(10_000, ge=1, description="Largest plan a sweep may have.")
     worker_concurrency: int = Field(1, ge=1, description="Concurrent runs per worker process (runs per GPU).")
+    api_keys: str | None = Field(
+        None, description="read:KEY,write:KEY,... (TFTSWEEP_API_KEYS); none: loopback-only, no auth."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON request body (413 above).")
+    max_upload_bytes: int = Field(200 * 1_048_576, ge=1024, description="Largest dataset upload (413 above).")
+    max_json_depth: int = Field(32, ge=4, description="Deepest JSON nesting accepted (422 above).")
     hpo_parallel_tasks: int = Field(
         4, ge=1, description="Trial tasks queued per study on a server database (SQLite studies: one)."
     )

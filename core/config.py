@@ -22,6 +22,7 @@ from core.feature_sets import FEATURE_SETS
 from core.names import check_safe_name
 
 DEFAULT_MAX_RUNS = 10_000
+MAX_LIST = 1000  # any list in a config: folds, seeds, values, candidates, features
 
 
 def max_runs_from_env() -> int:
@@ -136,7 +137,7 @@ class Fold(Window):
 
 class WalkForward(StrictModel):
     enabled: bool = False
-    folds: list[Fold] = Field(default_factory=list)
+    folds: list[Fold] = Field(default_factory=list, max_length=MAX_LIST)
 
     @field_validator("folds")
     @classmethod
@@ -167,8 +168,8 @@ class StudyKeys(StrictModel):
     """What a sweep and an HPO study share: where to write, which data, folds, seeds, base config."""
 
     output_subdir: SafeName
-    features: str | list[str] = "BASELINE_FEATURES"
-    replica_seeds: list[int] = Field(default_factory=list)
+    features: str | Annotated[list[str], Field(max_length=MAX_LIST)] = "BASELINE_FEATURES"
+    replica_seeds: list[int] = Field(default_factory=list, max_length=MAX_LIST)
     walk_forward: WalkForward = Field(default_factory=WalkForward)
     training_config: TrainingConfig = Field(default_factory=TrainingConfig)
     split_config: SplitConfig | None = None
@@ -228,8 +229,8 @@ class StudyKeys(StrictModel):
 class SweepConfig(StudyKeys):
     """A sweep: the baseline `training_config`, what to vary, over which folds and seeds."""
 
-    param_ranges: dict[str, list[Any]] = Field(default_factory=dict)
-    configs: list[CandidateConfig] = Field(default_factory=list)
+    param_ranges: dict[str, Annotated[list[Any], Field(max_length=MAX_LIST)]] = Field(default_factory=dict)
+    configs: list[CandidateConfig] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 def training_with(base: TrainingConfig, overrides: dict[str, Any]) -> TrainingConfig:

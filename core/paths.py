@@ -44,3 +44,10 @@ def version_dir(sweep: Path, fold: str, config_id: str, seed: int) -> Path:
 def database_url(root: Path) -> str:
     """`DATABASE_URL`, else an SQLite file under the data root."""
     return os.environ.get("DATABASE_URL") or f"sqlite:///{root / 'tftsweep.db'}"
+
+
+def resolve_inside(root: Path, path: Path) -> Path | None:
+    """`path` with symlinks resolved, or None when that lands outside `root` (a planted symlink)."""
+    real_root = root.resolve()
+    real = path.resolve()
+    return real if real == real_root or real_root in real.parents else None

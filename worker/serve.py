@@ -78,14 +78,41 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], timeout: float = WORKER_S
             proc.wait()
 
 
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: addresses only this machine can reach."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(host: str, port: int, concurrency: int, loglevel: str) -> int:
     """Run the API in this process and an embedded Celery worker beside it, until interrupted."""
     import uvicorn
 
     from app.api.main import create_app
+    from app.api.security import parse_api_keys
     from app.db.migrate import upgrade_database
 
     settings = get_settings()
+    try:
+        keys = parse_api_keys(settings.api_keys)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not keys and not is_loopback(host):
+        print(
+            f"error: refusing to listen on {host} without API keys; set TFTSWEEP_API_KEYS (read:KEY,write:KEY) "
+            "or bind to 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+    if not keys:
+        print("tftsweep: no API keys configured; listening on loopback only", flush=True)
     settings.data_root.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.db_url)
     broker = settings.redis_url or f"filesystem ({settings.broker_dir})"

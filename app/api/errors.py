@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -47,3 +50,38 @@ def install_error_handlers(app: FastAPI) -> None:
     async def request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = [{"field": _loc(tuple(e["loc"])), "message": str(e["msg"])} for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
+
+
+class AllowHeaderMiddleware:
+    """A 405 names every method the path supports (Starlette lists only the route it matched)."""
+
+    def __init__(self, app: Any, spec: Any) -> None:
+        self.app = app
+        self._spec = spec
+        self._table: list[tuple[re.Pattern[str], str]] | None = None
+
+    def _allowed(self, path: str) -> str | None:
+        if self._table is None:
+            self._table = [
+                (
+                    re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", template) + "$"),
+                    ", ".join(sorted(m.upper() for m in operations)),
+                )
+                for template, operations in self._spec()["paths"].items()
+            ]
+        return next((allow for pattern, allow in self._table if pattern.match(path)), None)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def patched(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allow = self._allowed(scope["path"])
+                if allow:
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                    message = {**message, "headers": [*headers, (b"allow", allow.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, patched)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
-from app.api.errors import install_error_handlers
+from app.api.errors import AllowHeaderMiddleware, install_error_handlers
+from app.api.models import ErrorPublic
 from app.api.routes import datasets, health, hpo, sweeps
+from app.api.security import GuardMiddleware, parse_api_keys
 from app.db.migrate import upgrade_database
 from app.db.session import make_engine, make_session_factory
 from app.queue import CeleryQueue, RunQueue, make_celery
@@ -26,6 +29,15 @@ walk-forward folds and replica seeds, trains each run on a worker, and serves ra
 (`robust_score = mean_val_rmse + std_val_rmse`), parameter impact, feature drift,
 summaries and plots. The sweep config schema is documented in `docs/config.md`.
 """
+
+
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorPublic, "description": "The request could not be parsed."},
+    401: {"model": ErrorPublic, "description": "Missing or invalid API key (when keys are configured)."},
+    403: {"model": ErrorPublic, "description": "The key's scope does not allow this route (read key on a write)."},
+    413: {"model": ErrorPublic, "description": "Request body over the size limit."},
+    422: {"model": ErrorPublic, "description": "Invalid input; each problem names its field."},
+}
 
 
 def create_app(settings: Settings | None = None, queue: RunQueue | None = None, reaper: bool = True) -> FastAPI:
@@ -50,7 +62,20 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
                 thread.stop()
             engine.dispose()
 
-    app = FastAPI(title="tftsweep", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    keys = parse_api_keys(settings.api_keys)
+    app = FastAPI(
+        title="tftsweep", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, responses=COMMON_RESPONSES
+    )
+    app.add_middleware(
+        GuardMiddleware,
+        keys=keys,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_json_depth=settings.max_json_depth,
+    )
+    app.add_middleware(AllowHeaderMiddleware, spec=app.openapi)
+    if not keys:
+        log.warning("no API keys configured (TFTSWEEP_API_KEYS): every client that reaches this port has full access")
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(sweeps.router)

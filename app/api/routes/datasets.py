@@ -14,7 +14,6 @@ from core.errors import DatasetError
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 PARQUET_MAGIC = b"PAR1"
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 
 
 def _public(info: object) -> DatasetPublic:
@@ -50,9 +49,9 @@ async def upload_dataset(
         check_asset(asset)
     except DatasetError as exc:
         raise HTTPException(422, [{"field": "asset", "message": str(exc)}]) from None
-    data = await file.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload larger than {MAX_UPLOAD_BYTES} bytes")
+    data = await file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload larger than {settings.max_upload_bytes} bytes")
     origin = f"upload:{file.filename or 'unnamed'}"
     try:
         if data[:4] == PARQUET_MAGIC:

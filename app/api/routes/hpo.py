@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, status
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 from app import services
 from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep
 from app.api.models import ErrorPublic, PlotPublic, PlotsPublic, SweepSubmitted
-from app.api.routes.sweeps import NOT_FOUND, Limit, Offset
+from app.api.routes.sweeps import NOT_FOUND, Limit, Offset, servable
 from app.db.models import Study
 from app.db.sweeps import as_utc
 from core.config import validate_sweep_config
@@ -25,6 +26,7 @@ from core.paths import hpo_dir
 
 router = APIRouter(prefix="/hpo", tags=["hpo"])
 
+StudyId = Annotated[int, PathParam(ge=1, le=2**62, description="Study id.")]
 HPO_PLOTS = ("optuna_history.png", "optuna_param_importances.png", "optuna_parallel_coordinates.png")
 
 
@@ -76,8 +78,8 @@ def _folder(settings: SettingsDep, study: Study) -> Path:
 
 
 def _read(settings: SettingsDep, study: Study, name: str) -> Any:
-    path = _folder(settings, study) / name
-    return json.loads(path.read_text()) if path.is_file() else None
+    path = servable(settings, _folder(settings, study) / name)
+    return json.loads(path.read_text()) if path is not None else None
 
 
 def _public(settings: SettingsDep, study: Study) -> StudyPublic:
@@ -126,18 +128,18 @@ def list_studies(session: SessionDep, settings: SettingsDep, limit: Limit = 50, 
 
 
 @router.get("/{study_id}", response_model=StudyPublic, responses=NOT_FOUND, summary="A study: status and summary")
-def get_study(study_id: int, session: SessionDep, settings: SettingsDep) -> StudyPublic:
+def get_study(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> StudyPublic:
     return _public(settings, _study_or_404(session, study_id))
 
 
 @router.get("/{study_id}/trials", responses=NOT_FOUND, summary="Every trial: state, value, params, metrics")
-def get_trials(study_id: int, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+def get_trials(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     trials = _read(settings, _study_or_404(session, study_id), "optuna_trials.json") or []
     return {"data": trials, "count": len(trials)}
 
 
 @router.get("/{study_id}/best", responses=NOT_FOUND, summary="The best complete trial")
-def get_best(study_id: int, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+def get_best(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     best = _read(settings, _study_or_404(session, study_id), "optuna_best_trial.json")
     if not best:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no complete trial yet")
@@ -145,16 +147,16 @@ def get_best(study_id: int, session: SessionDep, settings: SettingsDep) -> dict[
 
 
 @router.get("/{study_id}/top-k", responses=NOT_FOUND, summary="The top-k configs, usable as a sweep's `configs`")
-def get_top_k(study_id: int, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+def get_top_k(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     top = _read(settings, _study_or_404(session, study_id), "optuna_top_k_configs.json") or []
     return {"data": top, "count": len(top)}
 
 
 @router.get("/{study_id}/plots", response_model=PlotsPublic, responses=NOT_FOUND, summary="Plot files of a study")
-def list_plots(study_id: int, session: SessionDep, settings: SettingsDep) -> PlotsPublic:
+def list_plots(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> PlotsPublic:
     study = _study_or_404(session, study_id)
     folder = _folder(settings, study)
-    names = [n for n in HPO_PLOTS if (folder / n).is_file()]
+    names = [n for n in HPO_PLOTS if servable(settings, folder / n) is not None]
     data = [PlotPublic(name=n, fold=None, url=f"/hpo/{study_id}/plots/{n}") for n in names]
     return PlotsPublic(data=data, count=len(data))
 
@@ -165,10 +167,10 @@ def list_plots(study_id: int, session: SessionDep, settings: SettingsDep) -> Plo
     responses={200: {"content": {"image/png": {}}, "description": "The PNG."}, **NOT_FOUND},
     summary="One study plot as image/png",
 )
-def get_plot(study_id: int, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+def get_plot(study_id: StudyId, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
     study = _study_or_404(session, study_id)
-    path = _folder(settings, study) / name
-    if name not in HPO_PLOTS or not path.is_file() or path.is_symlink():
+    path = servable(settings, _folder(settings, study) / name) if name in HPO_PLOTS else None
+    if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
     return FileResponse(path, media_type="image/png")
 
@@ -181,7 +183,7 @@ def get_plot(study_id: int, name: str, session: SessionDep, settings: SettingsDe
     summary="Create a sweep that evaluates the study's top-k configs",
 )
 def sweep_from_study(
-    study_id: int,
+    study_id: StudyId,
     body: StudySweepCreate,
     session: SessionDep,
     factory: FactoryDep,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import func, select
 
@@ -38,7 +39,7 @@ from core.datasets import check_asset
 from core.drift import drift_by_fold, drift_overall_summary
 from core.errors import DatasetError
 from core.feature_sets import resolve_features
-from core.paths import sweep_dir
+from core.paths import resolve_inside, sweep_dir
 from core.reports import (
     build_config_ranking,
     build_param_impact_detail,
@@ -49,6 +50,7 @@ from core.reports import (
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
+SweepId = Annotated[int, PathParam(ge=1, le=2**62, description="Sweep id.")]
 FoldQuery = Annotated[str | None, Query(description="Restrict to one fold (its name).", max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, description="Rows to skip.")]
@@ -206,7 +208,7 @@ def list_sweeps(
 @router.get(
     "/{sweep_id}", response_model=SweepDetail, responses=NOT_FOUND, summary="A sweep: status and runs per state"
 )
-def get_sweep(sweep_id: int, session: SessionDep) -> SweepDetail:
+def get_sweep(sweep_id: SweepId, session: SessionDep) -> SweepDetail:
     sweep = _sweep_or_404(session, sweep_id)
     return SweepDetail(**_public(session, sweep), config=json.loads(sweep.config_json))
 
@@ -215,7 +217,7 @@ def get_sweep(sweep_id: int, session: SessionDep) -> SweepDetail:
     "/{sweep_id}/runs", response_model=RunsPublic, responses=NOT_FOUND, summary="Runs of a sweep, in plan order"
 )
 def list_runs(
-    sweep_id: int,
+    sweep_id: SweepId,
     session: SessionDep,
     fold: FoldQuery = None,
     state: Annotated[str | None, Query(description="Filter by state.", max_length=16)] = None,
@@ -240,7 +242,7 @@ def list_runs(
     responses=NOT_FOUND,
     summary="Configs ranked by robust score (mean + std of val RMSE)",
 )
-def ranking(sweep_id: int, session: SessionDep, fold: FoldQuery = None) -> TablePublic:
+def ranking(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None) -> TablePublic:
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(sweep, fold)
     table = build_config_ranking(_runs_frame(session, sweep, fold))
@@ -253,7 +255,7 @@ def ranking(sweep_id: int, session: SessionDep, fold: FoldQuery = None) -> Table
     responses=NOT_FOUND,
     summary="Each variant against its baseline run, and aggregated per parameter value",
 )
-def param_impact(sweep_id: int, session: SessionDep, fold: FoldQuery = None) -> ParamImpactPublic:
+def param_impact(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None) -> ParamImpactPublic:
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(sweep, fold)
     detail = build_param_impact_detail(_runs_frame(session, sweep, fold))
@@ -267,7 +269,7 @@ def param_impact(sweep_id: int, session: SessionDep, fold: FoldQuery = None) -> 
     responses=NOT_FOUND,
     summary="KS and PSI of each feature, train window against val and test, per fold",
 )
-def drift(sweep_id: int, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> DriftPublic:
+def drift(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> DriftPublic:
     from core.datasets import load_dataset
 
     sweep = _sweep_or_404(session, sweep_id)
@@ -283,7 +285,7 @@ def drift(sweep_id: int, session: SessionDep, settings: SettingsDep, fold: FoldQ
 
 
 @router.get("/{sweep_id}/summary", responses=NOT_FOUND, summary="Executive summary (as summary.json, computed now)")
-def summary(sweep_id: int, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> dict[str, Any]:
+def summary(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> dict[str, Any]:
     from core.sweep_report import build_summary
 
     sweep = _sweep_or_404(session, sweep_id)
@@ -304,12 +306,17 @@ def summary(sweep_id: int, session: SessionDep, settings: SettingsDep, fold: Fol
     return result
 
 
+def servable(settings: SettingsDep, path: Path) -> Path | None:
+    """The real file behind `path` if it is a regular file inside the data root, else None."""
+    real = resolve_inside(settings.data_root, path)
+    return real if real is not None and real.is_file() else None
+
+
 def _plots(settings: SettingsDep, sweep: Sweep, fold: str | None) -> list[PlotPublic]:
     base = _folder(settings, sweep)
     folder = base / "folds" / fold / "plots" if fold else base / "plots"
-    names = (
-        sorted(p.name for p in folder.glob("*.png") if p.is_file() and not p.is_symlink()) if folder.is_dir() else []
-    )
+    found = folder.glob("*.png") if folder.is_dir() else []
+    names = sorted(p.name for p in found if servable(settings, p) is not None)
     suffix = f"?fold={fold}" if fold else ""
     return [PlotPublic(name=n, fold=fold, url=f"/sweeps/{sweep.id}/plots/{n}{suffix}") for n in names]
 
@@ -317,7 +324,7 @@ def _plots(settings: SettingsDep, sweep: Sweep, fold: str | None) -> list[PlotPu
 @router.get(
     "/{sweep_id}/plots", response_model=PlotsPublic, responses=NOT_FOUND, summary="Plot files of a sweep or fold"
 )
-def list_plots(sweep_id: int, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> PlotsPublic:
+def list_plots(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> PlotsPublic:
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(sweep, fold)
     plots = _plots(settings, sweep, fold)
@@ -331,14 +338,16 @@ def list_plots(sweep_id: int, session: SessionDep, settings: SettingsDep, fold: 
     summary="One plot as image/png",
 )
 def get_plot(
-    sweep_id: int, name: str, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None
+    sweep_id: SweepId, name: str, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None
 ) -> FileResponse:
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(sweep, fold)
     if name not in {p.name for p in _plots(settings, sweep, fold)}:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
     base = _folder(settings, sweep)
-    path = (base / "folds" / fold / "plots" / name) if fold else (base / "plots" / name)
+    path = servable(settings, (base / "folds" / fold / "plots" / name) if fold else (base / "plots" / name))
+    if path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
     return FileResponse(path, media_type="image/png")
 
 
@@ -349,7 +358,7 @@ def get_plot(
     summary="Download a report file (CSV/JSON) of the sweep or of one fold",
 )
 def get_artifact(
-    sweep_id: int, file: str, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None
+    sweep_id: SweepId, file: str, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None
 ) -> FileResponse:
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(sweep, fold)
@@ -357,8 +366,8 @@ def get_artifact(
     if file not in allowed:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown artifact {file!r}; known: {', '.join(allowed)}")
     base = _folder(settings, sweep)
-    path = base / "folds" / fold / file if fold else base / file
-    if not path.is_file() or path.is_symlink():
+    path = servable(settings, base / "folds" / fold / file if fold else base / file)
+    if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{file} has not been written yet")
     download = f"{sweep.asset}_{sweep.output_subdir}_{fold + '_' if fold else ''}{file}"
     return FileResponse(path, media_type=SWEEP_ARTIFACTS[file], filename=download)
@@ -367,7 +376,7 @@ def get_artifact(
 @router.post(
     "/{sweep_id}/cancel", response_model=ActionPublic, responses=NOT_FOUND, summary="Cancel queued and running runs"
 )
-def cancel(sweep_id: int, session: SessionDep, factory: FactoryDep, queue: QueueDep) -> ActionPublic:
+def cancel(sweep_id: SweepId, session: SessionDep, factory: FactoryDep, queue: QueueDep) -> ActionPublic:
     _sweep_or_404(session, sweep_id)
     session.close()
     counts = services.cancel(factory, queue, sweep_id)
@@ -383,7 +392,7 @@ def cancel(sweep_id: int, session: SessionDep, factory: FactoryDep, queue: Queue
 @router.post(
     "/{sweep_id}/retry", response_model=ActionPublic, responses=NOT_FOUND, summary="Re-queue failed and cancelled runs"
 )
-def retry(sweep_id: int, session: SessionDep, factory: FactoryDep, queue: QueueDep) -> ActionPublic:
+def retry(sweep_id: SweepId, session: SessionDep, factory: FactoryDep, queue: QueueDep) -> ActionPublic:
     _sweep_or_404(session, sweep_id)
     session.close()
     ids = services.retry(factory, queue, sweep_id)
@@ -399,7 +408,7 @@ def retry(sweep_id: int, session: SessionDep, factory: FactoryDep, queue: QueueD
     responses=NOT_FOUND,
     summary="Rebuild reports and plots from what is stored (no training)",
 )
-def regenerate(sweep_id: int, session: SessionDep, queue: QueueDep) -> ActionPublic:
+def regenerate(sweep_id: SweepId, session: SessionDep, queue: QueueDep) -> ActionPublic:
     sweep = _sweep_or_404(session, sweep_id)
     services.regenerate(queue, sweep_id)
     return ActionPublic(id=sweep_id, status=sweep.status, detail="reports queued on the cpu queue")
