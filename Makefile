@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TFTSWEEP_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: venv demo test test-fast lint format clean
+.PHONY: venv demo test test-faults test-fast lint format clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ format: $(STAMP)
 # pytest exits 5 when it collects nothing; make treats that as the failure it is.
 test: lint
 	eval "$$(scripts/services.sh)" && $(BIN)/pytest
+
+# Fault injection with real processes (kill -9, restarts, contention); CI runs it after make test.
+test-faults: $(STAMP)
+	eval "$$(scripts/services.sh)" && $(BIN)/pytest -m faults tests/faults
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow and not e2e"

@@ -128,12 +128,17 @@ def serve(host: str, port: int, concurrency: int, loglevel: str) -> int:
     return 0
 
 
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_workers(concurrency: int, queues: Sequence[str], gpus: Sequence[str], loglevel: str) -> int:
     """Run Celery workers in the foreground until they exit or are interrupted."""
     from app.db.migrate import upgrade_database
 
     upgrade_database(get_settings().db_url)
     procs = start_workers(concurrency, queues, gpus, loglevel.upper())
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM here means: stop the workers gracefully
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)

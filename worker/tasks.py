@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Run, Study, StudyStatus, Sweep
@@ -24,6 +26,7 @@ from app.db.sweeps import (
     claim_run,
     fail_sweep,
     finish_run,
+    release_run,
     renew_lease,
     run_records,
     settle_sweep_status,
@@ -51,6 +54,24 @@ class _Process:
 
 
 _process: _Process | None = None
+
+# Set when this pool process is told to terminate while it trains: training stops at the
+# next batch and the run goes back to the queue (released), instead of dying half-way.
+_shutdown = threading.Event()
+_busy = threading.Event()
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    if not _busy.is_set():
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    _shutdown.set()
+
+
+@worker_process_init.connect
+def _install_sigterm_handler(**_kwargs: object) -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _context() -> _Process:
@@ -108,13 +129,26 @@ def process_run(run_id: int, factory: sessionmaker[Session], queue: RunQueue, se
         spec = _spec(session, run, settings)
     keeper = LeaseKeeper(factory, run_id, owner, settings.lease_seconds)
     keeper.start()
+    _busy.set()
     try:
-        outcome = execute_run(spec, stop_requested=keeper.lost.is_set)
-    except BaseException:
+        outcome = execute_run(spec, stop_requested=lambda: keeper.lost.is_set() or _shutdown.is_set())
+    finally:
+        _busy.clear()
         keeper.stop()
-        raise
-    keeper.stop()
+    if _shutdown.is_set() and not keeper.lost.is_set():
+        return release_for_shutdown(factory, queue, run_id, owner)
     return record_outcome(factory, queue, outcome, owner)
+
+
+def release_for_shutdown(factory: sessionmaker[Session], queue: RunQueue, run_id: int, owner: str) -> str:
+    """Give the run back to the queue and end this process (it was told to terminate)."""
+    with session_scope(factory) as session:
+        released = release_run(session, run_id, owner)
+    if released:
+        queue.enqueue_runs([run_id])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
+    return "released (worker shutting down)"
 
 
 def _spec(session: Session, run: Run, settings: Settings) -> RunSpec:

@@ -83,8 +83,13 @@ def test_a_read_key_cannot_write(secured: TestClient, queue: RecordingQueue) -> 
 def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
     env = {**os.environ, "TFTSWEEP_DATA_DIR": str(tmp_path)}
     env.pop("TFTSWEEP_API_KEYS", None)
-    out = subprocess.run([sys.executable, "-m", "worker.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
-                         env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "refusing to listen on 0.0.0.0 without API keys" in out.stderr
 
@@ -121,13 +126,22 @@ def test_unsafe_names_in_bodies_are_refused(client: TestClient, queue: Recording
     for body in (
         {"asset": name, "config": tiny_sweep()},
         {"asset": ASSET, "config": tiny_sweep(output_subdir=name)},
-        {"asset": ASSET, "config": tiny_sweep(walk_forward={"enabled": True, "folds": [
-            {**tiny_sweep()["walk_forward"]["folds"][0], "name": name}]})},
+        {
+            "asset": ASSET,
+            "config": tiny_sweep(
+                walk_forward={"enabled": True, "folds": [{**tiny_sweep()["walk_forward"]["folds"][0], "name": name}]}
+            ),
+        },
         {"asset": ASSET, "config": tiny_sweep(configs=[{"name": name, "params": {"hidden_size": 9}}])},
     ):
         assert client.post("/sweeps", json=body).status_code == 422, body
-    hpo = {"asset": ASSET, "config": {**tiny_sweep(output_subdir=name), "search_space": {
-        "hidden_size": {"type": "int", "low": 4, "high": 8}}}}
+    hpo = {
+        "asset": ASSET,
+        "config": {
+            **tiny_sweep(output_subdir=name),
+            "search_space": {"hidden_size": {"type": "int", "low": 4, "high": 8}},
+        },
+    }
     hpo["config"].pop("param_ranges")
     assert client.post("/hpo", json=hpo).status_code == 422
     upload = client.post(f"/datasets/{quote(name, safe='')}", files={"file": ("f.csv", b"Date\n")})
