@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,11 @@ EXCLUDED = [positive_data_acceptance]
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=int(os.environ.get("TFTSWEEP_FUZZ_EXAMPLES", "25")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
 def test_api_never_fails_with_a_server_error(case: schemathesis.Case) -> None:
     case.call_and_validate(headers={"X-API-Key": WRITE_KEY}, excluded_checks=EXCLUDED)

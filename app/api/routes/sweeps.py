@@ -53,7 +53,7 @@ router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 SweepId = Annotated[int, PathParam(ge=1, le=2**62, description="Sweep id.")]
 FoldQuery = Annotated[str | None, Query(description="Restrict to one fold (its name).", max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, description="Rows to skip.")]
+Offset = Annotated[int, Query(ge=0, le=2**62, description="Rows to skip.")]
 
 SWEEP_ARTIFACTS = {
     "analysis_config.json": "application/json",

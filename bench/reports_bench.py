@@ -1,0 +1,77 @@
+"""Benchmark 4: reports (CSV/JSON, no plots) for 100,000 runs; plots for 1,000 runs.
+
+    .venv/bin/python -m bench.reports_bench
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import median, save, timed
+from core.config import validate_sweep_config
+from core.sweep_report import write_sweep_reports
+from tests.utils.configs import fold, sweep_dict
+
+
+def synthetic_records(n_configs: int, n_folds: int, n_seeds: int, seed: int = 0) -> tuple[Any, list[dict[str, Any]]]:
+    """A sweep config and run records: `n_configs` hidden_size variants x folds x seeds."""
+    rng = np.random.default_rng(seed)
+    sizes = list(range(8, 8 + n_configs - 1))
+    config = validate_sweep_config(
+        sweep_dict(
+            replica_seeds=list(range(1, n_seeds + 1)),
+            walk_forward={"enabled": True, "folds": [fold(f"wf_{i}", 2000 + i) for i in range(n_folds)]},
+            training_config={"hidden_size": 4},
+            param_ranges={"hidden_size": sizes},
+        )
+    )
+    from core.plan import expand_sweep
+
+    plan = expand_sweep(config, max_runs=10**7)
+    records = []
+    for i, run in enumerate(plan.runs, start=1):
+        failed = rng.random() < 0.02
+        val = None if failed else float(0.01 + rng.normal(0, 0.001))
+        records.append(
+            {
+                "run_id": i, "run_key": run.run_key, "config_id": run.config_id, "param_name": run.param_name,
+                "param_value": run.param_value, "fold": run.fold, "seed": run.seed,
+                "status": "failed" if failed else "succeeded", "val_rmse": val,
+                "test_rmse": None if failed else val + 0.001, "val_mae": None if failed else val / 2,
+                "test_mae": None if failed else val / 2, "val_naive_rmse": 0.0101, "test_naive_rmse": 0.0102,
+                "best_epoch": 3, "epochs_trained": 5, "train_seconds": 4.2, "model_version": None,
+                "error": "RuntimeError: x" if failed else None, "attempts": 1, "started_at": None,
+                "finished_at": None, "params": run.training.model_dump(),
+            }
+        )
+    return config, records
+
+
+def main() -> None:
+    config, records = synthetic_records(n_configs=200, n_folds=25, n_seeds=20)  # 100,000 runs
+    assert len(records) == 100_000
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = Path(tmp) / "models/SYN/sweeps/unit_sweep"
+        big, _ = timed(lambda: write_sweep_reports(sweep, records, config, plots=False), repeat=3)
+    config_p, records_p = synthetic_records(n_configs=25, n_folds=4, n_seeds=10)  # 1,000 runs
+    assert len(records_p) == 1_000
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = Path(tmp) / "models/SYN/sweeps/unit_sweep"
+        plots, _ = timed(lambda: write_sweep_reports(sweep, records_p, config_p, plots=True), repeat=3)
+    save(
+        "reports",
+        "python -m bench.reports_bench",
+        {
+            "reports_100k_runs_s": {"median": median(big), "all": big, "target": 3.0},
+            "reports_and_plots_1k_runs_s": {"median": median(plots), "all": plots, "target": 15.0},
+            "note": "drift is skipped (no dataset for the synthetic sweep); plots include 5 fold folders",
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
