@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -19,10 +20,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine() -> dict[str, Any]:
     mem = ""
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         mem = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
-    except (OSError, StopIteration):
-        pass
     return {
         "cpus": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(),

@@ -1,6 +1,6 @@
 """Benchmark 4: reports (CSV/JSON, no plots) for 100,000 runs; plots for 1,000 runs.
 
-    .venv/bin/python -m bench.reports_bench
+.venv/bin/python -m bench.reports_bench
 """
 
 from __future__ import annotations
@@ -38,14 +38,29 @@ def synthetic_records(n_configs: int, n_folds: int, n_seeds: int, seed: int = 0)
         val = None if failed else float(0.01 + rng.normal(0, 0.001))
         records.append(
             {
-                "run_id": i, "run_key": run.run_key, "config_id": run.config_id, "param_name": run.param_name,
-                "param_value": run.param_value, "fold": run.fold, "seed": run.seed,
-                "status": "failed" if failed else "succeeded", "val_rmse": val,
-                "test_rmse": None if failed else val + 0.001, "val_mae": None if failed else val / 2,
-                "test_mae": None if failed else val / 2, "val_naive_rmse": 0.0101, "test_naive_rmse": 0.0102,
-                "best_epoch": 3, "epochs_trained": 5, "train_seconds": 4.2, "model_version": None,
-                "error": "RuntimeError: x" if failed else None, "attempts": 1, "started_at": None,
-                "finished_at": None, "params": run.training.model_dump(),
+                "run_id": i,
+                "run_key": run.run_key,
+                "config_id": run.config_id,
+                "param_name": run.param_name,
+                "param_value": run.param_value,
+                "fold": run.fold,
+                "seed": run.seed,
+                "status": "failed" if failed else "succeeded",
+                "val_rmse": val,
+                "test_rmse": None if failed else val + 0.001,
+                "val_mae": None if failed else val / 2,
+                "test_mae": None if failed else val / 2,
+                "val_naive_rmse": 0.0101,
+                "test_naive_rmse": 0.0102,
+                "best_epoch": 3,
+                "epochs_trained": 5,
+                "train_seconds": 4.2,
+                "model_version": None,
+                "error": "RuntimeError: x" if failed else None,
+                "attempts": 1,
+                "started_at": None,
+                "finished_at": None,
+                "params": run.training.model_dump(),
             }
         )
     return config, records

@@ -253,6 +253,7 @@ def train_run(
     extra_files: dict[str, Any] | None = None,
     stop_requested: Callable[[], bool] | None = None,
     callbacks: list[Callback] | None = None,
+    precision: str | None = None,
 ) -> RunResult:
     """Train and evaluate one run; publish its model version to `out_dir` if given.
 
@@ -306,6 +307,8 @@ def train_run(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=str(out_dir.parent if out_dir is not None else tempfile.gettempdir()),
+        # "16-mixed"/"bf16-mixed" on GPUs; TFTSWEEP_PRECISION sets it for a whole worker.
+        precision=precision or os.environ.get("TFTSWEEP_PRECISION") or "32-true",  # type: ignore[arg-type]
         deterministic=False,
     )
     train_loader = fold_data.training.to_dataloader(train=True, batch_size=training.batch_size, num_workers=0)

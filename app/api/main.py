@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app.api.errors import AllowHeaderMiddleware, install_error_handlers
 from app.api.models import ErrorPublic
-from app.api.routes import datasets, health, hpo, sweeps
+from app.api.routes import datasets, health, hpo, sweeps, ui
 from app.api.security import GuardMiddleware, parse_api_keys
 from app.db.migrate import upgrade_database
 from app.db.session import make_engine, make_session_factory
@@ -81,6 +83,8 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
     app.include_router(sweeps.router)
     app.include_router(hpo.router)
     app.include_router(datasets.router)
+    app.include_router(ui.router)
+    app.mount("/ui/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
 
 

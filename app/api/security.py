@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 READ = "read"
 WRITE = "write"
 OPEN_PATHS = frozenset({"/healthz"})
+# Dashboard shells and their static files hold no data: the browser then calls the API with its key.
+OPEN_PREFIXES = ("/ui",)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -100,7 +102,7 @@ class GuardMiddleware:
             return
         path: str = scope["path"]
         method: str = scope["method"]
-        if self.keys and path not in OPEN_PATHS:
+        if self.keys and path not in OPEN_PATHS and not (method in READ_METHODS and path.startswith(OPEN_PREFIXES)):
             presented = _presented_key(scope)
             if presented is None:
                 await _reply(

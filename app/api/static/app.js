@@ -1,0 +1,258 @@
+// tftsweep dashboard: pages fetch the public REST API (same paths, same key) and render it.
+"use strict";
+
+const KEY = "tftsweep.apiKey";
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  const key = sessionStorage.getItem(KEY);
+  if (key) h["X-API-Key"] = key;
+  return h;
+}
+
+function notice(text) {
+  const el = document.getElementById("notice");
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+const NEEDS_KEY = "The server needs an API key: enter it above.";
+const READ_ONLY = "This key cannot do that (it has the read scope).";
+
+async function api(path, options) {
+  const opts = Object.assign({}, options || {});
+  opts.headers = headers(opts.headers);
+  const response = await fetch(path, opts);
+  if (response.status === 401) notice(NEEDS_KEY);
+  else if (response.status === 403) notice(READ_ONLY);
+  return response;
+}
+
+async function json(path) {
+  const response = await api(path);
+  if (response.status === 401) throw new Error(NEEDS_KEY);
+  if (response.status === 403) throw new Error(READ_ONLY);
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  return response.json();
+}
+
+function el(tag, attrs, children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+  }
+  for (const child of children || []) node.append(child);
+  return node;
+}
+
+function fmt(value) {
+  if (value === null || value === undefined) return "";
+  if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toPrecision(6);
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+function renderTable(table, rows, columns, decorate) {
+  const thead = table.querySelector("thead");
+  const tbody = table.querySelector("tbody");
+  if (!thead.children.length) {
+    const tr = el("tr");
+    columns.forEach((col, i) => {
+      const th = el("th", {scope: "col"});
+      if (table.classList.contains("sortable")) {
+        const button = el("button", {type: "button", text: col});
+        button.addEventListener("click", () => sortBy(table, i, th));
+        th.append(button);
+      } else th.textContent = col;
+      tr.append(th);
+    });
+    thead.append(tr);
+  }
+  tbody.replaceChildren(...rows.map((row) => {
+    const tr = el("tr");
+    columns.forEach((col) => {
+      const value = row[col];
+      tr.append(el("td", {class: typeof value === "number" ? "num" : "", "data-value": fmt(value), text: fmt(value)}));
+    });
+    if (decorate) decorate(tr, row);
+    return tr;
+  }));
+  if (!rows.length) tbody.append(el("tr", {}, [el("td", {colspan: String(columns.length), text: "nothing yet"})]));
+}
+
+function sortBy(table, index, th) {
+  const descending = th.getAttribute("aria-sort") === "ascending";
+  table.querySelectorAll("th").forEach((h) => h.removeAttribute("aria-sort"));
+  th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+  const rows = [...table.querySelector("tbody").rows];
+  const key = (tr) => {
+    const raw = tr.cells[index]?.dataset.value ?? "";
+    const num = Number(raw);
+    return raw !== "" && !Number.isNaN(num) ? num : raw;
+  };
+  rows.sort((a, b) => {
+    const x = key(a), y = key(b);
+    const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+    return descending ? -order : order;
+  });
+  table.querySelector("tbody").append(...rows);
+}
+
+async function showImage(container, url, caption) {
+  const response = await api(url);
+  if (!response.ok) return;
+  const src = URL.createObjectURL(await response.blob());
+  container.append(el("figure", {}, [el("img", {src, alt: caption, loading: "lazy"}), el("figcaption", {text: caption})]));
+}
+
+function link(href, text) { return el("a", {href, text}); }
+
+async function sweepsPage() {
+  const body = document.querySelector("#sweeps tbody");
+  const data = await json("/sweeps?limit=200");
+  body.replaceChildren(...data.data.map((s) => el("tr", {}, [
+    el("td", {}, [link(`/ui/sweeps/${s.id}`, String(s.id))]),
+    el("td", {text: s.asset}),
+    el("td", {}, [link(`/ui/sweeps/${s.id}`, s.output_subdir)]),
+    el("td", {class: `status-${s.status}`, text: s.status}),
+    el("td", {text: ["queued", "running", "succeeded", "failed", "cancelled"].map((k) => s.runs[k]).join(" / ")}),
+    el("td", {text: new Date(s.created_at).toLocaleString()}),
+    el("td", {text: s.best_config || "–"}),
+  ])));
+  if (!data.data.length) body.replaceChildren(el("tr", {}, [el("td", {colspan: "7", text: "No sweeps yet."})]));
+}
+
+const RANKING = ["rank", "config_id", "n_runs", "n_failed", "mean_val_rmse", "std_val_rmse", "robust_score",
+  "mean_test_rmse", "mean_val_naive_rmse"];
+const IMPACT = ["param_name", "param_value", "n_pairs", "avg_delta_rmse_vs_baseline", "std_delta_rmse_vs_baseline",
+  "win_rate", "avg_delta_test_rmse_vs_baseline"];
+const DRIFT = ["fold", "feature", "compared", "ks_stat", "ks_pvalue", "psi", "psi_band"];
+
+async function sweepPage() {
+  const id = document.body.dataset.sweepId;
+  const sweep = await json(`/sweeps/${id}`);
+  document.getElementById("sweep-title").textContent = `Sweep ${id}: ${sweep.asset} / ${sweep.output_subdir}`;
+  const r = sweep.runs;
+  const done = r.succeeded + r.failed + r.cancelled;
+  document.getElementById("progress-text").textContent =
+    `${sweep.status}: ${done} of ${sweep.total_runs} runs finished (${r.running} running, ${r.failed} failed, ${r.cancelled} cancelled)`;
+  const bar = document.getElementById("progress-bar");
+  bar.max = Math.max(1, sweep.total_runs);
+  bar.value = done;
+  renderTable(document.getElementById("ranking"), (await json(`/sweeps/${id}/ranking`)).data, RANKING);
+  renderTable(document.getElementById("impact"), (await json(`/sweeps/${id}/param-impact`)).summary, IMPACT);
+  try {
+    renderTable(document.getElementById("drift"), (await json(`/sweeps/${id}/drift`)).data, DRIFT,
+      (tr, row) => tr.classList.add(`band-${row.psi_band}`));
+  } catch (e) { /* no dataset: no drift */ }
+  const plots = document.getElementById("plots");
+  if (!plots.children.length) {
+    for (const plot of (await json(`/sweeps/${id}/plots`)).data) await showImage(plots, plot.url, plot.name);
+  }
+  if (r.queued || r.running || !sweep.reports_at) setTimeout(() => sweepPage().catch(report), 3000);
+}
+
+async function studiesPage() {
+  const body = document.querySelector("#studies tbody");
+  const data = await json("/hpo?limit=200");
+  body.replaceChildren(...data.data.map((s) => {
+    const n = (s.summary && s.summary.n_trials) || {};
+    const best = s.summary && s.summary.best ? fmt(s.summary.best.value) : "–";
+    return el("tr", {}, [el("td", {}, [link(`/ui/hpo/${s.id}`, String(s.id))]), el("td", {text: s.asset}),
+      el("td", {}, [link(`/ui/hpo/${s.id}`, s.output_subdir)]), el("td", {class: `status-${s.status}`, text: s.status}),
+      el("td", {text: `${n.complete || 0} / ${n.pruned || 0} / ${n.fail || 0}`}), el("td", {text: best})]);
+  }));
+  if (!data.data.length) body.replaceChildren(el("tr", {}, [el("td", {colspan: "6", text: "No studies yet."})]));
+}
+
+async function studyPage() {
+  const id = document.body.dataset.studyId;
+  const study = await json(`/hpo/${id}`);
+  document.getElementById("study-title").textContent = `Study ${id}: ${study.asset} / ${study.output_subdir}`;
+  const n = (study.summary && study.summary.n_trials) || {};
+  document.getElementById("study-status").textContent =
+    `${study.status}: ${n.complete || 0} complete, ${n.pruned || 0} pruned, ${n.fail || 0} failed`;
+  const best = await api(`/hpo/${id}/best`);
+  document.getElementById("best").textContent = best.ok ? JSON.stringify(await best.json(), null, 2) : "no complete trial yet";
+  const top = (await json(`/hpo/${id}/top-k`)).data;
+  renderTable(document.getElementById("topk"), top.map((t) => ({name: t.name, value: t.source.value, params: t.params})),
+    ["name", "value", "params"]);
+  const trials = (await json(`/hpo/${id}/trials`)).data;
+  if (trials.length) renderTable(document.getElementById("trials"), trials, Object.keys(trials[0]));
+  const plots = document.getElementById("plots");
+  if (!plots.children.length) for (const p of (await json(`/hpo/${id}/plots`)).data) await showImage(plots, p.url, p.name);
+  if (study.status === "queued" || study.status === "running") setTimeout(() => studyPage().catch(report), 5000);
+}
+
+function showErrors(list, response, body) {
+  list.replaceChildren();
+  const detail = body && body.detail;
+  const items = Array.isArray(detail) ? detail.map((d) => `${d.field}: ${d.message}`)
+    : (body && body.violations ? body.violations.map((v) => `${v.field}: ${v.rule}`) : [`${response.status}: ${detail}`]);
+  if (detail && !Array.isArray(detail) && body.violations) items.unshift(detail);
+  list.append(...items.map((text) => el("li", {text})));
+}
+
+async function postJson(path, payload) {
+  const response = await api(path, {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(payload)});
+  let body = null;
+  try { body = await response.json(); } catch (e) { body = null; }
+  return [response, body];
+}
+
+function submitPage() {
+  const form = document.getElementById("submit-form");
+  document.getElementById("config-file").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (file) document.getElementById("config").value = await file.text();
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const errors = document.getElementById("errors");
+    const result = document.getElementById("result");
+    let config;
+    try { config = JSON.parse(document.getElementById("config").value); }
+    catch (e) { errors.replaceChildren(el("li", {text: `(json): ${e.message}`})); result.textContent = "Not submitted."; return; }
+    const [response, body] = await postJson("/sweeps", {asset: document.getElementById("asset").value, config,
+      merge_tests: document.getElementById("merge").checked, continue_on_error: document.getElementById("coe").checked});
+    if (response.ok) {
+      errors.replaceChildren();
+      result.replaceChildren("Submitted: ", link(`/ui/sweeps/${body.id}`, `sweep ${body.id}`),
+        ` (${body.new_runs} new runs of ${body.total_runs}).`);
+    } else {
+      result.textContent = `Refused (${response.status}).`;
+      showErrors(errors, response, body);
+    }
+  });
+}
+
+function topkForm() {
+  const form = document.getElementById("topk-form");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const errors = document.getElementById("topk-errors");
+    let config;
+    try { config = JSON.parse(document.getElementById("topk-config").value); }
+    catch (e) { errors.replaceChildren(el("li", {text: `(json): ${e.message}`})); return; }
+    const [response, body] = await postJson(`/hpo/${document.body.dataset.studyId}/sweep`, {config});
+    if (response.ok) window.location = `/ui/sweeps/${body.id}`; else showErrors(errors, response, body);
+  });
+}
+
+function report(error) { notice(String(error.message || error)); }
+
+document.addEventListener("DOMContentLoaded", () => {
+  const input = document.getElementById("api-key");
+  input.value = sessionStorage.getItem(KEY) || "";
+  document.getElementById("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (input.value) sessionStorage.setItem(KEY, input.value); else sessionStorage.removeItem(KEY);
+    window.location.reload();
+  });
+  const pages = {sweeps: sweepsPage, sweep: sweepPage, studies: studiesPage, study: studyPage,
+    submit: async () => submitPage()};
+  const page = pages[document.body.dataset.page];
+  if (page) page().catch(report);
+  topkForm();
+});

@@ -1,0 +1,125 @@
+"""The dashboard in a real headless Chromium (Debian's chromium + chromedriver, no browser download).
+
+Screenshots land in $TFTSWEEP_TEST_ARTIFACTS (default: tests/artifacts/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.utils.data import make_data_root, tiny_sweep
+from tests.utils.processes import ServerProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+WRITE_KEY = "ui-write-key-0123456789"
+ARTIFACTS = Path(os.environ.get("TFTSWEEP_TEST_ARTIFACTS", "tests/artifacts"))
+
+
+def _browser_paths() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver must be installed (.ci/run installs them)")
+        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
+    return chromium, driver
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = make_data_root(tmp_path_factory.mktemp("ui") / "data")
+    proc = ServerProcess(root, env={"TFTSWEEP_API_KEYS": f"write:{WRITE_KEY}"})
+    proc.client.headers["X-API-Key"] = WRITE_KEY
+    proc.start()
+    sweep = proc.client.post("/sweeps", json={"asset": "SYN", "config": tiny_sweep(output_subdir="finished")})
+    assert sweep.status_code == 201, sweep.text
+    proc.wait_sweep(sweep.json()["id"])
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = _browser_paths()
+    profile = tempfile.mkdtemp(prefix="tftsweep-chrome-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1366,900"):
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    chrome.implicitly_wait(0)
+    yield chrome
+    chrome.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(browser: Any, condition: Any, timeout: float = 30) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)
+
+
+def shot(browser: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    base = f"http://127.0.0.1:{server.port}"
+    browser.get(f"{base}/ui")
+    wait_for(browser, lambda b: "API key" in b.find_element(By.ID, "notice").text)  # the server asks for a key
+    key = browser.find_element(By.ID, "api-key")
+    key.send_keys(WRITE_KEY)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+    wait_for(browser, lambda b: "finished" in b.find_element(By.ID, "sweeps").text)
+    shot(browser, "1_sweeps_list")
+
+    browser.find_element(By.LINK_TEXT, "finished").click()
+    wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#ranking tbody tr td.num")) > 0)
+    ranking = browser.find_element(By.ID, "ranking").text
+    assert "baseline" in ranking and "hidden_size=6" in ranking
+    wait_for(browser, lambda b: b.execute_script(
+        "const i = document.querySelector('#plots img'); return i && i.complete && i.naturalWidth > 0;"))
+    assert "succeeded: 2 of 2 runs finished" in browser.find_element(By.ID, "progress-text").text
+    header = browser.find_element(By.CSS_SELECTOR, "#ranking th:nth-child(7) button")  # robust_score
+    header.click()
+    header.click()
+    assert browser.find_element(By.CSS_SELECTOR, "#ranking th:nth-child(7)").get_attribute("aria-sort") == "descending"
+    assert browser.find_elements(By.CSS_SELECTOR, "#drift tbody tr.band-stable, #drift tbody tr.band-moderate, "
+                                                  "#drift tbody tr.band-significant")
+    shot(browser, "2_sweep_page")
+
+    browser.get(f"{base}/ui/submit")
+    area = wait_for(browser, lambda b: b.find_element(By.ID, "config"))
+    bad = tiny_sweep(output_subdir="from_ui", replica_seeds=[3, 3])
+    area.clear()
+    area.send_keys(json.dumps(bad))
+    browser.find_element(By.ID, "asset").clear()
+    browser.find_element(By.ID, "asset").send_keys("SYN")
+    browser.find_element(By.CSS_SELECTOR, "#submit-form button").click()
+    wait_for(browser, lambda b: "config.replica_seeds" in b.find_element(By.ID, "errors").text)
+    shot(browser, "3_submit_error")
+
+    area.clear()
+    area.send_keys(json.dumps(tiny_sweep(output_subdir="from_ui")))
+    browser.find_element(By.CSS_SELECTOR, "#submit-form button").click()
+    wait_for(browser, lambda b: "Submitted" in b.find_element(By.ID, "result").text)
+    browser.get(f"{base}/ui")
+    wait_for(browser, lambda b: "from_ui" in b.find_element(By.ID, "sweeps").text)
+    shot(browser, "4_sweeps_after_submit")
