@@ -60,8 +60,22 @@ def start_workers(
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
             name = f"tftsweep-gpu{gpu}@{host}"
-        procs.append(subprocess.Popen(celery_worker_argv(concurrency, queues, name, loglevel), env=env))
+        procs.append(
+            subprocess.Popen(
+                celery_worker_argv(concurrency, queues, name, loglevel), env=env, preexec_fn=_die_with_parent
+            )
+        )
     return procs
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM (a warm shutdown) if `serve` dies without stopping it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def stop_workers(procs: list[subprocess.Popen[bytes]], timeout: float = WORKER_STOP_SECONDS) -> None:
