@@ -56,9 +56,19 @@ def browser() -> Iterator[Any]:
     profile = tempfile.mkdtemp(prefix="tftsweep-chrome-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1366,900"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1366,900",
+    ):
         options.add_argument(flag)
     chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     chrome.implicitly_wait(0)
@@ -94,15 +104,20 @@ def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
     wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#ranking tbody tr td.num")) > 0)
     ranking = browser.find_element(By.ID, "ranking").text
     assert "baseline" in ranking and "hidden_size=6" in ranking
-    wait_for(browser, lambda b: b.execute_script(
-        "const i = document.querySelector('#plots img'); return i && i.complete && i.naturalWidth > 0;"))
+    wait_for(
+        browser,
+        lambda b: b.execute_script(
+            "const i = document.querySelector('#plots img'); return i && i.complete && i.naturalWidth > 0;"
+        ),
+    )
     assert "succeeded: 2 of 2 runs finished" in browser.find_element(By.ID, "progress-text").text
     header = browser.find_element(By.CSS_SELECTOR, "#ranking th:nth-child(7) button")  # robust_score
     header.click()
     header.click()
     assert browser.find_element(By.CSS_SELECTOR, "#ranking th:nth-child(7)").get_attribute("aria-sort") == "descending"
-    assert browser.find_elements(By.CSS_SELECTOR, "#drift tbody tr.band-stable, #drift tbody tr.band-moderate, "
-                                                  "#drift tbody tr.band-significant")
+    assert browser.find_elements(
+        By.CSS_SELECTOR, "#drift tbody tr.band-stable, #drift tbody tr.band-moderate, #drift tbody tr.band-significant"
+    )
     shot(browser, "2_sweep_page")
 
     browser.get(f"{base}/ui/submit")
