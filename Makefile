@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TFTSWEEP_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: venv demo test test-faults test-fast lint format clean
+.PHONY: venv demo test test-faults test-fast bench lint format clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,13 @@ test: lint
 # Fault injection with real processes (kill -9, restarts, contention); CI runs it after make test.
 test-faults: $(STAMP)
 	eval "$$(scripts/services.sh)" && $(BIN)/pytest -m faults tests/faults
+
+# Benchmarks 1-5 (see docs/benchmarks.md); about 15 minutes on 2 cores. Then the report.
+bench: $(STAMP)
+	$(BIN)/python -m bench.reports_bench
+	$(BIN)/python -m bench.api_bench
+	$(BIN)/python -m bench.sweep_bench --repeat 3
+	$(BIN)/python -m bench.report
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow and not e2e"

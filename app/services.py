@@ -46,6 +46,7 @@ class Submitted:
     new_runs: int
     total_runs: int
     merged: bool
+    new_run_ids: list[int]
 
 
 def submit(
@@ -57,8 +58,12 @@ def submit(
     *,
     merge: bool,
     continue_on_error: bool,
+    send: bool = True,
 ) -> Submitted:
     """Validate against the dataset, record the sweep (or merge), commit, then enqueue the new runs.
+
+    With `send=False` the caller enqueues (`send_runs`), e.g. after answering the request;
+    runs whose message is never sent are sent by the reaper.
 
     Raises:
         DatasetError, InvalidSweepConfig, SweepExists, MergeRejected: nothing is written.
@@ -76,8 +81,10 @@ def submit(
             len(result.new_run_ids),
             result.total_runs,
             result.merged,
+            result.new_run_ids,
         )
-    send_runs(factory, queue, result.new_run_ids)
+    if send:
+        send_runs(factory, queue, result.new_run_ids)
     return submitted
 
 

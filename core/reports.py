@@ -8,6 +8,7 @@ rebuilt at any time from `sweep_runs.json` without training.
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from core.config import TRAINING_KEYS
-from core.files import write_json_atomic, write_text_atomic
+from core.files import write_text_atomic
 from core.plan import BASELINE_ID, format_value
 
 SWEEP_RUNS_COLUMNS: tuple[str, ...] = (
@@ -50,12 +51,28 @@ PARAM_COLUMNS: tuple[str, ...] = tuple(k for k in TRAINING_KEYS if k not in SWEE
 CSV_FLOAT_FORMAT = "%.10g"
 
 
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _one_line(value: Any) -> Any:
+    # Errors are the only free text in a run record; one line each keeps a CSV row one line.
+    return " ".join(value.split()) if isinstance(value, str) else value
+
+
+METRIC_COLUMNS = ("val_rmse", "test_rmse", "val_mae", "test_mae", "val_naive_rmse", "test_naive_rmse",
+                  "train_seconds")
+
+
 def sweep_runs_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`sweep_runs` rows: the SPEC columns, then one column per training_config key."""
     rows = []
     for rec in records:
-        row = {col: rec.get(col) for col in SWEEP_RUNS_COLUMNS}
         params = rec.get("params") or {}
+        row = {col: rec.get(col) for col in SWEEP_RUNS_COLUMNS}
+        for col in METRIC_COLUMNS:  # the only columns that can hold NaN
+            row[col] = _finite(row[col])
+        row["error"] = _one_line(row["error"])
         for key in PARAM_COLUMNS:
             row[key] = params.get(key)
         rows.append(row)
@@ -73,29 +90,43 @@ def records_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def sweep_runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = sweep_runs_rows(records)
-    frame = pd.DataFrame(rows, columns=[*SWEEP_RUNS_COLUMNS, *PARAM_COLUMNS])
-    frame["param_value"] = [None if r["param_name"] is None else format_value(r["param_value"]) for r in rows]
-    return frame
+    """The `sweep_runs` table, built column by column (100,000 runs in well under a second)."""
+    data: dict[str, list[Any]] = {col: [rec.get(col) for rec in records] for col in SWEEP_RUNS_COLUMNS}
+    data["param_value"] = [None if r.get("param_name") is None else format_value(r.get("param_value")) for r in records]
+    data["error"] = [_one_line(e) for e in data["error"]]
+    for key in PARAM_COLUMNS:
+        data[key] = [(r.get("params") or {}).get(key) for r in records]
+    return pd.DataFrame(data, columns=[*SWEEP_RUNS_COLUMNS, *PARAM_COLUMNS])
+
+
+def analysis_frame(frame: pd.DataFrame, records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The `sweep_runs` table plus `param_raw` (the typed value), metrics as floats."""
+    runs = frame.copy()
+    runs["param_raw"] = pd.Series([r.get("param_value") for r in records], dtype=object, index=runs.index)
+    for col in ("val_rmse", "test_rmse", "val_mae", "test_mae", "val_naive_rmse", "test_naive_rmse"):
+        runs[col] = pd.to_numeric(runs[col], errors="coerce").astype("float64")
+    return runs
 
 
 def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """The analysis view of the runs: `sweep_runs` columns plus `param_raw` (the typed value)."""
-    frame = sweep_runs_frame(records)
-    frame["param_raw"] = pd.Series([r.get("param_value") for r in records], dtype=object)
-    for col in ("val_rmse", "test_rmse", "val_mae", "test_mae", "val_naive_rmse", "test_naive_rmse"):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    return frame
+    return analysis_frame(sweep_runs_frame(records), records)
 
 
 def to_csv_text(frame: pd.DataFrame) -> str:
+    """CSV with floats as `%.10g` (empty for NaN), formatted column-wise before pandas writes it:
+    the same text as `float_format`, several times faster on 100,000-row tables."""
+    text = frame.copy(deep=False)
+    for col in frame.columns:
+        if pd.api.types.is_float_dtype(frame[col].dtype):
+            text[col] = [CSV_FLOAT_FORMAT % v if v == v else "" for v in frame[col].tolist()]
     buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+    text.to_csv(buffer, index=False, lineterminator="\n")
     return buffer.getvalue()
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    write_text_atomic(path, to_csv_text(frame))
+    write_text_atomic(path, to_csv_text(frame), durable=False)
 
 
 def json_safe(value: Any) -> Any:
@@ -109,10 +140,31 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+class SweepRunsFiles:
+    """`sweep_runs.csv`/`.json` formatted once, then written for the sweep and sliced per fold.
+
+    Each run is one CSV line and one JSON line, so a fold's files are the header plus its
+    lines, in the same order: no formatting is repeated per fold.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], frame: pd.DataFrame | None = None) -> None:
+        self.frame = sweep_runs_frame(records) if frame is None else frame
+        lines = to_csv_text(self.frame).split("\n")
+        self.header, self.csv_lines = lines[0], lines[1 : len(records) + 1]
+        self.json_lines = [json.dumps(row, ensure_ascii=False, allow_nan=False) for row in sweep_runs_rows(records)]
+        self.folds = [r.get("fold") for r in records]
+
+    def write(self, directory: Path, fold: str | None = None) -> None:
+        keep = range(len(self.folds)) if fold is None else [i for i, f in enumerate(self.folds) if f == fold]
+        csv = "\n".join([self.header, *(self.csv_lines[i] for i in keep)]) + "\n"
+        body = ",\n".join(self.json_lines[i] for i in keep)
+        write_text_atomic(directory / "sweep_runs.csv", csv, durable=False)
+        write_text_atomic(directory / "sweep_runs.json", f"[\n{body}\n]\n" if body else "[]\n", durable=False)
+
+
 def write_sweep_runs(directory: Path, records: list[dict[str, Any]]) -> None:
     """`sweep_runs.csv` and `sweep_runs.json` under `directory`."""
-    write_csv(directory / "sweep_runs.csv", sweep_runs_frame(records))
-    write_json_atomic(directory / "sweep_runs.json", json_safe(sweep_runs_rows(records)))
+    SweepRunsFiles(records).write(directory)
 
 
 # -- ranking and impact ----------------------------------------------------------------------
@@ -177,36 +229,32 @@ def build_config_ranking(runs: pd.DataFrame) -> pd.DataFrame:
     `n_total` every run of the config. Configs without a succeeded run rank last.
     Ties keep plan order.
     """
-    rows = []
-    for order, (config_id, group) in enumerate(runs.groupby("config_id", sort=False)):
-        ok = group[group["status"] == "succeeded"]
-        mean_val = float(ok["val_rmse"].mean()) if len(ok) else math.nan
-        std_val = sample_std(ok["val_rmse"])
-        first = group.iloc[0]
-        rows.append(
-            {
-                "_order": order,
-                "config_id": config_id,
-                "param_name": first["param_name"],
-                "param_value": first["param_value"],
-                "n_runs": len(ok),
-                "n_failed": int((group["status"] == "failed").sum()),
-                "n_total": len(group),
-                "mean_val_rmse": mean_val,
-                "std_val_rmse": std_val,
-                "robust_score": mean_val + std_val,
-                "mean_test_rmse": float(ok["test_rmse"].mean()) if len(ok) else math.nan,
-                "std_test_rmse": sample_std(ok["test_rmse"]),
-                "mean_val_mae": float(ok["val_mae"].mean()) if len(ok) else math.nan,
-                "mean_test_mae": float(ok["test_mae"].mean()) if len(ok) else math.nan,
-                "mean_val_naive_rmse": float(ok["val_naive_rmse"].mean()) if len(ok) else math.nan,
-                "mean_test_naive_rmse": float(ok["test_naive_rmse"].mean()) if len(ok) else math.nan,
-            }
-        )
-    table = pd.DataFrame(rows, columns=["_order", *RANKING_COLUMNS[1:]])
-    table = table.sort_values(["robust_score", "_order"], na_position="last", kind="stable").drop(columns="_order")
+    configs = runs.groupby("config_id", sort=False)
+    table = configs.agg(
+        param_name=("param_name", "first"), param_value=("param_value", "first"), n_total=("status", "size")
+    )
+    table["n_failed"] = (runs["status"] == "failed").groupby(runs["config_id"], sort=False).sum()
+    ok = runs[runs["status"] == "succeeded"]
+    stats = ok.groupby("config_id", sort=False).agg(
+        n_runs=("val_rmse", "size"),
+        mean_val_rmse=("val_rmse", "mean"),
+        std_val_rmse=("val_rmse", "std"),
+        mean_test_rmse=("test_rmse", "mean"),
+        std_test_rmse=("test_rmse", "std"),
+        mean_val_mae=("val_mae", "mean"),
+        mean_test_mae=("test_mae", "mean"),
+        mean_val_naive_rmse=("val_naive_rmse", "mean"),
+        mean_test_naive_rmse=("test_naive_rmse", "mean"),
+    )
+    table = table.join(stats, how="left")
+    table["n_runs"] = table["n_runs"].fillna(0).astype(int)
+    for col in ("std_val_rmse", "std_test_rmse"):  # the sample std of one value is 0, not undefined
+        table.loc[table["n_runs"] == 1, col] = 0.0
+    table["robust_score"] = table["mean_val_rmse"] + table["std_val_rmse"]
+    table["_order"] = range(len(table))
+    table = table.reset_index().sort_values(["robust_score", "_order"], na_position="last", kind="stable")
     table.insert(0, "rank", range(1, len(table) + 1))
-    return table.reset_index(drop=True)
+    return table[list(RANKING_COLUMNS)].reset_index(drop=True)
 
 
 def build_param_impact_detail(runs: pd.DataFrame) -> pd.DataFrame:
@@ -233,26 +281,22 @@ def build_param_impact_summary(detail: pd.DataFrame) -> pd.DataFrame:
     A pair wins when the variant's val RMSE is strictly below its baseline's.
     Sorted by the average delta ascending (most helpful first); ties keep plan order.
     """
-    rows = []
-    for order, (config_id, group) in enumerate(detail.groupby("config_id", sort=False)):
-        delta = group["delta_rmse_vs_baseline"]
-        rows.append(
-            {
-                "_order": order,
-                "param_name": group["param_name"].iloc[0],
-                "param_value": group["param_value"].iloc[0],
-                "config_id": config_id,
-                "n_pairs": len(group),
-                "avg_delta_rmse_vs_baseline": float(delta.mean()),
-                "std_delta_rmse_vs_baseline": sample_std(delta),
-                "win_rate": float((delta < 0).mean()),
-                "avg_delta_test_rmse_vs_baseline": float(group["delta_test_rmse_vs_baseline"].mean()),
-                "std_delta_test_rmse_vs_baseline": sample_std(group["delta_test_rmse_vs_baseline"]),
-            }
-        )
-    table = pd.DataFrame(rows, columns=["_order", *IMPACT_SUMMARY_COLUMNS])
-    table = table.sort_values(["avg_delta_rmse_vs_baseline", "_order"], kind="stable").drop(columns="_order")
-    return table.reset_index(drop=True)
+    wins = detail.assign(_win=(detail["delta_rmse_vs_baseline"] < 0).astype(float))
+    table = wins.groupby("config_id", sort=False).agg(
+        param_name=("param_name", "first"),
+        param_value=("param_value", "first"),
+        n_pairs=("delta_rmse_vs_baseline", "size"),
+        avg_delta_rmse_vs_baseline=("delta_rmse_vs_baseline", "mean"),
+        std_delta_rmse_vs_baseline=("delta_rmse_vs_baseline", "std"),
+        win_rate=("_win", "mean"),
+        avg_delta_test_rmse_vs_baseline=("delta_test_rmse_vs_baseline", "mean"),
+        std_delta_test_rmse_vs_baseline=("delta_test_rmse_vs_baseline", "std"),
+    )
+    for col in ("std_delta_rmse_vs_baseline", "std_delta_test_rmse_vs_baseline"):
+        table.loc[table["n_pairs"] == 1, col] = 0.0
+    table["_order"] = range(len(table))
+    table = table.reset_index().sort_values(["avg_delta_rmse_vs_baseline", "_order"], kind="stable")
+    return table[list(IMPACT_SUMMARY_COLUMNS)].reset_index(drop=True)
 
 
 def _plan_order(runs: pd.DataFrame) -> dict[str, dict[Any, int]]:

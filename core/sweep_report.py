@@ -23,14 +23,14 @@ from core.feature_sets import resolve_features
 from core.files import write_json_atomic
 from core.plan import BASELINE_ID
 from core.reports import (
+    SweepRunsFiles,
+    analysis_frame,
     build_config_ranking,
     build_param_impact_detail,
     build_param_impact_summary,
     json_safe,
     records_from_rows,
-    runs_table,
     write_csv,
-    write_sweep_runs,
 )
 
 PLOT_CONFIG_RANKING = "config_ranking.png"
@@ -71,8 +71,9 @@ def write_sweep_reports(
 ) -> dict[str, Any]:
     """Write the sweep's reports, per-fold reports, drift files and plots; return the summary."""
     root, asset = sweep_location(sweep)
-    runs = runs_table(records)
-    write_sweep_runs(sweep, records)
+    sweep_runs = SweepRunsFiles(records)
+    runs = analysis_frame(sweep_runs.frame, records)
+    sweep_runs.write(sweep)
     ranking = build_config_ranking(runs)
     detail = build_param_impact_detail(runs)
     impact = build_param_impact_summary(detail)
@@ -83,11 +84,10 @@ def write_sweep_reports(
     fold_tables: dict[str, tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]] = {}
     for fold in config.folds:
         fold_runs = runs[runs["fold"] == fold.name]
-        fold_records = [r for r in records if r["fold"] == fold.name]
         directory = sweep / "folds" / fold.name
         f_detail = build_param_impact_detail(fold_runs)
         tables = (fold_runs, build_config_ranking(fold_runs), f_detail, build_param_impact_summary(f_detail))
-        write_sweep_runs(directory, fold_records)
+        sweep_runs.write(directory, fold.name)
         write_csv(directory / "config_ranking.csv", tables[1])
         write_csv(directory / "param_impact_detail.csv", tables[2])
         write_csv(directory / "param_impact_summary.csv", tables[3])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Run, RunState, Sweep, SweepStatus
@@ -86,8 +86,8 @@ def submit_sweep(
         )
         session.add(sweep)
         session.flush()
-        runs = _insert_runs(session, sweep, plan.runs, start=0)
-        return SubmitResult(sweep, [r.id for r in runs], len(plan.runs), merged=False, resumed=False)
+        ids = _insert_runs(session, sweep, plan.runs, start=0)
+        return SubmitResult(sweep, ids, len(plan.runs), merged=False, resumed=False)
 
     old = stored_config(existing)
     if not merge:
@@ -107,32 +107,34 @@ def submit_sweep(
         existing.status = SweepStatus.QUEUED
         existing.reports_at = None  # stale until the new runs finish
     start = session.scalar(select(func.coalesce(func.max(Run.ordinal), -1)).where(Run.sweep_id == existing.id))
-    runs = _insert_runs(session, existing, result.new_runs, start=int(start if start is not None else -1) + 1)
-    return SubmitResult(existing, [r.id for r in runs], len(result.plan.runs), merged=True, resumed=False)
+    ids = _insert_runs(session, existing, result.new_runs, start=int(start if start is not None else -1) + 1)
+    return SubmitResult(existing, ids, len(result.plan.runs), merged=True, resumed=False)
 
 
-def _insert_runs(session: Session, sweep: Sweep, planned: list[PlannedRun], start: int) -> list[Run]:
+def _insert_runs(session: Session, sweep: Sweep, planned: list[PlannedRun], start: int) -> list[int]:
+    """Insert the planned runs in one multi-row statement; return their ids in plan order."""
+    if not planned:
+        return []
     now = utcnow()
-    runs = [
-        Run(
-            sweep_id=sweep.id,
-            ordinal=start + i,
-            run_key=p.run_key,
-            config_id=p.config_id,
-            param_name=p.param_name,
-            param_value_json=None if p.param_name is None else json.dumps(p.param_value),
-            fold=p.fold,
-            seed=p.seed,
-            params_json=json.dumps(p.training.model_dump(mode="json")),
-            state=RunState.QUEUED,
-            attempts=0,
-            queued_at=now,
-        )
+    rows = [
+        {
+            "sweep_id": sweep.id,
+            "ordinal": start + i,
+            "run_key": p.run_key,
+            "config_id": p.config_id,
+            "param_name": p.param_name,
+            "param_value_json": None if p.param_name is None else json.dumps(p.param_value),
+            "fold": p.fold,
+            "seed": p.seed,
+            "params_json": json.dumps(p.training.model_dump(mode="json")),
+            "state": RunState.QUEUED,
+            "attempts": 0,
+            "queued_at": now,
+        }
         for i, p in enumerate(planned)
     ]
-    session.add_all(runs)
-    session.flush()
-    return runs
+    ids = session.scalars(insert(Run).returning(Run.id, sort_by_parameter_order=True), rows).all()
+    return list(ids)
 
 
 def requeue_unfinished(session: Session, sweep_id: int) -> int:
@@ -268,6 +270,57 @@ def run_record(run: Run) -> dict[str, Any]:
     record["finished_at"] = finished.isoformat() if finished else None
     record["params"] = json.loads(run.params_json)
     return record
+
+
+REPORT_COLUMNS = (
+    Run.id,
+    Run.run_key,
+    Run.config_id,
+    Run.param_name,
+    Run.param_value_json,
+    Run.fold,
+    Run.seed,
+    Run.state,
+    Run.attempts,
+    Run.val_rmse,
+    Run.test_rmse,
+    Run.val_mae,
+    Run.test_mae,
+    Run.val_naive_rmse,
+    Run.test_naive_rmse,
+    Run.best_epoch,
+    Run.epochs_trained,
+    Run.train_seconds,
+    Run.model_version,
+    Run.error,
+)
+
+
+def report_records(session: Session, sweep_id: int, fold: str | None = None) -> list[dict[str, Any]]:
+    """Run records for rankings and impact: plain column rows, no ORM objects, no params."""
+    query = select(*REPORT_COLUMNS).where(Run.sweep_id == sweep_id).order_by(Run.ordinal)
+    if fold is not None:
+        query = query.where(Run.fold == fold)
+    records = []
+    for row in session.execute(query):
+        rec = dict(row._mapping)
+        rec["run_id"] = rec.pop("id")
+        rec["status"] = rec.pop("state")
+        raw = rec.pop("param_value_json")
+        rec["param_value"] = None if raw is None else json.loads(raw)
+        records.append(rec)
+    return records
+
+
+def sweep_version(session: Session, sweep_id: int) -> tuple[Any, ...]:
+    """Changes whenever a run of the sweep changes state or finishes (cache key for reports)."""
+    rows = session.execute(
+        select(Run.state, func.count(), func.max(Run.finished_at), func.max(Run.id))
+        .where(Run.sweep_id == sweep_id)
+        .group_by(Run.state)
+        .order_by(Run.state)
+    ).all()
+    return tuple(tuple(r) for r in rows)
 
 
 def run_records(session: Session, sweep_id: int) -> list[dict[str, Any]]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import func, select
@@ -33,7 +35,7 @@ from app.api.models import (
     TablePublic,
 )
 from app.db.models import Run, RunState, Sweep
-from app.db.sweeps import as_utc, run_counts, run_record, run_records, stored_config
+from app.db.sweeps import as_utc, report_records, run_counts, run_record, stored_config, sweep_version
 from core.config import validate_sweep_config
 from core.datasets import check_asset
 from core.drift import drift_by_fold, drift_overall_summary
@@ -113,22 +115,55 @@ def _public(session: SessionDep, sweep: Sweep, best: bool = True) -> dict[str, A
     }
 
 
+class _ReportCache:
+    """Report tables per (sweep, fold), reused until a run of the sweep changes.
+
+    A finished sweep's ranking is computed once, not on every request; the key is a
+    cheap aggregate over the runs' states (`sweep_version`).
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._entries: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], compute: Any) -> Any:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        value = compute()
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return value
+
+
+_reports = _ReportCache()
+
+
+def _tables(session: SessionDep, sweep: Sweep, fold: str | None) -> dict[str, Any]:
+    """Runs, ranking and impact of a sweep (or one fold), cached by the runs' state."""
+
+    def compute() -> dict[str, Any]:
+        runs = runs_table(report_records(session, sweep.id, fold))
+        detail = build_param_impact_detail(runs)
+        return {
+            "runs": runs,
+            "ranking": build_config_ranking(runs),
+            "detail": detail,
+            "impact": build_param_impact_summary(detail),
+        }
+
+    return dict(_reports.get((sweep.id, fold, sweep_version(session, sweep.id)), compute))
+
+
 def _best_from_db(session: SessionDep, sweep_id: int) -> str | None:
-    vals = session.execute(
-        select(Run.config_id, Run.val_rmse).where(Run.sweep_id == sweep_id, Run.state == RunState.SUCCEEDED)
-    ).all()
-    frame = pd.DataFrame(vals, columns=["config_id", "val_rmse"])
-    stats = frame.groupby("config_id", sort=False)["val_rmse"].agg(["mean", "std", "count"])
-    stats["std"] = stats["std"].where(stats["count"] > 1, 0.0)
-    score = (stats["mean"] + stats["std"]).sort_values(kind="stable")
-    return str(score.index[0]) if len(score) else None
-
-
-def _runs_frame(session: SessionDep, sweep: Sweep, fold: str | None) -> pd.DataFrame:
-    records = run_records(session, sweep.id)
-    if fold is not None:
-        records = [r for r in records if r["fold"] == fold]
-    return runs_table(records)
+    sweep = session.get_one(Sweep, sweep_id)
+    ranking = _tables(session, sweep, None)["ranking"]
+    ok = ranking[ranking["n_runs"] > 0]
+    return str(ok.iloc[0]["config_id"]) if len(ok) else None
 
 
 def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -163,7 +198,9 @@ def _plain(value: Any) -> Any:
         422: {"description": "Invalid config or dataset; each problem names its field.", "model": ErrorPublic},
     },
 )
-def create_sweep(body: SweepCreate, factory: FactoryDep, queue: QueueDep, settings: SettingsDep) -> JSONResponse:
+def create_sweep(
+    body: SweepCreate, factory: FactoryDep, queue: QueueDep, settings: SettingsDep, background: BackgroundTasks
+) -> JSONResponse:
     """Validate the config (and, with `merge_tests`, the merge against the stored sweep), record the
     sweep and its runs, commit, then enqueue one task per new run."""
     try:
@@ -172,8 +209,18 @@ def create_sweep(body: SweepCreate, factory: FactoryDep, queue: QueueDep, settin
         raise HTTPException(422, [{"field": "asset", "message": str(exc)}]) from None
     config = validate_sweep_config(body.config)
     result = services.submit(
-        factory, queue, settings, body.asset, config, merge=body.merge_tests, continue_on_error=body.continue_on_error
+        factory,
+        queue,
+        settings,
+        body.asset,
+        config,
+        merge=body.merge_tests,
+        continue_on_error=body.continue_on_error,
+        send=False,
     )
+    # The runs are committed; their messages go out right after the answer (the reaper
+    # sends any that a crash would lose), so a 5,000-run plan answers fast.
+    background.add_task(services.send_runs, factory, queue, result.new_run_ids)
     payload = SweepSubmitted(
         id=result.sweep_id,
         asset=result.asset,
@@ -245,7 +292,7 @@ def list_runs(
 def ranking(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None) -> TablePublic:
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(sweep, fold)
-    table = build_config_ranking(_runs_frame(session, sweep, fold))
+    table = _tables(session, sweep, fold)["ranking"]
     return TablePublic(fold=fold, data=_rows(table), count=len(table))
 
 
@@ -258,9 +305,8 @@ def ranking(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None) -> T
 def param_impact(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None) -> ParamImpactPublic:
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(sweep, fold)
-    detail = build_param_impact_detail(_runs_frame(session, sweep, fold))
-    summary = build_param_impact_summary(detail)
-    return ParamImpactPublic(fold=fold, summary=_rows(summary), detail=_rows(detail))
+    tables = _tables(session, sweep, fold)
+    return ParamImpactPublic(fold=fold, summary=_rows(tables["impact"]), detail=_rows(tables["detail"]))
 
 
 @router.get(
@@ -291,9 +337,8 @@ def summary(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fold:
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(sweep, fold)
     config = stored_config(sweep)
-    runs = _runs_frame(session, sweep, fold)
-    ranking_table = build_config_ranking(runs)
-    impact = build_param_impact_summary(build_param_impact_detail(runs))
+    tables = _tables(session, sweep, fold)
+    runs, ranking_table, impact = tables["runs"], tables["ranking"], tables["impact"]
     plots = [p.url for p in _plots(settings, sweep, fold)]
     stored = _folder(settings, sweep) / "summary.json"
     drift_headline = (
