@@ -60,8 +60,7 @@ def _one_line(value: Any) -> Any:
     return " ".join(value.split()) if isinstance(value, str) else value
 
 
-METRIC_COLUMNS = ("val_rmse", "test_rmse", "val_mae", "test_mae", "val_naive_rmse", "test_naive_rmse",
-                  "train_seconds")
+METRIC_COLUMNS = ("val_rmse", "test_rmse", "val_mae", "test_mae", "val_naive_rmse", "test_naive_rmse", "train_seconds")
 
 
 def sweep_runs_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
