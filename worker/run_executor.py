@@ -68,9 +68,12 @@ def _dataset(spec: RunSpec) -> tuple[str, Any]:
 def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome:
     """Train `spec` and publish its model version; errors become the outcome's `error`."""
     global _cache
-    from core.training import DatasetCache, describe_error, train_run
+    from core.training import DatasetCache, describe_error, set_torch_threads, train_run
 
     if _cache is None:
+        # First run in this process: fix torch's thread count before any torch work, or
+        # every pool process would use all cores and they would fight over them.
+        set_torch_threads()
         _cache = DatasetCache()
     outcome = RunOutcome(spec.run_id)
     started = time.perf_counter()

@@ -163,3 +163,32 @@ def test_failing_executor_records_the_error(env: dict[str, Any], monkeypatch: py
     assert process(env, ids[0]) == "failed"
     with session_scope(env["factory"]) as session:
         assert "no dataset for asset 'SYN'" in (session.get_one(Run, ids[0]).error or "")
+
+
+def test_worker_processes_use_their_share_of_threads(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool process sets torch's threads from TFTSWEEP_TORCH_THREADS before its first run
+    (two processes each using every core would fight over them)."""
+    import torch
+
+    from worker import run_executor
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("TFTSWEEP_TORCH_THREADS", "1")
+    monkeypatch.setattr(run_executor, "_cache", None)
+    spec = RunSpec(
+        run_id=1,
+        run_key="k",
+        asset="NONE",
+        config_id="baseline",
+        fold=tiny_sweep()["walk_forward"]["folds"][0],
+        seed=1,
+        params={},
+        features=["rsi_14"],
+        data_root=str(env["root"]),
+        sweep_dir=str(env["root"]),
+    )
+    try:
+        assert execute_run(spec).error is not None  # no dataset: fails fast, after the set-up
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
