@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from app import services
 from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep
 from app.api.models import ErrorPublic, PlotPublic, PlotsPublic, SweepSubmitted
-from app.api.routes.sweeps import NOT_FOUND, Limit, Offset, servable
+from app.api.routes.sweeps import NOT_FOUND, Limit, Offset, servable, submit_sweep_response
 from app.db.models import Study
 from app.db.sweeps import as_utc
 from core.config import validate_sweep_config
@@ -189,6 +189,7 @@ def sweep_from_study(
     factory: FactoryDep,
     queue: QueueDep,
     settings: SettingsDep,
+    background: BackgroundTasks,
 ) -> JSONResponse:
     """The sweep's `configs` become the study's top-k; the usual robust ranking and reports apply."""
     study = _study_or_404(session, study_id)
@@ -200,17 +201,6 @@ def sweep_from_study(
     config = validate_sweep_config({**body.config, "configs": top})
     asset = study.asset
     session.close()
-    result = services.submit(
-        factory, queue, settings, asset, config, merge=body.merge_tests, continue_on_error=body.continue_on_error
+    return submit_sweep_response(
+        factory, queue, settings, background, asset, config, body.merge_tests, body.continue_on_error
     )
-    payload = SweepSubmitted(
-        id=result.sweep_id,
-        asset=result.asset,
-        output_subdir=result.output_subdir,
-        status=result.status,
-        new_runs=result.new_runs,
-        total_runs=result.total_runs,
-        merged=result.merged,
-    )
-    code = status.HTTP_202_ACCEPTED if result.merged else status.HTTP_201_CREATED
-    return JSONResponse(payload.model_dump(), status_code=code, headers={"Location": f"/sweeps/{result.sweep_id}"})

@@ -36,7 +36,7 @@ from app.api.models import (
 )
 from app.db.models import Run, RunState, Sweep
 from app.db.sweeps import as_utc, report_records, run_counts, run_record, stored_config, sweep_version
-from core.config import validate_sweep_config
+from core.config import SweepConfig, validate_sweep_config
 from core.datasets import check_asset
 from core.drift import drift_by_fold, drift_overall_summary
 from core.errors import DatasetError
@@ -208,15 +208,24 @@ def create_sweep(
     except DatasetError as exc:
         raise HTTPException(422, [{"field": "asset", "message": str(exc)}]) from None
     config = validate_sweep_config(body.config)
+    return submit_sweep_response(
+        factory, queue, settings, background, body.asset, config, body.merge_tests, body.continue_on_error
+    )
+
+
+def submit_sweep_response(
+    factory: FactoryDep,
+    queue: QueueDep,
+    settings: SettingsDep,
+    background: BackgroundTasks,
+    asset: str,
+    config: SweepConfig,
+    merge: bool,
+    continue_on_error: bool,
+) -> JSONResponse:
+    """Record the sweep, answer 201 (created) or 202 (merged), then send the runs' messages."""
     result = services.submit(
-        factory,
-        queue,
-        settings,
-        body.asset,
-        config,
-        merge=body.merge_tests,
-        continue_on_error=body.continue_on_error,
-        send=False,
+        factory, queue, settings, asset, config, merge=merge, continue_on_error=continue_on_error, send=False
     )
     # The runs are committed; their messages go out right after the answer (the reaper
     # sends any that a crash would lose), so a 5,000-run plan answers fast.
