@@ -99,6 +99,7 @@ def _print_results(client: httpx.Client, sweep_id: int) -> None:
     folder = Path(os.environ.get("TFTSWEEP_DATA_DIR", "data")) / "models" / ASSET / "sweeps" / "example_msft"
     print(f"\nreports and {len(plots)} plots on disk: {folder.resolve()}")
     print("to fetch them over HTTP, start the server again (.venv/bin/tftsweep serve) and:")
+    print("  http://127.0.0.1:8000/ui                         # the dashboard: ranking, impact, drift, plots")
     print("  http://127.0.0.1:8000/docs                       # the API")
     print(f"  curl http://127.0.0.1:8000/sweeps/{sweep_id}/ranking")
     for plot in plots[:2]:
