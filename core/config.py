@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -20,6 +21,8 @@ from pydantic import (
 from core.errors import FieldError, InvalidSweepConfig
 from core.feature_sets import FEATURE_SETS
 from core.names import check_safe_name
+
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_MAX_RUNS = 10_000
 MAX_LIST = 1000  # any list in a config: folds, seeds, values, candidates, features
@@ -288,8 +291,8 @@ def _check_candidates(config: SweepConfig) -> list[FieldError]:
     return errors
 
 
-def validate_sweep_config(data: Any) -> SweepConfig:
-    """Validate parsed JSON as a sweep config.
+def validate_config(model: type[M], data: Any, checks: Callable[[M], list[FieldError]]) -> M:
+    """Validate parsed JSON as `model`, then run the cross-field `checks` on it.
 
     Raises:
         InvalidSweepConfig: with one field-named error per problem.
@@ -297,13 +300,18 @@ def validate_sweep_config(data: Any) -> SweepConfig:
     if not isinstance(data, dict):
         raise InvalidSweepConfig([FieldError("(root)", f"expected a JSON object, got {type(data).__name__}")])
     try:
-        config = SweepConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         raise InvalidSweepConfig(field_errors(exc)) from None
-    errors = _check_param_ranges(config) + _check_candidates(config)
+    errors = checks(config)
     if errors:
         raise InvalidSweepConfig(errors)
     return config
+
+
+def validate_sweep_config(data: Any) -> SweepConfig:
+    """Validate parsed JSON as a sweep config (`InvalidSweepConfig` lists every problem)."""
+    return validate_config(SweepConfig, data, lambda c: _check_param_ranges(c) + _check_candidates(c))
 
 
 def parse_json_text(text: str | bytes) -> Any:

@@ -13,12 +13,12 @@ from core.config import (
     TRAINING_KEYS,
     StrictModel,
     StudyKeys,
-    field_errors,
     first_message,
     parse_json_text,
     training_with,
+    validate_config,
 )
-from core.errors import FieldError, InvalidSweepConfig
+from core.errors import FieldError
 
 
 class SearchParam(StrictModel):
@@ -154,21 +154,8 @@ def _check_search_space(config: HpoConfig) -> list[FieldError]:
 
 
 def validate_hpo_config(data: Any) -> HpoConfig:
-    """Validate parsed JSON as an HPO config.
-
-    Raises:
-        InvalidSweepConfig: with one field-named error per problem.
-    """
-    if not isinstance(data, dict):
-        raise InvalidSweepConfig([FieldError("(root)", f"expected a JSON object, got {type(data).__name__}")])
-    try:
-        config = HpoConfig.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidSweepConfig(field_errors(exc)) from None
-    errors = _check_search_space(config)
-    if errors:
-        raise InvalidSweepConfig(errors)
-    return config
+    """Validate parsed JSON as an HPO config (`InvalidSweepConfig` lists every problem)."""
+    return validate_config(HpoConfig, data, _check_search_space)
 
 
 def load_hpo_config(text: str | bytes) -> HpoConfig:
