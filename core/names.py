@@ -29,11 +29,3 @@ def check_safe_name(value: str) -> str | None:
     if not _SAFE_NAME.match(value):
         return "may hold only letters, digits, '.', '_' and '-', starting with a letter or digit"
     return None
-
-
-def require_safe_name(value: str, what: str) -> str:
-    """Return `value` when it is safe; raise ValueError naming `what` otherwise."""
-    problem = check_safe_name(value)
-    if problem is not None:
-        raise ValueError(f"{what} {value!r} {problem}")
-    return value

@@ -139,6 +139,25 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def plain_value(value: Any) -> Any:
+    """A numpy/pandas scalar as a plain Python value; NaN becomes None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+        if isinstance(value, float) and math.isnan(value):
+            return None
+    return value
+
+
+def table_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A report table as JSON-ready rows (what the API serves)."""
+    rows: list[dict[str, Any]] = json_safe(
+        [{k: plain_value(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    )
+    return rows
+
+
 class SweepRunsFiles:
     """`sweep_runs.csv`/`.json` formatted once, then written for the sweep and sliced per fold.
 

@@ -8,7 +8,6 @@ writes byte-identical CSV/JSON (`generated_at` aside).
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from core.reports import (
     build_param_impact_detail,
     build_param_impact_summary,
     json_safe,
+    plain_value,
     records_from_rows,
     write_csv,
 )
@@ -267,15 +267,7 @@ def _stats(row: pd.Series) -> dict[str, Any]:
         "mean_val_naive_rmse",
         "mean_test_naive_rmse",
     )
-    return {k: _plain(row[k]) for k in keys}
-
-
-def _plain(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return value
+    return {k: plain_value(row[k]) for k in keys}
 
 
 def build_summary(
@@ -312,9 +304,9 @@ def build_summary(
         best_per_param[str(param)] = {
             "value": json.loads(row["param_value"]) if _is_json(row["param_value"]) else row["param_value"],
             "config_id": row["config_id"],
-            "avg_delta_rmse_vs_baseline": _plain(row["avg_delta_rmse_vs_baseline"]),
-            "win_rate": _plain(row["win_rate"]),
-            "n_pairs": _plain(row["n_pairs"]),
+            "avg_delta_rmse_vs_baseline": plain_value(row["avg_delta_rmse_vs_baseline"]),
+            "win_rate": plain_value(row["win_rate"]),
+            "n_pairs": plain_value(row["n_pairs"]),
             "beats_baseline": bool(row["avg_delta_rmse_vs_baseline"] < 0),
         }
     not_done = runs[runs["status"] != "succeeded"]
@@ -356,10 +348,10 @@ def _is_json(text: Any) -> bool:
 def _named(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [
         {
-            "run_id": _plain(r["run_id"]),
+            "run_id": plain_value(r["run_id"]),
             "config_id": r["config_id"],
             "fold": r["fold"],
-            "seed": _plain(r["seed"]),
+            "seed": plain_value(r["seed"]),
             "status": r["status"],
             "error": r["error"] if isinstance(r["error"], str) else None,
         }

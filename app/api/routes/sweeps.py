@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
@@ -48,6 +46,7 @@ from core.reports import (
     build_param_impact_summary,
     json_safe,
     runs_table,
+    table_rows,
 )
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
@@ -164,23 +163,6 @@ def _best_from_db(session: SessionDep, sweep_id: int) -> str | None:
     ranking = _tables(session, sweep, None)["ranking"]
     ok = ranking[ranking["n_runs"] > 0]
     return str(ok.iloc[0]["config_id"]) if len(ok) else None
-
-
-def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json_safe(
-        [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
-    )
-    return rows
-
-
-def _plain(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return value
 
 
 @router.post(
@@ -302,7 +284,7 @@ def ranking(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None) -> T
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(sweep, fold)
     table = _tables(session, sweep, fold)["ranking"]
-    return TablePublic(fold=fold, data=_rows(table), count=len(table))
+    return TablePublic(fold=fold, data=table_rows(table), count=len(table))
 
 
 @router.get(
@@ -315,7 +297,7 @@ def param_impact(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None)
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(sweep, fold)
     tables = _tables(session, sweep, fold)
-    return ParamImpactPublic(fold=fold, summary=_rows(tables["impact"]), detail=_rows(tables["detail"]))
+    return ParamImpactPublic(fold=fold, summary=table_rows(tables["impact"]), detail=table_rows(tables["detail"]))
 
 
 @router.get(
@@ -336,7 +318,7 @@ def drift(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fold: F
     except DatasetError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, f"drift needs the dataset: {exc}") from None
     table = drift_by_fold(frame, folds, resolve_features(config.features))
-    return DriftPublic(fold=fold, data=_rows(table), overall=json_safe(drift_overall_summary(table)))
+    return DriftPublic(fold=fold, data=table_rows(table), overall=json_safe(drift_overall_summary(table)))
 
 
 @router.get("/{sweep_id}/summary", responses=NOT_FOUND, summary="Executive summary (as summary.json, computed now)")
