@@ -7,16 +7,16 @@ rebuilt at any time from `sweep_runs.json` without training.
 
 from __future__ import annotations
 
-import io
-import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from core.config import TRAINING_KEYS
-from core.files import write_text_atomic
+from core.files import write_bytes_atomic, write_text_atomic
 from core.plan import BASELINE_ID, format_value
 
 SWEEP_RUNS_COLUMNS: tuple[str, ...] = (
@@ -61,21 +61,25 @@ def _one_line(value: Any) -> Any:
 
 
 METRIC_COLUMNS = ("val_rmse", "test_rmse", "val_mae", "test_mae", "val_naive_rmse", "test_naive_rmse", "train_seconds")
+SWEEP_RUNS_NAMES: tuple[str, ...] = (*SWEEP_RUNS_COLUMNS, *PARAM_COLUMNS)
+
+
+def sweep_runs_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The `sweep_runs` table as columns of plain (JSON) values: the SPEC columns, then one
+    column per training_config key; errors on one line."""
+    columns = {col: [rec.get(col) for rec in records] for col in SWEEP_RUNS_COLUMNS}
+    params = [rec.get("params") or {} for rec in records]
+    columns.update({key: [p.get(key) for p in params] for key in PARAM_COLUMNS})
+    columns["error"] = [_one_line(e) for e in columns["error"]]
+    return columns
 
 
 def sweep_runs_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`sweep_runs` rows: the SPEC columns, then one column per training_config key."""
-    rows = []
-    for rec in records:
-        params = rec.get("params") or {}
-        row = {col: rec.get(col) for col in SWEEP_RUNS_COLUMNS}
-        for col in METRIC_COLUMNS:  # the only columns that can hold NaN
-            row[col] = _finite(row[col])
-        row["error"] = _one_line(row["error"])
-        for key in PARAM_COLUMNS:
-            row[key] = params.get(key)
-        rows.append(row)
-    return rows
+    """`sweep_runs` rows (what `sweep_runs.json` holds): non-finite metrics are null."""
+    columns = sweep_runs_columns(records)
+    for col in METRIC_COLUMNS:  # the only columns that can hold NaN
+        columns[col] = [_finite(v) for v in columns[col]]
+    return [dict(zip(SWEEP_RUNS_NAMES, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def records_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,40 +92,112 @@ def records_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
+def spelled_values(columns: dict[str, list[Any]]) -> list[str | None]:
+    """`param_value` as spelled in config ids (None for the baseline), each distinct value spelled once."""
+    spelled: dict[tuple[type, Any], str] = {}
+    out: list[str | None] = []
+    for name, value in zip(columns["param_name"], columns["param_value"], strict=True):
+        if name is None:
+            out.append(None)
+        elif type(value) in (int, float, str) and value != 0:  # hashable, and 0.0 == -0.0 as a key
+            key = (type(value), value)
+            if key not in spelled:
+                spelled[key] = format_value(value)
+            out.append(spelled[key])
+        else:
+            out.append(format_value(value))
+    return out
+
+
 def sweep_runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The `sweep_runs` table, built column by column (100,000 runs in well under a second)."""
-    data: dict[str, list[Any]] = {col: [rec.get(col) for rec in records] for col in SWEEP_RUNS_COLUMNS}
-    data["param_value"] = [None if r.get("param_name") is None else format_value(r.get("param_value")) for r in records]
-    data["error"] = [_one_line(e) for e in data["error"]]
-    for key in PARAM_COLUMNS:
-        data[key] = [(r.get("params") or {}).get(key) for r in records]
-    return pd.DataFrame(data, columns=[*SWEEP_RUNS_COLUMNS, *PARAM_COLUMNS])
+    """The `sweep_runs` table, `param_value` spelled as in config ids."""
+    columns = sweep_runs_columns(records)
+    return pd.DataFrame(columns | {"param_value": spelled_values(columns)}, columns=list(SWEEP_RUNS_NAMES))
 
 
-def analysis_frame(frame: pd.DataFrame, records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The `sweep_runs` table plus `param_raw` (the typed value), metrics as floats."""
-    runs = frame.copy()
-    runs["param_raw"] = pd.Series([r.get("param_value") for r in records], dtype=object, index=runs.index)
+def _analysis_frame(columns: dict[str, list[Any]], spelled: list[str | None]) -> pd.DataFrame:
+    data: dict[str, Any] = {col: columns[col] for col in SWEEP_RUNS_COLUMNS}
+    data["param_value"] = spelled
+    data["param_raw"] = pd.Series(columns["param_value"], dtype=object)
+    runs = pd.DataFrame(data)
     for col in ("val_rmse", "test_rmse", "val_mae", "test_mae", "val_naive_rmse", "test_naive_rmse"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce").astype("float64")
     return runs
 
 
 def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The analysis view of the runs: `sweep_runs` columns plus `param_raw` (the typed value)."""
-    return analysis_frame(sweep_runs_frame(records), records)
+    """The analysis view of the runs: the SPEC `sweep_runs` columns (not the training params)
+    plus `param_raw` (the typed value), metrics as floats."""
+    columns = sweep_runs_columns(records)
+    return _analysis_frame(columns, spelled_values(columns))
+
+
+_CSV_SPECIAL = ',"\n'
+
+
+def _csv_field(text: str) -> str:
+    """A CSV field quoted as the csv module's QUOTE_MINIMAL does (pandas' default)."""
+    if any(c in text for c in _CSV_SPECIAL):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _cell(value: Any) -> str:
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return CSV_FLOAT_FORMAT % value
+    return _csv_field(str(value))
+
+
+def _float_text(value: float) -> str:
+    return "" if value != value else CSV_FLOAT_FORMAT % value
+
+
+def _spell_column(values: list[Any], spell: Callable[[Any], str]) -> list[str]:
+    """Each value spelled by `spell` (None: empty). A column of few distinct values (a training
+    parameter, a seed) spells each once."""
+    distinct = set(values)
+    if 4 * len(distinct) > len(values) or 0.0 in distinct:  # 0.0 == -0.0 as a key
+        return ["" if v is None else spell(v) for v in values]
+    spelled = {v: "" if v is None else spell(v) for v in distinct}
+    return [spelled[v] for v in values]
+
+
+def _csv_cells(values: list[Any]) -> list[str]:
+    """One column's CSV cells: floats as `%.10g`, missing values (None, NaN) empty, text quoted
+    only when it must be. Columns of one kind take a fast path; mixed ones go value by value."""
+    kinds = set(map(type, values)) - {type(None)}
+    if kinds <= {float}:
+        return _spell_column(values, _float_text)
+    if kinds <= {int} or kinds <= {bool}:
+        return _spell_column(values, str)
+    if kinds <= {str, float} and all(v != v for v in values if type(v) is float):  # text; NaN is pandas' missing
+        cells = ["" if v is None or type(v) is float else v for v in values]
+        joined = "".join(cells)
+        return [_csv_field(c) for c in cells] if any(c in joined for c in _CSV_SPECIAL) else cells
+    return [_cell(v) for v in values]
+
+
+def _csv_lines(columns: list[tuple[str, list[Any]]]) -> list[str]:
+    header = ",".join(_csv_field(name) for name, _ in columns)
+    cells = [_csv_cells(values) for _, values in columns]
+    if len(cells) == 1:  # the csv module quotes an empty field that is a whole row
+        cells = [['""' if c == "" else c for c in cells[0]]]
+    return [header, *map(",".join, zip(*cells, strict=True))]
+
+
+def csv_lines(frame: pd.DataFrame) -> list[str]:
+    """The lines of `frame` as CSV (header first, no index), one line per row.
+
+    The same text pandas writes with `float_format="%.10g"`, several times faster on
+    100,000-row tables: each column is formatted once, as a whole.
+    """
+    return _csv_lines([(str(name), frame[name].tolist()) for name in frame.columns])
 
 
 def to_csv_text(frame: pd.DataFrame) -> str:
-    """CSV with floats as `%.10g` (empty for NaN), formatted column-wise before pandas writes it:
-    the same text as `float_format`, several times faster on 100,000-row tables."""
-    text = frame.copy(deep=False)
-    for col in frame.columns:
-        if pd.api.types.is_float_dtype(frame[col].dtype):
-            text[col] = [CSV_FLOAT_FORMAT % v if v == v else "" for v in frame[col].tolist()]
-    buffer = io.StringIO()
-    text.to_csv(buffer, index=False, lineterminator="\n")
-    return buffer.getvalue()
+    return "\n".join(csv_lines(frame)) + "\n"
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -159,25 +235,48 @@ def table_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 class SweepRunsFiles:
-    """`sweep_runs.csv`/`.json` formatted once, then written for the sweep and sliced per fold.
+    """`sweep_runs.csv`/`.json` of a sweep, and `sweep_runs.csv` of each fold, formatted once.
 
-    Each run is one CSV line and one JSON line, so a fold's files are the header plus its
-    lines, in the same order: no formatting is repeated per fold.
+    Each run is one CSV line, so a fold's CSV is the header plus its lines in the same
+    order; no cell is formatted twice. `runs` is the analysis view (`runs_table`).
     """
 
-    def __init__(self, records: list[dict[str, Any]], frame: pd.DataFrame | None = None) -> None:
-        self.frame = sweep_runs_frame(records) if frame is None else frame
-        lines = to_csv_text(self.frame).split("\n")
-        self.header, self.csv_lines = lines[0], lines[1 : len(records) + 1]
-        self.json_lines = [json.dumps(row, ensure_ascii=False, allow_nan=False) for row in sweep_runs_rows(records)]
-        self.folds = [r.get("fold") for r in records]
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        columns = sweep_runs_columns(records)
+        spelled = spelled_values(columns)
+        self.runs = _analysis_frame(columns, spelled)
+        table = [(name, spelled if name == "param_value" else columns[name]) for name in SWEEP_RUNS_NAMES]
+        self.header, *self.csv_lines = _csv_lines(table)
+        self.rows = [dict(zip(SWEEP_RUNS_NAMES, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        self.by_fold: dict[Any, list[int]] = {}
+        for i, fold in enumerate(columns["fold"]):
+            self.by_fold.setdefault(fold, []).append(i)
 
-    def write(self, directory: Path, fold: str | None = None) -> None:
-        keep = range(len(self.folds)) if fold is None else [i for i, f in enumerate(self.folds) if f == fold]
-        csv = "\n".join([self.header, *(self.csv_lines[i] for i in keep)]) + "\n"
-        body = ",\n".join(self.json_lines[i] for i in keep)
-        write_text_atomic(directory / "sweep_runs.csv", csv, durable=False)
-        write_text_atomic(directory / "sweep_runs.json", f"[\n{body}\n]\n" if body else "[]\n", durable=False)
+    def write(self, directory: Path) -> None:
+        """The sweep's `sweep_runs.csv` and `sweep_runs.json`."""
+        self._write_csv(directory, self.csv_lines)
+        write_bytes_atomic(directory / "sweep_runs.json", json_rows(self.rows), durable=False)
+
+    def write_fold(self, directory: Path, fold: str) -> None:
+        """One fold's `sweep_runs.csv` (its runs as JSON: `GET /sweeps/{id}/runs?fold=`)."""
+        self._write_csv(directory, [self.csv_lines[i] for i in self.by_fold.get(fold, [])])
+
+    def _write_csv(self, directory: Path, lines: list[str]) -> None:
+        write_text_atomic(directory / "sweep_runs.csv", "\n".join([self.header, *lines]) + "\n", durable=False)
+
+
+def json_rows(rows: list[dict[str, Any]]) -> list[bytes | memoryview]:
+    """A JSON array of `sweep_runs` rows, one row per line (as chunks to write); NaN and
+    infinities are null.
+
+    orjson encodes the whole list in one call (per-row calls cost four times as much); the
+    row breaks go where an object starts with the `run_id` key, which only a row does (in
+    the encoded text a quote inside a string is escaped, so `},{"run_id":` is structure).
+    """
+    if not rows:
+        return [b"[]\n"]
+    body = orjson.dumps(rows).replace(b'},{"run_id":', b'},\n{"run_id":')
+    return [b"[\n", memoryview(body)[1:-1], b"\n]\n"]
 
 
 def write_sweep_runs(directory: Path, records: list[dict[str, Any]]) -> None:
@@ -240,20 +339,27 @@ def sample_std(values: pd.Series) -> float:
     return float(values.std(ddof=1))
 
 
-def build_config_ranking(runs: pd.DataFrame) -> pd.DataFrame:
+def _keys(per_fold: bool) -> list[str]:
+    return ["fold", "config_id"] if per_fold else ["config_id"]
+
+
+def build_config_ranking(runs: pd.DataFrame, per_fold: bool = False) -> pd.DataFrame:
     """One row per config, sorted by `robust_score = mean_val_rmse + std_val_rmse` ascending.
 
     Statistics use succeeded runs only (`n_runs` of them); `n_failed` counts failed runs,
     `n_total` every run of the config. Configs without a succeeded run rank last.
-    Ties keep plan order.
+    Ties keep plan order. `per_fold`: one ranking per fold in one pass, each fold's rows
+    together (in the order folds first appear) under a leading `fold` column; split them
+    with `split_by_fold`.
     """
-    configs = runs.groupby("config_id", sort=False)
+    keys = _keys(per_fold)
+    configs = runs.groupby(keys, sort=False)
     table = configs.agg(
         param_name=("param_name", "first"), param_value=("param_value", "first"), n_total=("status", "size")
     )
-    table["n_failed"] = (runs["status"] == "failed").groupby(runs["config_id"], sort=False).sum()
+    table["n_failed"] = (runs["status"] == "failed").groupby([runs[k] for k in keys], sort=False).sum()
     ok = runs[runs["status"] == "succeeded"]
-    stats = ok.groupby("config_id", sort=False).agg(
+    stats = ok.groupby(keys, sort=False).agg(
         n_runs=("val_rmse", "size"),
         mean_val_rmse=("val_rmse", "mean"),
         std_val_rmse=("val_rmse", "std"),
@@ -270,13 +376,30 @@ def build_config_ranking(runs: pd.DataFrame) -> pd.DataFrame:
         table.loc[table["n_runs"] == 1, col] = 0.0
     table["robust_score"] = table["mean_val_rmse"] + table["std_val_rmse"]
     table["_order"] = range(len(table))
-    table = table.reset_index().sort_values(["robust_score", "_order"], na_position="last", kind="stable")
-    table.insert(0, "rank", range(1, len(table) + 1))
-    return table[list(RANKING_COLUMNS)].reset_index(drop=True)
+    table = table.reset_index()
+    order = ["robust_score", "_order"]
+    if per_fold:
+        table["_fold"] = pd.factorize(table["fold"])[0]
+        order.insert(0, "_fold")
+    table = table.sort_values(order, na_position="last", kind="stable")
+    rank = table.groupby("fold", sort=False).cumcount() + 1 if per_fold else range(1, len(table) + 1)
+    table.insert(0, "rank", rank)
+    return table[[*keys[:-1], *RANKING_COLUMNS]].reset_index(drop=True)
 
 
-def build_param_impact_detail(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each succeeded variant run beside the succeeded baseline run of the same fold and seed."""
+def build_param_impact_detail(runs: pd.DataFrame, per_fold: bool = False) -> pd.DataFrame:
+    """Each succeeded variant run beside the succeeded baseline run of the same fold and seed.
+
+    Rows follow plan order: config, then fold, then seed (`per_fold`: fold first, then the
+    order configs and seeds first appear within the fold).
+    """
+    pairs = _impact_pairs(runs)
+    return _detail(pairs, per_fold).reset_index(drop=True)
+
+
+def _impact_pairs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The detail rows, unsorted, with the plan-order keys of both orders (`_c`, `_f`, `_s`
+    overall; `_fc`, `_fs` within the fold)."""
     ok = runs[runs["status"] == "succeeded"]
     base = ok[ok["config_id"] == BASELINE_ID][["fold", "seed", "val_rmse", "test_rmse"]]
     base = base.rename(columns={"val_rmse": "baseline_val_rmse", "test_rmse": "baseline_test_rmse"})
@@ -284,23 +407,64 @@ def build_param_impact_detail(runs: pd.DataFrame) -> pd.DataFrame:
     pairs = variants.merge(base, on=["fold", "seed"], how="inner", sort=False)
     pairs["delta_rmse_vs_baseline"] = pairs["val_rmse"] - pairs["baseline_val_rmse"]
     pairs["delta_test_rmse_vs_baseline"] = pairs["test_rmse"] - pairs["baseline_test_rmse"]
-    order = _plan_order(runs)
-    pairs = pairs.assign(
-        _c=pairs["config_id"].map(order["config_id"]),
-        _f=pairs["fold"].map(order["fold"]),
-        _s=pairs["seed"].map(order["seed"]),
-    ).sort_values(["_c", "_f", "_s"], kind="stable")
-    return pairs[list(IMPACT_DETAIL_COLUMNS)].reset_index(drop=True)
+    for name, keys in (
+        ("_c", ["config_id"]),
+        ("_f", ["fold"]),
+        ("_s", ["seed"]),
+        ("_fc", ["fold", "config_id"]),
+        ("_fs", ["fold", "seed"]),
+    ):
+        pairs = pairs.merge(_first_seen(runs, keys, name), on=keys, how="left", sort=False)
+    return pairs
 
 
-def build_param_impact_summary(detail: pd.DataFrame) -> pd.DataFrame:
+def _detail(pairs: pd.DataFrame, per_fold: bool) -> pd.DataFrame:
+    order = ["_f", "_fc", "_fs"] if per_fold else ["_c", "_f", "_s"]
+    return pairs.sort_values(order, kind="stable")[list(IMPACT_DETAIL_COLUMNS)]
+
+
+class ImpactDetail:
+    """`param_impact_detail` of the sweep and of each fold, paired once and formatted once.
+
+    The sweep's table and the folds' tables hold the same rows in two orders, so the CSV
+    lines are formatted for the per-fold order and reordered for the sweep's.
+    """
+
+    def __init__(self, runs: pd.DataFrame) -> None:
+        pairs = _impact_pairs(runs)
+        by_fold, overall = _detail(pairs, per_fold=True), _detail(pairs, per_fold=False)
+        position = pd.Series(range(len(by_fold)), index=by_fold.index)
+        self._overall_order = position[overall.index].tolist()
+        self.overall = overall.reset_index(drop=True)
+        self.per_fold = by_fold.reset_index(drop=True)
+        self._header, *self._lines = csv_lines(self.per_fold)
+        self._by_fold: dict[Any, list[int]] = {}
+        for i, fold in enumerate(self.per_fold["fold"].tolist()):
+            self._by_fold.setdefault(fold, []).append(i)
+
+    def overall_csv(self) -> str:
+        return "\n".join([self._header, *(self._lines[i] for i in self._overall_order)]) + "\n"
+
+    def fold_csv(self, fold: str) -> str:
+        return "\n".join([self._header, *(self._lines[i] for i in self._by_fold.get(fold, []))]) + "\n"
+
+
+def _first_seen(runs: pd.DataFrame, keys: list[str], name: str) -> pd.DataFrame:
+    """Each distinct value of `keys` with its rank (as `name`) in the order it first appears in `runs`."""
+    seen = runs[keys].drop_duplicates()
+    return seen.assign(**{name: range(len(seen))})
+
+
+def build_param_impact_summary(detail: pd.DataFrame, per_fold: bool = False) -> pd.DataFrame:
     """Per (param, value): pairs, mean and sample std of the delta, win rate, test delta.
 
     A pair wins when the variant's val RMSE is strictly below its baseline's.
     Sorted by the average delta ascending (most helpful first); ties keep plan order.
+    `per_fold` takes `build_param_impact_detail(runs, per_fold=True)`.
     """
+    keys = _keys(per_fold)
     wins = detail.assign(_win=(detail["delta_rmse_vs_baseline"] < 0).astype(float))
-    table = wins.groupby("config_id", sort=False).agg(
+    table = wins.groupby(keys, sort=False).agg(
         param_name=("param_name", "first"),
         param_value=("param_value", "first"),
         n_pairs=("delta_rmse_vs_baseline", "size"),
@@ -313,9 +477,19 @@ def build_param_impact_summary(detail: pd.DataFrame) -> pd.DataFrame:
     for col in ("std_delta_rmse_vs_baseline", "std_delta_test_rmse_vs_baseline"):
         table.loc[table["n_pairs"] == 1, col] = 0.0
     table["_order"] = range(len(table))
-    table = table.reset_index().sort_values(["avg_delta_rmse_vs_baseline", "_order"], kind="stable")
-    return table[list(IMPACT_SUMMARY_COLUMNS)].reset_index(drop=True)
+    table = table.reset_index()
+    order = ["avg_delta_rmse_vs_baseline", "_order"]
+    if per_fold:
+        table["_fold"] = pd.factorize(table["fold"])[0]
+        order.insert(0, "_fold")
+    table = table.sort_values(order, kind="stable")
+    return table[[*keys[:-1], *IMPACT_SUMMARY_COLUMNS]].reset_index(drop=True)
 
 
-def _plan_order(runs: pd.DataFrame) -> dict[str, dict[Any, int]]:
-    return {col: {v: i for i, v in enumerate(pd.unique(runs[col]))} for col in ("config_id", "fold", "seed")}
+def split_by_fold(table: pd.DataFrame, folds: list[str]) -> dict[str, pd.DataFrame]:
+    """A `per_fold` table as one table per fold (without the leading `fold` column the ranking and
+    impact summary add); empty for a fold without rows."""
+    columns = list(table.columns[1:] if table.columns[0] == "fold" else table.columns)
+    parts = {str(f): part for f, part in table.groupby("fold", sort=False)}
+    empty = table[columns].iloc[0:0]
+    return {f: parts[f][columns].reset_index(drop=True) if f in parts else empty for f in folds}

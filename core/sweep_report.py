@@ -19,17 +19,17 @@ from core.datasets import load_dataset
 from core.drift import drift_by_fold, drift_overall_summary
 from core.errors import DatasetError
 from core.feature_sets import resolve_features
-from core.files import write_json_atomic
+from core.files import write_json_atomic, write_text_atomic
 from core.plan import BASELINE_ID
 from core.reports import (
+    ImpactDetail,
     SweepRunsFiles,
-    analysis_frame,
     build_config_ranking,
-    build_param_impact_detail,
     build_param_impact_summary,
     json_safe,
     plain_value,
     records_from_rows,
+    split_by_fold,
     write_csv,
 )
 
@@ -72,26 +72,25 @@ def write_sweep_reports(
     """Write the sweep's reports, per-fold reports, drift files and plots; return the summary."""
     root, asset = sweep_location(sweep)
     sweep_runs = SweepRunsFiles(records)
-    runs = analysis_frame(sweep_runs.frame, records)
+    runs = sweep_runs.runs
     sweep_runs.write(sweep)
     ranking = build_config_ranking(runs)
-    detail = build_param_impact_detail(runs)
-    impact = build_param_impact_summary(detail)
+    detail = ImpactDetail(runs)
+    impact = build_param_impact_summary(detail.overall)
     write_csv(sweep / "config_ranking.csv", ranking)
-    write_csv(sweep / "param_impact_detail.csv", detail)
+    write_text_atomic(sweep / "param_impact_detail.csv", detail.overall_csv(), durable=False)
     write_csv(sweep / "param_impact_summary.csv", impact)
 
-    fold_tables: dict[str, tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]] = {}
-    for fold in config.folds:
-        fold_runs = runs[runs["fold"] == fold.name]
-        directory = sweep / "folds" / fold.name
-        f_detail = build_param_impact_detail(fold_runs)
-        tables = (fold_runs, build_config_ranking(fold_runs), f_detail, build_param_impact_summary(f_detail))
-        sweep_runs.write(directory, fold.name)
-        write_csv(directory / "config_ranking.csv", tables[1])
-        write_csv(directory / "param_impact_detail.csv", tables[2])
-        write_csv(directory / "param_impact_summary.csv", tables[3])
-        fold_tables[fold.name] = tables
+    # Every fold's tables in one pass each (25 folds: a tenth of the time of 25 passes).
+    names = [fold.name for fold in config.folds]
+    fold_rankings = split_by_fold(build_config_ranking(runs, per_fold=True), names)
+    fold_impacts = split_by_fold(build_param_impact_summary(detail.per_fold, per_fold=True), names)
+    for name in names:
+        directory = sweep / "folds" / name
+        sweep_runs.write_fold(directory, name)
+        write_csv(directory / "config_ranking.csv", fold_rankings[name])
+        write_text_atomic(directory / "param_impact_detail.csv", detail.fold_csv(name), durable=False)
+        write_csv(directory / "param_impact_summary.csv", fold_impacts[name])
 
     drift, drift_summary = _write_drift(sweep, root, asset, config)
     models = build_all_models_ranked(sweep)
@@ -100,17 +99,15 @@ def write_sweep_reports(
     plot_files: list[str] = []
     if plots:
         plot_files += _draw_plots(sweep, sweep / "plots", "", runs, ranking, impact, drift, config)
-        for fold in config.folds:
-            fold_runs, f_ranking, _, f_impact = fold_tables[fold.name]
-            f_drift = drift[drift["fold"] == fold.name] if drift is not None else None
+        for name in names:
             plot_files += _draw_plots(
                 sweep,
-                sweep / "folds" / fold.name / "plots",
-                f"fold {fold.name}: ",
-                fold_runs,
-                f_ranking,
-                f_impact,
-                f_drift,
+                sweep / "folds" / name / "plots",
+                f"fold {name}: ",
+                runs[runs["fold"] == name],
+                fold_rankings[name],
+                fold_impacts[name],
+                drift[drift["fold"] == name] if drift is not None else None,
                 config,
             )
     summary = build_summary(asset, config, runs, ranking, impact, drift_summary, plot_files, generated_at)
@@ -346,14 +343,12 @@ def _is_json(text: Any) -> bool:
 
 
 def _named(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = frame[["run_id", "config_id", "fold", "seed", "status", "error"]].to_dict(orient="records")
     return [
-        {
-            "run_id": plain_value(r["run_id"]),
-            "config_id": r["config_id"],
-            "fold": r["fold"],
-            "seed": plain_value(r["seed"]),
-            "status": r["status"],
-            "error": r["error"] if isinstance(r["error"], str) else None,
-        }
-        for _, r in frame.iterrows()
+        {**r, "run_id": plain_value(r["run_id"]), "seed": plain_value(r["seed"]), "error": _text(r["error"])}
+        for r in rows
     ]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
+import random
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from core.reports import (
+    ImpactDetail,
+    SweepRunsFiles,
     build_config_ranking,
     build_param_impact_detail,
     build_param_impact_summary,
     records_from_rows,
     runs_table,
+    split_by_fold,
     sweep_runs_frame,
     sweep_runs_rows,
     to_csv_text,
@@ -136,3 +143,92 @@ def test_sweep_runs_rows_round_trip_through_json_rows() -> None:
     assert frame.columns.tolist().count("seed") == 1
     assert pd.isna(frame.loc[0, "param_value"]) and frame.loc[1, "param_value"] == "0.01"
     assert frame.loc[1, "learning_rate"] == 0.01
+
+
+def shuffled_records(seed: int) -> list[dict[str, Any]]:
+    """Runs over 3 folds where configs and seeds first appear in a different order per fold
+    (as after merges), with failures, ties, single runs and a fold without a baseline."""
+    rng = random.Random(seed)
+    configs = ["baseline", "dropout=0.2", "dropout=0.3", "hidden_size=8", "learning_rate=0.01"]
+    rows = []
+    for fold in ("f1", "f2", "f3"):
+        order = [(c, s) for c in rng.sample(configs, len(configs)) for s in rng.sample([1, 2, 3], 3)]
+        for config_id, seed_ in order:
+            if fold == "f3" and config_id == "baseline":
+                continue
+            roll = rng.random()
+            val = None if roll < 0.15 else rng.choice([1.0, 1.5, round(rng.uniform(0.5, 2.5), 3)])
+            rows.append(record(config_id, fold, seed_, val))
+    rng.shuffle(rows)
+    for i, row in enumerate(rows, start=1):
+        row["run_id"] = i
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_per_fold_tables_equal_one_pass_per_fold(seed: int) -> None:
+    runs = runs_table(shuffled_records(seed))
+    folds = ["f1", "f2", "f3", "f4"]  # f4 has no runs
+    rankings = split_by_fold(build_config_ranking(runs, per_fold=True), folds)
+    detail = build_param_impact_detail(runs, per_fold=True)
+    details = split_by_fold(detail, folds)
+    impacts = split_by_fold(build_param_impact_summary(detail, per_fold=True), folds)
+    for fold in folds:
+        fold_runs = runs[runs["fold"] == fold]
+        one_detail = build_param_impact_detail(fold_runs)
+        for got, want in (
+            (rankings[fold], build_config_ranking(fold_runs)),
+            (details[fold], one_detail),
+            (impacts[fold], build_param_impact_summary(one_detail)),
+        ):
+            assert to_csv_text(got) == to_csv_text(want), fold
+            assert list(got.columns) == list(want.columns)
+    assert len(rankings["f4"]) == 0 and len(rankings["f1"]) == 5
+    formatted_once = ImpactDetail(runs)
+    assert formatted_once.overall_csv() == to_csv_text(build_param_impact_detail(runs))
+    for fold in folds:
+        assert formatted_once.fold_csv(fold) == to_csv_text(build_param_impact_detail(runs[runs["fold"] == fold]))
+
+
+def test_csv_text_matches_pandas_to_csv() -> None:
+    frame = pd.DataFrame(
+        {
+            "i": [1, 2, 3],
+            "f": [0.1, math.nan, 1 / 3],
+            "big": [1e20, -0.0, 12345678901.0],
+            "s": ["plain", 'with "quotes"', "a,b"],
+            "missing": [None, "x", None],
+            "b": [True, False, True],
+            "mixed": [1, "two", 3.5],
+            "multi\nline": ["x\ny", "", "z\r"],
+        }
+    )
+    assert to_csv_text(frame) == frame.to_csv(index=False, lineterminator="\n", float_format="%.10g")
+    repeated = pd.DataFrame(  # few distinct values: each is spelled once
+        {
+            "f": [0.25, math.nan, 0.25, 1e-7] * 5,
+            "zeros": [0.0, -0.0, 0.5, 0.5] * 5,
+            "i": [3, 3, 4, 3] * 5,
+            "b": [True, False, True, True] * 5,
+            "s": ["a,b", "c", "c", "c"] * 5,
+        }
+    )
+    assert to_csv_text(repeated) == repeated.to_csv(index=False, lineterminator="\n", float_format="%.10g")
+    single = pd.DataFrame({"only": ["", "a"]})
+    assert to_csv_text(single) == single.to_csv(index=False, lineterminator="\n")
+
+
+def test_sweep_runs_json_is_one_row_per_line_and_reads_back(tmp_path: Path) -> None:
+    records = hand_computed_records()
+    records[0]["error"] = 'tricky },{"run_id": 1 text'
+    records[1]["val_rmse"] = math.inf
+    SweepRunsFiles(records).write(tmp_path)
+    text = (tmp_path / "sweep_runs.json").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == len(records) + 2
+    rows = json.loads(text)
+    assert rows == json.loads(json.dumps(sweep_runs_rows(records)))
+    assert rows[0]["error"] == 'tricky },{"run_id": 1 text' and rows[1]["val_rmse"] is None
+    SweepRunsFiles(records).write_fold(tmp_path / "f2", "f2")
+    assert pd.read_csv(tmp_path / "f2" / "sweep_runs.csv")["run_id"].tolist() == list(range(9, 17))
+    assert not (tmp_path / "f2" / "sweep_runs.json").exists()

@@ -70,7 +70,6 @@ SWEEP_ARTIFACTS = {
 }
 FOLD_ARTIFACTS = (
     "sweep_runs.csv",
-    "sweep_runs.json",
     "config_ranking.csv",
     "param_impact_detail.csv",
     "param_impact_summary.csv",
