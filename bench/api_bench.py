@@ -1,9 +1,13 @@
 """Benchmark 5: API latency with 10,000 runs in the database, under concurrent load.
 
 Starts `uvicorn app.api.main:app` on loopback (SQLite, embedded broker, no worker),
-records a 10,000-run sweep, then measures with 20 concurrent connections for 30 s:
-`GET /sweeps/{id}/ranking` and `GET /sweeps/{id}` (p50/p95), and `POST /sweeps` of
-a 5,000-run plan.
+times `POST /sweeps` of a 5,000-run plan, records a 10,000-run sweep and finishes its
+runs with metrics (as workers would, straight in the database), then measures
+`GET /sweeps/{id}/ranking` and `GET /sweeps/{id}` (p50/p95) with 20 concurrent
+keep-alive connections for 30 s (`bench/http_load.py`, a client light enough not to
+take the server's CPU); then again while one run of the sweep finishes every 2 s, so
+the cached answers are rebuilt as they would be during a live sweep. Both with one
+uvicorn process, then with two (`--workers 2`).
 
     .venv/bin/python -m bench.api_bench [--seconds 30] [--connections 20]
 """
@@ -11,22 +15,30 @@ a 5,000-run plan.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
+from app.db.models import Run
+from app.db.session import make_engine, make_session_factory, session_scope
+from app.db.sweeps import claim_run, finish_run
 from bench.common import save
+from bench.http_load import Load, run_load
 from tests.utils.configs import fold
 from tests.utils.data import make_data_root, tiny_sweep
 from tests.utils.processes import free_port
+
+LIVE_RUNS = 100  # left queued, then finished one by one during the live phase
 
 
 def big_config(name: str, n_values: int, n_folds: int, n_seeds: int) -> dict[str, Any]:
@@ -44,24 +56,77 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def load(base: str, paths: list[str], seconds: float, connections: int) -> dict[str, list[float]]:
-    latencies: dict[str, list[float]] = {p: [] for p in paths}
-    deadline = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+def finish_runs(db_url: str, run_ids: list[int], rng: random.Random) -> None:
+    """Claim and finish runs with metrics through the same calls a worker makes."""
+    factory = make_session_factory(make_engine(db_url))
+    with session_scope(factory) as session:
+        for run_id in run_ids:
+            assert claim_run(session, run_id, "bench", 600)
+            val = 0.01 + rng.gauss(0, 0.001)
+            metrics = {
+                "val_rmse": val,
+                "test_rmse": val + 0.0005,
+                "val_mae": val / 2,
+                "test_mae": val / 2,
+                "val_naive_rmse": 0.0101,
+                "test_naive_rmse": 0.0102,
+                "best_epoch": 3,
+                "epochs_trained": 5,
+                "train_seconds": 4.2,
+            }
+            assert finish_run(session, run_id, "bench", metrics=metrics, model_version=f"v{run_id}")
 
-        async def user(i: int) -> None:
-            n = i
-            while time.monotonic() < deadline:
-                path = paths[n % len(paths)]
-                n += 1
-                started = time.perf_counter()
-                response = await client.get(path)
-                latencies[path].append(time.perf_counter() - started)
-                response.raise_for_status()
 
-        await asyncio.gather(*(user(i) for i in range(connections)))
-    return latencies
+def summarise(load: Load) -> dict[str, Any]:
+    assert not load.errors, load.errors[:5]
+    result = {}
+    for path, values in load.latencies.items():
+        key = "get_ranking" if path.endswith("ranking") else "get_sweep"
+        result[key] = {
+            "requests": len(values),
+            "p50_ms": round(1000 * statistics.median(values), 1),
+            "p95_ms": round(1000 * percentile(values, 0.95), 1),
+            "body_kb": round(load.body_bytes[path] / 1024, 1),
+            "target_p95_ms": 50,
+        }
+    return result
+
+
+def start_server(env: dict[str, str], port: int, processes: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", "app.api.main:app", "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen([*command, "--workers", str(processes)] if processes > 1 else command, env=env)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        for _ in range(300):
+            try:
+                if client.get("/healthz").status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                time.sleep(0.2)
+    raise RuntimeError("the API did not start")
+
+
+def measure(db_url: str, port: int, paths: list[str], live_ids: list[int], seconds: float, connections: int) -> Any:
+    """Static load, then the same load while one run finishes every 2 s (each change rebuilds the ranking)."""
+    rng = random.Random(1)
+    run_load("127.0.0.1", port, paths, 3, connections)  # warm-up: the caches are built
+    static = run_load("127.0.0.1", port, paths, seconds, connections)
+    stop = threading.Event()
+    finished: list[int] = []
+
+    def finisher() -> None:
+        for run_id in live_ids:
+            if stop.wait(2.0):
+                return
+            finish_runs(db_url, [run_id], rng)
+            finished.append(run_id)
+
+    thread = threading.Thread(target=finisher)
+    thread.start()
+    live = run_load("127.0.0.1", port, paths, seconds, connections)
+    stop.set()
+    thread.join()
+    live_result = {"run_finishes_every_s": 2.0, "runs_finished": len(finished), **summarise(live)}
+    return {**summarise(static), "live": live_result}
 
 
 def main() -> None:
@@ -69,25 +134,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--connections", type=int, default=20)
     args = parser.parse_args()
+    rng = random.Random(0)
+    result: dict[str, Any] = {"connections": args.connections, "seconds": args.seconds, "runs_in_sweep": 10_000}
     with tempfile.TemporaryDirectory() as tmp:
         root = make_data_root(Path(tmp) / "data", n_days=1050)
+        db_url = f"sqlite:///{root / 'tftsweep.db'}"
         port = free_port()
         env = {**os.environ, "TFTSWEEP_DATA_DIR": str(root), "TFTSWEEP_REAPER_INTERVAL_SECONDS": "3600"}
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.api.main:app", "--port", str(port), "--log-level", "warning"],
-            env=env,
-        )
-        base = f"http://127.0.0.1:{port}"
+        server = start_server(env, port, 1)
         try:
-            with httpx.Client(base_url=base, timeout=120) as client:
-                for _ in range(200):
-                    try:
-                        if client.get("/healthz").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        time.sleep(0.2)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
                 # POSTs first, on an idle server, each after the previous one's messages went out
                 # (they are sent in the background after the answer).
                 post_times = []
@@ -102,20 +160,24 @@ def main() -> None:
                 sweep_id = big.json()["id"]
                 assert big.json()["total_runs"] == 10_000
                 time.sleep(15)  # its 10,000 messages are sent before the load starts
+            factory = make_session_factory(make_engine(db_url))
+            with session_scope(factory) as session:
+                ids = list(session.scalars(select(Run.id).where(Run.sweep_id == sweep_id).order_by(Run.ordinal)))
+            finish_runs(db_url, ids[:-LIVE_RUNS], rng)
+            result["finished_runs_at_start"] = 10_000 - LIVE_RUNS
             paths = [f"/sweeps/{sweep_id}/ranking", f"/sweeps/{sweep_id}"]
-            latencies = asyncio.run(load(base, paths, args.seconds, args.connections))
+            live_ids = ids[-LIVE_RUNS:]
+            load = (args.seconds, args.connections)
+            result["one_process"] = measure(db_url, port, paths, live_ids[: LIVE_RUNS // 2], *load)
         finally:
             server.terminate()
             server.wait()
-    result: dict[str, Any] = {"connections": args.connections, "seconds": args.seconds, "runs_in_sweep": 10_000}
-    for path, values in latencies.items():
-        key = "get_ranking" if path.endswith("ranking") else "get_sweep"
-        result[key] = {
-            "requests": len(values),
-            "p50_ms": round(1000 * statistics.median(values), 1),
-            "p95_ms": round(1000 * percentile(values, 0.95), 1),
-            "target_p95_ms": 50,
-        }
+        server = start_server(env, port, 2)
+        try:
+            result["two_processes"] = measure(db_url, port, paths, live_ids[LIVE_RUNS // 2 :], *load)
+        finally:
+            server.terminate()
+            server.wait()
     result["post_5000_run_plan_s"] = {"median": statistics.median(post_times), "all": post_times, "target": 1.0}
     save("api", f"python -m bench.api_bench --seconds {args.seconds} --connections {args.connections}", result)
 

@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.api.cache import BuildOnce
 from app.api.errors import AllowHeaderMiddleware, install_error_handlers
 from app.api.models import ErrorPublic
 from app.api.routes import datasets, health, hpo, sweeps, ui
@@ -49,9 +51,11 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_root.mkdir(parents=True, exist_ok=True)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         upgrade_database(settings.db_url)
         engine = make_engine(settings.db_url)
         app.state.settings = settings
+        app.state.cache = BuildOnce()
         app.state.session_factory = make_session_factory(engine)
         app.state.queue = queue or CeleryQueue(make_celery(settings))
         thread = Reaper(app.state.session_factory, app.state.queue, settings) if reaper else None

@@ -54,6 +54,9 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reports_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Bumped in the transaction of every change to the sweep's runs (app.db.sweeps.touch_sweeps):
+    # the API's cached rankings and counts are keyed on it, so a cache check is one row read.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep", order_by="Run.ordinal")
 

@@ -10,12 +10,20 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_POOL_SIZE = 16  # above the API's threads (TFTSWEEP_API_THREADS), where its handlers run
 
 
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite connections get WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            # A pooled connection per API thread: past the pool, SQLAlchemy opens and closes
+            # a connection per checkout (with the pragmas below), which a loaded API pays per request.
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=8,
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

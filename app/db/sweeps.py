@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -108,6 +109,7 @@ def submit_sweep(
         existing.reports_at = None  # stale until the new runs finish
     start = session.scalar(select(func.coalesce(func.max(Run.ordinal), -1)).where(Run.sweep_id == existing.id))
     ids = _insert_runs(session, existing, result.new_runs, start=int(start if start is not None else -1) + 1)
+    touch_sweeps(session, [existing.id])
     return SubmitResult(existing, ids, len(result.plan.runs), merged=True, resumed=False)
 
 
@@ -144,6 +146,7 @@ def requeue_unfinished(session: Session, sweep_id: int) -> int:
         .where(Run.sweep_id == sweep_id, Run.state != RunState.SUCCEEDED)
         .values(state=RunState.QUEUED, lease_owner=None, lease_expires_at=None, error=None, queued_at=utcnow())
     )
+    touch_sweeps(session, [sweep_id])
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -163,6 +166,7 @@ def claim_run(session: Session, run_id: int, owner: str, lease_seconds: float) -
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return False
+    _touch_run(session, run_id)
     session.execute(
         update(Sweep)
         .where(
@@ -207,7 +211,10 @@ def finish_run(
     result = session.execute(
         update(Run).where(Run.id == run_id, Run.state == RunState.RUNNING, Run.lease_owner == owner).values(**values)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    _touch_run(session, run_id)
+    return True
 
 
 def release_run(session: Session, run_id: int, owner: str) -> bool:
@@ -217,7 +224,10 @@ def release_run(session: Session, run_id: int, owner: str) -> bool:
         .where(Run.id == run_id, Run.state == RunState.RUNNING, Run.lease_owner == owner)
         .values(state=RunState.QUEUED, lease_owner=None, lease_expires_at=None, started_at=None)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    _touch_run(session, run_id)
+    return True
 
 
 METRIC_COLUMNS = (
@@ -231,6 +241,26 @@ METRIC_COLUMNS = (
     "epochs_trained",
     "train_seconds",
 )
+
+
+def touch_sweeps(session: Session, sweep_ids: Iterable[int]) -> None:
+    """Record that runs of these sweeps changed (state, results, new runs): bumps
+    `Sweep.revision`, the key of the API's cached reports. Every write to runs calls it
+    (or `_touch_run`), in the same transaction, after the runs (one lock order: runs, then sweep)."""
+    ids = sorted(set(sweep_ids))
+    if ids:
+        session.execute(
+            update(Sweep).where(Sweep.id.in_(ids)).values(revision=Sweep.revision + 1),
+            execution_options={"synchronize_session": False},
+        )
+
+
+def _touch_run(session: Session, run_id: int) -> None:
+    owner = select(Run.sweep_id).where(Run.id == run_id).scalar_subquery()
+    session.execute(
+        update(Sweep).where(Sweep.id == owner).values(revision=Sweep.revision + 1),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def run_counts(session: Session, sweep_id: int) -> dict[str, int]:
@@ -312,17 +342,6 @@ def report_records(session: Session, sweep_id: int, fold: str | None = None) -> 
     return records
 
 
-def sweep_version(session: Session, sweep_id: int) -> tuple[Any, ...]:
-    """Changes whenever a run of the sweep changes state or finishes (cache key for reports)."""
-    rows = session.execute(
-        select(Run.state, func.count(), func.max(Run.finished_at), func.max(Run.id))
-        .where(Run.sweep_id == sweep_id)
-        .group_by(Run.state)
-        .order_by(Run.state)
-    ).all()
-    return tuple(tuple(r) for r in rows)
-
-
 def run_records(session: Session, sweep_id: int) -> list[dict[str, Any]]:
     runs = session.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.ordinal))
     return [run_record(r) for r in runs]
@@ -335,6 +354,7 @@ def fail_sweep(session: Session, sweep: Sweep, reason: str) -> int:
         .where(Run.sweep_id == sweep.id, Run.state == RunState.QUEUED)
         .values(state=RunState.CANCELLED, error=reason, finished_at=utcnow())
     )
+    touch_sweeps(session, [sweep.id])
     sweep.status = SweepStatus.FAILED
     sweep.updated_at = utcnow()
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -389,6 +409,7 @@ def cancel_sweep(session: Session, sweep: Sweep) -> dict[str, int]:
             )
         )
         counts[state] = int(result.rowcount)  # type: ignore[attr-defined]
+    touch_sweeps(session, [sweep.id])
     sweep.status = SweepStatus.CANCELLED
     sweep.updated_at = now
     return counts
@@ -415,6 +436,7 @@ def retry_sweep(session: Session, sweep: Sweep) -> list[int]:
                 enqueued_at=None,
             )
         )
+        touch_sweeps(session, [sweep.id])
         sweep.status = SweepStatus.QUEUED
         sweep.reports_at = None
         sweep.updated_at = utcnow()
@@ -473,6 +495,7 @@ def reap(session: Session, max_attempts: int, requeue_after_seconds: float) -> R
         )
     )
     resend = [r for r in resend if r not in set(requeued)]
+    touch_sweeps(session, touched)
     return ReapResult(requeued, failed, resend, sorted(touched))
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import func, select
 
 from app import services
-from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep
+from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep, TablesDep
 from app.api.models import (
     ActionPublic,
     DriftPublic,
@@ -33,7 +31,7 @@ from app.api.models import (
     TablePublic,
 )
 from app.db.models import Run, RunState, Sweep
-from app.db.sweeps import as_utc, report_records, run_counts, run_record, stored_config, sweep_version
+from app.db.sweeps import as_utc, run_record, stored_config
 from core.config import SweepConfig, validate_sweep_config
 from core.datasets import check_asset
 from core.drift import drift_by_fold, drift_overall_summary
@@ -41,11 +39,7 @@ from core.errors import DatasetError
 from core.feature_sets import resolve_features
 from core.paths import resolve_inside, sweep_dir
 from core.reports import (
-    build_config_ranking,
-    build_param_impact_detail,
-    build_param_impact_summary,
     json_safe,
-    runs_table,
     table_rows,
 )
 
@@ -77,6 +71,10 @@ FOLD_ARTIFACTS = (
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorPublic, "description": "No such sweep, fold or file."}
 }
+CACHED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Unchanged since the answer whose `ETag` was sent in `If-None-Match`."},
+    **NOT_FOUND,
+}
 
 
 def _sweep_or_404(session: SessionDep, sweep_id: int) -> Sweep:
@@ -86,8 +84,8 @@ def _sweep_or_404(session: SessionDep, sweep_id: int) -> Sweep:
     return sweep
 
 
-def _check_fold(sweep: Sweep, fold: str | None) -> None:
-    if fold is not None and fold not in {f.name for f in stored_config(sweep).folds}:
+def _check_fold(tables: TablesDep, sweep: Sweep, fold: str | None) -> None:
+    if fold is not None and fold not in tables.folds(sweep):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"sweep {sweep.id} has no fold {fold!r}")
 
 
@@ -95,9 +93,8 @@ def _folder(settings: SettingsDep, sweep: Sweep) -> Path:
     return sweep_dir(settings.data_root, sweep.asset, sweep.output_subdir)
 
 
-def _public(session: SessionDep, sweep: Sweep, best: bool = True) -> dict[str, Any]:
-    counts = run_counts(session, sweep.id)
-    best_config = _best_from_db(session, sweep.id) if best and counts[RunState.SUCCEEDED] else None
+def _public(tables: TablesDep, sweep: Sweep) -> dict[str, Any]:
+    counts = tables.counts(sweep)
     return {
         "id": sweep.id,
         "asset": sweep.asset,
@@ -109,59 +106,8 @@ def _public(session: SessionDep, sweep: Sweep, best: bool = True) -> dict[str, A
         "reports_at": as_utc(sweep.reports_at),
         "runs": counts,
         "total_runs": sum(counts.values()),
-        "best_config": best_config,
+        "best_config": tables.best_config(sweep),
     }
-
-
-class _ReportCache:
-    """Report tables per (sweep, fold), reused until a run of the sweep changes.
-
-    A finished sweep's ranking is computed once, not on every request; the key is a
-    cheap aggregate over the runs' states (`sweep_version`).
-    """
-
-    def __init__(self, size: int = 64) -> None:
-        self._entries: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...], compute: Any) -> Any:
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
-        value = compute()
-        with self._lock:
-            self._entries[key] = value
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-        return value
-
-
-_reports = _ReportCache()
-
-
-def _tables(session: SessionDep, sweep: Sweep, fold: str | None) -> dict[str, Any]:
-    """Runs, ranking and impact of a sweep (or one fold), cached by the runs' state."""
-
-    def compute() -> dict[str, Any]:
-        runs = runs_table(report_records(session, sweep.id, fold))
-        detail = build_param_impact_detail(runs)
-        return {
-            "runs": runs,
-            "ranking": build_config_ranking(runs),
-            "detail": detail,
-            "impact": build_param_impact_summary(detail),
-        }
-
-    return dict(_reports.get((sweep.id, fold, sweep_version(session, sweep.id)), compute))
-
-
-def _best_from_db(session: SessionDep, sweep_id: int) -> str | None:
-    sweep = session.get_one(Sweep, sweep_id)
-    ranking = _tables(session, sweep, None)["ranking"]
-    ok = ranking[ranking["n_runs"] > 0]
-    return str(ok.iloc[0]["config_id"]) if len(ok) else None
 
 
 @router.post(
@@ -227,6 +173,7 @@ def submit_sweep_response(
 @router.get("", response_model=SweepsPublic, summary="List sweeps, newest first")
 def list_sweeps(
     session: SessionDep,
+    tables: TablesDep,
     limit: Limit = 50,
     offset: Offset = 0,
     asset: Annotated[str | None, Query(max_length=64)] = None,
@@ -239,15 +186,20 @@ def list_sweeps(
         query = query.where(Sweep.status == status_)
     count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     sweeps = session.scalars(query.order_by(Sweep.id.desc()).limit(limit).offset(offset)).all()
-    return SweepsPublic(data=[SweepPublic(**_public(session, s)) for s in sweeps], count=count)
+    return SweepsPublic(data=[SweepPublic(**_public(tables, s)) for s in sweeps], count=count)
 
 
-@router.get(
-    "/{sweep_id}", response_model=SweepDetail, responses=NOT_FOUND, summary="A sweep: status and runs per state"
-)
-def get_sweep(sweep_id: SweepId, session: SessionDep) -> SweepDetail:
-    sweep = _sweep_or_404(session, sweep_id)
-    return SweepDetail(**_public(session, sweep), config=json.loads(sweep.config_json))
+@router.get("/{sweep_id}", response_model=SweepDetail, responses=CACHED, summary="A sweep: status and runs per state")
+def get_sweep(sweep_id: SweepId, session: SessionDep, tables: TablesDep, request: Request) -> Response:
+    head = tables.head(sweep_id)
+
+    def build() -> bytes:
+        sweep = _sweep_or_404(session, sweep_id)
+        detail = SweepDetail(**_public(tables, sweep), config=json.loads(sweep.config_json))
+        return detail.model_dump_json().encode()
+
+    key = (*tables.key("sweep", head), head.status, head.updated_at, head.reports_at, head.continue_on_error)
+    return tables.answer(request, key, build)
 
 
 @router.get(
@@ -256,13 +208,14 @@ def get_sweep(sweep_id: SweepId, session: SessionDep) -> SweepDetail:
 def list_runs(
     sweep_id: SweepId,
     session: SessionDep,
+    tables: TablesDep,
     fold: FoldQuery = None,
     state: Annotated[str | None, Query(description="Filter by state.", max_length=16)] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> RunsPublic:
     sweep = _sweep_or_404(session, sweep_id)
-    _check_fold(sweep, fold)
+    _check_fold(tables, sweep, fold)
     query = select(Run).where(Run.sweep_id == sweep_id)
     if fold:
         query = query.where(Run.fold == fold)
@@ -276,14 +229,21 @@ def list_runs(
 @router.get(
     "/{sweep_id}/ranking",
     response_model=TablePublic,
-    responses=NOT_FOUND,
+    responses=CACHED,
     summary="Configs ranked by robust score (mean + std of val RMSE)",
 )
-def ranking(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None) -> TablePublic:
-    sweep = _sweep_or_404(session, sweep_id)
-    _check_fold(sweep, fold)
-    table = _tables(session, sweep, fold)["ranking"]
-    return TablePublic(fold=fold, data=table_rows(table), count=len(table))
+def ranking(
+    sweep_id: SweepId, session: SessionDep, tables: TablesDep, request: Request, fold: FoldQuery = None
+) -> Response:
+    head = tables.head(sweep_id)
+
+    def build() -> bytes:
+        sweep = _sweep_or_404(session, sweep_id)
+        _check_fold(tables, sweep, fold)  # a fold once valid stays valid: merges only add folds
+        table = tables.ranking(sweep, fold)
+        return TablePublic(fold=fold, data=table_rows(table), count=len(table)).model_dump_json().encode()
+
+    return tables.answer(request, tables.key("ranking-body", head, fold), build)
 
 
 @router.get(
@@ -292,11 +252,16 @@ def ranking(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None) -> T
     responses=NOT_FOUND,
     summary="Each variant against its baseline run, and aggregated per parameter value",
 )
-def param_impact(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None) -> ParamImpactPublic:
+def param_impact(
+    sweep_id: SweepId, session: SessionDep, tables: TablesDep, fold: FoldQuery = None
+) -> ParamImpactPublic:
     sweep = _sweep_or_404(session, sweep_id)
-    _check_fold(sweep, fold)
-    tables = _tables(session, sweep, fold)
-    return ParamImpactPublic(fold=fold, summary=table_rows(tables["impact"]), detail=table_rows(tables["detail"]))
+    _check_fold(tables, sweep, fold)
+    return ParamImpactPublic(
+        fold=fold,
+        summary=table_rows(tables.impact(sweep, fold)),
+        detail=table_rows(tables.detail(sweep, fold)),
+    )
 
 
 @router.get(
@@ -305,11 +270,13 @@ def param_impact(sweep_id: SweepId, session: SessionDep, fold: FoldQuery = None)
     responses=NOT_FOUND,
     summary="KS and PSI of each feature, train window against val and test, per fold",
 )
-def drift(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> DriftPublic:
+def drift(
+    sweep_id: SweepId, session: SessionDep, tables: TablesDep, settings: SettingsDep, fold: FoldQuery = None
+) -> DriftPublic:
     from core.datasets import load_dataset
 
     sweep = _sweep_or_404(session, sweep_id)
-    _check_fold(sweep, fold)
+    _check_fold(tables, sweep, fold)
     config = stored_config(sweep)
     folds = [f for f in config.folds if fold is None or f.name == fold]
     try:
@@ -321,14 +288,14 @@ def drift(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fold: F
 
 
 @router.get("/{sweep_id}/summary", responses=NOT_FOUND, summary="Executive summary (as summary.json, computed now)")
-def summary(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> dict[str, Any]:
+def summary(
+    sweep_id: SweepId, session: SessionDep, tables: TablesDep, settings: SettingsDep, fold: FoldQuery = None
+) -> dict[str, Any]:
     from core.sweep_report import build_summary
 
     sweep = _sweep_or_404(session, sweep_id)
-    _check_fold(sweep, fold)
+    _check_fold(tables, sweep, fold)
     config = stored_config(sweep)
-    tables = _tables(session, sweep, fold)
-    runs, ranking_table, impact = tables["runs"], tables["ranking"], tables["impact"]
     plots = [p.url for p in _plots(settings, sweep, fold)]
     stored = _folder(settings, sweep) / "summary.json"
     drift_headline = (
@@ -336,7 +303,15 @@ def summary(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fold:
         if stored.is_file()
         else {"available": False, "reason": "not computed yet"}
     )
-    result: dict[str, Any] = build_summary(sweep.asset, config, runs, ranking_table, impact, drift_headline, plots)
+    result: dict[str, Any] = build_summary(
+        sweep.asset,
+        config,
+        tables.runs(sweep, fold),
+        tables.ranking(sweep, fold),
+        tables.impact(sweep, fold),
+        drift_headline,
+        plots,
+    )
     result["fold"] = fold
     return result
 
@@ -359,9 +334,11 @@ def _plots(settings: SettingsDep, sweep: Sweep, fold: str | None) -> list[PlotPu
 @router.get(
     "/{sweep_id}/plots", response_model=PlotsPublic, responses=NOT_FOUND, summary="Plot files of a sweep or fold"
 )
-def list_plots(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None) -> PlotsPublic:
+def list_plots(
+    sweep_id: SweepId, session: SessionDep, tables: TablesDep, settings: SettingsDep, fold: FoldQuery = None
+) -> PlotsPublic:
     sweep = _sweep_or_404(session, sweep_id)
-    _check_fold(sweep, fold)
+    _check_fold(tables, sweep, fold)
     plots = _plots(settings, sweep, fold)
     return PlotsPublic(data=plots, count=len(plots))
 
@@ -373,10 +350,10 @@ def list_plots(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, fo
     summary="One plot as image/png",
 )
 def get_plot(
-    sweep_id: SweepId, name: str, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None
+    sweep_id: SweepId, name: str, session: SessionDep, tables: TablesDep, settings: SettingsDep, fold: FoldQuery = None
 ) -> FileResponse:
     sweep = _sweep_or_404(session, sweep_id)
-    _check_fold(sweep, fold)
+    _check_fold(tables, sweep, fold)
     if name not in {p.name for p in _plots(settings, sweep, fold)}:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
     base = _folder(settings, sweep)
@@ -393,10 +370,10 @@ def get_plot(
     summary="Download a report file (CSV/JSON) of the sweep or of one fold",
 )
 def get_artifact(
-    sweep_id: SweepId, file: str, session: SessionDep, settings: SettingsDep, fold: FoldQuery = None
+    sweep_id: SweepId, file: str, session: SessionDep, tables: TablesDep, settings: SettingsDep, fold: FoldQuery = None
 ) -> FileResponse:
     sweep = _sweep_or_404(session, sweep_id)
-    _check_fold(sweep, fold)
+    _check_fold(tables, sweep, fold)
     allowed = FOLD_ARTIFACTS if fold else tuple(SWEEP_ARTIFACTS)
     if file not in allowed:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown artifact {file!r}; known: {', '.join(allowed)}")

@@ -1,0 +1,84 @@
+"""A sweep's report tables and run counts for the API, from the app's cache or the database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from fastapi import HTTPException, Request, Response, status
+from sqlalchemy import Row, select
+from sqlalchemy.orm import Session
+
+from app.api.cache import BuildOnce, json_answer
+from app.db.models import RunState, Sweep
+from app.db.sweeps import report_records, run_counts, stored_config
+from core.reports import build_config_ranking, build_param_impact_detail, build_param_impact_summary, runs_table
+
+# What changes in a sweep, read with one primary-key lookup:
+# id, revision, status, updated_at, reports_at, continue_on_error.
+SweepHead = Row[int, int, str, datetime, datetime | None, bool]
+
+
+class SweepTables:
+    """Tables of a sweep (or one fold) for one request.
+
+    Each is built from the database once per sweep revision and kept in the app's cache
+    (`BuildOnce`): `Sweep.revision` changes with every change to the sweep's runs.
+    """
+
+    def __init__(self, session: Session, cache: BuildOnce) -> None:
+        self.session = session
+        self.cache = cache
+
+    @staticmethod
+    def key(what: str, sweep: Sweep | SweepHead, fold: str | None = None) -> tuple[Any, ...]:
+        return (what, sweep.id, fold, sweep.revision)
+
+    def head(self, sweep_id: int) -> SweepHead:
+        """What changes in a sweep: enough to answer from the cache. 404 if there is no such sweep."""
+        head = self.session.execute(
+            select(
+                Sweep.id, Sweep.revision, Sweep.status, Sweep.updated_at, Sweep.reports_at, Sweep.continue_on_error
+            ).where(Sweep.id == sweep_id)
+        ).one_or_none()
+        if head is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"sweep {sweep_id} not found")
+        return head
+
+    def folds(self, sweep: Sweep) -> set[str]:
+        return self.cache.get(self.key("folds", sweep), lambda: {f.name for f in stored_config(sweep).folds})
+
+    def counts(self, sweep: Sweep) -> dict[str, int]:
+        return self.cache.get(self.key("counts", sweep), lambda: run_counts(self.session, sweep.id))
+
+    def runs(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
+        return self.cache.get(
+            self.key("runs", sweep, fold), lambda: runs_table(report_records(self.session, sweep.id, fold))
+        )
+
+    def ranking(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
+        return self.cache.get(self.key("ranking", sweep, fold), lambda: build_config_ranking(self.runs(sweep, fold)))
+
+    def detail(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
+        return self.cache.get(
+            self.key("detail", sweep, fold), lambda: build_param_impact_detail(self.runs(sweep, fold))
+        )
+
+    def impact(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
+        return self.cache.get(
+            self.key("impact", sweep, fold), lambda: build_param_impact_summary(self.detail(sweep, fold))
+        )
+
+    def best_config(self, sweep: Sweep) -> str | None:
+        """The config with the lowest robust score so far (None before a run succeeded)."""
+        if not self.counts(sweep)[RunState.SUCCEEDED]:
+            return None
+        ranking = self.ranking(sweep, None)
+        ok = ranking[ranking["n_runs"] > 0]
+        return str(ok.iloc[0]["config_id"]) if len(ok) else None
+
+    def answer(self, request: Request, key: tuple[Any, ...], build: Callable[[], bytes]) -> Response:
+        """The cached JSON body for `key`, with an ETag (304 on `If-None-Match`)."""
+        return json_answer(request, self.cache, key, build)
