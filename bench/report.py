@@ -122,7 +122,8 @@ def main() -> None:
         p = a["post_5000_run_plan_s"]
         lines += [
             f"Command: `{a['command']}` ({a['date']}); SQLite, embedded broker, no worker. "
-            f"{a['connections']} keep-alive connections for {a['seconds']:.0f} s per row "
+            f"{a['connections']} keep-alive connections for {a['seconds']:.0f} s per row, in 3 rounds "
+            "(p50 and p95: medians of the rounds; the rounds' p95 in brackets) "
             f"(`bench/http_load.py`), half the requests to each path; the sweep has "
             f"{a['runs_in_sweep']:,} runs, {a['finished_runs_at_start']:,} of them finished with metrics. "
             "*Live*: the same load while one run finishes every 2 s (each change rebuilds the ranking).",
@@ -136,7 +137,8 @@ def main() -> None:
                     row = rows[key]
                     lines.append(
                         f"| {label} | {load_name} | {path} | {row['requests']} | {row['p50_ms']} | "
-                        f"{row['p95_ms']} | {verdict(row['p95_ms'] < 50)} |"
+                        f"{row['p95_ms']} ({', '.join(map(str, row['p95_ms_rounds']))}) | "
+                        f"{verdict(row['p95_ms'] < 50)} |"
                     )
         lines += [
             "",

@@ -70,8 +70,11 @@ class BuildOnce:
 def json_answer(request: Request, cache: BuildOnce, key: tuple[Any, ...], build: Callable[[], bytes]) -> Response:
     """The cached JSON body for `key` (built by `build` on a miss), with an ETag; 304 when
     the client already holds it (`If-None-Match`)."""
-    body = cache.get(key, build)
-    etag = '"' + hashlib.blake2b(repr(key).encode(), digest_size=12).hexdigest() + '"'
+
+    def body_and_tag() -> tuple[bytes, str]:
+        return build(), '"' + hashlib.blake2b(repr(key).encode(), digest_size=12).hexdigest() + '"'
+
+    body, etag = cache.get(("answer", *key), body_and_tag)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
