@@ -66,6 +66,7 @@ class Run(Base):
     __table_args__ = (
         UniqueConstraint("sweep_id", "run_key", name="uq_runs_sweep_run_key"),
         Index("ix_runs_sweep_state", "sweep_id", "state"),
+        Index("ix_runs_sweep_ordinal", "sweep_id", "ordinal"),  # reports and run pages in plan order
         Index("ix_runs_state_lease", "state", "lease_expires_at"),
     )
 

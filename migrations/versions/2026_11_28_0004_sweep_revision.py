@@ -1,4 +1,4 @@
-"""sweep revision: bumped with every change to a sweep's runs (the API's report cache key)
+"""sweep revision (bumped with every change to a sweep's runs: the API's cache key); runs by plan order
 
 Revision ID: 0004
 Revises: 0003
@@ -19,8 +19,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("sweeps") as batch:
         batch.add_column(sa.Column("revision", sa.Integer(), nullable=False, server_default="0"))
+    op.create_index("ix_runs_sweep_ordinal", "runs", ["sweep_id", "ordinal"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_runs_sweep_ordinal", table_name="runs")
     with op.batch_alter_table("sweeps") as batch:
         batch.drop_column("revision")

@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.cache import BuildOnce
 from app.api.main import create_app
-from app.db.migrate import alembic_config, upgrade_database
 from app.db.models import Run, Sweep
 from app.db.session import session_scope
 from app.db.sweeps import (
@@ -161,20 +159,3 @@ def test_each_app_has_its_own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             sweep_id = submit(client, replica_seeds=seeds)
             answers.append(client.get(f"/sweeps/{sweep_id}").json()["total_runs"])
     assert answers[0] * 3 == answers[1]
-
-
-def test_an_existing_database_gains_revisions(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    command.upgrade(alembic_config(url), "0003")
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO sweeps (asset, output_subdir, config_json, status, continue_on_error, created_at,"
-                " updated_at) VALUES ('SYN', 'old', '{}', 'succeeded', 0, '2026-01-01', '2026-01-01')"
-            )
-        )
-    upgrade_database(url)
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT output_subdir, revision FROM sweeps")).all() == [("old", 0)]
-    engine.dispose()
