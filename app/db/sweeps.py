@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Run, RunState, Sweep, SweepStatus
@@ -243,24 +243,38 @@ METRIC_COLUMNS = (
 )
 
 
+_TOUCHED = "tftsweep.touched_sweeps"
+
+
 def touch_sweeps(session: Session, sweep_ids: Iterable[int]) -> None:
-    """Record that runs of these sweeps changed (state, results, new runs): bumps
-    `Sweep.revision`, the key of the API's cached reports. Every write to runs calls it
-    (or `_touch_run`), in the same transaction, after the runs (one lock order: runs, then sweep)."""
-    ids = sorted(set(sweep_ids))
-    if ids:
+    """Record that runs of these sweeps changed (state, results, new runs): their
+    `Sweep.revision`, the key of the API's cached answers, is bumped when the session
+    commits, in the same transaction. Every write to runs calls this (or `_touch_run`).
+
+    The bump is the transaction's last statement so the sweep row is locked last and
+    briefly: a transaction that locked the sweep and then waited for a run row (a failure
+    cancelling the queued runs) would deadlock with a worker that claimed one of them.
+    """
+    session.info.setdefault(_TOUCHED, set()).update(sweep_ids)
+
+
+def _touch_run(session: Session, run_id: int) -> None:
+    touch_sweeps(session, [session.execute(select(Run.sweep_id).where(Run.id == run_id)).scalar_one()])
+
+
+@event.listens_for(Session, "before_commit")
+def _bump_revisions(session: Session) -> None:
+    touched = session.info.pop(_TOUCHED, None)
+    if touched:
         session.execute(
-            update(Sweep).where(Sweep.id.in_(ids)).values(revision=Sweep.revision + 1),
+            update(Sweep).where(Sweep.id.in_(sorted(touched))).values(revision=Sweep.revision + 1),
             execution_options={"synchronize_session": False},
         )
 
 
-def _touch_run(session: Session, run_id: int) -> None:
-    owner = select(Run.sweep_id).where(Run.id == run_id).scalar_subquery()
-    session.execute(
-        update(Sweep).where(Sweep.id == owner).values(revision=Sweep.revision + 1),
-        execution_options={"synchronize_session": False},
-    )
+@event.listens_for(Session, "after_rollback")
+def _forget_touches(session: Session) -> None:
+    session.info.pop(_TOUCHED, None)
 
 
 def run_counts(session: Session, sweep_id: int) -> dict[str, int]:

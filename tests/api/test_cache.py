@@ -119,6 +119,13 @@ def test_every_change_to_a_sweeps_runs_bumps_its_revision(factory: sessionmaker[
     merged = validate_sweep_config(tiny_sweep(replica_seeds=[1, 2, 3]))
     step(lambda s: submit_sweep(s, ASSET, merged, merge=True))
 
+    session = factory()  # a change rolled back is no change
+    assert claim_run(session, ids[1], "w", 60)
+    session.rollback()
+    session.commit()
+    session.close()
+    assert revision(factory, sweep_id) == seen[-1]
+
 
 def submit(client: TestClient, **overrides: Any) -> int:
     response = client.post("/sweeps", json={"asset": ASSET, "config": tiny_sweep(**overrides)})
