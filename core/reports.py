@@ -260,6 +260,7 @@ class SweepRunsFiles:
     def write_fold(self, directory: Path, fold: str) -> None:
         """One fold's `sweep_runs.csv` (its runs as JSON: `GET /sweeps/{id}/runs?fold=`)."""
         self._write_csv(directory, [self.csv_lines[i] for i in self.by_fold.get(fold, [])])
+        (directory / "sweep_runs.json").unlink(missing_ok=True)  # written per fold by earlier versions
 
     def _write_csv(self, directory: Path, lines: list[str]) -> None:
         write_text_atomic(directory / "sweep_runs.csv", "\n".join([self.header, *lines]) + "\n", durable=False)

@@ -229,6 +229,8 @@ def test_sweep_runs_json_is_one_row_per_line_and_reads_back(tmp_path: Path) -> N
     rows = json.loads(text)
     assert rows == json.loads(json.dumps(sweep_runs_rows(records)))
     assert rows[0]["error"] == 'tricky },{"run_id": 1 text' and rows[1]["val_rmse"] is None
+    (tmp_path / "f2").mkdir()
+    (tmp_path / "f2" / "sweep_runs.json").write_text("[]\n")  # as earlier versions wrote per fold
     SweepRunsFiles(records).write_fold(tmp_path / "f2", "f2")
     assert pd.read_csv(tmp_path / "f2" / "sweep_runs.csv")["run_id"].tolist() == list(range(9, 17))
     assert not (tmp_path / "f2" / "sweep_runs.json").exists()
