@@ -191,6 +191,8 @@ def list_sweeps(
 
 @router.get("/{sweep_id}", response_model=SweepDetail, responses=CACHED, summary="A sweep: status and runs per state")
 def get_sweep(sweep_id: SweepId, session: SessionDep, tables: TablesDep, request: Request) -> Response:
+    """The sweep, its runs per state and its best config so far. Cached until the sweep or
+    one of its runs changes; carries an `ETag` (send it back in `If-None-Match` for a 304)."""
     head = tables.head(sweep_id)
 
     def build() -> bytes:
@@ -235,6 +237,9 @@ def list_runs(
 def ranking(
     sweep_id: SweepId, session: SessionDep, tables: TablesDep, request: Request, fold: FoldQuery = None
 ) -> Response:
+    """Configs ranked by `robust_score` (the rows of `config_ranking.csv`, computed from the
+    database now). Cached until a run of the sweep changes; carries an `ETag` (send it back
+    in `If-None-Match` for a 304)."""
     head = tables.head(sweep_id)
 
     def build() -> bytes:
