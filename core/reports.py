@@ -79,7 +79,20 @@ def sweep_runs_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     columns = sweep_runs_columns(records)
     for col in METRIC_COLUMNS:  # the only columns that can hold NaN
         columns[col] = [_finite(v) for v in columns[col]]
-    return [dict(zip(SWEEP_RUNS_NAMES, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    return _rows(columns)
+
+
+def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    values = [columns[name] for name in SWEEP_RUNS_NAMES]
+    return [dict(zip(SWEEP_RUNS_NAMES, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def positions(values: list[Any]) -> dict[Any, list[int]]:
+    """Each distinct value with the positions where it occurs, in order."""
+    found: dict[Any, list[int]] = {}
+    for i, value in enumerate(values):
+        found.setdefault(value, []).append(i)
+    return found
 
 
 def records_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -247,10 +260,8 @@ class SweepRunsFiles:
         self.runs = _analysis_frame(columns, spelled)
         table = [(name, spelled if name == "param_value" else columns[name]) for name in SWEEP_RUNS_NAMES]
         self.header, *self.csv_lines = _csv_lines(table)
-        self.rows = [dict(zip(SWEEP_RUNS_NAMES, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-        self.by_fold: dict[Any, list[int]] = {}
-        for i, fold in enumerate(columns["fold"]):
-            self.by_fold.setdefault(fold, []).append(i)
+        self.rows = _rows(columns)  # orjson writes NaN and infinities as null, as `sweep_runs_rows` does
+        self.by_fold = positions(columns["fold"])
 
     def write(self, directory: Path) -> None:
         """The sweep's `sweep_runs.csv` and `sweep_runs.json`."""
@@ -329,15 +340,6 @@ IMPACT_SUMMARY_COLUMNS = (
     "avg_delta_test_rmse_vs_baseline",
     "std_delta_test_rmse_vs_baseline",
 )
-
-
-def sample_std(values: pd.Series) -> float:
-    """Sample standard deviation (ddof=1); 0 for exactly one value, NaN for none."""
-    if len(values) == 0:
-        return math.nan
-    if len(values) == 1:
-        return 0.0
-    return float(values.std(ddof=1))
 
 
 def _keys(per_fold: bool) -> list[str]:
@@ -439,9 +441,7 @@ class ImpactDetail:
         self.overall = overall.reset_index(drop=True)
         self.per_fold = by_fold.reset_index(drop=True)
         self._header, *self._lines = csv_lines(self.per_fold)
-        self._by_fold: dict[Any, list[int]] = {}
-        for i, fold in enumerate(self.per_fold["fold"].tolist()):
-            self._by_fold.setdefault(fold, []).append(i)
+        self._by_fold = positions(self.per_fold["fold"].tolist())
 
     def overall_csv(self) -> str:
         return "\n".join([self._header, *(self._lines[i] for i in self._overall_order)]) + "\n"

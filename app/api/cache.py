@@ -62,10 +62,6 @@ class BuildOnce:
         pending.set_result(value)
         return value
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
 
 def json_answer(request: Request, cache: BuildOnce, key: tuple[Any, ...], build: Callable[[], bytes]) -> Response:
     """The cached JSON body for `key` (built by `build` on a miss), with an ETag; 304 when
