@@ -83,8 +83,10 @@ class ServerProcess:
             if value:
                 return value
             time.sleep(0.25)
-        tail = self.log.read_text()[-3000:] if self.log.exists() else ""
-        raise AssertionError(f"timed out waiting for {what}\n--- server log ---\n{tail}")
+        # The worker's and reaper's lines, not the access log of the polling above.
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        tail = "\n".join([line for line in lines if '" 200 OK' not in line][-60:])
+        raise AssertionError(f"timed out waiting for {what}\n--- server log (no access lines) ---\n{tail}")
 
     def sweep(self, sweep_id: int) -> dict[str, Any]:
         return dict(self.client.get(f"/sweeps/{sweep_id}").json())
