@@ -378,13 +378,7 @@ def build_config_ranking(runs: pd.DataFrame, per_fold: bool = False) -> pd.DataF
     for col in ("std_val_rmse", "std_test_rmse"):  # the sample std of one value is 0, not undefined
         table.loc[table["n_runs"] == 1, col] = 0.0
     table["robust_score"] = table["mean_val_rmse"] + table["std_val_rmse"]
-    table["_order"] = range(len(table))
-    table = table.reset_index()
-    order = ["robust_score", "_order"]
-    if per_fold:
-        table["_fold"] = pd.factorize(table["fold"])[0]
-        order.insert(0, "_fold")
-    table = table.sort_values(order, na_position="last", kind="stable")
+    table = _sorted(table, "robust_score", per_fold)
     rank = table.groupby("fold", sort=False).cumcount() + 1 if per_fold else range(1, len(table) + 1)
     table.insert(0, "rank", rank)
     return table[[*keys[:-1], *RANKING_COLUMNS]].reset_index(drop=True)
@@ -477,14 +471,19 @@ def build_param_impact_summary(detail: pd.DataFrame, per_fold: bool = False) -> 
     )
     for col in ("std_delta_rmse_vs_baseline", "std_delta_test_rmse_vs_baseline"):
         table.loc[table["n_pairs"] == 1, col] = 0.0
-    table["_order"] = range(len(table))
-    table = table.reset_index()
-    order = ["avg_delta_rmse_vs_baseline", "_order"]
+    table = _sorted(table, "avg_delta_rmse_vs_baseline", per_fold)
+    return table[[*keys[:-1], *IMPACT_SUMMARY_COLUMNS]].reset_index(drop=True)
+
+
+def _sorted(table: pd.DataFrame, by: str, per_fold: bool) -> pd.DataFrame:
+    """A grouped table (index: the group keys, in plan order) sorted by `by`, missing values
+    last, ties in plan order; `per_fold` keeps each fold's rows together."""
+    table = table.assign(_order=range(len(table))).reset_index()
+    order = [by, "_order"]
     if per_fold:
         table["_fold"] = pd.factorize(table["fold"])[0]
         order.insert(0, "_fold")
-    table = table.sort_values(order, kind="stable")
-    return table[[*keys[:-1], *IMPACT_SUMMARY_COLUMNS]].reset_index(drop=True)
+    return table.sort_values(order, na_position="last", kind="stable")
 
 
 def split_by_fold(table: pd.DataFrame, folds: list[str]) -> dict[str, pd.DataFrame]:
