@@ -1,6 +1,6 @@
 """The API's side of the queue: a Celery client that sends tasks by name, never importing worker code.
 
-The broker is the embedded filesystem transport under the data root by default, Redis
+The broker is the embedded filesystem transport (`app.broker`) under the data root by default, Redis
 when `REDIS_URL` is set. Messages are hints; the database decides what runs.
 """
 
@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from celery import Celery
 
+from app import broker
 from app.settings import Settings
 
 TRAIN_RUN = "tftsweep.train_run"
@@ -45,14 +46,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         config["broker_transport_options"] = {"visibility_timeout": settings.redis_visibility_timeout}
     else:
         folder = settings.broker_dir
-        for sub in ("queue", "processed", "control"):
+        for sub in ("queue", "processed", "control", "bad"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        config["broker_url"] = "filesystem://localhost/"
+        config["broker_url"] = f"{broker.SCHEME}://localhost/"
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),
+            "bad_folder": str(folder / "bad"),
             "store_processed": False,
             "polling_interval": settings.broker_poll_seconds,
         }
