@@ -8,45 +8,23 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import engine
+from app.db.lifecycle import cancel_sweep, mark_enqueued, reap, retry_sweep, settle_sweep_status
 from app.db.models import Run, Study, StudyStatus, Sweep
 from app.db.session import session_scope
-from app.db.sweeps import (
-    SubmitResult,
-    cancel_sweep,
-    fail_sweep,
-    mark_enqueued,
-    reap,
-    retry_sweep,
-    settle_sweep_status,
-    submit_sweep,
-    sweep_is_done,
-    utcnow,
-)
+from app.db.sweeps import sweep_is_done, utcnow
 from app.queue import RunQueue
 from app.settings import Settings
 from core.config import SweepConfig
-from core.datasets import check_dataset_for_sweep, check_dataset_shapes
+from core.datasets import check_dataset_shapes
 from core.errors import SweepExists
 from core.hpo_config import HpoConfig, study_shapes
 
 log = logging.getLogger("tftsweep.server")
-
-
-@dataclass(frozen=True)
-class Submitted:
-    sweep_id: int
-    asset: str
-    output_subdir: str
-    status: str
-    new_runs: int
-    total_runs: int
-    merged: bool
-    new_run_ids: list[int]
 
 
 def submit(
@@ -59,33 +37,36 @@ def submit(
     merge: bool,
     continue_on_error: bool,
     send: bool = True,
-) -> Submitted:
-    """Validate against the dataset, record the sweep (or merge), commit, then enqueue the new runs.
+) -> engine.Submitted:
+    """Record the sweep (adopting its folder first if the database does not know it), commit,
+    then enqueue its new runs; a merge that added no run gets its reports rebuilt.
 
-    With `send=False` the caller enqueues (`send_runs`), e.g. after answering the request;
-    runs whose message is never sent are sent by the reaper.
+    With `send=False` the caller enqueues (`send_submitted`), e.g. after answering the
+    request; runs whose message is never sent are sent by the reaper.
 
     Raises:
-        DatasetError, InvalidSweepConfig, SweepExists, MergeRejected: nothing is written.
+        DatasetError, SweepFolderError, InvalidSweepConfig, SweepExists, MergeRejected:
+            nothing of the submission is written.
     """
-    check_dataset_for_sweep(settings.data_root, asset, config)
-    with session_scope(factory) as session:
-        result: SubmitResult = submit_sweep(
-            session, asset, config, merge=merge, continue_on_error=continue_on_error, max_runs=settings.max_runs
-        )
-        submitted = Submitted(
-            result.sweep.id,
-            asset,
-            config.output_subdir,
-            result.sweep.status,
-            len(result.new_run_ids),
-            result.total_runs,
-            result.merged,
-            result.new_run_ids,
-        )
+    submitted = engine.submit(
+        factory,
+        settings.data_root,
+        asset,
+        config,
+        merge=merge,
+        continue_on_error=continue_on_error,
+        max_runs=settings.max_runs,
+    )
     if send:
-        send_runs(factory, queue, result.new_run_ids)
+        send_submitted(factory, queue, submitted)
     return submitted
+
+
+def send_submitted(factory: sessionmaker[Session], queue: RunQueue, submitted: engine.Submitted) -> None:
+    """The messages a submission needs: its new (and adopted queued) runs, or its reports."""
+    send_runs(factory, queue, submitted.adopted_run_ids + submitted.new_run_ids)
+    if submitted.done:
+        _reports(queue, submitted.sweep_id)
 
 
 STUDY_CONTINUABLE = ("n_trials", "timeout_s")
@@ -181,18 +162,28 @@ def reap_once(factory: sessionmaker[Session], queue: RunQueue, settings: Setting
         for run_id in result.failed:
             run = session.get_one(Run, run_id)
             touched.add(run.sweep_id)
-            if not run.sweep.continue_on_error:
-                fail_sweep(session, run.sweep, f"cancelled: run {run_id} failed and continue_on_error is off")
+            engine.stop_after_failure(session, run.sweep, run)
         for sweep_id in sorted(touched):
             if sweep_is_done(session, sweep_id):
                 settle_sweep_status(session, session.get_one(Sweep, sweep_id))
                 finished.append(sweep_id)
     send_runs(factory, queue, result.requeued + result.resend)
-    for sweep_id in finished:
+    for sweep_id in sorted(set(finished) | set(result.unpublished)):
         _reports(queue, sweep_id)
-    if result.requeued or result.failed or result.resend:
-        log.warning("reaper: requeued %s, failed %s, re-sent %s", result.requeued, result.failed, result.resend)
-    return {"requeued": result.requeued, "failed": result.failed, "resent": result.resend}
+    if result.requeued or result.failed or result.resend or result.unpublished:
+        log.warning(
+            "reaper: requeued %s, failed %s, re-sent %s, reports rebuilt for sweeps %s",
+            result.requeued,
+            result.failed,
+            result.resend,
+            result.unpublished,
+        )
+    return {
+        "requeued": result.requeued,
+        "failed": result.failed,
+        "resent": result.resend,
+        "unpublished": result.unpublished,
+    }
 
 
 class Reaper(threading.Thread):

@@ -34,6 +34,28 @@ class Settings(BaseSettings):
     )
     max_runs: int = Field(10_000, ge=1, description="Largest plan a sweep may have.")
     worker_concurrency: int = Field(1, ge=1, description="Concurrent runs per worker process (runs per GPU).")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch threads per training process; default: the cores split evenly between them."
+    )
+    precision: str = Field(
+        "32-true", description='Lightning precision of training ("16-mixed" or "bf16-mixed" on GPUs).'
+    )
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often a worker writes its heartbeat; stale after two intervals."
+    )
+    worker_stale_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="`tftsweep serve` restarts its embedded worker after this long without a heartbeat "
+        "(generous: a busy database can delay a beat).",
+    )
+    worker_start_seconds: float = Field(
+        120.0, gt=0, description="How long a new embedded worker may take to send its first heartbeat."
+    )
+    worker_max_restarts: int = Field(
+        5, ge=1, description="`tftsweep serve` exits (code 1) when its worker needs more restarts than this..."
+    )
+    worker_restart_window_seconds: float = Field(300.0, gt=0, description="...within this many seconds.")
     api_keys: str | None = Field(
         None, description="read:KEY,write:KEY,... (TFTSWEEP_API_KEYS); none: loopback-only, no auth."
     )
@@ -63,6 +85,10 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.data_root / "broker"
+
+    def threads_per_process(self, processes: int) -> int:
+        """Torch threads for each of `processes` training side by side."""
+        return self.torch_threads or max(1, (os.cpu_count() or 1) // max(1, processes))
 
 
 @lru_cache

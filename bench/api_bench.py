@@ -29,9 +29,9 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from app.db.lifecycle import claim_run, finish_run
 from app.db.models import Run
 from app.db.session import make_engine, make_session_factory, session_scope
-from app.db.sweeps import claim_run, finish_run
 from bench.common import save
 from bench.http_load import Load, run_load
 from tests.utils.configs import fold

@@ -10,7 +10,6 @@ example config on synthetic data (torch threads 1 per process) and reports the w
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +20,6 @@ from bench.common import save
 
 def _train(args: tuple[int, str]) -> float:
     count, precision = args
-    os.environ["TFTSWEEP_PRECISION"] = precision
     from core.config import TrainingConfig
     from core.datasets import synthetic_dataset
     from core.training import build_fold_data, set_torch_threads, train_run
@@ -33,10 +31,10 @@ def _train(args: tuple[int, str]) -> float:
         max_encoder_length=30, hidden_size=16, batch_size=128, max_epochs=3, learning_rate=0.003, limit_train_batches=8
     )
     data = build_fold_data(frame, tiny_fold_model(), training, ["ret_5", "vol_10", "rsi_14", "day_of_week"])
-    train_run(data, training)  # warm-up: CUDA context and kernels
+    train_run(data, training, precision=precision)  # warm-up: CUDA context and kernels
     started = time.perf_counter()
     for seed in range(count):
-        train_run(data, TrainingConfig.model_validate({**training.model_dump(), "seed": seed}))
+        train_run(data, TrainingConfig.model_validate({**training.model_dump(), "seed": seed}), precision=precision)
     return time.perf_counter() - started
 
 

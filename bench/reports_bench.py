@@ -13,8 +13,11 @@ import numpy as np
 
 from bench.common import median, save, timed
 from core.config import validate_sweep_config
+from core.sweep_folder import SweepFolderConfig
 from core.sweep_report import write_sweep_reports
 from tests.utils.configs import fold, sweep_dict
+
+ASSET = "SYN"
 
 
 def synthetic_records(n_configs: int, n_folds: int, n_seeds: int, seed: int = 0) -> tuple[Any, list[dict[str, Any]]]:
@@ -71,19 +74,21 @@ def main() -> None:
     assert len(records) == 100_000
     with tempfile.TemporaryDirectory() as tmp:
         sweep = Path(tmp) / "models/SYN/sweeps/unit_sweep"
-        big, _ = timed(lambda: write_sweep_reports(sweep, records, config, plots=False), repeat=3)
+        folder = SweepFolderConfig(ASSET, None, config)
+        big, _ = timed(lambda: write_sweep_reports(sweep, records, folder, None, plots=False), repeat=3)
     config_p, records_p = synthetic_records(n_configs=25, n_folds=4, n_seeds=10)  # 1,000 runs
     assert len(records_p) == 1_000
     with tempfile.TemporaryDirectory() as tmp:
         sweep = Path(tmp) / "models/SYN/sweeps/unit_sweep"
-        plots, _ = timed(lambda: write_sweep_reports(sweep, records_p, config_p, plots=True), repeat=3)
+        folder_p = SweepFolderConfig(ASSET, None, config_p)
+        plots, _ = timed(lambda: write_sweep_reports(sweep, records_p, folder_p, None, plots=True), repeat=3)
     save(
         "reports",
         "python -m bench.reports_bench",
         {
             "reports_100k_runs_s": {"median": median(big), "all": big, "target": 3.0},
             "reports_and_plots_1k_runs_s": {"median": median(plots), "all": plots, "target": 15.0},
-            "note": "drift is skipped (no dataset for the synthetic sweep); plots include 5 fold folders",
+            "note": "no drift (no dataset for the synthetic sweep); plots include 5 fold folders",
         },
     )
 

@@ -7,15 +7,15 @@ exactly those (fold, seed) pairs, and everything left out is listed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from core.config import validate_sweep_config
+from core.config import SweepConfig
 from core.files import write_json_atomic
-from core.reports import build_config_ranking, records_from_rows, runs_table, write_csv
+from core.reports import build_config_ranking, runs_table, write_csv
+from core.sweep_folder import read_analysis_config, read_run_records
 
 COMPARE_COLUMNS = (
     "rank",
@@ -31,15 +31,10 @@ COMPARE_COLUMNS = (
 )
 
 
-def _load(sweep: Path) -> tuple[Any, pd.DataFrame]:
-    config = validate_sweep_config(json.loads((sweep / "analysis_config.json").read_text()))
-    runs = runs_table(records_from_rows(json.loads((sweep / "sweep_runs.json").read_text())))
-    return config, runs
-
-
-def sweep_label(sweep: Path) -> str:
-    """`ASSET/output_subdir` for a sweep folder under the standard layout."""
-    return f"{sweep.parents[1].name}/{sweep.name}"
+def _load(sweep: Path) -> tuple[str, SweepConfig, pd.DataFrame]:
+    analysis = read_analysis_config(sweep)
+    label = f"{analysis.asset}/{analysis.config.output_subdir}"
+    return label, analysis.config, runs_table(read_run_records(sweep))
 
 
 def compare_sweeps(sweeps: list[Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -47,7 +42,12 @@ def compare_sweeps(sweeps: list[Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
 
     Returns the `compare.csv` table and a report of what was compared and left out.
     """
-    loaded = {sweep_label(s): _load(s) for s in sweeps}
+    loaded: dict[str, tuple[SweepConfig, pd.DataFrame]] = {}
+    for sweep in sweeps:
+        label, config, runs = _load(sweep)
+        if label in loaded:
+            label = f"{label} ({sweep})"
+        loaded[label] = (config, runs)
     fold_defs = [{f.name: f.window_dict() for f in cfg.folds} for cfg, _ in loaded.values()]
     common_folds = [name for name, window in fold_defs[0].items() if all(d.get(name) == window for d in fold_defs[1:])]
     seed_sets = [cfg.seeds for cfg, _ in loaded.values()]

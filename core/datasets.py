@@ -6,6 +6,7 @@ with a JSON sidecar `dataset_tft_{ASSET}.json` (target definition, feature sets,
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -291,6 +292,49 @@ def load_dataset(root: Path, asset: str, features: str | list[str] | None = None
     frame["date"] = pd.to_datetime(frame["date"])
     validate_dataset(frame, resolve_features(features) if features is not None else [])
     return frame
+
+
+def dataset_fingerprint(root: Path, asset: str) -> dict[str, Any]:
+    """What identifies the dataset a sweep trains on: its file (relative to the data root),
+    the sha256 of its bytes, its rows and first and last dates.
+
+    Raises:
+        DatasetError: there is no dataset for the asset.
+    """
+    path = dataset_path(root, asset)
+    if not path.is_file():
+        raise DatasetError(f"no dataset for asset {asset!r} at {path.relative_to(root)}")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    info = describe(asset, path, pd.read_parquet(path, columns=["date"]))
+    return {
+        "file": str(path.relative_to(root)),
+        "sha256": digest.hexdigest(),
+        "rows": info.rows,
+        "first_date": info.first_date,
+        "last_date": info.last_date,
+    }
+
+
+def check_fingerprint(root: Path, asset: str, recorded: dict[str, Any]) -> None:
+    """The asset's dataset under `root` is the one `recorded` (by `dataset_fingerprint`) describes.
+
+    Raises:
+        DatasetError: it is missing or differs; the message names the file.
+    """
+    path = dataset_path(root, asset)
+    where = recorded.get("file") or str(path.relative_to(root))
+    if not path.is_file():
+        raise DatasetError(f"dataset {where} is missing")
+    found = dataset_fingerprint(root, asset)
+    if found["sha256"] != recorded.get("sha256"):
+        raise DatasetError(
+            f"dataset {where} is not the one the sweep was trained on: sha256 {str(recorded.get('sha256'))[:12]}... "
+            f"({recorded.get('rows')} rows, {recorded.get('first_date')}..{recorded.get('last_date')}) recorded, "
+            f"{found['sha256'][:12]}... ({found['rows']} rows, {found['first_date']}..{found['last_date']}) found"
+        )
 
 
 def validate_dataset(frame: pd.DataFrame, features: list[str]) -> None:

@@ -60,6 +60,11 @@ class SweepExists(TftsweepError):
     """A sweep for this (asset, output_subdir) exists and no merge was asked for."""
 
 
+class SweepFolderError(TftsweepError):
+    """A sweep folder that cannot be read back (missing or invalid `analysis_config.json` or
+    `sweep_runs.json`), or whose runs do not belong to its config."""
+
+
 class DatasetError(TftsweepError):
     """A dataset that is missing or unusable; the message names the column or window."""
 

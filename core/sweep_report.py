@@ -1,8 +1,9 @@
 """Write every report, drift file and plot of a sweep (SPEC section 3), or rebuild them from disk.
 
-`write_sweep_reports` is called at the end of a sweep; `regenerate_sweep` reads only what
-the sweep stored (`analysis_config.json`, `sweep_runs.json`, `models/`, the dataset) and
-writes byte-identical CSV/JSON (`generated_at` aside).
+`write_sweep_reports` is called when a sweep's runs are done (by the run engine);
+`regenerate_sweep` reads only what the folder stores (`analysis_config.json`,
+`sweep_runs.json`, `models/`) and the dataset it names, and writes byte-identical CSV/JSON
+(`generated_at` aside).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from core.config import SweepConfig, validate_sweep_config
-from core.datasets import load_dataset
+from core.config import SweepConfig
+from core.datasets import check_fingerprint, load_dataset
 from core.drift import drift_by_fold, drift_overall_summary
 from core.errors import DatasetError
 from core.feature_sets import resolve_features
@@ -28,10 +29,10 @@ from core.reports import (
     build_param_impact_summary,
     json_safe,
     plain_value,
-    records_from_rows,
     split_by_fold,
     write_csv,
 )
+from core.sweep_folder import SweepFolderConfig, read_analysis_config, read_run_records, write_analysis_config
 
 PLOT_CONFIG_RANKING = "config_ranking.png"
 PLOT_PARAM_IMPACT = "param_impact.png"
@@ -45,32 +46,61 @@ def response_plot_name(param: str) -> str:
     return f"response_{param}.png"
 
 
-def sweep_location(sweep: Path) -> tuple[Path, str]:
-    """(data root, asset) of a sweep folder laid out as `{root}/models/{asset}/sweeps/{name}`."""
-    return sweep.parents[3], sweep.parents[1].name
+def regenerate_sweep(
+    sweep: Path, root: Path, *, drift: bool = True, plots: bool = True, generated_at: str | None = None
+) -> dict[str, Any]:
+    """Rebuild every report and plot of the folder `sweep`, wherever it lies, from what it
+    stores: the asset, config and dataset fingerprint of `analysis_config.json`, the runs of
+    `sweep_runs.json`, `models/`, and the dataset found under the data root `root`.
 
-
-def regenerate_sweep(sweep: Path, *, plots: bool = True, generated_at: str | None = None) -> dict[str, Any]:
-    """Rebuild every report and plot of `sweep` from what is stored, without training.
+    With `drift=False` a missing or different dataset is no error: the drift files are
+    removed and the summary says why.
 
     Raises:
-        FileNotFoundError: `sweep` lacks `analysis_config.json` or `sweep_runs.json`.
+        SweepFolderError: the folder lacks or cannot read its files.
+        DatasetError: (with `drift`) the dataset is missing or is not the one the sweep recorded.
     """
-    config = validate_sweep_config(json.loads((sweep / "analysis_config.json").read_text()))
-    records = records_from_rows(json.loads((sweep / "sweep_runs.json").read_text()))
-    return write_sweep_reports(sweep, records, config, plots=plots, generated_at=generated_at)
+    analysis = read_analysis_config(sweep)
+    records = read_run_records(sweep)
+    frame, reason = None, "skipped (--no-drift)"
+    if drift:
+        frame = load_drift_dataset(root, analysis)
+    else:
+        try:
+            load_drift_dataset(root, analysis)
+        except DatasetError as exc:
+            reason = f"skipped (--no-drift): {exc}"
+    return write_sweep_reports(
+        sweep, records, analysis, frame, drift_reason=reason, plots=plots, generated_at=generated_at
+    )
+
+
+def load_drift_dataset(root: Path, analysis: SweepFolderConfig) -> pd.DataFrame:
+    """The sweep's dataset for drift, checked against the fingerprint the sweep recorded.
+
+    Raises:
+        DatasetError: missing, unreadable, or not the recorded one.
+    """
+    if analysis.dataset is not None:
+        check_fingerprint(root, analysis.asset, analysis.dataset)
+    return load_dataset(root, analysis.asset, analysis.config.features)
 
 
 def write_sweep_reports(
     sweep: Path,
     records: list[dict[str, Any]],
-    config: SweepConfig,
+    analysis: SweepFolderConfig,
+    dataset: pd.DataFrame | None,
     *,
+    drift_reason: str | None = None,
     plots: bool = True,
     generated_at: str | None = None,
 ) -> dict[str, Any]:
-    """Write the sweep's reports, per-fold reports, drift files and plots; return the summary."""
-    root, asset = sweep_location(sweep)
+    """Write the sweep's files: `analysis_config.json`, `sweep_runs`, reports, per-fold reports,
+    drift (from `dataset`; without it the drift files are removed and the summary gives
+    `drift_reason`) and plots. Returns the summary."""
+    config = analysis.config
+    write_analysis_config(sweep, analysis)
     sweep_runs = SweepRunsFiles(records)
     runs = sweep_runs.runs
     sweep_runs.write(sweep)
@@ -92,7 +122,7 @@ def write_sweep_reports(
         write_text_atomic(directory / "param_impact_detail.csv", detail.fold_csv(name), durable=False)
         write_csv(directory / "param_impact_summary.csv", fold_impacts[name])
 
-    drift, drift_summary = _write_drift(sweep, root, asset, config)
+    drift, drift_summary = _write_drift(sweep, dataset, config, drift_reason)
     models = build_all_models_ranked(sweep)
     write_csv(sweep / "all_models_ranked.csv", models)
 
@@ -110,19 +140,27 @@ def write_sweep_reports(
                 drift[drift["fold"] == name] if drift is not None else None,
                 config,
             )
-    summary = build_summary(asset, config, runs, ranking, impact, drift_summary, plot_files, generated_at)
+    summary = build_summary(
+        analysis.asset, config, runs, ranking, impact, drift_summary, plot_files, generated_at, analysis.dataset
+    )
     write_json_atomic(sweep / "summary.json", summary)
     return summary
 
 
+DRIFT_FILES = ("drift_ks_psi_by_fold.csv", "drift_ks_psi_overall_summary.json")
+
+
 def _write_drift(
-    sweep: Path, root: Path, asset: str, config: SweepConfig
+    sweep: Path, dataset: pd.DataFrame | None, config: SweepConfig, reason: str | None
 ) -> tuple[pd.DataFrame | None, dict[str, Any]]:
-    try:
-        frame = load_dataset(root, asset, config.features)
-    except DatasetError as exc:
-        return None, {"available": False, "reason": str(exc)}
-    by_fold = drift_by_fold(frame, config.folds, resolve_features(config.features))
+    if dataset is None:
+        for name in DRIFT_FILES:  # stale drift never stays beside fresh reports
+            (sweep / name).unlink(missing_ok=True)
+        (sweep / "plots" / PLOT_DRIFT).unlink(missing_ok=True)
+        for fold in config.folds:
+            (sweep / "folds" / fold.name / "plots" / PLOT_DRIFT).unlink(missing_ok=True)
+        return None, {"available": False, "reason": reason or "the dataset is not available"}
+    by_fold = drift_by_fold(dataset, config.folds, resolve_features(config.features))
     write_csv(sweep / "drift_ks_psi_by_fold.csv", by_fold)
     overall = drift_overall_summary(by_fold)
     write_json_atomic(sweep / "drift_ks_psi_overall_summary.json", json_safe(overall))
@@ -276,8 +314,10 @@ def build_summary(
     drift: dict[str, Any],
     plot_files: list[str],
     generated_at: str | None = None,
+    dataset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The executive summary (SPEC section 3): counts, baseline, best config, per-param best, top 5."""
+    """The executive summary (SPEC section 3): counts, baseline, best config, per-param best, top 5,
+    and the dataset the runs trained on (its fingerprint)."""
     status_counts = runs["status"].value_counts()
     base_rows = ranking[ranking["config_id"] == BASELINE_ID]
     baseline = _stats(base_rows.iloc[0]) if len(base_rows) and base_rows.iloc[0]["n_runs"] > 0 else None
@@ -311,6 +351,7 @@ def build_summary(
         {
             "asset": asset,
             "output_subdir": config.output_subdir,
+            "dataset": dataset,
             "counts": {
                 "configs": int(runs["config_id"].nunique()),
                 "folds": len(config.folds),

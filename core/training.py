@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import pickle
 import tempfile
 import time
@@ -127,11 +126,9 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def set_torch_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads: `threads`, else `TFTSWEEP_TORCH_THREADS`, else all cores."""
-    wanted = threads or int(os.environ.get("TFTSWEEP_TORCH_THREADS", "0") or 0) or (os.cpu_count() or 1)
-    torch.set_num_threads(wanted)
-    return wanted
+def set_torch_threads(threads: int) -> None:
+    """Set torch's intra-op threads for this process."""
+    torch.set_num_threads(threads)
 
 
 def build_fold_data(frame: pd.DataFrame, fold: Fold, training: TrainingConfig, features: list[str]) -> FoldData:
@@ -307,8 +304,8 @@ def train_run(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=str(out_dir.parent if out_dir is not None else tempfile.gettempdir()),
-        # "16-mixed"/"bf16-mixed" on GPUs; TFTSWEEP_PRECISION sets it for a whole worker.
-        precision=precision or os.environ.get("TFTSWEEP_PRECISION") or "32-true",  # type: ignore[arg-type]
+        # "16-mixed"/"bf16-mixed" on GPUs (a worker's TFTSWEEP_PRECISION).
+        precision=precision or "32-true",  # type: ignore[arg-type]
         deterministic=False,
     )
     train_loader = fold_data.training.to_dataloader(train=True, batch_size=training.batch_size, num_workers=0)

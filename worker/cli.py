@@ -12,10 +12,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.config import SweepConfig, load_sweep_config
-from core.errors import DatasetError, InvalidSweepConfig, MergeRejected, SweepExists, TftsweepError
+from core.errors import DatasetError, InvalidSweepConfig, MergeRejected, SweepExists, SweepFolderError, TftsweepError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -116,8 +119,14 @@ def _print_dataset(info: dict[str, object]) -> None:
     print(f"  {info['path']}")
 
 
+def settings() -> Settings:
+    """The settings of this command, read from the environment now (tests run several commands in one process)."""
+    from app.settings import Settings
+
+    return Settings()
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from core.paths import data_root
     from worker.local_sweep import run_local_sweep
 
     config = read_config_file(args.config_json)
@@ -130,13 +139,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         config = load_sweep_config(json.dumps({**config.to_json_dict(), **overrides}))
     if args.workers < 1:
         raise UsageError("--workers: must be at least 1")
+    current = settings()
     outcome = run_local_sweep(
-        data_root(),
+        current.data_root,
         args.asset,
         config,
         merge=args.merge_tests,
         continue_on_error=args.continue_on_error,
         workers=args.workers,
+        database_url=current.db_url,
+        threads=current.threads_per_process(args.workers),
+        precision=current.precision,
+        lease_seconds=current.lease_seconds,
     )
     counts = ", ".join(f"{k} {v}" for k, v in outcome.counts.items() if v)
     print(f"sweep {args.asset}/{config.output_subdir} (id {outcome.sweep_id}): {outcome.status}; runs: {counts}")
@@ -152,15 +166,61 @@ def _sweep_dir_arg(value: str, flag: str = "--sweep-dir") -> Path:
     return path.resolve()
 
 
+def _data_root(args: argparse.Namespace) -> Path:
+    """`--data-dir` when given, else the settings' data root (`TFTSWEEP_DATA_DIR`)."""
+    return Path(args.data_dir).resolve() if getattr(args, "data_dir", None) else settings().data_root
+
+
 def cmd_regenerate(args: argparse.Namespace) -> int:
     from core.sweep_report import regenerate_sweep
 
     sweep = _sweep_dir_arg(args.sweep_dir)
-    summary = regenerate_sweep(sweep, plots=not args.no_plots)
+    root = _data_root(args)
+    try:
+        summary = regenerate_sweep(sweep, root, drift=not args.no_drift, plots=not args.no_plots)
+    except DatasetError as exc:
+        raise UsageError(
+            f"{exc} (data root {root}); give the data root that holds it with --data-dir, "
+            "or rebuild without drift with --no-drift"
+        ) from None
     best = summary["best_config"]
     print(f"reports rebuilt in {sweep} ({len(summary['plots'])} plots)")
+    if not summary["drift"]["available"]:
+        print(f"  drift: {summary['drift']['reason']}")
     if best:
         print(f"  best config: {best['config_id']}  robust_score={best['robust_score']:.6g}")
+    return EXIT_OK
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    """Record a sweep folder the database does not know; a folder outside the data root is
+    copied to its place there first."""
+    import shutil
+    import tempfile
+
+    from app.engine import adopt_folder
+    from core.paths import sweep_dir
+    from core.sweep_folder import read_analysis_config
+    from worker.local_sweep import open_database
+
+    source = _sweep_dir_arg(args.sweep_dir)
+    current = settings()
+    analysis = read_analysis_config(source, args.asset)
+    target = sweep_dir(current.data_root, analysis.asset, analysis.config.output_subdir)
+    if target.resolve() != source:
+        if target.exists():
+            raise UsageError(f"--sweep-dir: {target} already holds a sweep folder; adopt that one or remove it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        staging.rename(target)
+        print(f"copied {source} to {target}")
+    adopted = adopt_folder(open_database(current.data_root, current.db_url), target, analysis.asset)
+    if adopted is None:
+        print(f"sweep {analysis.asset}/{analysis.config.output_subdir} is already in the database")
+        return EXIT_OK
+    counts = ", ".join(f"{k} {v}" for k, v in adopted.counts.items() if v)
+    print(f"adopted sweep {analysis.asset}/{analysis.config.output_subdir} (id {adopted.sweep_id}); runs: {counts}")
     return EXIT_OK
 
 
@@ -242,7 +302,7 @@ class TrialProgress:
 def cmd_serve(args: argparse.Namespace) -> int:
     from worker.serve import serve
 
-    return serve(args.host, args.port, args.concurrency, args.log_level)
+    return serve(args.host, args.port, args.concurrency, args.log_level, worker=not args.no_worker)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -295,10 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-subdir", help="override the config's output_subdir")
     p.set_defaults(handler=cmd_hpo)
 
-    p = sub.add_parser("regenerate", help="rebuild a sweep's reports and plots from what is stored")
-    p.add_argument("--sweep-dir", required=True, help="e.g. data/models/AAPL/sweeps/X")
+    p = sub.add_parser("regenerate", help="rebuild a sweep's reports and plots from what its folder stores")
+    p.add_argument("--sweep-dir", required=True, help="a sweep folder, anywhere, e.g. data/models/AAPL/sweeps/X")
+    p.add_argument("--data-dir", help="the data root holding the sweep's dataset (default TFTSWEEP_DATA_DIR)")
     p.add_argument("--no-plots", action="store_true", help="CSV/JSON reports only")
+    p.add_argument(
+        "--no-drift", action="store_true", help="without the dataset: drop the drift files (summary.json says why)"
+    )
     p.set_defaults(handler=cmd_regenerate)
+
+    p = sub.add_parser("adopt", help="record a sweep folder the database does not know (its runs are kept)")
+    p.add_argument("--sweep-dir", required=True, help="a sweep folder; copied under the data root if it lies elsewhere")
+    p.add_argument("--asset", help="the asset, for folders written before analysis_config.json recorded it")
+    p.set_defaults(handler=cmd_adopt)
 
     p = sub.add_parser("compare", help="rank configs of several sweeps on their common folds, seeds and configs")
     p.add_argument("--sweep-dir", action="append", default=[], required=True, help="a sweep folder (repeat)")
@@ -309,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--concurrency", type=int, default=1, help="concurrent runs in the embedded worker")
+    p.add_argument("--no-worker", action="store_true", help="the API alone; workers run elsewhere (tftsweep worker)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(handler=cmd_serve)
 
@@ -353,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MergeRejected as exc:
         _print_violations(exc)
         return EXIT_USAGE
-    except (UsageError, DatasetError, SweepExists) as exc:
+    except (UsageError, DatasetError, SweepExists, SweepFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -1,18 +1,16 @@
-"""`tftsweep sweep`: a whole sweep in-process (no server), recorded in the server's database.
+"""`tftsweep sweep`: a whole sweep in this process (no server), recorded in the server's database.
 
-Runs train in this process (`--workers 1`) or in N spawned worker processes. The
-database holds every run's state, so running the same command again resumes: succeeded
-runs are skipped, the rest are trained.
+Runs train here (`--workers 1`) or in N spawned worker processes, through the same run
+engine as the server's workers (`app.engine`): same submission and adoption, same claims
+and leases, same failure rule, same published files. The database holds every run's state,
+so running the same command again resumes: succeeded runs are skipped, the rest trained.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -20,35 +18,21 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TextIO
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import engine
+from app.db.lifecycle import release_run, requeue_unfinished, settle_sweep_status
 from app.db.migrate import upgrade_database
 from app.db.models import Run, Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
-from app.db.sweeps import (
-    claim_run,
-    fail_sweep,
-    finish_run,
-    queued_run_ids,
-    release_run,
-    requeue_unfinished,
-    run_counts,
-    run_records,
-    settle_sweep_status,
-    submit_sweep,
-)
-from core.config import Fold, SweepConfig
-from core.datasets import check_dataset_for_sweep
-from core.feature_sets import resolve_features
-from core.files import write_json_atomic
-from core.paths import database_url, sweep_dir
-from core.reports import write_sweep_runs
-from core.sweep_report import write_sweep_reports
-from worker.run_executor import RunOutcome, RunSpec, execute_run, init_worker_process
+from app.db.sweeps import is_stopped, queued_run_ids, run_counts
+from core.config import SweepConfig
+from core.paths import sweep_dir
+from core.runs import RunOutcome, RunSpec, Trainer
+from worker.run_executor import execute_run, init_worker_process
 
-# A local run holds its lease for a day: nothing else competes for it while this
-# process lives, and a later `tftsweep sweep` re-queues whatever it left running.
-LOCAL_LEASE_SECONDS = 24 * 3600
+LEASE_SECONDS = 60.0
 
 
 @dataclass
@@ -59,10 +43,12 @@ class SweepOutcome:
     new_runs: int
     trained: int
     status: str
+    summary: dict[str, object] | None
 
 
-def open_database(root: Path) -> sessionmaker[Session]:
-    url = database_url(root)
+def open_database(root: Path, url: str | None = None) -> sessionmaker[Session]:
+    """The server's database (`url`, default SQLite under `root`), migrated to the newest schema."""
+    url = url or f"sqlite:///{root / 'tftsweep.db'}"
     upgrade_database(url)
     return make_session_factory(make_engine(url))
 
@@ -75,165 +61,143 @@ def run_local_sweep(
     merge: bool = False,
     continue_on_error: bool = False,
     workers: int = 1,
+    trainer: Trainer = execute_run,
+    database_url: str | None = None,
+    threads: int | None = None,
+    precision: str | None = None,
+    lease_seconds: float = LEASE_SECONDS,
     progress: Progress | None = None,
     on_run_finished: Callable[[RunOutcome], None] | None = None,
 ) -> SweepOutcome:
-    """Record (or merge, or resume) the sweep, then train every run that has not succeeded."""
-    check_dataset_for_sweep(root, asset, config)
-    factory = open_database(root)
+    """Record (or merge, adopt, resume) the sweep, train every run that has not succeeded, and
+    publish its files. `threads`/`precision` set up the processes that train (inline: this one)."""
+    factory = open_database(root, database_url)
+    submitted = engine.submit(
+        factory, root, asset, config, merge=merge, continue_on_error=continue_on_error, resume_identical=True
+    )
+    sweep_id = submitted.sweep_id
     with session_scope(factory) as session:
-        submitted = submit_sweep(
-            session, asset, config, merge=merge, continue_on_error=continue_on_error, resume_identical=True
-        )
-        sweep_id = submitted.sweep.id
         requeue_unfinished(session, sweep_id)
-        effective = json.loads(submitted.sweep.config_json)
-        settle_sweep_status(session, submitted.sweep)
-    out = sweep_dir(root, asset, config.output_subdir)
-    write_json_atomic(out / "analysis_config.json", effective)
-    features = resolve_features(config.features)
-    owner = f"local:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    with session_scope(factory) as session:
+        settle_sweep_status(session, session.get_one(Sweep, sweep_id))
         pending = queued_run_ids(session, sweep_id)
-        folds = {f.name: f for f in SweepConfig.model_validate(effective).folds}
-        specs = [_spec(session.get_one(Run, rid), folds, asset, features, root, out) for rid in pending]
         total = sum(run_counts(session, sweep_id).values())
-        done_before = total - len(pending)
+    owner = engine.local_owner()
     progress = progress or Progress(total)
-    progress.start(done_before)
-    runner = _Runner(factory, sweep_id, owner, out, continue_on_error, progress, on_run_finished)
+    progress.start(total - len(pending))
+    runner = _Runner(factory, root, owner, trainer, lease_seconds, progress, on_run_finished)
     try:
         if workers <= 1:
-            runner.run_inline(specs)
+            if threads is not None or precision is not None:
+                init_worker_process(threads or (os.cpu_count() or 1), precision)
+            runner.run_inline(pending)
         else:
-            runner.run_pool(specs, workers)
+            runner.run_pool(pending, workers, threads or max(1, (os.cpu_count() or 1) // workers), precision)
     finally:
         with session_scope(factory) as session:
             for run_id in runner.in_flight:
                 release_run(session, run_id, owner)
-            sweep = session.get_one(Sweep, sweep_id)
-            if runner.stopped_on_failure:
-                fail_sweep(session, sweep, "cancelled: an earlier run failed and continue_on_error is off")
-            status = settle_sweep_status(session, sweep)
-            counts = run_counts(session, sweep_id)
-        runner.export()
+            settle_sweep_status(session, session.get_one(Sweep, sweep_id))
         progress.finish()
+    summary = engine.publish_sweep(factory, root, sweep_id, publisher=owner)
     with session_scope(factory) as session:
-        records = run_records(session, sweep_id)
-    write_sweep_reports(out, records, SweepConfig.model_validate(effective))
-    return SweepOutcome(sweep_id, out, counts, len(submitted.new_run_ids), runner.trained, status)
-
-
-def _spec(run: Run, folds: dict[str, Fold], asset: str, features: list[str], root: Path, out: Path) -> RunSpec:
-    fold = folds[run.fold]
-    return RunSpec(
-        run_id=run.id,
-        run_key=run.run_key,
-        asset=asset,
-        config_id=run.config_id,
-        fold={"name": fold.name, **fold.window_dict()},
-        seed=run.seed,
-        params=json.loads(run.params_json),
-        features=features,
-        data_root=str(root),
-        sweep_dir=str(out),
-    )
+        status = session.get_one(Sweep, sweep_id).status
+        counts = run_counts(session, sweep_id)
+    out = sweep_dir(root, asset, config.output_subdir)
+    return SweepOutcome(sweep_id, out, counts, len(submitted.new_run_ids), runner.trained, status, summary)
 
 
 class _Runner:
-    """Claims, dispatches and records runs; stops after the first failure unless told not to."""
+    """Trains the pending runs through the engine; stops starting runs once the sweep stops
+    (the failure rule, or a cancel from the API)."""
 
     def __init__(
         self,
         factory: sessionmaker[Session],
-        sweep_id: int,
+        root: Path,
         owner: str,
-        out: Path,
-        continue_on_error: bool,
+        trainer: Trainer,
+        lease_seconds: float,
         progress: Progress,
         on_run_finished: Callable[[RunOutcome], None] | None,
     ) -> None:
         self.factory = factory
-        self.sweep_id = sweep_id
+        self.root = root
         self.owner = owner
-        self.out = out
-        self.continue_on_error = continue_on_error
+        self.trainer = trainer
+        self.lease_seconds = lease_seconds
         self.progress = progress
         self.on_run_finished = on_run_finished
         self.in_flight: set[int] = set()
         self.trained = 0
-        self.stopped_on_failure = False
+        self.stopped = False
 
-    def _claim(self, spec: RunSpec) -> bool:
-        with session_scope(self.factory) as session:
-            ok = claim_run(session, spec.run_id, self.owner, LOCAL_LEASE_SECONDS)
-        if ok:
-            self.in_flight.add(spec.run_id)
-        return ok
-
-    def _record(self, outcome: RunOutcome) -> None:
-        with session_scope(self.factory) as session:
-            finish_run(
-                session,
-                outcome.run_id,
-                self.owner,
-                metrics=outcome.metrics,
-                model_version=outcome.model_version,
-                error=outcome.error,
-            )
-        self.in_flight.discard(outcome.run_id)
+    def _finished(self, spec: RunSpec, outcome: RunOutcome, recorded: engine.Recorded) -> None:
         self.trained += 1
-        self.export()
-        self.progress.advance(outcome)
+        self.progress.advance(spec, outcome, recorded.state)
         if self.on_run_finished is not None:
             self.on_run_finished(outcome)
-        if outcome.error is not None and not self.continue_on_error:
-            self.stopped_on_failure = True
+        self.stopped = recorded.sweep_stopped
 
-    def export(self) -> None:
+    def _sweep_stopped(self, run_id: int) -> bool:
         with session_scope(self.factory) as session:
-            records = run_records(session, self.sweep_id)
-        write_sweep_runs(self.out, records)
+            sweep_id = session.scalar(select(Run.sweep_id).where(Run.id == run_id))
+            return is_stopped(session.get_one(Sweep, sweep_id))
 
-    def run_inline(self, specs: list[RunSpec]) -> None:
-        for spec in specs:
-            if self.stopped_on_failure:
+    def run_inline(self, pending: list[int]) -> None:
+        for run_id in pending:
+            if self.stopped or self._sweep_stopped(run_id):
                 return
-            if self._claim(spec):
-                self._record(execute_run(spec))
+            self.in_flight.add(run_id)
+            done = engine.process_run(
+                self.factory, self.root, run_id, self.owner, self.trainer, lease_seconds=self.lease_seconds
+            )
+            self.in_flight.discard(run_id)
+            if done.spec is not None and done.outcome is not None and done.recorded is not None:
+                self._finished(done.spec, done.outcome, done.recorded)
 
-    def run_pool(self, specs: list[RunSpec], workers: int) -> None:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        todo = list(specs)
+    def run_pool(self, pending: list[int], workers: int, threads: int, precision: str | None) -> None:
+        todo = list(pending)
         with ProcessPoolExecutor(
-            max_workers=workers, mp_context=get_context("spawn"), initializer=init_worker_process, initargs=(threads,)
+            max_workers=workers,
+            mp_context=get_context("spawn"),
+            initializer=init_worker_process,
+            initargs=(threads, precision),
         ) as pool:
-            running: dict[Future[RunOutcome], RunSpec] = {}
+            running: dict[Future[RunOutcome], tuple[RunSpec, engine.LeaseKeeper]] = {}
             try:
                 while todo or running:
-                    while todo and len(running) < workers and not self.stopped_on_failure:
-                        spec = todo.pop(0)
-                        if self._claim(spec):
-                            running[pool.submit(execute_run, spec)] = spec
+                    while todo and len(running) < workers and not self.stopped:
+                        run_id = todo.pop(0)
+                        spec = engine.claim(self.factory, run_id, self.owner, self.lease_seconds, self.root)
+                        if isinstance(spec, str):
+                            continue
+                        self.in_flight.add(run_id)
+                        keeper = engine.LeaseKeeper(self.factory, run_id, self.owner, self.lease_seconds)
+                        keeper.start()
+                        running[pool.submit(self.trainer, spec)] = (spec, keeper)
                     if not running:
                         break
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        spec = running.pop(future)
+                        spec, keeper = running.pop(future)
+                        keeper.stop()
                         try:
                             outcome = future.result()
                         except Exception as exc:  # the worker process died
                             outcome = RunOutcome(spec.run_id, error=f"worker process failed: {exc!r}")
-                        self._record(outcome)
-                    if self.stopped_on_failure:
-                        todo.clear()
+                        recorded = engine.record(self.factory, outcome, self.owner)
+                        self.in_flight.discard(spec.run_id)
+                        self._finished(spec, outcome, recorded)
             except BaseException:
+                for _spec, keeper in running.values():
+                    keeper.stop()
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
 
 
 class Progress:
-    """Runs done/total, elapsed, ETA and the best val RMSE so far: a bar on a terminal, log lines otherwise."""
+    """Runs done/total, elapsed, ETA and the best val RMSE so far: a bar on a terminal, a line
+    per run otherwise, each naming the run (config, fold, seed) and its result."""
 
     def __init__(self, total: int, stream: TextIO | None = None) -> None:
         self.total = total
@@ -253,19 +217,21 @@ class Progress:
             self._line(f"resuming: {done_before}/{self.total} runs already finished")
         self._draw()
 
-    def advance(self, outcome: RunOutcome) -> None:
+    def advance(self, spec: RunSpec, outcome: RunOutcome, state: str) -> None:
         self.done += 1
         self._fresh += 1
         if outcome.error is not None:
             self.failed += 1
-            self._line(f"run {outcome.run_id} failed: {outcome.error}")
+            self._line(f"{spec.label} failed: {outcome.error}")
+        elif state == "discarded":
+            self._line(f"{spec.label} discarded: cancelled while it trained")
         elif outcome.metrics is not None:
             val = float(outcome.metrics["val_rmse"])
             if self.best is None or val < self.best[0]:
-                self.best = (val, f"run {outcome.run_id}")
+                self.best = (val, spec.config_id)
             if not self.tty:
                 self._line(
-                    f"run {outcome.run_id} done: val_rmse={val:.6g} test_rmse={outcome.metrics['test_rmse']:.6g} "
+                    f"{spec.label} done: val_rmse={val:.6g} test_rmse={outcome.metrics['test_rmse']:.6g} "
                     f"({outcome.metrics['train_seconds']:.1f}s) | {self._status()}"
                 )
                 return
@@ -275,7 +241,7 @@ class Progress:
         elapsed = time.monotonic() - self.started
         left = self.total - self.done
         eta = f"{elapsed / self._fresh * left:.0f}s" if self._fresh else "?"
-        best = f"{self.best[0]:.6g}" if self.best else "-"
+        best = f"{self.best[0]:.6g} ({self.best[1]})" if self.best else "-"
         return (
             f"runs {self.done}/{self.total}  failed {self.failed}  "
             f"elapsed {elapsed:.0f}s  eta {eta}  best val_rmse {best}"

@@ -1,4 +1,6 @@
-"""Train one stored run from a picklable spec: shared by the local process pool and Celery tasks.
+"""The real trainer (`core.runs.Trainer`): train one run from its spec and publish its model version.
+
+Shared by Celery's pool processes and the CLI's process pool.
 
 Imports of the ML stack happen on first use, inside the worker process, and stay for its
 lifetime together with the per-process dataset caches.
@@ -6,52 +8,26 @@ lifetime together with the per-process dataset caches.
 
 from __future__ import annotations
 
-import os
+import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.config import Fold, TrainingConfig
-from core.paths import model_version, version_dir
+from core.errors import DatasetError
+from core.paths import version_dir
+from core.runs import RunOutcome, RunSpec
 
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a worker needs to train a run, without touching the database."""
-
-    run_id: int
-    run_key: str
-    asset: str
-    config_id: str
-    fold: dict[str, str]
-    seed: int
-    params: dict[str, Any]
-    features: list[str]
-    data_root: str
-    sweep_dir: str
-
-    @property
-    def version(self) -> str:
-        return model_version(self.config_id, self.seed)
-
-
-@dataclass
-class RunOutcome:
-    run_id: int
-    metrics: dict[str, Any] | None = None
-    model_version: str | None = None
-    error: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-_frames: dict[str, tuple[float, Any]] = {}
+_frames: dict[str, tuple[float, str, Any]] = {}
 _cache: Any = None
+# Set once per process by `init_worker_process`, before the first run.
+_precision: str | None = None
 
 
 def _dataset(spec: RunSpec) -> tuple[str, Any]:
-    """The asset's dataset frame, read once per process and re-read only when the file changes."""
+    """The asset's dataset frame, read once per process and re-read only when the file changes;
+    a file other than the one the sweep recorded (by sha256) fails the run."""
     from core.datasets import dataset_path, load_dataset
 
     path = dataset_path(Path(spec.data_root), spec.asset)
@@ -60,20 +36,22 @@ def _dataset(spec: RunSpec) -> tuple[str, Any]:
     cached = _frames.get(key)
     if cached is None or cached[0] != mtime:
         frame = load_dataset(Path(spec.data_root), spec.asset, spec.features)
-        _frames[key] = (mtime, frame)
+        _frames[key] = (mtime, hashlib.sha256(path.read_bytes()).hexdigest(), frame)
         cached = _frames[key]
-    return f"{key}@{cached[0]}", cached[1]
+    if spec.dataset_sha256 is not None and cached[1] != spec.dataset_sha256:
+        raise DatasetError(
+            f"the dataset of {spec.asset} is not the one its sweep recorded (sha256 {spec.dataset_sha256[:12]}... "
+            f"recorded, {cached[1][:12]}... found): it was replaced after the sweep started"
+        )
+    return f"{key}@{cached[0]}", cached[2]
 
 
 def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome:
     """Train `spec` and publish its model version; errors become the outcome's `error`."""
     global _cache
-    from core.training import DatasetCache, describe_error, set_torch_threads, train_run
+    from core.training import DatasetCache, describe_error, train_run
 
     if _cache is None:
-        # First run in this process: fix torch's thread count before any torch work, or
-        # every pool process would use all cores and they would fight over them.
-        set_torch_threads()
         _cache = DatasetCache()
     outcome = RunOutcome(spec.run_id)
     started = time.perf_counter()
@@ -100,6 +78,7 @@ def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None)
                 }
             },
             stop_requested=stop_requested,
+            precision=_precision,
         )
         outcome.metrics = result.metrics()
         outcome.model_version = spec.version
@@ -111,9 +90,11 @@ def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None)
     return outcome
 
 
-def init_worker_process(threads: int) -> None:
-    """Process-pool initializer: torch threads for this process, set before any torch op."""
-    os.environ["TFTSWEEP_TORCH_THREADS"] = str(threads)
+def init_worker_process(threads: int, precision: str | None = None) -> None:
+    """Set up a process that trains: torch's threads (before any torch op, or every process
+    would use every core and they would fight over them) and the training precision."""
+    global _precision
     from core.training import set_torch_threads
 
     set_torch_threads(threads)
+    _precision = precision

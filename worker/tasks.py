@@ -1,214 +1,114 @@
-"""Celery tasks: thin adapters that re-fetch state from the database and call the services.
+"""Celery tasks: thin adapters over the run engine (`app.engine`), with ids in and strings out.
 
-`train_run(run_id)` trains one run at most once in effect: it claims the run with a
-conditional update and a lease it renews while training; a duplicate message, a
-cancelled or finished run makes it return at once. `write_reports(sweep_id)` rebuilds
-a sweep's reports and plots.
+`train_run(run_id)` claims, trains and records one run (`app.engine.process_run`) and, when
+that was the sweep's last run, queues its reports; a duplicate message, a cancelled or
+finished run makes it return at once. `write_reports(sweep_id)` publishes a sweep's files
+(`app.engine.publish_sweep`). `run_study(study_id)` runs trials of an Optuna study.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import signal
-import socket
-import threading
 from dataclasses import dataclass
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_shutting_down
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import Run, Study, StudyStatus, Sweep
+from app import engine
+from app.db.lifecycle import drop_message
+from app.db.models import Study, StudyStatus
 from app.db.session import make_engine, make_session_factory, session_scope
-from app.db.sweeps import (
-    claim_run,
-    fail_sweep,
-    finish_run,
-    release_run,
-    renew_lease,
-    run_records,
-    settle_sweep_status,
-    stored_config,
-    sweep_is_done,
-    utcnow,
-)
+from app.db.sweeps import utcnow
+from app.db.workers import lease_owner
 from app.queue import RUN_STUDY, TRAIN_RUN, WRITE_REPORTS, CeleryQueue, RunQueue
 from app.settings import Settings, get_settings
-from core.feature_sets import resolve_features
-from core.paths import sweep_dir
+from core.runs import Trainer
 from worker.celery_app import celery
-from worker.run_executor import RunOutcome, RunSpec, execute_run
+from worker.run_executor import execute_run, init_worker_process
 
 log = logging.getLogger("tftsweep.worker")
 
 
 @dataclass
-class _Process:
-    """Per-process state, created after fork: engines and sockets must not cross a fork."""
+class WorkerContext:
+    """A pool process's state, created after fork (engines and sockets must not cross a fork);
+    tests build one with a fake trainer."""
 
     pid: int
+    worker_pid: int  # the Celery main process whose pool this process belongs to
     factory: sessionmaker[Session]
     queue: RunQueue
+    settings: Settings
+    trainer: Trainer
 
 
-_process: _Process | None = None
+_process: WorkerContext | None = None
 
-# Set when this pool process is told to terminate while it trains: training stops at the
-# next batch and the run goes back to the queue (released), instead of dying half-way.
-_shutdown = threading.Event()
-_busy = threading.Event()
+# Set by the Celery main process when it begins to shut down (SIGTERM: a warm shutdown). Made
+# before the pool forks, so every pool process shares it: a run in training stops at the next
+# batch and goes back to the queue, and the warm shutdown ends in seconds, not after the run.
+_stopping = multiprocessing.get_context("fork").Event()
 
 
-def _on_sigterm(signum: int, _frame: object) -> None:
-    if not _busy.is_set():
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    _shutdown.set()
+@worker_shutting_down.connect
+def _tell_pool_processes(**_kwargs: object) -> None:
+    _stopping.set()
 
 
 @worker_process_init.connect
-def _install_sigterm_handler(**_kwargs: object) -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+def _init_pool_process(**_kwargs: object) -> None:
+    _die_with_main_process()
+    settings = get_settings()
+    init_worker_process(settings.threads_per_process(settings.worker_concurrency), settings.precision)
 
 
-def _context() -> _Process:
+def _die_with_main_process() -> None:
+    """Linux: a pool process is killed when its Celery main process dies, however it dies,
+    so no training process outlives its worker."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _context() -> WorkerContext:
     global _process
     if _process is None or _process.pid != os.getpid():
         settings = get_settings()
-        _process = _Process(os.getpid(), make_session_factory(make_engine(settings.db_url)), CeleryQueue(celery))
-        _set_threads(settings)
+        factory = make_session_factory(make_engine(settings.db_url))
+        _process = WorkerContext(os.getpid(), os.getppid(), factory, CeleryQueue(celery), settings, execute_run)
     return _process
 
 
-def _set_threads(settings: Settings) -> None:
-    threads = int(os.environ.get("TFTSWEEP_TORCH_THREADS", "0") or 0)
-    if not threads:
-        threads = max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
-    os.environ["TFTSWEEP_TORCH_THREADS"] = str(threads)
-
-
-class LeaseKeeper(threading.Thread):
-    """Renews a run's lease while it trains; sets `lost` when the run is no longer ours."""
-
-    def __init__(self, factory: sessionmaker[Session], run_id: int, owner: str, lease_seconds: float) -> None:
-        super().__init__(name=f"lease-{run_id}", daemon=True)
-        self.factory = factory
-        self.run_id = run_id
-        self.owner = owner
-        self.lease_seconds = lease_seconds
-        self.interval = max(0.5, min(lease_seconds / 4, 5.0))
-        self.lost = threading.Event()
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.wait(self.interval):
-            try:
-                with session_scope(self.factory) as session:
-                    if not renew_lease(session, self.run_id, self.owner, self.lease_seconds):
-                        self.lost.set()
-                        return
-            except Exception:  # a transient DB error: keep training, try again next tick
-                log.exception("lease renewal of run %s failed", self.run_id)
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(timeout=10)
-
-
-def process_run(run_id: int, factory: sessionmaker[Session], queue: RunQueue, settings: Settings, owner: str) -> str:
-    """Claim, train and record one run; returns what happened (for logs and tests)."""
-    with session_scope(factory) as session:
-        run = session.get(Run, run_id)
-        if run is None:
-            return "missing"
-        if not claim_run(session, run_id, owner, settings.lease_seconds):
-            return f"skipped ({run.state})"
-        spec = _spec(session, run, settings)
-    keeper = LeaseKeeper(factory, run_id, owner, settings.lease_seconds)
-    keeper.start()
-    _busy.set()
-    try:
-        outcome = execute_run(spec, stop_requested=lambda: keeper.lost.is_set() or _shutdown.is_set())
-    finally:
-        _busy.clear()
-        keeper.stop()
-    if _shutdown.is_set() and not keeper.lost.is_set():
-        return release_for_shutdown(factory, queue, run_id, owner)
-    return record_outcome(factory, queue, outcome, owner)
-
-
-def release_for_shutdown(factory: sessionmaker[Session], queue: RunQueue, run_id: int, owner: str) -> str:
-    """Give the run back to the queue and end this process (it was told to terminate)."""
-    with session_scope(factory) as session:
-        released = release_run(session, run_id, owner)
-    if released:
-        queue.enqueue_runs([run_id])
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
-    return "released (worker shutting down)"
-
-
-def _spec(session: Session, run: Run, settings: Settings) -> RunSpec:
-    sweep = session.get_one(Sweep, run.sweep_id)
-    config = stored_config(sweep)
-    fold = next(f for f in config.folds if f.name == run.fold)
-    return RunSpec(
-        run_id=run.id,
-        run_key=run.run_key,
-        asset=sweep.asset,
-        config_id=run.config_id,
-        fold={"name": fold.name, **fold.window_dict()},
-        seed=run.seed,
-        params=json.loads(run.params_json),
-        features=resolve_features(config.features),
-        data_root=str(settings.data_root),
-        sweep_dir=str(sweep_dir(settings.data_root, sweep.asset, sweep.output_subdir)),
+def train_one(ctx: WorkerContext, run_id: int, task_id: str) -> str:
+    """Claim, train and record one run; queue the sweep's reports after its last run. A worker
+    shutting down gives the run in training back to the queue and starts no other; the
+    reaper sends those runs again, to whichever worker is up by then."""
+    if _stopping.is_set():
+        with session_scope(ctx.factory) as session:
+            drop_message(session, run_id)
+        return "not started (worker shutting down)"
+    done = engine.process_run(
+        ctx.factory,
+        ctx.settings.data_root,
+        run_id,
+        lease_owner(ctx.worker_pid, task_id),
+        ctx.trainer,
+        lease_seconds=ctx.settings.lease_seconds,
+        interrupted=_stopping.is_set,
     )
-
-
-def record_outcome(factory: sessionmaker[Session], queue: RunQueue, outcome: RunOutcome, owner: str) -> str:
-    """Record the result once; apply fail-fast; start the reports when the sweep is done."""
-    with session_scope(factory) as session:
-        recorded = finish_run(
-            session,
-            outcome.run_id,
-            owner,
-            metrics=outcome.metrics,
-            model_version=outcome.model_version,
-            error=outcome.error,
-        )
-        run = session.get_one(Run, outcome.run_id)
-        sweep = session.get_one(Sweep, run.sweep_id)
-        if recorded and outcome.error is not None and not sweep.continue_on_error:
-            fail_sweep(session, sweep, f"cancelled: run {run.id} failed and continue_on_error is off")
-        done = sweep_is_done(session, sweep.id)
-        if done:
-            settle_sweep_status(session, sweep)
-        sweep_id = sweep.id
-    if done:
-        queue.enqueue_reports(sweep_id)
-    if not recorded:
-        return "discarded (cancelled or lease lost)"
-    return "failed" if outcome.error else "succeeded"
-
-
-def build_reports(sweep_id: int, factory: sessionmaker[Session], settings: Settings) -> dict[str, Any]:
-    from core.sweep_report import write_sweep_reports
-
-    with session_scope(factory) as session:
-        sweep = session.get_one(Sweep, sweep_id)
-        config = stored_config(sweep)
-        records = run_records(session, sweep_id)
-        out = sweep_dir(settings.data_root, sweep.asset, sweep.output_subdir)
-    summary = write_sweep_reports(out, records, config)
-    with session_scope(factory) as session:
-        sweep = session.get_one(Sweep, sweep_id)
-        sweep.reports_at = utcnow()
-        settle_sweep_status(session, sweep)
-    return summary
+    if done.recorded is not None and done.recorded.sweep_done:
+        ctx.queue.enqueue_reports(done.recorded.sweep_id)
+    label = done.spec.label if done.spec is not None else f"run {run_id}"
+    log.info("%s: %s", label, done.text)
+    return done.text
 
 
 def process_study(study_id: int, factory: sessionmaker[Session], settings: Settings) -> str:
@@ -247,17 +147,17 @@ def process_study(study_id: int, factory: sessionmaker[Session], settings: Setti
 
 @celery.task(name=TRAIN_RUN, bind=True, acks_late=True)
 def train_run(self: Any, run_id: int) -> str:
-    ctx = _context()
-    owner = f"{socket.gethostname()}:{os.getpid()}:{self.request.id}"
-    result = process_run(run_id, ctx.factory, ctx.queue, get_settings(), owner)
-    log.info("run %s: %s", run_id, result)
-    return result
+    return train_one(_context(), run_id, str(self.request.id))
 
 
 @celery.task(name=WRITE_REPORTS, acks_late=True)
 def write_reports(sweep_id: int) -> str:
     ctx = _context()
-    summary = build_reports(sweep_id, ctx.factory, get_settings())
+    summary = engine.publish_sweep(
+        ctx.factory, ctx.settings.data_root, sweep_id, publisher=lease_owner(ctx.worker_pid, "reports")
+    )
+    if summary is None:
+        return "another build of these reports is running; it publishes the newest state"
     best = summary.get("best_config") or {}
     return f"reports written (best {best.get('config_id')})"
 
@@ -265,7 +165,7 @@ def write_reports(sweep_id: int) -> str:
 @celery.task(name=RUN_STUDY, acks_late=True)
 def run_study_task(study_id: int) -> str:
     ctx = _context()
-    return process_study(study_id, ctx.factory, get_settings())
+    return process_study(study_id, ctx.factory, ctx.settings)
 
 
-__all__ = ["LeaseKeeper", "build_reports", "process_run", "record_outcome", "train_run", "write_reports"]
+__all__ = ["WorkerContext", "process_study", "run_study_task", "train_one", "train_run", "write_reports"]

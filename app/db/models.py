@@ -57,6 +57,11 @@ class Sweep(Base):
     # Bumped in the transaction of every change to the sweep's runs (app.db.sweeps.touch_sweeps):
     # the API's cached rankings and counts are keyed on it, so a cache check is one row read.
     revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The fingerprint of the dataset the sweep trains on (core.datasets.dataset_fingerprint), as JSON.
+    dataset_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Who is writing the sweep's reports, until when: one build at a time (app.engine.publish_sweep).
+    publisher: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    publisher_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep", order_by="Run.ordinal")
 
@@ -126,3 +131,22 @@ class Study(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Worker(Base):
+    """A worker process's heartbeat: who it is, what it consumes, what it holds, when last seen."""
+
+    __tablename__ = "workers"
+    __table_args__ = (Index("ix_workers_last_seen", "last_seen"),)
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # "{host}:{pid}"
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    queues: Mapped[str] = mapped_column(String(200))
+    gpu: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    runs_in_hand: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

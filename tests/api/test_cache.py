@@ -15,9 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.cache import BuildOnce
 from app.api.main import create_app
-from app.db.models import Run, Sweep
-from app.db.session import session_scope
-from app.db.sweeps import (
+from app.db.lifecycle import (
     cancel_sweep,
     claim_run,
     fail_sweep,
@@ -29,8 +27,10 @@ from app.db.sweeps import (
     requeue_unfinished,
     retry_sweep,
     submit_sweep,
-    utcnow,
 )
+from app.db.models import Run, Sweep
+from app.db.session import session_scope
+from app.db.sweeps import utcnow
 from app.queue import RecordingQueue
 from core.config import validate_sweep_config
 from tests.utils.data import ASSET, make_data_root, tiny_sweep

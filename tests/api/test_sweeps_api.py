@@ -192,17 +192,13 @@ def test_drift_needs_no_finished_run(client: TestClient) -> None:
 
 
 def test_plots_and_artifacts(client: TestClient, root: Path) -> None:
-    from app.db.session import session_scope
-    from app.db.sweeps import run_records
-    from core.config import validate_sweep_config
-    from core.sweep_report import write_sweep_reports
+    from app.engine import publish_sweep
 
     sweep_id = submit(client).json()["id"]
     ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
     finish_runs(factory(client), {ids[0]: 0.01, ids[1]: 0.011})
-    with session_scope(factory(client)) as session:
-        records = run_records(session, sweep_id)
-    write_sweep_reports(root / "models/SYN/sweeps/tiny", records, validate_sweep_config(tiny_sweep()))
+    publish_sweep(factory(client), root, sweep_id, publisher="test")
+    assert client.get(f"/sweeps/{sweep_id}").json()["reports_at"] is not None
 
     plots = client.get(f"/sweeps/{sweep_id}/plots").json()
     names = {p["name"] for p in plots["data"]}

@@ -8,10 +8,10 @@ import time
 import pytest
 from sqlalchemy import select
 
+from app.db.lifecycle import claim_run, fail_sweep, finish_run, submit_sweep
 from app.db.migrate import upgrade_database
 from app.db.models import Run, Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
-from app.db.sweeps import claim_run, fail_sweep, finish_run, submit_sweep
 from core.config import validate_sweep_config
 from tests.e2e.conftest import service_url
 from tests.utils.data import ASSET, tiny_sweep

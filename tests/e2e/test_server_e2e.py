@@ -5,6 +5,7 @@ One server is shared by the tests of this module; each test uses its own sweep.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_study, tiny_sweep
 from tests.utils.processes import ServerProcess, check_full_sweep_and_merge
+from worker.cli import main as cli_main
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -48,6 +50,36 @@ def block_fold(server: ServerProcess, name: str, fold: str) -> Path:
 
 def test_full_sweep_then_a_merge_that_trains_only_new_runs(server: ServerProcess) -> None:
     check_full_sweep_and_merge(server)
+
+
+def test_malformed_broker_files_are_set_aside_and_runs_still_train(server: ServerProcess) -> None:
+    queue = server.root / "broker" / "queue"
+    (queue / "00000000000000000001_planted-empty.gpu.msg").write_bytes(b"")
+    (queue / "00000000000000000002_planted-garbage.gpu.msg").write_bytes(b"\x00\xffnot a message")
+    sweep_id = submit(server, tiny_sweep(output_subdir="after_garbage", param_ranges={})).json()["id"]
+    assert server.wait_sweep(sweep_id, timeout=120)["status"] == "succeeded"
+    bad = sorted(p.name for p in (server.root / "broker" / "bad").iterdir())
+    assert bad == ["00000000000000000001_planted-empty.gpu.msg", "00000000000000000002_planted-garbage.gpu.msg"]
+    log = server.log.read_text()
+    assert all(f"malformed message file {name}" in log for name in bad)
+    assert server.client.get("/healthz").json()["live_workers"] == 1
+
+
+def test_a_server_sweep_regenerates_from_a_copy_of_its_folder(server: ServerProcess, tmp_path: Path) -> None:
+    sweep_id = submit(server, two_folds("copied", replica_seeds=[1, 2])).json()["id"]
+    assert server.wait_sweep(sweep_id)["status"] == "succeeded"
+    folder = server.root / "models" / ASSET / "sweeps" / "copied"
+    assert server.client.get(f"/sweeps/{sweep_id}/artifacts/analysis_config.json").json()["asset"] == ASSET
+    reports = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*.csv")}
+    reports = {rel: data for rel, data in reports.items() if "models" not in rel.parts}
+    assert Path("drift_ks_psi_by_fold.csv") in reports and len(reports) == 6 + 2 * 4  # sweep level, and 4 per fold
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    for rel in reports:
+        (copy / rel).unlink()
+    assert cli_main(["regenerate", "--sweep-dir", str(copy), "--data-dir", str(server.root), "--no-plots"]) == 0
+    for rel, data in reports.items():
+        assert (copy / rel).read_bytes() == data, rel
 
 
 def test_refused_merge_changes_nothing(server: ServerProcess) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.lifecycle import claim_run, finish_run
 from app.db.models import Run
 from app.db.session import session_scope
-from app.db.sweeps import claim_run, finish_run
 from app.settings import Settings
 
 

@@ -1,4 +1,7 @@
-"""The in-process sweep: records, files, resume, merge, continue-on-error, interrupts."""
+"""The in-process sweep: records, files, resume, merge, continue-on-error, interrupts.
+
+One test trains for real; the others pass a fake trainer (the engine takes it as an argument).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +17,11 @@ from app.db.models import Run
 from app.db.session import session_scope
 from core.config import validate_sweep_config
 from core.errors import DatasetError, MergeRejected, SweepExists
+from core.runs import RunOutcome
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
+from tests.utils.fakes import FailingTrainer, fake_train
 from worker import local_sweep
 from worker.local_sweep import open_database, run_local_sweep
-from worker.run_executor import RunOutcome, RunSpec, execute_run
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -30,6 +32,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def sweep(root: Path, data: dict[str, Any], **kwargs: Any) -> local_sweep.SweepOutcome:
+    kwargs.setdefault("trainer", fake_train)
     return run_local_sweep(root, ASSET, validate_sweep_config(data), **kwargs)
 
 
@@ -41,22 +44,11 @@ def runs_by_state(root: Path) -> dict[str, list[str]]:
     return out
 
 
-class FailingExecutor:
-    """Fails the runs of the named configs, trains the others for real; counts calls."""
-
-    def __init__(self, fail: set[str]) -> None:
-        self.fail = fail
-        self.calls: list[str] = []
-
-    def __call__(self, spec: RunSpec, stop_requested: Any = None) -> RunOutcome:
-        self.calls.append(spec.config_id)
-        if spec.config_id in self.fail:
-            return RunOutcome(spec.run_id, error="RuntimeError: injected failure")
-        return execute_run(spec)
-
-
+@pytest.mark.slow
 def test_sweep_trains_every_run_and_writes_its_files(root: Path) -> None:
-    outcome = sweep(root, tiny_sweep(replica_seeds=[1, 2]))
+    from worker.run_executor import execute_run
+
+    outcome = sweep(root, tiny_sweep(replica_seeds=[1, 2]), trainer=execute_run)
     assert outcome.status == "succeeded"
     assert outcome.counts["succeeded"] == 4 and outcome.trained == 4
     out = root / "models/SYN/sweeps/tiny"
@@ -95,11 +87,10 @@ def test_sweep_trains_every_run_and_writes_its_files(root: Path) -> None:
     assert not (root.parent / "lightning_logs").exists()
 
 
-def test_rerun_resumes_without_retraining(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rerun_resumes_without_retraining(root: Path) -> None:
     sweep(root, tiny_sweep())
-    spy = FailingExecutor(set())
-    monkeypatch.setattr(local_sweep, "execute_run", spy)
-    again = sweep(root, tiny_sweep())
+    spy = FailingTrainer(set())
+    again = sweep(root, tiny_sweep(), trainer=spy)
     assert spy.calls == []
     assert again.status == "succeeded" and again.new_runs == 0
 
@@ -110,11 +101,12 @@ def test_existing_sweep_with_another_config_needs_merge(root: Path) -> None:
         sweep(root, tiny_sweep(param_ranges={"hidden_size": [4, 6, 8]}))
 
 
-def test_merge_trains_only_the_new_runs(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_merge_trains_only_the_new_runs(root: Path) -> None:
     sweep(root, tiny_sweep())
-    spy = FailingExecutor(set())
-    monkeypatch.setattr(local_sweep, "execute_run", spy)
-    merged = sweep(root, tiny_sweep(param_ranges={"hidden_size": [4, 6, 8]}, replica_seeds=[1, 2]), merge=True)
+    spy = FailingTrainer(set())
+    merged = sweep(
+        root, tiny_sweep(param_ranges={"hidden_size": [4, 6, 8]}, replica_seeds=[1, 2]), merge=True, trainer=spy
+    )
     # new: hidden_size=8 with seed 1, and every config with seed 2
     assert sorted(spy.calls) == sorted(["hidden_size=8", "baseline", "hidden_size=6", "hidden_size=8"])
     assert merged.counts["succeeded"] == 6 and merged.new_runs == 4
@@ -132,10 +124,9 @@ def test_refused_merge_changes_nothing(root: Path) -> None:
     assert runs_by_state(root) == {"succeeded": ["baseline/f1/1", "hidden_size=6/f1/1"]}
 
 
-def test_first_failure_stops_the_sweep(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_first_failure_stops_the_sweep(root: Path) -> None:
     data = tiny_sweep(param_ranges={"hidden_size": [6, 8]})
-    monkeypatch.setattr(local_sweep, "execute_run", FailingExecutor({"hidden_size=6"}))
-    outcome = sweep(root, data)
+    outcome = sweep(root, data, trainer=FailingTrainer({"hidden_size=6"}))
     assert outcome.status == "failed"
     assert runs_by_state(root) == {
         "succeeded": ["baseline/f1/1"],
@@ -146,23 +137,21 @@ def test_first_failure_stops_the_sweep(root: Path, monkeypatch: pytest.MonkeyPat
     assert frame.loc[frame["config_id"] == "hidden_size=6", "error"].item() == "RuntimeError: injected failure"
 
 
-def test_continue_on_error_goes_on(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_continue_on_error_goes_on(root: Path) -> None:
     data = tiny_sweep(param_ranges={"hidden_size": [6, 8]})
-    monkeypatch.setattr(local_sweep, "execute_run", FailingExecutor({"hidden_size=6"}))
-    outcome = sweep(root, data, continue_on_error=True)
+    outcome = sweep(root, data, continue_on_error=True, trainer=FailingTrainer({"hidden_size=6"}))
     assert outcome.status == "partial"
     assert runs_by_state(root) == {
         "succeeded": ["baseline/f1/1", "hidden_size=8/f1/1"],
         "failed": ["hidden_size=6/f1/1"],
     }
     # A rerun retries only the failed run.
-    spy = FailingExecutor(set())
-    monkeypatch.setattr(local_sweep, "execute_run", spy)
-    assert sweep(root, data).status == "succeeded"
+    spy = FailingTrainer(set())
+    assert sweep(root, data, trainer=spy).status == "succeeded"
     assert spy.calls == ["hidden_size=6"]
 
 
-def test_interrupt_releases_the_running_run(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_releases_the_running_run(root: Path) -> None:
     def interrupt(outcome: RunOutcome) -> None:
         raise KeyboardInterrupt
 
@@ -171,27 +160,28 @@ def test_interrupt_releases_the_running_run(root: Path, monkeypatch: pytest.Monk
     states = runs_by_state(root)
     assert "running" not in states
     assert states == {"succeeded": ["baseline/f1/1"], "queued": ["hidden_size=6/f1/1"]}
-    spy = FailingExecutor(set())
-    monkeypatch.setattr(local_sweep, "execute_run", spy)
-    sweep(root, tiny_sweep())
+    spy = FailingTrainer(set())
+    sweep(root, tiny_sweep(), trainer=spy)
     assert spy.calls == ["hidden_size=6"]
 
 
-def test_bad_data_fails_before_any_training(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spy = FailingExecutor(set())
-    monkeypatch.setattr(local_sweep, "execute_run", spy)
+def test_bad_data_fails_before_any_training(root: Path) -> None:
+    spy = FailingTrainer(set())
     with pytest.raises(DatasetError, match="not columns"):
-        sweep(root, tiny_sweep(features=["rsi_14", "no_such_column"]))
+        sweep(root, tiny_sweep(features=["rsi_14", "no_such_column"]), trainer=spy)
     with pytest.raises(DatasetError, match="max_encoder_length=700"):
-        sweep(root, tiny_sweep(param_ranges={"max_encoder_length": [10, 700]}))
+        sweep(root, tiny_sweep(param_ranges={"max_encoder_length": [10, 700]}), trainer=spy)
     assert spy.calls == []
     assert not (root / "models").exists()
 
 
+@pytest.mark.slow
 def test_two_local_worker_processes(root: Path) -> None:
+    from worker.run_executor import execute_run
+
     data = tiny_sweep(walk_forward={"enabled": True, "folds": [tiny_fold("f1", 2012), tiny_fold("f2", 2013)]})
-    single = sweep(root, data | {"output_subdir": "one"})
-    double = sweep(root, data | {"output_subdir": "two"}, workers=2)
+    single = sweep(root, data | {"output_subdir": "one"}, trainer=execute_run)
+    double = sweep(root, data | {"output_subdir": "two"}, workers=2, trainer=execute_run)
     assert double.counts["succeeded"] == 4 and double.status == "succeeded"
     a = pd.read_csv(single.sweep_dir / "sweep_runs.csv").set_index("run_key")
     b = pd.read_csv(double.sweep_dir / "sweep_runs.csv").set_index("run_key")

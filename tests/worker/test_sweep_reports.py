@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from core.config import validate_sweep_config
+from core.runs import RunOutcome, RunSpec
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
-from worker import local_sweep
 from worker.cli import main
 from worker.local_sweep import run_local_sweep
-from worker.run_executor import RunOutcome, RunSpec, execute_run
+from worker.run_executor import execute_run
 
 pytestmark = pytest.mark.slow
 
@@ -96,9 +96,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
         walk_forward={"enabled": True, "folds": [tiny_fold("f1", 2012), tiny_fold("f2", 2013)]},
         param_ranges={"hidden_size": [4, 6], "dropout": [0.3]},
     )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(local_sweep, "execute_run", fail_dropout)
-        outcome = run_local_sweep(root, ASSET, validate_sweep_config(data), continue_on_error=True)
+    outcome = run_local_sweep(root, ASSET, validate_sweep_config(data), continue_on_error=True, trainer=fail_dropout)
     assert outcome.status == "partial"
     return outcome.sweep_dir
 
@@ -172,7 +170,7 @@ def test_plots_are_real_pngs(finished: Path) -> None:
 def test_regenerate_is_byte_identical(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
     files = sorted(p for p in finished.rglob("*") if p.suffix in (".csv", ".json") and "models" not in p.parts)
     before = {p: p.read_bytes() for p in files}
-    assert main(["regenerate", "--sweep-dir", str(finished)]) == 0
+    assert main(["regenerate", "--sweep-dir", str(finished), "--data-dir", str(finished.parents[3])]) == 0
     assert "reports rebuilt" in capsys.readouterr().out
     for path, data in before.items():
         if path.name == "summary.json":

@@ -13,22 +13,25 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import engine
+from app.db.lifecycle import claim_run
 from app.db.models import Run, Sweep
 from app.db.session import session_scope
-from app.db.sweeps import claim_run, run_counts, utcnow
+from app.db.sweeps import run_counts, utcnow
 from app.queue import RecordingQueue
 from app.services import reap_once, submit
 from core.config import validate_sweep_config
+from core.runs import RunOutcome, RunSpec, Trainer
 from tests.utils.data import ASSET, make_data_root, tiny_sweep
+from tests.utils.fakes import FailingTrainer, fake_train
 from tests.utils.server import server_settings
-from worker import tasks
 from worker.local_sweep import open_database
-from worker.run_executor import RunOutcome, RunSpec, execute_run
+from worker.run_executor import execute_run
+from worker.tasks import WorkerContext, train_one
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+def env(tmp_path: Path) -> dict[str, Any]:
     root = make_data_root(tmp_path / "data")
     settings = server_settings(root, lease_seconds=5)
     factory = open_database(root)
@@ -48,45 +51,47 @@ def states(factory: sessionmaker[Session]) -> dict[str, int]:
         return run_counts(session, session.scalars(select(Sweep.id)).one())
 
 
-def process(env: dict[str, Any], run_id: int, owner: str = "w1") -> str:
-    return tasks.process_run(run_id, env["factory"], env["queue"], env["settings"], owner)
+def process(env: dict[str, Any], run_id: int, trainer: Trainer = fake_train, task: str = "t1") -> str:
+    ctx = WorkerContext(0, 0, env["factory"], env["queue"], env["settings"], trainer)
+    return train_one(ctx, run_id, task)
 
 
 @pytest.mark.slow
 def test_runs_train_once_and_reports_follow_the_last(env: dict[str, Any]) -> None:
     first, second = submit_tiny(env)
-    assert process(env, first) == "succeeded"
-    assert process(env, first) == "skipped (succeeded)"  # a duplicate delivery does nothing
+    assert process(env, first, execute_run) == "succeeded"
+    assert process(env, first, execute_run) == "skipped (succeeded)"  # a duplicate delivery does nothing
     assert env["queue"].reports == []
-    assert process(env, second) == "succeeded"
+    assert process(env, second, execute_run) == "succeeded"
     assert env["queue"].reports == [1]
     assert states(env["factory"])["succeeded"] == 2
-    summary = tasks.build_reports(1, env["factory"], env["settings"])
-    assert summary["counts"]["runs_by_status"]["succeeded"] == 2
+    summary = engine.publish_sweep(env["factory"], env["root"], 1, publisher="test")
+    assert summary is not None and summary["counts"]["runs_by_status"]["succeeded"] == 2
     assert (env["root"] / "models/SYN/sweeps/tiny/config_ranking.csv").is_file()
 
 
-def test_a_claimed_run_is_not_trained_again(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_claimed_run_is_not_trained_again(env: dict[str, Any]) -> None:
     (first, _) = submit_tiny(env)
     with session_scope(env["factory"]) as session:
         assert claim_run(session, first, "other-worker", 60)
-    calls: list[int] = []
-    monkeypatch.setattr(tasks, "execute_run", lambda spec, stop_requested=None: calls.append(spec.run_id))
-    assert process(env, first) == "skipped (running)"
-    assert calls == []
+    spy = FailingTrainer(set())
+    assert process(env, first, spy) == "skipped (running)"
+    assert spy.calls == []
 
 
-def test_failure_without_continue_on_error_cancels_the_rest(
-    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failure_without_continue_on_error_cancels_the_rest(env: dict[str, Any]) -> None:
     ids = submit_tiny(env, param_ranges={"hidden_size": [6, 8]})
-    monkeypatch.setattr(tasks, "execute_run", lambda spec, stop_requested=None: RunOutcome(spec.run_id, error="boom"))
-    assert process(env, ids[0]) == "failed"
+    assert process(env, ids[0], FailingTrainer({"baseline"})) == "failed"
     assert states(env["factory"]) == {"queued": 0, "running": 0, "succeeded": 0, "failed": 1, "cancelled": 2}
     assert env["queue"].reports == [1]
     assert process(env, ids[1]) == "skipped (cancelled)"
     with session_scope(env["factory"]) as session:
         assert session.get_one(Sweep, 1).status == "failed"
+        cancelled = session.get_one(Run, ids[1])
+        # One rule, one message: it names the run that failed.
+        assert cancelled.error == (
+            f"cancelled: run {ids[0]} (baseline, fold f1, seed 1) failed and continue_on_error is off"
+        )
 
 
 @pytest.mark.slow
@@ -101,7 +106,7 @@ def test_cancel_stops_a_training_run_within_seconds(env: dict[str, Any]) -> None
     with session_scope(env["factory"]) as session:
         session.execute(update(Run).where(Run.id == ids[0]).values(params_json=json.dumps(slow)))
     result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.update(r=process(env, ids[0])))
+    thread = threading.Thread(target=lambda: result.update(r=process(env, ids[0], execute_run)))
     started = time.monotonic()
     thread.start()
     time.sleep(4)
@@ -137,8 +142,12 @@ def test_reaper_requeues_expired_leases_and_fails_after_max_attempts(env: dict[s
     with session_scope(env["factory"]) as session:
         failed = session.get_one(Run, ids[1])
         assert failed.state == "failed" and "gave up after 3 attempts" in (failed.error or "")
-        # continue_on_error is off: the failure cancelled the requeued run too
-        assert session.get_one(Run, ids[0]).state == "cancelled"
+        # continue_on_error is off: the failure cancelled the requeued run too, with the rule's message
+        requeued = session.get_one(Run, ids[0])
+        assert requeued.state == "cancelled"
+        assert requeued.error == (
+            f"cancelled: run {ids[1]} (hidden_size=6, fold f1, seed 1) failed and continue_on_error is off"
+        )
     assert env["queue"].reports == [1]
 
 
@@ -152,43 +161,52 @@ def test_reaper_resends_lost_messages(env: dict[str, Any]) -> None:
     assert env["queue"].runs == ids
 
 
-def test_failing_executor_records_the_error(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reaper_rebuilds_reports_whose_build_was_lost(env: dict[str, Any]) -> None:
+    ids = submit_tiny(env)
+    for run_id in ids:
+        process(env, run_id)
+    assert env["queue"].reports == [1]  # that message is lost: nobody builds
+    assert reap_once(env["factory"], env["queue"], env["settings"])["unpublished"] == []  # too early to tell
+    with session_scope(env["factory"]) as session:
+        session.execute(update(Sweep).values(updated_at=utcnow() - timedelta(hours=1)))
+    assert reap_once(env["factory"], env["queue"], env["settings"])["unpublished"] == [1]
+    assert env["queue"].reports == [1, 1]
+    assert reap_once(env["factory"], env["queue"], env["settings"])["unpublished"] == []  # once per period
+
+
+def test_failing_trainer_records_the_error(env: dict[str, Any]) -> None:
     ids = submit_tiny(env)
 
     def broken(spec: RunSpec, stop_requested: Any = None) -> RunOutcome:
         spec_with_bad_root = RunSpec(**{**spec.__dict__, "data_root": str(env["root"] / "missing")})
         return execute_run(spec_with_bad_root)
 
-    monkeypatch.setattr(tasks, "execute_run", broken)
-    assert process(env, ids[0]) == "failed"
+    assert process(env, ids[0], broken) == "failed"
     with session_scope(env["factory"]) as session:
         assert "no dataset for asset 'SYN'" in (session.get_one(Run, ids[0]).error or "")
 
 
-def test_worker_processes_use_their_share_of_threads(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """A pool process sets torch's threads from TFTSWEEP_TORCH_THREADS before its first run
-    (two processes each using every core would fight over them)."""
+def test_a_replaced_dataset_fails_the_run(env: dict[str, Any]) -> None:
+    """Runs train on the dataset their sweep recorded: a file replaced since is an error, not silent drift."""
+    from tests.utils.data import make_data_root as rebuild
+
+    ids = submit_tiny(env)
+    rebuild(env["root"], seed=5)  # another dataset under the same name
+    assert process(env, ids[0], execute_run) == "failed"
+    with session_scope(env["factory"]) as session:
+        assert "is not the one its sweep recorded" in (session.get_one(Run, ids[0]).error or "")
+
+
+def test_worker_processes_use_their_share_of_threads() -> None:
+    """A pool process sets torch's threads before its first run (two processes each using
+    every core would fight over them)."""
     import torch
 
-    from worker import run_executor
+    from worker.run_executor import init_worker_process
 
     before = torch.get_num_threads()
-    monkeypatch.setenv("TFTSWEEP_TORCH_THREADS", "1")
-    monkeypatch.setattr(run_executor, "_cache", None)
-    spec = RunSpec(
-        run_id=1,
-        run_key="k",
-        asset="NONE",
-        config_id="baseline",
-        fold=tiny_sweep()["walk_forward"]["folds"][0],
-        seed=1,
-        params={},
-        features=["rsi_14"],
-        data_root=str(env["root"]),
-        sweep_dir=str(env["root"]),
-    )
     try:
-        assert execute_run(spec).error is not None  # no dataset: fails fast, after the set-up
+        init_worker_process(1)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

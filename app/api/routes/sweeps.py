@@ -31,7 +31,7 @@ from app.api.models import (
     TablePublic,
 )
 from app.db.models import Run, RunState, Sweep
-from app.db.sweeps import as_utc, run_record, stored_config
+from app.db.sweeps import as_utc, run_record, stored_config, stored_dataset
 from core.config import SweepConfig, validate_sweep_config
 from core.datasets import check_asset
 from core.drift import drift_by_fold, drift_overall_summary
@@ -156,13 +156,13 @@ def submit_sweep_response(
     )
     # The runs are committed; their messages go out right after the answer (the reaper
     # sends any that a crash would lose), so a 5,000-run plan answers fast.
-    background.add_task(services.send_runs, factory, queue, result.new_run_ids)
+    background.add_task(services.send_submitted, factory, queue, result)
     payload = SweepSubmitted(
         id=result.sweep_id,
         asset=result.asset,
         output_subdir=result.output_subdir,
         status=result.status,
-        new_runs=result.new_runs,
+        new_runs=len(result.new_run_ids),
         total_runs=result.total_runs,
         merged=result.merged,
     )
@@ -316,6 +316,7 @@ def summary(
         tables.impact(sweep, fold),
         drift_headline,
         plots,
+        dataset=stored_dataset(sweep),
     )
     result["fold"] = fold
     return result

@@ -1,0 +1,424 @@
+"""The run engine: a run's life from its spec to its recorded outcome, and a sweep's published files.
+
+One place for each step, whoever drives it: `submit` (adopting a folder the database does
+not know, recording the sweep, writing `analysis_config.json`), `claim` (the run and its
+spec), `LeaseKeeper` (the lease while it trains), the trainer (passed in: the real one is
+`worker.run_executor.execute_run`), `record` (the outcome, and the stop-after-first-failure
+rule) and `publish_sweep` (every report, drift file and plot, one build at a time). The
+Celery tasks, `tftsweep sweep` (inline and with worker processes) and the reaper are thin
+callers of these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.lifecycle import (
+    acquire_publisher,
+    adopt_sweep,
+    claim_run,
+    fail_sweep,
+    finish_run,
+    mark_published,
+    release_publisher,
+    release_run,
+    renew_lease,
+    settle_sweep_status,
+    submit_sweep,
+)
+from app.db.models import Run, RunState, Sweep
+from app.db.session import session_scope
+from app.db.sweeps import find_sweep, folder_config, is_stopped, run_counts, run_records, stored_dataset, sweep_is_done
+from app.db.workers import lease_owner
+from core.config import SweepConfig, validate_sweep_config
+from core.datasets import check_dataset_for_sweep, dataset_fingerprint
+from core.errors import DatasetError, SweepFolderError
+from core.feature_sets import resolve_features
+from core.paths import sweep_dir
+from core.runs import RunOutcome, RunSpec, Trainer
+from core.sweep_folder import (
+    SweepFolderConfig,
+    is_sweep_folder,
+    read_analysis_config,
+    read_run_records,
+    write_analysis_config,
+)
+from core.sweep_report import load_drift_dataset, write_sweep_reports
+
+log = logging.getLogger("tftsweep.engine")
+
+# A report build holds its sweep's lock at most this long (a builder that died frees it then).
+PUBLISH_LOCK_SECONDS = 1800.0
+
+
+# -- submission ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submitted:
+    sweep_id: int
+    asset: str
+    output_subdir: str
+    status: str
+    new_run_ids: list[int]
+    total_runs: int
+    merged: bool
+    resumed: bool
+    # Queued runs that came from an adopted folder (they need messages like new runs).
+    adopted_run_ids: list[int]
+    # No run is queued or running: the sweep's files can be published now (a merge that added no run).
+    done: bool
+
+
+def submit(
+    factory: sessionmaker[Session],
+    root: Path,
+    asset: str,
+    config: SweepConfig,
+    *,
+    merge: bool,
+    continue_on_error: bool,
+    resume_identical: bool = False,
+    max_runs: int | None = None,
+) -> Submitted:
+    """Check the dataset, adopt the sweep's folder if the database does not know it, record
+    the sweep (or merge, or resume), commit, and write its `analysis_config.json`.
+
+    Raises:
+        DatasetError, SweepFolderError, InvalidSweepConfig, SweepExists, MergeRejected:
+            nothing of the submission is written (an adopted folder stays adopted).
+    """
+    check_dataset_for_sweep(root, asset, config)
+    dataset = dataset_fingerprint(root, asset)
+    adopted = adopt_folder(factory, sweep_dir(root, asset, config.output_subdir), asset)
+    with session_scope(factory) as session:
+        result = submit_sweep(
+            session,
+            asset,
+            config,
+            dataset=dataset,
+            merge=merge,
+            continue_on_error=continue_on_error,
+            resume_identical=resume_identical,
+            max_runs=max_runs,
+        )
+        sweep = result.sweep
+        folder = folder_config(sweep)
+        done = sweep_is_done(session, sweep.id)
+        submitted = Submitted(
+            sweep.id,
+            asset,
+            config.output_subdir,
+            sweep.status,
+            result.new_run_ids,
+            result.total_runs,
+            result.merged,
+            result.resumed,
+            adopted.queued_run_ids if adopted else [],
+            done,
+        )
+    write_analysis_config(sweep_dir(root, asset, config.output_subdir), folder)
+    return submitted
+
+
+@dataclass(frozen=True)
+class Adopted:
+    sweep_id: int
+    counts: dict[str, int]
+    queued_run_ids: list[int]
+
+
+def adopt_folder(factory: sessionmaker[Session], folder: Path, asset: str | None = None) -> Adopted | None:
+    """Record the sweep that `folder` holds when the database does not know it (a deleted
+    database, a folder copied from another machine): its config and its runs with their
+    states, metrics and model versions. None when there is nothing to adopt.
+
+    Raises:
+        SweepFolderError: the folder's files are unreadable, name another asset than
+            `asset`, or list runs its config does not plan.
+    """
+    if not is_sweep_folder(folder):
+        return None
+    analysis = read_analysis_config(folder, asset)
+    if asset is not None and analysis.asset != asset:
+        raise SweepFolderError(f"{folder.name}/analysis_config.json is a sweep of {analysis.asset}, not {asset}")
+    with session_scope(factory) as session:
+        if find_sweep(session, analysis.asset, analysis.config.output_subdir) is not None:
+            return None
+    records = read_run_records(folder)
+    try:
+        with session_scope(factory) as session:
+            sweep = adopt_sweep(session, analysis, records)
+            adopted = Adopted(
+                sweep.id,
+                run_counts(session, sweep.id),
+                list(
+                    session.scalars(
+                        select(Run.id)
+                        .where(Run.sweep_id == sweep.id, Run.state == RunState.QUEUED)
+                        .order_by(Run.ordinal)
+                    )
+                ),
+            )
+    except IntegrityError:  # adopted by a concurrent submission
+        return None
+    log.warning(
+        "adopted sweep %s/%s from its folder (id %s): %s",
+        analysis.asset,
+        analysis.config.output_subdir,
+        adopted.sweep_id,
+        ", ".join(f"{n} {state}" for state, n in adopted.counts.items() if n),
+    )
+    return adopted
+
+
+# -- one run ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _config(config_json: str) -> SweepConfig:
+    return validate_sweep_config(json.loads(config_json))
+
+
+def run_spec(session: Session, run: Run, root: Path) -> RunSpec:
+    """What a trainer needs for `run`, read from the database."""
+    sweep = session.get_one(Sweep, run.sweep_id)
+    config = _config(sweep.config_json)
+    fold = next(f for f in config.folds if f.name == run.fold)
+    dataset = stored_dataset(sweep)
+    return RunSpec(
+        run_id=run.id,
+        run_key=run.run_key,
+        asset=sweep.asset,
+        config_id=run.config_id,
+        fold={"name": fold.name, **fold.window_dict()},
+        seed=run.seed,
+        params=json.loads(run.params_json),
+        features=resolve_features(config.features),
+        data_root=str(root),
+        sweep_dir=str(sweep_dir(root, sweep.asset, sweep.output_subdir)),
+        dataset_sha256=dataset.get("sha256") if dataset else None,
+    )
+
+
+def claim(factory: sessionmaker[Session], run_id: int, owner: str, lease_seconds: float, root: Path) -> RunSpec | str:
+    """Take the run for `owner` with a lease and return its spec, or why it was not taken
+    (a duplicate message, a run another worker holds, a cancelled or finished run)."""
+    with session_scope(factory) as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return "missing"
+        if not claim_run(session, run_id, owner, lease_seconds):
+            return f"skipped ({run.state})"
+        return run_spec(session, run, root)
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews a run's lease while it trains; sets `lost` when the run is no longer ours."""
+
+    def __init__(self, factory: sessionmaker[Session], run_id: int, owner: str, lease_seconds: float) -> None:
+        super().__init__(name=f"lease-{run_id}", daemon=True)
+        self.factory = factory
+        self.run_id = run_id
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.interval = max(0.5, min(lease_seconds / 4, 5.0))
+        self.lost = threading.Event()
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval):
+            try:
+                with session_scope(self.factory) as session:
+                    if not renew_lease(session, self.run_id, self.owner, self.lease_seconds):
+                        self.lost.set()
+                        return
+            except Exception:  # a transient DB error: keep training, try again next tick
+                log.exception("lease renewal of run %s failed", self.run_id)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=10)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording an outcome did."""
+
+    state: str  # succeeded, failed, or discarded (cancelled or lease lost meanwhile)
+    sweep_id: int
+    sweep_done: bool  # no run of the sweep is queued or running any more
+    sweep_stopped: bool  # the sweep was cancelled or failed fast: start none of its runs
+
+
+def stop_after_failure(session: Session, sweep: Sweep, run: Run) -> bool:
+    """The stop-after-first-failure rule: unless the sweep continues on error, a failed run
+    cancels every queued run of its sweep. True when it stopped the sweep."""
+    if sweep.continue_on_error:
+        return False
+    fail_sweep(
+        session,
+        sweep,
+        f"cancelled: run {run.id} ({run.config_id}, fold {run.fold}, seed {run.seed}) failed "
+        "and continue_on_error is off",
+    )
+    return True
+
+
+def record(factory: sessionmaker[Session], outcome: RunOutcome, owner: str) -> Recorded:
+    """Record the outcome once (only the lease holder can), apply the failure rule, and settle
+    the sweep's status when its last run finished."""
+    with session_scope(factory) as session:
+        recorded = finish_run(
+            session,
+            outcome.run_id,
+            owner,
+            metrics=outcome.metrics,
+            model_version=outcome.model_version,
+            error=outcome.error,
+        )
+        run = session.get_one(Run, outcome.run_id)
+        sweep = session.get_one(Sweep, run.sweep_id)
+        if recorded and outcome.error is not None:
+            stop_after_failure(session, sweep, run)
+        done = sweep_is_done(session, sweep.id)
+        if done:
+            settle_sweep_status(session, sweep)
+        state = ("failed" if outcome.error else "succeeded") if recorded else "discarded"
+        return Recorded(state, sweep.id, done, is_stopped(sweep))
+
+
+@dataclass(frozen=True)
+class Processed:
+    """What `process_run` did with a run: `text` for logs; `recorded` unless it was not trained."""
+
+    text: str
+    spec: RunSpec | None = None
+    outcome: RunOutcome | None = None
+    recorded: Recorded | None = None
+
+
+def process_run(
+    factory: sessionmaker[Session],
+    root: Path,
+    run_id: int,
+    owner: str,
+    trainer: Trainer,
+    *,
+    lease_seconds: float,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> Processed:
+    """Claim, train (renewing the lease) and record one run.
+
+    `interrupted()` true during training (a worker told to shut down) stops it at the next
+    batch and gives the run back to the queue instead of recording the stopped run (a run
+    that completed meanwhile is recorded).
+    """
+    spec = claim(factory, run_id, owner, lease_seconds, root)
+    if isinstance(spec, str):
+        return Processed(spec)
+    keeper = LeaseKeeper(factory, run_id, owner, lease_seconds)
+    keeper.start()
+    try:
+        outcome = trainer(spec, stop_requested=lambda: keeper.lost.is_set() or interrupted())
+    except BaseException:
+        keeper.stop()
+        with session_scope(factory) as session:
+            release_run(session, run_id, owner)
+        raise
+    keeper.stop()
+    if interrupted() and outcome.metrics is None and not keeper.lost.is_set():
+        with session_scope(factory) as session:
+            released = release_run(session, run_id, owner)
+        return Processed("released (worker shutting down)" if released else "discarded", spec, outcome)
+    recorded = record(factory, outcome, owner)
+    text = "discarded (cancelled or lease lost)" if recorded.state == "discarded" else recorded.state
+    return Processed(text, spec, outcome, recorded)
+
+
+def local_owner() -> str:
+    """A lease owner for a process that trains runs itself (`tftsweep sweep`)."""
+    return lease_owner(os.getpid(), f"local-{uuid.uuid4().hex[:8]}")
+
+
+# -- the sweep's files -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    revision: int
+    folder: SweepFolderConfig
+    records: list[dict[str, Any]]
+
+    @property
+    def done(self) -> bool:
+        return not any(r["status"] in (RunState.QUEUED, RunState.RUNNING) for r in self.records)
+
+
+def _snapshot(factory: sessionmaker[Session], sweep_id: int) -> _Snapshot:
+    """The sweep's runs as of one revision: read, then check the revision did not move meanwhile."""
+    while True:
+        with session_scope(factory) as session:
+            sweep = session.get_one(Sweep, sweep_id)
+            revision = sweep.revision
+            folder = folder_config(sweep)
+            records = run_records(session, sweep_id)
+            now = session.scalar(select(Sweep.revision).where(Sweep.id == sweep_id))
+        if now == revision:
+            return _Snapshot(revision, folder, records)
+
+
+def publish_sweep(
+    factory: sessionmaker[Session], root: Path, sweep_id: int, *, publisher: str, plots: bool = True
+) -> dict[str, Any] | None:
+    """Write the sweep's files (`analysis_config.json`, `sweep_runs`, reports, drift, plots)
+    from one consistent state of its runs, one build per sweep at a time.
+
+    `reports_at` is set only by a build that read the sweep's final state (no run queued or
+    running) and only while that state is still current. A build that finds another one
+    running returns None: the running build publishes any newer state before it lets go.
+    Returns the summary of the last state written.
+    """
+    summary = None
+    while True:
+        with session_scope(factory) as session:
+            if not acquire_publisher(session, sweep_id, publisher, PUBLISH_LOCK_SECONDS):
+                return summary
+        try:
+            snap = _snapshot(factory, sweep_id)
+            summary = _write_files(root, snap, plots)
+            if snap.done:
+                with session_scope(factory) as session:
+                    if mark_published(session, sweep_id, snap.revision):
+                        settle_sweep_status(session, session.get_one(Sweep, sweep_id))
+        finally:
+            with session_scope(factory) as session:
+                release_publisher(session, sweep_id, publisher)
+        # A change that came while the lock was held found it taken and left the build to us.
+        with session_scope(factory) as session:
+            sweep = session.get_one(Sweep, sweep_id)
+            if sweep.reports_at is not None or not sweep_is_done(session, sweep_id):
+                return summary
+
+
+def _write_files(root: Path, snap: _Snapshot, plots: bool) -> dict[str, Any]:
+    folder = sweep_dir(root, snap.folder.asset, snap.folder.config.output_subdir)
+    try:
+        dataset, reason = load_drift_dataset(root, snap.folder), None
+    except DatasetError as exc:
+        dataset, reason = None, f"not computed: {exc}"
+        log.warning("sweep %s: drift %s", folder.name, reason)
+    return write_sweep_reports(folder, snap.records, snap.folder, dataset, drift_reason=reason, plots=plots)
