@@ -127,7 +127,7 @@ def main() -> int:
             _print_results(client, sweep_id)
             return 0 if sweep["status"] == "succeeded" else 1
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # a normal stop: the worker is stopped, serve exits 0
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:

@@ -1,18 +1,30 @@
-"""`tftsweep serve` (API + an embedded worker) and `tftsweep worker` (Celery workers, one per GPU)."""
+"""`tftsweep serve` (API + a supervised embedded worker) and `tftsweep worker` (Celery workers, one per GPU).
+
+Whoever starts a worker ends it: each Celery worker runs in its own process group, stopped
+with SIGTERM (its run in hand goes back to the queue at the next batch) and then SIGKILL
+after a grace period, the whole group at once. A worker dies with the process that started
+it (PR_SET_PDEATHSIG), and its pool processes die with it, so none outlives `serve`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.queue import CPU_QUEUE, GPU_QUEUE
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 log = logging.getLogger("tftsweep.serve")
 
@@ -46,50 +58,176 @@ def celery_worker_argv(concurrency: int, queues: Sequence[str], name: str, logle
     ]
 
 
-def start_workers(
-    concurrency: int, queues: Sequence[str], gpus: Sequence[str], loglevel: str
-) -> list[subprocess.Popen[bytes]]:
-    """One Celery worker process per GPU (`CUDA_VISIBLE_DEVICES`), or one for the CPU."""
+def start_worker(concurrency: int, queues: Sequence[str], gpu: str | None, loglevel: str) -> subprocess.Popen[bytes]:
+    """One Celery worker process (on GPU `gpu` via `CUDA_VISIBLE_DEVICES`, or the CPU) in a
+    process group of its own, killed if the thread that started it ends."""
     host = socket.gethostname()
-    procs = []
-    devices: list[str | None] = list(gpus) or [None]
-    for gpu in devices:
-        env = dict(os.environ)
-        env["TFTSWEEP_WORKER_CONCURRENCY"] = str(concurrency)
-        name = f"tftsweep-cpu@{host}"
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-            name = f"tftsweep-gpu{gpu}@{host}"
-        procs.append(
-            subprocess.Popen(
-                celery_worker_argv(concurrency, queues, name, loglevel), env=env, preexec_fn=_die_with_parent
-            )
-        )
-    return procs
+    env = dict(os.environ)
+    env["TFTSWEEP_WORKER_CONCURRENCY"] = str(concurrency)
+    name = f"tftsweep-cpu@{host}"
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+        name = f"tftsweep-gpu{gpu}@{host}"
+    return subprocess.Popen(
+        celery_worker_argv(concurrency, queues, name, loglevel),
+        env=env,
+        preexec_fn=_die_with_parent,
+        start_new_session=True,
+    )
 
 
 def _die_with_parent() -> None:
-    """Linux: the worker gets SIGTERM (a warm shutdown) if `serve` dies without stopping it."""
+    """Linux: the worker is killed if the thread that started it ends (serve killed outright);
+    its pool processes die with it (worker.tasks)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
 
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = WORKER_STOP_SECONDS) -> None:
+    """SIGTERM to the worker's main process: a warm shutdown, in which its pool processes give
+    their runs in training back to the queue at the next batch (worker.tasks); then SIGKILL to
+    the whole group after `timeout`. The reaper re-queues whatever a kill cut."""
+    stop_workers([proc], timeout)
+
+
 def stop_workers(procs: list[subprocess.Popen[bytes]], timeout: float = WORKER_STOP_SECONDS) -> None:
-    """SIGTERM (Celery's warm shutdown), then SIGKILL after `timeout`; the reaper re-queues what was cut."""
     for proc in procs:
-        if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
+        _signal_group(proc, signal.SIGCONT)  # a stopped (hung) worker handles SIGTERM only once resumed
     deadline = time.monotonic() + timeout
     for proc in procs:
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            log.warning("worker %s did not stop within %.0f s: killing it", proc.pid, timeout)
+        _signal_group(proc, signal.SIGKILL)  # pool processes left behind, if any
+        proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+class WorkerSupervisor(threading.Thread):
+    """Keeps `serve`'s embedded worker alive: a worker that exits, or whose heartbeat goes
+    stale, is stopped and started again with a growing delay; after `worker_max_restarts`
+    restarts within `worker_restart_window_seconds` it gives up and calls `on_give_up` (serve
+    exits non-zero rather than serve a queue that nobody drains).
+
+    Every worker is started from this thread, which lives until `stop()`: the workers'
+    PR_SET_PDEATHSIG is tied to it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        concurrency: int,
+        loglevel: str,
+        on_give_up: Callable[[str], None],
+    ) -> None:
+        super().__init__(name="tftsweep-supervisor", daemon=True)
+        self.settings = settings
+        self.concurrency = concurrency
+        self.loglevel = loglevel
+        self.on_give_up = on_give_up
+        self.max_restarts = settings.worker_max_restarts
+        self.window = settings.worker_restart_window_seconds
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.restarts: deque[float] = deque()
+        self._stop_event = threading.Event()
+        self._ready = threading.Event()
+        self._factory: sessionmaker[Session] | None = None
+
+    def _spawn(self) -> None:
+        self.proc = start_worker(self.concurrency, [GPU_QUEUE, CPU_QUEUE], None, self.loglevel)
+        self.started_at = time.monotonic()
+        log.info("embedded worker started (pid %s)", self.proc.pid)
+
+    def run(self) -> None:
+        from app.db.session import make_engine, make_session_factory
+
+        engine = make_engine(self.settings.db_url, pooled=False)
+        self._factory = make_session_factory(engine)
+        self._spawn()
+        self._ready.set()
+        delay = 1.0
+        try:
+            while not self._stop_event.wait(1.0):
+                reason = self._problem()
+                if reason is None:
+                    if time.monotonic() - self.started_at > self.window:
+                        delay = 1.0
+                    continue
+                now = time.monotonic()
+                while self.restarts and now - self.restarts[0] > self.window:
+                    self.restarts.popleft()
+                assert self.proc is not None
+                if len(self.restarts) >= self.max_restarts:
+                    why = (
+                        f"embedded worker {reason}; it was restarted {len(self.restarts)} times in "
+                        f"{self.window:.0f} s: giving up"
+                    )
+                    log.error(why)
+                    stop_worker(self.proc)
+                    self.on_give_up(why)
+                    return
+                log.warning("embedded worker (pid %s) %s: restarting it in %.0f s", self.proc.pid, reason, delay)
+                stop_worker(self.proc)
+                if self._stop_event.wait(delay):
+                    return
+                self.restarts.append(time.monotonic())
+                delay = min(delay * 2, 30.0)
+                self._spawn()
+        finally:
+            if self.proc is not None and self.proc.poll() is None:
+                stop_worker(self.proc)
+            engine.dispose()
+
+    def _problem(self) -> str | None:
+        """Why the worker needs a restart, or None while it is fine."""
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is not None:
+            return f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
+        age = time.monotonic() - self.started_at
+        seen = self._last_seen()
+        stale = self.settings.worker_stale_seconds
+        if seen is None:
+            return None if age < self.settings.worker_start_seconds else f"sent no heartbeat in {age:.0f} s"
+        if seen > stale:
+            return f"sent no heartbeat for {seen:.0f} s"
+        return None
+
+    def _last_seen(self) -> float | None:
+        """Seconds since the worker's last heartbeat, None before its first."""
+        from app.db.models import Worker
+        from app.db.session import session_scope
+        from app.db.sweeps import as_utc, utcnow
+
+        assert self.proc is not None and self._factory is not None
+        try:
+            with session_scope(self._factory) as session:
+                row = session.get(Worker, f"{socket.gethostname()}:{self.proc.pid}")
+                seen = as_utc(row.last_seen) if row is not None and row.stopped_at is None else None
+        except Exception:  # the database is away: no verdict on the worker
+            log.exception("could not read the embedded worker's heartbeat")
+            return None
+        return None if seen is None else (utcnow() - seen) / timedelta(seconds=1)
+
+    def wait_started(self) -> None:
+        self._ready.wait()
+
+    def stop(self) -> None:
+        """Stop the worker (bounded: SIGTERM, then SIGKILL) and the supervision."""
+        self._stop_event.set()
+        self.join(timeout=WORKER_STOP_SECONDS + 15)
 
 
 def is_loopback(host: str) -> bool:
@@ -104,8 +242,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(host: str, port: int, concurrency: int, loglevel: str) -> int:
-    """Run the API in this process and an embedded Celery worker beside it, until interrupted."""
+def serve(host: str, port: int, concurrency: int, loglevel: str, worker: bool = True) -> int:
+    """Run the API in this process and, unless `worker` is off, a supervised embedded Celery
+    worker beside it, until interrupted (exit 0) or the worker cannot be kept alive (exit 1)."""
     import uvicorn
 
     from app.api.main import create_app
@@ -132,13 +271,32 @@ def serve(host: str, port: int, concurrency: int, loglevel: str) -> int:
     broker = settings.redis_url or f"filesystem ({settings.broker_dir})"
     database = settings.db_url.split("@")[-1] if "@" in settings.db_url else settings.db_url
     print(f"tftsweep: data {settings.data_root}; database {database}; broker {broker}", flush=True)
-    procs = start_workers(concurrency, [GPU_QUEUE, CPU_QUEUE], [], loglevel.upper())
-    try:
-        uvicorn.run(
+    server = uvicorn.Server(
+        uvicorn.Config(
             create_app(settings), host=host, port=port, log_level=loglevel.lower(), timeout_graceful_shutdown=10
         )
+    )
+    gave_up: list[str] = []
+
+    def give_up(why: str) -> None:
+        gave_up.append(why)
+        server.should_exit = True
+
+    supervisor = WorkerSupervisor(settings, concurrency, loglevel.upper(), give_up) if worker else None
+    if supervisor is not None:
+        supervisor.start()
+        supervisor.wait_started()
+    # uvicorn re-raises the signal that stopped it once it is done; SIGTERM is a normal stop
+    # here (the worker is stopped below, then exit 0), not a death by signal.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    try:
+        server.run()
     finally:
-        stop_workers(procs)
+        if supervisor is not None:
+            supervisor.stop()
+    if gave_up:
+        print(f"error: {gave_up[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -147,17 +305,24 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 
 
 def run_workers(concurrency: int, queues: Sequence[str], gpus: Sequence[str], loglevel: str) -> int:
-    """Run Celery workers in the foreground until they exit or are interrupted."""
+    """Run Celery workers (one per GPU, or one for the CPU) in the foreground until one exits
+    or this process is interrupted; then stop them all."""
     from app.db.migrate import upgrade_database
 
     upgrade_database(get_settings().db_url)
-    procs = start_workers(concurrency, queues, gpus, loglevel.upper())
+    devices: list[str | None] = list(gpus) or [None]
+    procs = [start_worker(concurrency, queues, gpu, loglevel.upper()) for gpu in devices]
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM here means: stop the workers gracefully
+    interrupted = False
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     finally:
         stop_workers(procs)
-    return max((p.returncode or 0) for p in procs)
+    if interrupted:
+        return 0
+    died = next(p for p in procs if p.returncode is not None)
+    print(f"error: worker {died.pid} exited with code {died.returncode}; stopped the others", file=sys.stderr)
+    return 1

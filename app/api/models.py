@@ -182,6 +182,33 @@ class DatasetsPublic(BaseModel):
 
 
 class HealthPublic(BaseModel):
-    status: str
+    status: str = Field(
+        description="`ok`; `degraded` when the database or broker fails, or runs are queued and no worker is live."
+    )
     database: str
     broker: str
+    live_workers: int = Field(description="Workers whose heartbeat is younger than two heartbeat intervals.")
+    queued_runs: int
+    detail: str | None = Field(None, description="Why the status is degraded.")
+
+
+class WorkerPublic(BaseModel):
+    id: str = Field(description="`{host}:{pid}` of the worker's main process.")
+    host: str
+    pid: int
+    name: str
+    queues: list[str]
+    gpu: str | None
+    concurrency: int
+    runs_in_hand: int = Field(description="Runs this worker holds a lease on, as of its last heartbeat.")
+    started_at: datetime
+    last_seen: datetime
+    stopped_at: datetime | None = Field(description="Set when the worker shut down cleanly.")
+    live: bool = Field(description="Seen within two heartbeat intervals and not stopped.")
+
+
+class WorkersPublic(BaseModel):
+    data: list[WorkerPublic]
+    count: int
+    live: int
+    heartbeat_seconds: float

@@ -32,15 +32,15 @@ def test_upload_parquet(client: TestClient) -> None:
     ("asset", "content", "field", "needle"),
     [
         ("BAD", b"Date,Open\n2020-01-01,1\n", "file", "missing columns"),
-        ("../x", b"Date\n", "asset", "path separators"),
+        # Percent-encoded so the HTTP client sends them as written (it normalises a plain `..`).
+        ("..%5Cx", b"Date\n", "asset", "path separators"),
+        ("%2E%2E", b"Date\n", "asset", "must not start with a dot"),
         ("BAD", b"PAR1garbage", "file", "cannot read the parquet"),
     ],
 )
 def test_bad_uploads_are_422(client: TestClient, asset: str, content: bytes, field: str, needle: str) -> None:
     response = client.post(f"/datasets/{asset}", files={"file": ("f", content)})
-    if asset.startswith(".."):
-        assert response.status_code == 404  # the path itself does not match the route
-        return
+    assert response.url.raw_path == f"/datasets/{asset}".encode()  # the handler got it as written
     assert response.status_code == 422
     (problem,) = response.json()["detail"]
     assert problem["field"] == field and needle in problem["message"]
@@ -48,7 +48,50 @@ def test_bad_uploads_are_422(client: TestClient, asset: str, content: bytes, fie
 
 
 def test_healthz(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert client.get("/healthz").json() == {
+        "status": "ok",
+        "database": "ok",
+        "broker": "ok",
+        "live_workers": 0,
+        "queued_runs": 0,
+        "detail": None,
+    }
+    assert client.head("/healthz").status_code == 200
+
+
+def test_healthz_is_degraded_while_queued_runs_have_no_live_worker(client: TestClient) -> None:
+    from app.db.session import session_scope
+    from app.db.workers import WorkerIdentity, heartbeat, mark_stopped, register_worker
+    from tests.utils.data import tiny_sweep
+
+    assert client.post("/sweeps", json={"asset": "SYN", "config": tiny_sweep()}).status_code == 201
+    response = client.get("/healthz")
+    assert response.status_code == 200  # the API itself is fine
+    assert response.json()["status"] == "degraded" and response.json()["queued_runs"] == 2
+    assert "no worker has been seen" in response.json()["detail"]
+
+    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    worker = WorkerIdentity(
+        host="gpu-box", pid=4242, name="tftsweep-gpu0@gpu-box", queues=("gpu",), concurrency=2, gpu="0"
+    )
+    with session_scope(factory) as session:
+        register_worker(session, worker)
+        heartbeat(session, worker)
+    assert client.get("/healthz").json()["status"] == "ok"
+    listed = client.get("/workers").json()
+    assert (listed["count"], listed["live"]) == (1, 1)
+    (row,) = listed["data"]
+    assert (row["id"], row["queues"], row["gpu"], row["concurrency"], row["live"]) == (
+        "gpu-box:4242",
+        ["gpu"],
+        "0",
+        2,
+        True,
+    )
+    with session_scope(factory) as session:
+        mark_stopped(session, worker.id)
+    assert client.get("/workers").json()["data"][0]["live"] is False
+    assert client.get("/healthz").json()["status"] == "degraded"
 
 
 def test_healthz_reports_a_dead_broker(client: TestClient) -> None:
@@ -81,6 +124,7 @@ def test_openapi_lists_every_endpoint(client: TestClient) -> None:
         "/datasets",
         "/datasets/{asset}",
         "/healthz",
+        "/workers",
     }
     assert expected <= set(paths)
     for path in expected:

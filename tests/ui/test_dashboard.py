@@ -98,6 +98,7 @@ def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
     key.send_keys(WRITE_KEY)
     browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
     wait_for(browser, lambda b: "finished" in b.find_element(By.ID, "sweeps").text)
+    wait_for(browser, lambda b: b.find_element(By.ID, "workers-status").text == "1 live worker")
     shot(browser, "1_sweeps_list")
 
     browser.find_element(By.LINK_TEXT, "finished").click()
@@ -138,3 +139,23 @@ def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
     browser.get(f"{base}/ui")
     wait_for(browser, lambda b: "from_ui" in b.find_element(By.ID, "sweeps").text)
     shot(browser, "4_sweeps_after_submit")
+
+    browser.get(f"{base}/ui/workers")
+    wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#workers tbody tr.worker-live")) == 1)
+    assert "1 of 1 workers live" in browser.find_element(By.ID, "workers-summary").text
+    shot(browser, "5_workers")
+
+
+def test_dashboard_warns_when_no_worker_is_live(browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    server = ServerProcess(make_data_root(tmp_path / "data"), args=["--no-worker"]).start()
+    try:
+        assert server.client.post("/sweeps", json={"asset": "SYN", "config": tiny_sweep()}).status_code == 201
+        browser.get(f"http://127.0.0.1:{server.port}/ui")
+        status = wait_for(browser, lambda b: b.find_element(By.ID, "workers-status"))
+        wait_for(browser, lambda b: status.text == "No live worker: 2 queued runs will not start")
+        assert "warn" in status.get_attribute("class")
+        shot(browser, "6_no_live_worker")
+    finally:
+        server.stop()

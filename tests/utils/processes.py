@@ -28,8 +28,9 @@ def free_port() -> int:
 class ServerProcess:
     """`tftsweep serve` in a subprocess, with an HTTP client and polling helpers."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
         self.root = root
+        self.args = args or []
         self.port = free_port()
         self.log = root / f"serve-{self.port}.log"
         self.env = {
@@ -48,7 +49,17 @@ class ServerProcess:
         self.root.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "serve", "--port", str(self.port), "--log-level", "info"],
+                [
+                    sys.executable,
+                    "-m",
+                    "worker.cli",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "info",
+                    *self.args,
+                ],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -102,6 +113,37 @@ class ServerProcess:
             return None
 
         return dict(self.wait(done, timeout, f"sweep {sweep_id} to finish"))
+
+
+def _processes() -> list[tuple[int, int, int, str]]:
+    """(pid, parent pid, process group, command line) of every live process, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if state != "Z":
+            found.append((int(entry.name), int(ppid), int(pgrp), cmdline))
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group `pgid`."""
+    return sorted(pid for pid, _, group, _ in _processes() if group == pgid)
+
+
+def children(pid: int) -> list[int]:
+    """Pids of the live child processes of `pid`."""
+    return [child for child, parent, _, _ in _processes() if parent == pid]
+
+
+def orphans(pattern: str = "worker.celery_app") -> list[int]:
+    """Pids of processes whose command line holds `pattern` and whose parent is init."""
+    return [pid for pid, parent, _, cmdline in _processes() if parent == 1 and pattern in cmdline]
 
 
 def create_postgres_database(admin_url: str) -> str:

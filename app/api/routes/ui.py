@@ -41,6 +41,11 @@ def study_page(request: Request, study_id: StudyId) -> HTMLResponse:
     return templates.TemplateResponse(request, "study.html", {"study_id": study_id})
 
 
+@router.get("/workers", response_class=HTMLResponse)
+def workers_page(request: Request) -> HTMLResponse:
+    return templates.TemplateResponse(request, "workers.html")
+
+
 @router.get("/submit", response_class=HTMLResponse)
 def submit_page(request: Request) -> HTMLResponse:
     example = json.dumps(json.loads(EXAMPLE.read_text()), indent=2) if EXAMPLE.is_file() else "{}"

@@ -240,6 +240,35 @@ function topkForm() {
   });
 }
 
+const WORKERS = ["id", "name", "queues", "gpu", "concurrency", "runs_in_hand", "last_seen", "live"];
+
+async function workersPage() {
+  const data = await json("/workers");
+  document.getElementById("workers-summary").textContent =
+    `${data.live} of ${data.count} workers live (heartbeat every ${data.heartbeat_seconds} s; stale after two).`;
+  renderTable(document.getElementById("workers"),
+    data.data.map((w) => Object.assign({}, w, {queues: w.queues.join(","), live: w.live ? "yes" : "no",
+      last_seen: new Date(w.last_seen).toLocaleString()})),
+    WORKERS, (tr, row) => tr.classList.add(row.live === "yes" ? "worker-live" : "worker-stale"));
+  setTimeout(() => workersPage().catch(report), 5000);
+}
+
+// Every page: how many workers are live, and a warning when none is (runs would wait forever).
+async function workersStatus() {
+  const status = document.getElementById("workers-status");
+  try {
+    const health = await (await fetch("/healthz")).json();
+    const live = health.live_workers;
+    status.textContent = live ? `${live} live worker${live === 1 ? "" : "s"}`
+      : `No live worker: ${health.queued_runs} queued run${health.queued_runs === 1 ? "" : "s"} will not start`;
+    status.className = live ? "workers-status ok" : "workers-status warn";
+  } catch (e) {
+    status.textContent = "server unreachable";
+    status.className = "workers-status warn";
+  }
+  setTimeout(workersStatus, 5000);
+}
+
 function report(error) { notice(String(error.message || error)); }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -251,7 +280,8 @@ document.addEventListener("DOMContentLoaded", () => {
     window.location.reload();
   });
   const pages = {sweeps: sweepsPage, sweep: sweepPage, studies: studiesPage, study: studyPage,
-    submit: async () => submitPage()};
+    workers: workersPage, submit: async () => submitPage()};
+  workersStatus();
   const page = pages[document.body.dataset.page];
   if (page) page().catch(report);
   topkForm();
