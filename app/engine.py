@@ -45,7 +45,7 @@ from app.db.sweeps import find_sweep, folder_config, is_stopped, run_counts, run
 from app.db.workers import lease_owner
 from core.config import SweepConfig, validate_sweep_config
 from core.datasets import check_dataset_for_sweep, dataset_fingerprint
-from core.errors import DatasetError, SweepFolderError
+from core.errors import SweepFolderError
 from core.feature_sets import resolve_features
 from core.paths import sweep_dir
 from core.runs import RunOutcome, RunSpec, Trainer
@@ -56,7 +56,7 @@ from core.sweep_folder import (
     read_run_records,
     write_analysis_config,
 )
-from core.sweep_report import load_drift_dataset, write_sweep_reports
+from core.sweep_report import drift_dataset, write_sweep_reports
 
 log = logging.getLogger("tftsweep.engine")
 
@@ -416,9 +416,8 @@ def publish_sweep(
 
 def _write_files(root: Path, snap: _Snapshot, plots: bool) -> dict[str, Any]:
     folder = sweep_dir(root, snap.folder.asset, snap.folder.config.output_subdir)
-    try:
-        dataset, reason = load_drift_dataset(root, snap.folder), None
-    except DatasetError as exc:
-        dataset, reason = None, f"not computed: {exc}"
-        log.warning("sweep %s: drift %s", folder.name, reason)
+    dataset, problem = drift_dataset(root, snap.folder)
+    if problem is not None:
+        log.warning("sweep %s: drift not computed: %s", folder.name, problem)
+    reason = f"not computed: {problem}" if problem else None
     return write_sweep_reports(folder, snap.records, snap.folder, dataset, drift_reason=reason, plots=plots)

@@ -21,7 +21,7 @@ from app.queue import RunQueue
 from app.settings import Settings
 from core.config import SweepConfig
 from core.datasets import check_dataset_shapes
-from core.errors import SweepExists
+from core.errors import StudyExists
 from core.hpo_config import HpoConfig, study_shapes
 
 log = logging.getLogger("tftsweep.server")
@@ -81,7 +81,7 @@ def submit_study(
     `timeout_s` changed; anything else is refused (nothing written).
 
     Raises:
-        DatasetError, SweepExists: nothing is written.
+        DatasetError, StudyExists: nothing is written.
     """
     check_dataset_shapes(settings.data_root, asset, config, study_shapes(config))
     tasks = min(config.n_trials, settings.hpo_parallel_tasks) if config.parallel_ok else 1
@@ -99,7 +99,7 @@ def submit_study(
             new = {k: v for k, v in config.to_json_dict().items() if k not in STUDY_CONTINUABLE}
             if old != new:
                 changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise SweepExists(
+                raise StudyExists(
                     f"study {asset}/{config.output_subdir} exists with another config (differs in {changed}); "
                     "only n_trials and timeout_s may change to continue it"
                 )

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.config import DEFAULT_MAX_RUNS
+
 
 class Settings(BaseSettings):
     """Every knob of the server; environment variables override the defaults."""
@@ -32,8 +34,13 @@ class Settings(BaseSettings):
     requeue_after_seconds: float = Field(
         600.0, gt=0, description="A queued run whose message is this old is enqueued again (lost messages)."
     )
-    max_runs: int = Field(10_000, ge=1, description="Largest plan a sweep may have.")
+    max_runs: int = Field(DEFAULT_MAX_RUNS, ge=1, description="Largest plan a sweep may have.")
     worker_concurrency: int = Field(1, ge=1, description="Concurrent runs per worker process (runs per GPU).")
+    gpu: str | None = Field(
+        None,
+        validation_alias="CUDA_VISIBLE_DEVICES",
+        description="The GPU a worker process sees (set per worker by `tftsweep worker --gpus`).",
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="Torch threads per training process; default: the cores split evenly between them."
     )
@@ -93,6 +100,6 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """Settings read once per process from the environment."""
-    os.environ.setdefault("TFTSWEEP_DATA_DIR", "data")
+    """Settings read once per process from the environment (the API and worker processes;
+    each CLI command reads its own)."""
     return Settings()

@@ -22,7 +22,7 @@ def _train(args: tuple[int, str]) -> float:
     count, precision = args
     from core.config import TrainingConfig
     from core.datasets import synthetic_dataset
-    from core.training import build_fold_data, set_torch_threads, train_run
+    from core.training import build_fold_data, set_torch_threads, train_and_evaluate
     from tests.utils.data import tiny_fold_model
 
     set_torch_threads(1)
@@ -31,10 +31,12 @@ def _train(args: tuple[int, str]) -> float:
         max_encoder_length=30, hidden_size=16, batch_size=128, max_epochs=3, learning_rate=0.003, limit_train_batches=8
     )
     data = build_fold_data(frame, tiny_fold_model(), training, ["ret_5", "vol_10", "rsi_14", "day_of_week"])
-    train_run(data, training, precision=precision)  # warm-up: CUDA context and kernels
+    train_and_evaluate(data, training, precision=precision)  # warm-up: CUDA context and kernels
     started = time.perf_counter()
     for seed in range(count):
-        train_run(data, TrainingConfig.model_validate({**training.model_dump(), "seed": seed}), precision=precision)
+        train_and_evaluate(
+            data, TrainingConfig.model_validate({**training.model_dump(), "seed": seed}), precision=precision
+        )
     return time.perf_counter() - started
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,137 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+def _machine() -> list[str]:
+    found = next((r for r in map(load, SECTIONS_BY_NAME) if r), None)
+    if not found:
+        return []
+    m = found["machine"]
+    return [
+        f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory']}, Python {m['python']}, {m['platform']}; no GPU.",
+        "",
+    ]
+
+
+def _overhead(o: dict[str, Any]) -> list[str]:
+    b = o["breakdown_median_s"]
+    return [
+        f"Command: `{o['command']}` ({o['date']}). The example sweep, {o['runs']} runs, 2 torch threads.",
+        "",
+        "| | wall (s) |",
+        "|---|---|",
+        f"| plain script (`bench/plain_reference.py`, imports included) | {o['plain_script_s']['median']:.1f} |",
+        f"| server, 1 worker, submit → last run | {o['server_1_worker_s']['median']:.1f} |",
+        f"| ratio | **{o['ratio']:.2f}** ({verdict(o['ratio'] <= o['target_ratio'])}) |",
+        "",
+        "Where the server's time goes (medians):",
+        "",
+        "| part | s |",
+        "|---|---|",
+        f"| submit → first run starts (queue latency, worker's first imports) | {b['first_start_s']:.1f} |",
+        f"| training (seed, model, fit; summed over runs) | {b['training_s']:.1f} |",
+        f"| inside runs but not training (datasets, predictions, checkpoint publishing, recording) | "
+        f"{b['in_run_not_training_s']:.1f} |",
+        f"| between runs (queue, claim) | {b['between_runs_s']:.1f} |",
+        f"| reports and plots after the last run (not in the wall time above) | {b['reports_s']:.1f} |",
+        "",
+    ]
+
+
+def _scaling(s: dict[str, Any]) -> list[str]:
+    return [
+        f"Command: `{s['command']}` ({s['date']}).",
+        "",
+        "| setup | wall (s) | runs per hour |",
+        "|---|---|---|",
+        f"| 1 worker × 2 threads | {s['one_worker_two_threads_s']['median']:.1f} | {s['runs_per_hour_1x2']:.0f} |",
+        f"| 2 workers × 1 thread | {s['two_workers_one_thread_s']['median']:.1f} | {s['runs_per_hour_2x1']:.0f} |",
+        f"| speed-up | **{s['speedup']:.2f}×** ({verdict(s['speedup'] >= s['target_speedup'])}) | |",
+        "",
+    ]
+
+
+def _dataset_reuse(d: dict[str, Any]) -> list[str]:
+    return [
+        f"Command: `{d['command']}` ({d['date']}). Building the fold datasets of the example's {d['runs']} runs:",
+        "",
+        "| | total (s) | per run (ms) | builds |",
+        "|---|---|---|---|",
+        f"| without the cache | {d['without_cache_s']:.2f} | {d['per_run_without_ms']:.0f} | {d['runs']} |",
+        f"| with the per-fold cache | {d['with_cache_s']:.2f} | {d['per_run_with_ms']:.0f} | "
+        f"{d['builds_with_cache']} |",
+        "",
+    ]
+
+
+def _reports(r: dict[str, Any]) -> list[str]:
+    big, plots = r["reports_100k_runs_s"], r["reports_and_plots_1k_runs_s"]
+    return [
+        f"Command: `{r['command']}` ({r['date']}). {r['note']}.",
+        "",
+        "| | median (s) | target (s) | |",
+        "|---|---|---|---|",
+        f"| CSV/JSON reports, 100,000 runs | {big['median']:.2f} | {big['target']} | {verdict(big['median'] < 3)} |",
+        f"| reports + plots, 1,000 runs | {plots['median']:.2f} | {plots['target']} | "
+        f"{verdict(plots['median'] < 15)} |",
+        "",
+    ]
+
+
+def _api(a: dict[str, Any]) -> list[str]:
+    p = a["post_5000_run_plan_s"]
+    lines = [
+        f"Command: `{a['command']}` ({a['date']}); SQLite, embedded broker, no worker. "
+        f"{a['connections']} keep-alive connections for {a['seconds']:.0f} s per row, in 3 rounds "
+        "(p50 and p95: medians of the rounds; the rounds' p95 in brackets) "
+        f"(`bench/http_load.py`), half the requests to each path; the sweep has "
+        f"{a['runs_in_sweep']:,} runs, {a['finished_runs_at_start']:,} of them finished with metrics. "
+        "*Live*: the same load while one run finishes every 2 s (each change rebuilds the ranking).",
+        "",
+        "| uvicorn | load | request | requests | p50 (ms) | p95 (ms) | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for setup, label in (("one_process", "1 process"), ("two_processes", "2 processes (`--workers 2`)")):
+        for load_name, rows in (("static", a[setup]), ("live", a[setup]["live"])):
+            for key, path in (("get_ranking", "GET /sweeps/{id}/ranking"), ("get_sweep", "GET /sweeps/{id}")):
+                row = rows[key]
+                lines.append(
+                    f"| {label} | {load_name} | {path} | {row['requests']} | {row['p50_ms']} | "
+                    f"{row['p95_ms']} ({', '.join(map(str, row['p95_ms_rounds']))}) | "
+                    f"{verdict(row['p95_ms'] < 50)} |"
+                )
+    return [
+        *lines,
+        "",
+        "| request | median (ms) | all (ms) | |",
+        "|---|---|---|---|",
+        f"| POST /sweeps, 5,000-run plan, idle server | {1000 * p['median']:.0f} | "
+        f"{', '.join(f'{1000 * t:.0f}' for t in p['all'])} | {verdict(p['median'] < 1)} |",
+        "",
+    ]
+
+
+def _gpu_packing(g: dict[str, Any]) -> list[str]:
+    return [json.dumps(g, indent=2), ""]
+
+
+GPU_NOT_MEASURED = (
+    "Not measured: no GPU was lent to the session that built the benchmarks. "
+    "`bench/gpu_packing.py` is ready (one command, under 10 minutes); until it has run, "
+    "`--concurrency` (runs per GPU) stays at 1."
+)
+
+# (result file, section title, how its rows read)
+SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[str]]], ...] = (
+    ("overhead", "## 1. Overhead per run (target: server ≤ 1.10 × plain script)", _overhead),
+    ("scaling", "## 2. Scaling with workers (target: ≥ 1.4× runs per hour)", _scaling),
+    ("dataset_reuse", "## 3. Dataset reuse", _dataset_reuse),
+    ("reports", "## 4. Reports (targets: 100,000 runs < 3 s without plots; 1,000 runs with plots < 15 s)", _reports),
+    ("api", "## 5. API (targets: p95 < 50 ms with 10,000 runs; POST of a 5,000-run plan < 1 s)", _api),
+    ("gpu_packing", "## 6. GPU packing", _gpu_packing),
+)
+SECTIONS_BY_NAME = tuple(name for name, _, _ in SECTIONS)
+
+
 def main() -> None:
     lines = [
         "# Benchmarks",
@@ -31,136 +163,13 @@ def main() -> None:
         "(`make bench` runs every benchmark, then this). Medians of the repeats shown; every figure beside "
         "its target and the reference measured in the same run.",
         "",
+        *_machine(),
     ]
+    for name, title, render in SECTIONS:
+        result = load(name)
+        missing = GPU_NOT_MEASURED if name == "gpu_packing" else "Not measured yet."
+        lines += [title, "", *(render(result) if result else [missing, ""])]
     notes = Path("bench/NOTES.md")
-    any_result = None
-    for name in ("overhead", "scaling", "dataset_reuse", "reports", "api", "gpu_packing"):
-        any_result = any_result or load(name)
-    if any_result:
-        m = any_result["machine"]
-        lines += [
-            f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory']}, Python {m['python']}, {m['platform']}; no GPU.",
-            "",
-        ]
-    o = load("overhead")
-    lines += ["## 1. Overhead per run (target: server ≤ 1.10 × plain script)", ""]
-    if o:
-        b = o["breakdown_median_s"]
-        lines += [
-            f"Command: `{o['command']}` ({o['date']}). The example sweep, {o['runs']} runs, 2 torch threads.",
-            "",
-            "| | wall (s) |",
-            "|---|---|",
-            f"| plain script (`bench/plain_reference.py`, imports included) | {o['plain_script_s']['median']:.1f} |",
-            f"| server, 1 worker, submit → last run | {o['server_1_worker_s']['median']:.1f} |",
-            f"| ratio | **{o['ratio']:.2f}** ({verdict(o['ratio'] <= o['target_ratio'])}) |",
-            "",
-            "Where the server's time goes (medians):",
-            "",
-            "| part | s |",
-            "|---|---|",
-            f"| submit → first run starts (queue latency, worker's first imports) | {b['first_start_s']:.1f} |",
-            f"| training (seed, model, fit; summed over runs) | {b['training_s']:.1f} |",
-            f"| inside runs but not training (datasets, predictions, checkpoint publishing, recording) | "
-            f"{b['in_run_not_training_s']:.1f} |",
-            f"| between runs (queue, claim) | {b['between_runs_s']:.1f} |",
-            f"| reports and plots after the last run (not in the wall time above) | {b['reports_s']:.1f} |",
-            "",
-        ]
-    else:
-        lines += ["Not measured yet.", ""]
-    s = load("scaling")
-    lines += ["## 2. Scaling with workers (target: ≥ 1.4× runs per hour)", ""]
-    if s:
-        lines += [
-            f"Command: `{s['command']}` ({s['date']}).",
-            "",
-            "| setup | wall (s) | runs per hour |",
-            "|---|---|---|",
-            f"| 1 worker × 2 threads | {s['one_worker_two_threads_s']['median']:.1f} | {s['runs_per_hour_1x2']:.0f} |",
-            f"| 2 workers × 1 thread | {s['two_workers_one_thread_s']['median']:.1f} | {s['runs_per_hour_2x1']:.0f} |",
-            f"| speed-up | **{s['speedup']:.2f}×** ({verdict(s['speedup'] >= s['target_speedup'])}) | |",
-            "",
-        ]
-    else:
-        lines += ["Not measured yet.", ""]
-    d = load("dataset_reuse")
-    lines += ["## 3. Dataset reuse", ""]
-    if d:
-        lines += [
-            f"Command: `{d['command']}` ({d['date']}). Building the fold datasets of the example's {d['runs']} runs:",
-            "",
-            "| | total (s) | per run (ms) | builds |",
-            "|---|---|---|---|",
-            f"| without the cache | {d['without_cache_s']:.2f} | {d['per_run_without_ms']:.0f} | {d['runs']} |",
-            f"| with the per-fold cache | {d['with_cache_s']:.2f} | {d['per_run_with_ms']:.0f} | "
-            f"{d['builds_with_cache']} |",
-            "",
-        ]
-    else:
-        lines += ["Not measured yet.", ""]
-    r = load("reports")
-    lines += ["## 4. Reports (targets: 100,000 runs < 3 s without plots; 1,000 runs with plots < 15 s)", ""]
-    if r:
-        big, plots = r["reports_100k_runs_s"], r["reports_and_plots_1k_runs_s"]
-        lines += [
-            f"Command: `{r['command']}` ({r['date']}). {r['note']}.",
-            "",
-            "| | median (s) | target (s) | |",
-            "|---|---|---|---|",
-            f"| CSV/JSON reports, 100,000 runs | {big['median']:.2f} | {big['target']} | "
-            f"{verdict(big['median'] < 3)} |",
-            f"| reports + plots, 1,000 runs | {plots['median']:.2f} | {plots['target']} | "
-            f"{verdict(plots['median'] < 15)} |",
-            "",
-        ]
-    else:
-        lines += ["Not measured yet.", ""]
-    a = load("api")
-    lines += ["## 5. API (targets: p95 < 50 ms with 10,000 runs; POST of a 5,000-run plan < 1 s)", ""]
-    if a:
-        p = a["post_5000_run_plan_s"]
-        lines += [
-            f"Command: `{a['command']}` ({a['date']}); SQLite, embedded broker, no worker. "
-            f"{a['connections']} keep-alive connections for {a['seconds']:.0f} s per row, in 3 rounds "
-            "(p50 and p95: medians of the rounds; the rounds' p95 in brackets) "
-            f"(`bench/http_load.py`), half the requests to each path; the sweep has "
-            f"{a['runs_in_sweep']:,} runs, {a['finished_runs_at_start']:,} of them finished with metrics. "
-            "*Live*: the same load while one run finishes every 2 s (each change rebuilds the ranking).",
-            "",
-            "| uvicorn | load | request | requests | p50 (ms) | p95 (ms) | |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for setup, label in (("one_process", "1 process"), ("two_processes", "2 processes (`--workers 2`)")):
-            for load_name, rows in (("static", a[setup]), ("live", a[setup]["live"])):
-                for key, path in (("get_ranking", "GET /sweeps/{id}/ranking"), ("get_sweep", "GET /sweeps/{id}")):
-                    row = rows[key]
-                    lines.append(
-                        f"| {label} | {load_name} | {path} | {row['requests']} | {row['p50_ms']} | "
-                        f"{row['p95_ms']} ({', '.join(map(str, row['p95_ms_rounds']))}) | "
-                        f"{verdict(row['p95_ms'] < 50)} |"
-                    )
-        lines += [
-            "",
-            "| request | median (ms) | all (ms) | |",
-            "|---|---|---|---|",
-            f"| POST /sweeps, 5,000-run plan, idle server | {1000 * p['median']:.0f} | "
-            f"{', '.join(f'{1000 * t:.0f}' for t in p['all'])} | {verdict(p['median'] < 1)} |",
-            "",
-        ]
-    else:
-        lines += ["Not measured yet.", ""]
-    lines += ["## 6. GPU packing", ""]
-    g6 = load("gpu_packing")
-    if g6:
-        lines += [json.dumps(g6, indent=2), ""]
-    else:
-        lines += [
-            "Not measured: no GPU was lent to the session that built the benchmarks. "
-            "`bench/gpu_packing.py` is ready (one command, under 10 minutes); until it has run, "
-            "`--concurrency` (runs per GPU) stays at 1.",
-            "",
-        ]
     if notes.is_file():
         lines += [notes.read_text().rstrip(), ""]
     DOC.write_text("\n".join(lines))

@@ -27,7 +27,7 @@ import httpx
 from bench.common import median, save
 from tests.utils.processes import free_port
 
-CONFIG = Path("config/sweeps/example_msft.json")
+CONFIG = Path("core/configs/sweeps/example_msft.json")
 
 
 def example_root(base: Path) -> Path:
@@ -119,15 +119,15 @@ def server(root: Path, concurrency: int, threads: int) -> dict[str, Any]:
 
 
 def dataset_reuse() -> dict[str, Any]:
+    from app.settings import Settings
     from core.config import load_sweep_config
     from core.datasets import load_dataset
     from core.feature_sets import resolve_features
-    from core.paths import data_root
     from core.plan import expand_sweep
     from core.training import DatasetCache, build_fold_data
 
     config = load_sweep_config(CONFIG.read_text())
-    frame = load_dataset(data_root(), "MSFT", config.features)
+    frame = load_dataset(Settings().data_root, "MSFT", config.features)
     features = resolve_features(config.features)
     folds = {f.name: f for f in config.folds}
     runs = expand_sweep(config).runs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -11,6 +10,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -20,18 +20,12 @@ from pydantic import (
 
 from core.errors import FieldError, InvalidSweepConfig
 from core.feature_sets import FEATURE_SETS
-from core.names import check_safe_name
+from core.names import SafeName
 
 M = TypeVar("M", bound=BaseModel)
 
-DEFAULT_MAX_RUNS = 10_000
+DEFAULT_MAX_RUNS = 10_000  # the plan size cap (a server setting: TFTSWEEP_MAX_RUNS)
 MAX_LIST = 1000  # any list in a config: folds, seeds, values, candidates, features
-
-
-def max_runs_from_env() -> int:
-    """The plan size cap: `TFTSWEEP_MAX_RUNS`, default 10,000."""
-    raw = os.environ.get("TFTSWEEP_MAX_RUNS", "")
-    return int(raw) if raw.strip() else DEFAULT_MAX_RUNS
 
 
 def _check_yyyymmdd(value: str) -> str:
@@ -45,16 +39,6 @@ def _check_yyyymmdd(value: str) -> str:
 
 
 DateStr = Annotated[str, AfterValidator(_check_yyyymmdd)]
-
-
-def _check_safe_name(value: str) -> str:
-    problem = check_safe_name(value)
-    if problem is not None:
-        raise ValueError(f"{value!r} {problem}")
-    return value
-
-
-SafeName = Annotated[str, AfterValidator(_check_safe_name)]
 
 
 def parse_date(value: str) -> date:
@@ -167,11 +151,29 @@ class CandidateConfig(StrictModel):
     source: dict[str, Any] | None = None
 
 
-class StudyKeys(StrictModel):
+def _feature_spec(value: Any) -> Any:
+    """`features` is a feature set's name or a list of column names; checked here as a whole,
+    so a wrong type is one problem on `features`, not one per shape pydantic could try."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise ValueError(f"must be a feature set name or a list of column names, not {type(value).__name__}")
+    if len(value) > MAX_LIST:
+        raise ValueError(f"lists at most {MAX_LIST} columns, got {len(value)}")
+    bad = [i for i, item in enumerate(value) if not isinstance(item, str)]
+    if bad:
+        raise ValueError(f"column names are strings; item {bad[0]} is {value[bad[0]]!r}")
+    return value
+
+
+FeatureSpec = Annotated[str | list[str], BeforeValidator(_feature_spec)]
+
+
+class ExperimentConfig(StrictModel):
     """What a sweep and an HPO study share: where to write, which data, folds, seeds, base config."""
 
     output_subdir: SafeName
-    features: str | Annotated[list[str], Field(max_length=MAX_LIST)] = "BASELINE_FEATURES"
+    features: FeatureSpec = "BASELINE_FEATURES"
     replica_seeds: list[int] = Field(default_factory=list, max_length=MAX_LIST)
     walk_forward: WalkForward = Field(default_factory=WalkForward)
     training_config: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -206,7 +208,7 @@ class StudyKeys(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _split_present(self) -> StudyKeys:
+    def _split_present(self) -> ExperimentConfig:
         if not self.walk_forward.enabled and self.split_config is None:
             raise ValueError("split_config is required when walk_forward is not enabled")
         return self
@@ -229,7 +231,7 @@ class StudyKeys(StrictModel):
         return self.model_dump(mode="json")
 
 
-class SweepConfig(StudyKeys):
+class SweepConfig(ExperimentConfig):
     """A sweep: the baseline `training_config`, what to vary, over which folds and seeds."""
 
     param_ranges: dict[str, Annotated[list[Any], Field(max_length=MAX_LIST)]] = Field(default_factory=dict)
@@ -241,77 +243,110 @@ def training_with(base: TrainingConfig, overrides: dict[str, Any]) -> TrainingCo
     return TrainingConfig.model_validate({**base.model_dump(), **overrides})
 
 
-def _check_param_ranges(config: SweepConfig) -> list[FieldError]:
+def check_training_value(key: str, value: Any) -> tuple[Any, str | None]:
+    """`value` as training_config key `key` takes it (normalised), or None and why not."""
+    try:
+        return getattr(TrainingConfig.model_validate({key: value}), key), None
+    except ValidationError as exc:
+        return None, first_message(exc)
+
+
+def check_training_key(key: str, where: str, what: str) -> FieldError | None:
+    """Why `key` cannot be varied (it is not a training_config key, or it is the seed), or None."""
+    if key not in TRAINING_KEYS:
+        return FieldError(where, f"{key!r} is not a training_config key; known keys: {', '.join(TRAINING_KEYS)}")
+    if key == "seed":
+        return FieldError(where, f"seed cannot be {what}: replica_seeds sets the seed of every run")
+    return None
+
+
+def _check_param_ranges(data: dict[str, Any]) -> list[FieldError]:
+    ranges = data.get("param_ranges")
+    if not isinstance(ranges, dict):
+        return []  # the schema reports the wrong type
     errors: list[FieldError] = []
-    base = config.training_config
-    for key, values in config.param_ranges.items():
+    for key, values in ranges.items():
         where = f"param_ranges.{key}"
-        if key not in TRAINING_KEYS:
-            errors.append(
-                FieldError(where, f"{key!r} is not a training_config key; known keys: {', '.join(TRAINING_KEYS)}")
-            )
+        problem = check_training_key(key, where, "swept")
+        if problem is not None:
+            errors.append(problem)
             continue
-        if key == "seed":
-            errors.append(FieldError(where, "seed cannot be swept: replica_seeds sets the seed of every run"))
-            continue
+        if not isinstance(values, list):
+            continue  # the schema reports it
         if not values:
             errors.append(FieldError(where, "the list of values is empty"))
             continue
         normalised: list[Any] = []
         for i, value in enumerate(values):
-            try:
-                normalised.append(getattr(training_with(base, {key: value}), key))
-            except ValidationError as exc:
-                errors.append(FieldError(f"{where}[{i}]", first_message(exc)))
+            taken, why = check_training_value(key, value)
+            if why is None:
+                normalised.append(taken)
+            else:
+                errors.append(FieldError(f"{where}[{i}]", why))
         dupes = sorted({json.dumps(v) for v in normalised if normalised.count(v) > 1})
         if dupes:
             errors.append(FieldError(where, f"duplicate values: {', '.join(dupes)}"))
     return errors
 
 
-def _check_candidates(config: SweepConfig) -> list[FieldError]:
+def _check_candidates(data: dict[str, Any]) -> list[FieldError]:
+    candidates = data.get("configs")
+    if not isinstance(candidates, list):
+        return []  # the schema reports the wrong type
     errors: list[FieldError] = []
     names: set[str] = set()
-    for i, cand in enumerate(config.configs):
+    for i, cand in enumerate(candidates):
+        if not isinstance(cand, dict):
+            continue
         where = f"configs[{i}]"
-        if cand.name == "baseline" or cand.name in names:
-            errors.append(FieldError(f"{where}.name", f"{cand.name!r} is already used by another config"))
-        names.add(cand.name)
-        unknown = [k for k in cand.params if k not in TRAINING_KEYS]
+        name = cand.get("name")
+        if isinstance(name, str):
+            if name == "baseline" or name in names:
+                errors.append(FieldError(f"{where}.name", f"{name!r} is already used by another config"))
+            names.add(name)
+        params = cand.get("params")
+        if not isinstance(params, dict):
+            continue
+        unknown = [k for k in params if k not in TRAINING_KEYS]
         if unknown:
             errors.append(FieldError(f"{where}.params", f"{unknown} are not training_config keys"))
             continue
-        if "seed" in cand.params:
+        if "seed" in params:
             errors.append(FieldError(f"{where}.params.seed", "seed cannot be set per config: replica_seeds sets it"))
             continue
         try:
-            training_with(config.training_config, cand.params)
+            TrainingConfig.model_validate(params)
         except ValidationError as exc:
             errors.extend(field_errors(exc, prefix=f"{where}.params"))
     return errors
 
 
-def validate_config(model: type[M], data: Any, checks: Callable[[M], list[FieldError]]) -> M:
-    """Validate parsed JSON as `model`, then run the cross-field `checks` on it.
+def validate_config(model: type[M], data: Any, checks: Callable[[dict[str, Any]], list[FieldError]]) -> M:
+    """Validate parsed JSON as `model` and run the cross-field `checks` on the same data.
+
+    The checks read the raw data, so they run even when the schema finds problems: every
+    entry point (API, `plan`, `sweep`, `hpo`) reports the same complete list.
 
     Raises:
         InvalidSweepConfig: with one field-named error per problem.
     """
     if not isinstance(data, dict):
         raise InvalidSweepConfig([FieldError("(root)", f"expected a JSON object, got {type(data).__name__}")])
+    errors: list[FieldError] = []
+    config = None
     try:
         config = model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidSweepConfig(field_errors(exc)) from None
-    errors = checks(config)
-    if errors:
+        errors = field_errors(exc)
+    errors += [e for e in checks(data) if e not in errors]
+    if errors or config is None:
         raise InvalidSweepConfig(errors)
     return config
 
 
 def validate_sweep_config(data: Any) -> SweepConfig:
     """Validate parsed JSON as a sweep config (`InvalidSweepConfig` lists every problem)."""
-    return validate_config(SweepConfig, data, lambda c: _check_param_ranges(c) + _check_candidates(c))
+    return validate_config(SweepConfig, data, lambda raw: _check_param_ranges(raw) + _check_candidates(raw))
 
 
 def parse_json_text(text: str | bytes) -> Any:
@@ -331,16 +366,13 @@ def load_sweep_config(text: str | bytes) -> SweepConfig:
     return validate_sweep_config(parse_json_text(text))
 
 
-def _loc_to_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
+def loc_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    """A pydantic error location as a dotted path: `walk_forward.folds[0].name`. (The schema
+    has no unions that could fail on their own, so every part is a key or an index.)"""
     path = prefix
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("function-after[_check_yyyymmdd(), str]",) or part.startswith("function-"):
-            continue
-        elif part in ("str", "list[str]", "int", "float", "bool", "none", "list[int]"):
-            # pydantic names the union member tried; the field path is what users need.
-            continue
         else:
             path += f".{part}" if path else str(part)
     return path or "(root)"
@@ -365,7 +397,7 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     seen: set[tuple[str, str]] = set()
     errors: list[FieldError] = []
     for err in exc.errors():
-        item = (_loc_to_path(tuple(err["loc"]), prefix), _clean_message(err))
+        item = (loc_path(tuple(err["loc"]), prefix), _clean_message(err))
         if item not in seen:
             seen.add(item)
             errors.append(FieldError(*item))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from core.config import Fold, StudyKeys, SweepConfig, TrainingConfig, parse_date
+from core.config import ExperimentConfig, Fold, SweepConfig, TrainingConfig, parse_date
 from core.errors import DatasetError
 from core.feature_sets import FEATURE_SETS, resolve_features
 from core.features import FEATURE_DOCS, TARGET_DEFINITION, WARMUP_ROWS, compute_features
@@ -31,7 +33,7 @@ OHLCV_COLUMNS = ("date", "open", "high", "low", "close", "volume")
 def check_asset(asset: str) -> str:
     problem = check_safe_name(asset)
     if problem is not None:
-        raise DatasetError(f"asset {asset!r} {problem}")
+        raise DatasetError(f"asset {asset!r} {problem}", field="asset")
     return asset
 
 
@@ -158,7 +160,7 @@ def build_dataset(prices: pd.DataFrame, asset: str) -> pd.DataFrame:
 def save_dataset(root: Path, asset: str, frame: pd.DataFrame, source: dict[str, Any]) -> DatasetInfo:
     """Validate and store a dataset and its sidecar, each written atomically."""
     check_asset(asset)
-    validate_dataset(frame, list(dict.fromkeys(f for s in FEATURE_SETS.values() for f in s if f in frame)))
+    validate_dataset(frame, _known_features(frame))
     path = dataset_path(root, asset)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
@@ -182,25 +184,48 @@ def save_dataset(root: Path, asset: str, frame: pd.DataFrame, source: dict[str, 
 
 
 def import_ohlcv_csv(root: Path, asset: str, source: str | Path | IO[bytes] | bytes, origin: str) -> DatasetInfo:
-    """`tftsweep dataset import`: OHLCV CSV to a stored dataset."""
+    """`tftsweep dataset import`: OHLCV CSV to a stored dataset.
+
+    Raises:
+        DatasetError: a bad asset name (field `asset`) or a file that is no usable OHLCV CSV (`file`).
+    """
     check_asset(asset)
-    frame = build_dataset(read_ohlcv_csv(source), asset)
-    return save_dataset(root, asset, frame, {"kind": "ohlcv_csv", "origin": origin})
+    with _the_file_at_fault():
+        frame = build_dataset(read_ohlcv_csv(source), asset)
+        return save_dataset(root, asset, frame, {"kind": "ohlcv_csv", "origin": origin})
 
 
 def import_dataset_parquet(root: Path, asset: str, data: bytes, origin: str) -> DatasetInfo:
-    """Store a ready dataset parquet after checking it has the dataset's shape."""
+    """Store a ready dataset parquet after checking it has the dataset's shape.
+
+    Raises:
+        DatasetError: a bad asset name (field `asset`) or a file that is no usable dataset (`file`).
+    """
     check_asset(asset)
+    with _the_file_at_fault():
+        try:
+            frame = pd.read_parquet(io.BytesIO(data))
+        except Exception as exc:  # pyarrow raises many types for a corrupt file
+            raise DatasetError(f"cannot read the parquet file: {exc}") from None
+        missing = [c for c in KEY_COLUMNS if c not in frame]
+        if missing:
+            raise DatasetError(f"dataset is missing columns {missing}")
+        frame["date"] = pd.to_datetime(frame["date"])
+        frame["asset"] = asset
+        return save_dataset(root, asset, frame, {"kind": "dataset_parquet", "origin": origin})
+
+
+@contextmanager
+def _the_file_at_fault() -> Iterator[None]:
+    """Problems found while reading an imported file are the file's (field `file`)."""
     try:
-        frame = pd.read_parquet(io.BytesIO(data))
-    except Exception as exc:  # pyarrow raises many types for a corrupt file
-        raise DatasetError(f"cannot read the parquet file: {exc}") from None
-    missing = [c for c in KEY_COLUMNS if c not in frame]
-    if missing:
-        raise DatasetError(f"dataset is missing columns {missing}")
-    frame["date"] = pd.to_datetime(frame["date"])
-    frame["asset"] = asset
-    return save_dataset(root, asset, frame, {"kind": "dataset_parquet", "origin": origin})
+        yield
+    except DatasetError as exc:
+        raise DatasetError(str(exc), field="file") from None
+
+
+def _known_features(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(f for s in FEATURE_SETS.values() for f in s if f in frame))
 
 
 def build_example_dataset(root: Path) -> DatasetInfo:
@@ -285,7 +310,7 @@ def load_dataset(root: Path, asset: str, features: str | list[str] | None = None
     path = dataset_path(root, asset)
     if not path.is_file():
         raise DatasetError(
-            f"no dataset for asset {asset!r} at {path}; build one with "
+            f"no dataset for asset {asset!r} at {path.relative_to(root)} (under the data root); build one with "
             f"`tftsweep dataset import --asset {asset} --csv FILE` (or `tftsweep dataset example` for MSFT)"
         )
     frame = pd.read_parquet(path)
@@ -408,7 +433,7 @@ def check_dataset_for_sweep(root: Path, asset: str, config: SweepConfig) -> None
     check_dataset_shapes(root, asset, config, shapes)
 
 
-def check_dataset_shapes(root: Path, asset: str, keys: StudyKeys, shapes: set[tuple[int, int]]) -> None:
+def check_dataset_shapes(root: Path, asset: str, keys: ExperimentConfig, shapes: set[tuple[int, int]]) -> None:
     """The dataset has the features and, in every fold, rows for each (encoder, prediction) length."""
     frame = load_dataset(root, asset, keys.features)
     for fold in keys.folds:

@@ -60,13 +60,23 @@ class SweepExists(TftsweepError):
     """A sweep for this (asset, output_subdir) exists and no merge was asked for."""
 
 
+class StudyExists(TftsweepError):
+    """An HPO study for this (asset, output_subdir) exists with a config it cannot continue with."""
+
+
 class SweepFolderError(TftsweepError):
     """A sweep folder that cannot be read back (missing or invalid `analysis_config.json` or
     `sweep_runs.json`), or whose runs do not belong to its config."""
 
 
 class DatasetError(TftsweepError):
-    """A dataset that is missing or unusable; the message names the column or window."""
+    """A dataset that is missing or unusable; the message names the column or window, and
+    `field` the input at fault: `asset` (a bad name), `file` (an upload or CSV that cannot
+    be read) or `dataset` (the stored dataset)."""
+
+    def __init__(self, message: str, field: str = "dataset") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class RunFailed(TftsweepError):

@@ -6,15 +6,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
-def write_bytes_atomic(path: Path, data: bytes | Sequence[bytes | memoryview], *, durable: bool = True) -> None:
-    """Write `data` (bytes, or chunks written one after the other) to a temporary file beside
-    `path`, then rename it into place.
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it into place.
 
     `durable` fsyncs before the rename (a power cut cannot leave an empty file); reports,
     which can be rebuilt at any time, skip it: a sweep writes a hundred of them.
@@ -23,10 +22,7 @@ def write_bytes_atomic(path: Path, data: bytes | Sequence[bytes | memoryview], *
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            if isinstance(data, bytes):
-                fh.write(data)
-            else:
-                fh.writelines(data)
+            fh.write(data)
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())

@@ -32,7 +32,7 @@ from core.feature_sets import resolve_features
 from core.files import write_json_atomic
 from core.hpo_config import HpoConfig, SearchParam, study_shapes
 from core.reports import json_safe, write_csv
-from core.training import DatasetCache, quiet_lightning, train_run
+from core.training import DatasetCache, quiet_lightning, train_and_evaluate
 
 STUDY_DB = "optuna_study.db"
 HEARTBEAT_SECONDS = 30
@@ -145,7 +145,7 @@ class Objective:
             run_training: TrainingConfig = training_with(training, {"seed": seed})
             data = self.cache.get(self.frame_id, self.frame, fold, run_training, self.features)
             pruning = FoldAwarePruning(trial, "val_loss", step_offset=index * self.stride)
-            result = train_run(data, run_training, callbacks=[pruning])
+            result = train_and_evaluate(data, run_training, callbacks=[pruning])
             runs.append({"fold": fold.name, "seed": seed, **result.metrics()})
             trial.set_user_attr("runs", runs)
         vals = [r["val_rmse"] for r in runs]

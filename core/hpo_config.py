@@ -5,30 +5,39 @@ Free of optuna, so the API validates studies without importing the ML stack.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from core.config import (
-    TRAINING_KEYS,
+    ExperimentConfig,
     StrictModel,
-    StudyKeys,
-    first_message,
+    check_training_key,
+    check_training_value,
     parse_json_text,
-    training_with,
     validate_config,
 )
 from core.errors import FieldError
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number, not {value!r}")
+    return value
+
+
+# A bound or step: an int or a float, checked as one (no separate error per kind of number).
+Number = Annotated[int | float, BeforeValidator(_number)]
 
 
 class SearchParam(StrictModel):
     """One dimension: `int`/`float` between `low` and `high` (optional `log`/`step`), or `categorical`."""
 
     type: Literal["int", "float", "categorical"]
-    low: int | float | None = None
-    high: int | float | None = None
+    low: Number | None = None
+    high: Number | None = None
     log: bool = False
-    step: int | float | None = None
+    step: Number | None = None
     choices: list[Any] | None = None
 
     @model_validator(mode="after")
@@ -86,7 +95,7 @@ class PrunerConfig(StrictModel):
     n_warmup_steps: int = Field(1, ge=0, description="Steps (epochs) of a trial before it can be pruned.")
 
 
-class HpoConfig(StudyKeys):
+class HpoConfig(ExperimentConfig):
     """An Optuna study over folds × seeds; its top-k configs feed a sweep."""
 
     search_space: dict[str, SearchParam]
@@ -128,24 +137,28 @@ def study_shapes(config: HpoConfig) -> set[tuple[int, int]]:
     return {(e, p) for e in values("max_encoder_length") for p in values("max_prediction_length")}
 
 
-def _check_search_space(config: HpoConfig) -> list[FieldError]:
+def _check_search_space(data: dict[str, Any]) -> list[FieldError]:
+    space = data.get("search_space")
+    if not isinstance(space, dict):
+        return []  # the schema reports the wrong type
+    sampler = data.get("sampler")
+    grid = isinstance(sampler, dict) and sampler.get("type") == "grid"
     errors: list[FieldError] = []
-    for key, param in config.search_space.items():
+    for key, raw in space.items():
         where = f"search_space.{key}"
-        if key not in TRAINING_KEYS:
-            errors.append(
-                FieldError(where, f"{key!r} is not a training_config key; known keys: {', '.join(TRAINING_KEYS)}")
-            )
+        problem = check_training_key(key, where, "searched")
+        if problem is not None:
+            errors.append(problem)
             continue
-        if key == "seed":
-            errors.append(FieldError(where, "seed cannot be searched: replica_seeds sets the seed of every run"))
-            continue
+        try:
+            param = SearchParam.model_validate(raw)
+        except ValidationError:
+            continue  # the schema reports it
         for value in param.bounds():
-            try:
-                training_with(config.training_config, {key: value})
-            except ValidationError as exc:
-                errors.append(FieldError(where, f"value {value!r}: {first_message(exc)}"))
-        if config.sampler.type == "grid":
+            _, why = check_training_value(key, value)
+            if why is not None:
+                errors.append(FieldError(where, f"value {value!r}: {why}"))
+        if grid:
             try:
                 param.grid()
             except ValueError as exc:

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from core.names import check_safe_name
-
-
-def data_root() -> Path:
-    """The data root: `TFTSWEEP_DATA_DIR`, default `./data`, as an absolute path."""
-    return Path(os.environ.get("TFTSWEEP_DATA_DIR", "data")).resolve()
 
 
 def _safe(name: str, what: str) -> str:
@@ -39,11 +33,6 @@ def model_version(config_id: str, seed: int) -> str:
 
 def version_dir(sweep: Path, fold: str, config_id: str, seed: int) -> Path:
     return fold_dir(sweep, fold) / "models" / model_version(config_id, seed)
-
-
-def database_url(root: Path) -> str:
-    """`DATABASE_URL`, else an SQLite file under the data root."""
-    return os.environ.get("DATABASE_URL") or f"sqlite:///{root / 'tftsweep.db'}"
 
 
 def resolve_inside(root: Path, path: Path) -> Path | None:

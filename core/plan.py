@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.config import Fold, SweepConfig, TrainingConfig, max_runs_from_env, training_with
+from core.config import DEFAULT_MAX_RUNS, Fold, SweepConfig, TrainingConfig, training_with
 from core.errors import FieldError, InvalidSweepConfig
 from core.feature_sets import resolve_features
 
@@ -124,10 +124,10 @@ def expand_sweep(config: SweepConfig, max_runs: int | None = None) -> SweepPlan:
     and its variants for one fold finish close together and share cached datasets.
 
     Raises:
-        InvalidSweepConfig: the plan exceeds `max_runs` (default `TFTSWEEP_MAX_RUNS`
-            or 10,000), or two configs train identical parameters.
+        InvalidSweepConfig: the plan exceeds `max_runs` (default `DEFAULT_MAX_RUNS`),
+            or two configs train identical parameters.
     """
-    cap = max_runs_from_env() if max_runs is None else max_runs
+    cap = DEFAULT_MAX_RUNS if max_runs is None else max_runs
     configs = plan_configs(config)
     folds = config.folds
     seeds = config.seeds

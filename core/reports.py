@@ -18,41 +18,13 @@ import pandas as pd
 from core.config import TRAINING_KEYS
 from core.files import write_bytes_atomic, write_text_atomic
 from core.plan import BASELINE_ID, format_value
-
-SWEEP_RUNS_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "run_key",
-    "config_id",
-    "param_name",
-    "param_value",
-    "fold",
-    "seed",
-    "status",
-    "val_rmse",
-    "test_rmse",
-    "val_mae",
-    "test_mae",
-    "val_naive_rmse",
-    "test_naive_rmse",
-    "best_epoch",
-    "epochs_trained",
-    "train_seconds",
-    "model_version",
-    "error",
-    "attempts",
-    "started_at",
-    "finished_at",
-)
+from core.runs import FLOAT_COLUMNS, RUN_COLUMNS
 
 # training_config columns beside the run columns; `seed` is already there (the run's seed).
-PARAM_COLUMNS: tuple[str, ...] = tuple(k for k in TRAINING_KEYS if k not in SWEEP_RUNS_COLUMNS)
+PARAM_COLUMNS: tuple[str, ...] = tuple(k for k in TRAINING_KEYS if k not in RUN_COLUMNS)
 
 # One spelling for floats in every CSV, so a rebuild is byte-identical.
 CSV_FLOAT_FORMAT = "%.10g"
-
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _one_line(value: Any) -> Any:
@@ -60,14 +32,13 @@ def _one_line(value: Any) -> Any:
     return " ".join(value.split()) if isinstance(value, str) else value
 
 
-METRIC_COLUMNS = ("val_rmse", "test_rmse", "val_mae", "test_mae", "val_naive_rmse", "test_naive_rmse", "train_seconds")
-SWEEP_RUNS_NAMES: tuple[str, ...] = (*SWEEP_RUNS_COLUMNS, *PARAM_COLUMNS)
+SWEEP_RUNS_NAMES: tuple[str, ...] = (*RUN_COLUMNS, *PARAM_COLUMNS)
 
 
 def sweep_runs_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """The `sweep_runs` table as columns of plain (JSON) values: the SPEC columns, then one
     column per training_config key; errors on one line."""
-    columns = {col: [rec.get(col) for rec in records] for col in SWEEP_RUNS_COLUMNS}
+    columns = {col: [rec.get(col) for rec in records] for col in RUN_COLUMNS}
     params = [rec.get("params") or {} for rec in records]
     columns.update({key: [p.get(key) for p in params] for key in PARAM_COLUMNS})
     columns["error"] = [_one_line(e) for e in columns["error"]]
@@ -77,8 +48,8 @@ def sweep_runs_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
 def sweep_runs_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`sweep_runs` rows (what `sweep_runs.json` holds): non-finite metrics are null."""
     columns = sweep_runs_columns(records)
-    for col in METRIC_COLUMNS:  # the only columns that can hold NaN
-        columns[col] = [_finite(v) for v in columns[col]]
+    for col in FLOAT_COLUMNS:  # the only columns that can hold NaN
+        columns[col] = json_safe(columns[col])
     return _rows(columns)
 
 
@@ -99,7 +70,7 @@ def records_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run records from `sweep_runs.json` rows (the inverse of `sweep_runs_rows`)."""
     records = []
     for row in rows:
-        rec = {col: row.get(col) for col in SWEEP_RUNS_COLUMNS}
+        rec = {col: row.get(col) for col in RUN_COLUMNS}
         rec["params"] = {key: row.get(key) for key in TRAINING_KEYS}  # seed: the run's seed
         records.append(rec)
     return records
@@ -129,11 +100,11 @@ def sweep_runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _analysis_frame(columns: dict[str, list[Any]], spelled: list[str | None]) -> pd.DataFrame:
-    data: dict[str, Any] = {col: columns[col] for col in SWEEP_RUNS_COLUMNS}
+    data: dict[str, Any] = {col: columns[col] for col in RUN_COLUMNS}
     data["param_value"] = spelled
     data["param_raw"] = pd.Series(columns["param_value"], dtype=object)
     runs = pd.DataFrame(data)
-    for col in ("val_rmse", "test_rmse", "val_mae", "test_mae", "val_naive_rmse", "test_naive_rmse"):
+    for col in FLOAT_COLUMNS:
         runs[col] = pd.to_numeric(runs[col], errors="coerce").astype("float64")
     return runs
 
@@ -218,32 +189,25 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 
 def json_safe(value: Any) -> Any:
-    """NaN and infinities become null (JSON has no spelling for them)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """`value` as plain JSON data: numpy and pandas scalars become Python values, and NaN,
+    infinities and pandas' missing values become null (JSON has no spelling for them);
+    dicts, lists and tuples are converted throughout. The one such helper of the project."""
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
-    return value
-
-
-def plain_value(value: Any) -> Any:
-    """A numpy/pandas scalar as a plain Python value; NaN becomes None."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is pd.NA or value is pd.NaT:
         return None
-    if hasattr(value, "item"):
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # a numpy scalar
         value = value.item()
-        if isinstance(value, float) and math.isnan(value):
-            return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
 def table_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """A report table as JSON-ready rows (what the API serves)."""
-    rows: list[dict[str, Any]] = json_safe(
-        [{k: plain_value(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
-    )
+    rows: list[dict[str, Any]] = json_safe(frame.to_dict(orient="records"))
     return rows
 
 
@@ -277,18 +241,11 @@ class SweepRunsFiles:
         write_text_atomic(directory / "sweep_runs.csv", "\n".join([self.header, *lines]) + "\n", durable=False)
 
 
-def json_rows(rows: list[dict[str, Any]]) -> list[bytes | memoryview]:
-    """A JSON array of `sweep_runs` rows, one row per line (as chunks to write); NaN and
-    infinities are null.
-
-    orjson encodes the whole list in one call (per-row calls cost four times as much); the
-    row breaks go where an object starts with the `run_id` key, which only a row does (in
-    the encoded text a quote inside a string is escaped, so `},{"run_id":` is structure).
-    """
+def json_rows(rows: list[dict[str, Any]]) -> bytes:
+    """A JSON array of rows, one row per line; NaN and infinities are null (orjson's spelling)."""
     if not rows:
-        return [b"[]\n"]
-    body = orjson.dumps(rows).replace(b'},{"run_id":', b'},\n{"run_id":')
-    return [b"[\n", memoryview(body)[1:-1], b"\n]\n"]
+        return b"[]\n"
+    return b"[\n" + b",\n".join(map(orjson.dumps, rows)) + b"\n]\n"
 
 
 def write_sweep_runs(directory: Path, records: list[dict[str, Any]]) -> None:

@@ -14,6 +14,64 @@ from core.paths import model_version
 
 
 @dataclass(frozen=True)
+class RunField:
+    """One column of a run record: a row of `sweep_runs.csv`/`.json`, of the database export
+    and of the API's runs. Every list of run columns is derived from `RUN_FIELDS`."""
+
+    name: str
+    kind: type  # int, float, str, or object (any JSON value)
+    description: str
+    nullable: bool = True
+    metric: bool = False  # measured by training and recorded with the run's outcome
+
+    @property
+    def annotation(self) -> Any:
+        """The field's Python type for an API model."""
+        base: Any = Any if self.kind is object else self.kind
+        return base | None if self.nullable and base is not Any else base
+
+
+RUN_FIELDS: tuple[RunField, ...] = (
+    RunField("run_id", int, "The run's id in the database.", nullable=False),
+    RunField(
+        "run_key",
+        str,
+        "Hash of the run's canonical config, fold and seed: the same run is never trained twice.",
+        nullable=False,
+    ),
+    RunField(
+        "config_id", str, "`baseline`, `{param}={value}` (an OFAT variant) or a candidate's name.", nullable=False
+    ),
+    RunField("param_name", str, "The training_config key the variant changes (null for the baseline and candidates)."),
+    RunField("param_value", object, "The variant's value of that key."),
+    RunField("fold", str, "Walk-forward fold name (`default` without walk-forward).", nullable=False),
+    RunField("seed", int, "Replica seed.", nullable=False),
+    RunField("status", str, "queued, running, succeeded, failed or cancelled.", nullable=False),
+    RunField("val_rmse", float, "RMSE of the predictions over the validation window.", metric=True),
+    RunField("test_rmse", float, "RMSE over the test window.", metric=True),
+    RunField("val_mae", float, "MAE over the validation window.", metric=True),
+    RunField("test_mae", float, "MAE over the test window.", metric=True),
+    RunField(
+        "val_naive_rmse", float, "RMSE of the naive (zero-return) forecast over the validation window.", metric=True
+    ),
+    RunField("test_naive_rmse", float, "RMSE of the naive forecast over the test window.", metric=True),
+    RunField("best_epoch", int, "Epoch with the lowest validation loss (its weights are kept).", metric=True),
+    RunField("epochs_trained", int, "Epochs run before early stopping or max_epochs.", metric=True),
+    RunField("train_seconds", float, "Wall time of training.", metric=True),
+    RunField("model_version", str, "The run's model version folder under `folds/{fold}/models/`."),
+    RunField("error", str, "Why the run failed or was cancelled (one line)."),
+    RunField("attempts", int, "Claims of the run by a worker (a lease that expired counts).", nullable=False),
+    RunField("started_at", str, "When its last attempt started (ISO 8601, UTC)."),
+    RunField("finished_at", str, "When it finished (ISO 8601, UTC)."),
+)
+RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS)
+# What an outcome records (the database's metric columns).
+METRIC_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS if f.metric)
+# The columns that hold floats (and so may hold NaN).
+FLOAT_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS if f.kind is float)
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything a worker needs to train a run, without touching the database."""
 

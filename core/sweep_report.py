@@ -28,7 +28,6 @@ from core.reports import (
     build_config_ranking,
     build_param_impact_summary,
     json_safe,
-    plain_value,
     split_by_fold,
     write_csv,
 )
@@ -62,14 +61,11 @@ def regenerate_sweep(
     """
     analysis = read_analysis_config(sweep)
     records = read_run_records(sweep)
-    frame, reason = None, "skipped (--no-drift)"
     if drift:
-        frame = load_drift_dataset(root, analysis)
+        frame, reason = load_drift_dataset(root, analysis), None
     else:
-        try:
-            load_drift_dataset(root, analysis)
-        except DatasetError as exc:
-            reason = f"skipped (--no-drift): {exc}"
+        frame, problem = drift_dataset(root, analysis)
+        frame, reason = None, "skipped (--no-drift)" + (f": {problem}" if problem else "")
     return write_sweep_reports(
         sweep, records, analysis, frame, drift_reason=reason, plots=plots, generated_at=generated_at
     )
@@ -84,6 +80,14 @@ def load_drift_dataset(root: Path, analysis: SweepFolderConfig) -> pd.DataFrame:
     if analysis.dataset is not None:
         check_fingerprint(root, analysis.asset, analysis.dataset)
     return load_dataset(root, analysis.asset, analysis.config.features)
+
+
+def drift_dataset(root: Path, analysis: SweepFolderConfig) -> tuple[pd.DataFrame | None, str | None]:
+    """`load_drift_dataset`, or None and why not (the dataset is missing or is another one)."""
+    try:
+        return load_drift_dataset(root, analysis), None
+    except DatasetError as exc:
+        return None, str(exc)
 
 
 def write_sweep_reports(
@@ -302,7 +306,7 @@ def _stats(row: pd.Series) -> dict[str, Any]:
         "mean_val_naive_rmse",
         "mean_test_naive_rmse",
     )
-    return {k: plain_value(row[k]) for k in keys}
+    return {k: json_safe(row[k]) for k in keys}
 
 
 def build_summary(
@@ -335,19 +339,20 @@ def build_summary(
                 "mean_test_rmse": best["mean_test_rmse"] - baseline["mean_test_rmse"],
             }
         )
+    typed = dict(zip(runs["config_id"], runs["param_raw"], strict=True))  # each variant's value, as configured
     best_per_param = {}
     for param, group in impact.groupby("param_name", sort=False):
         row = group.iloc[0]  # impact is sorted by average delta
         best_per_param[str(param)] = {
-            "value": json.loads(row["param_value"]) if _is_json(row["param_value"]) else row["param_value"],
+            "value": typed.get(row["config_id"]),
             "config_id": row["config_id"],
-            "avg_delta_rmse_vs_baseline": plain_value(row["avg_delta_rmse_vs_baseline"]),
-            "win_rate": plain_value(row["win_rate"]),
-            "n_pairs": plain_value(row["n_pairs"]),
+            "avg_delta_rmse_vs_baseline": json_safe(row["avg_delta_rmse_vs_baseline"]),
+            "win_rate": json_safe(row["win_rate"]),
+            "n_pairs": json_safe(row["n_pairs"]),
             "beats_baseline": bool(row["avg_delta_rmse_vs_baseline"] < 0),
         }
     not_done = runs[runs["status"] != "succeeded"]
-    return json_safe(
+    summary: dict[str, Any] = json_safe(
         {
             "asset": asset,
             "output_subdir": config.output_subdir,
@@ -373,21 +378,13 @@ def build_summary(
             "generated_at": generated_at or datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
-
-
-def _is_json(text: Any) -> bool:
-    try:
-        json.loads(text)
-    except (TypeError, ValueError):
-        return False
-    return True
+    return summary
 
 
 def _named(frame: pd.DataFrame) -> list[dict[str, Any]]:
     rows = frame[["run_id", "config_id", "fold", "seed", "status", "error"]].to_dict(orient="records")
     return [
-        {**r, "run_id": plain_value(r["run_id"]), "seed": plain_value(r["seed"]), "error": _text(r["error"])}
-        for r in rows
+        {**r, "run_id": json_safe(r["run_id"]), "seed": json_safe(r["seed"]), "error": _text(r["error"])} for r in rows
     ]
 
 

@@ -242,7 +242,7 @@ def _rmse(err: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(err))))
 
 
-def train_run(
+def train_and_evaluate(
     fold_data: FoldData,
     training: TrainingConfig,
     out_dir: Path | None = None,
@@ -402,5 +402,5 @@ __all__ = [
     "load_model",
     "quiet_lightning",
     "set_torch_threads",
-    "train_run",
+    "train_and_evaluate",
 ]

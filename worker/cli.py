@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.config import SweepConfig, load_sweep_config
+from core.config import SweepConfig, load_sweep_config, parse_json_text, validate_sweep_config
 from core.errors import DatasetError, InvalidSweepConfig, MergeRejected, SweepExists, SweepFolderError, TftsweepError
 
 if TYPE_CHECKING:
@@ -30,8 +30,27 @@ class UsageError(TftsweepError):
     """Bad flags or files on the command line (exit 2)."""
 
 
-def read_config_file(path: str, field: str = "--config-json") -> SweepConfig:
-    return load_sweep_config(read_text_file(path, field))
+def config_text(path: str | None, default: str) -> str:
+    """The text of `--config-json`, or of the shipped config `default` (the guide's default
+    when the flag is left out); says on stderr which file it used."""
+    if path:
+        return read_text_file(path, "--config-json")
+    from core.shipped import shipped_config
+
+    label, text = shipped_config(default)
+    print(f"no --config-json: using the default config {label}", file=sys.stderr)
+    return text
+
+
+def read_merge_with(path: str) -> SweepConfig:
+    """`--merge-with`: a sweep config, or a sweep folder's `analysis_config.json` (or the folder)."""
+    from core.sweep_folder import ANALYSIS_CONFIG, FOLDER_KEYS
+
+    target = Path(path) / ANALYSIS_CONFIG if Path(path).is_dir() else Path(path)
+    data = parse_json_text(read_text_file(str(target), "--merge-with"))
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k not in FOLDER_KEYS}
+    return validate_sweep_config(data)
 
 
 def read_text_file(path: str, field: str) -> str:
@@ -44,14 +63,18 @@ def read_text_file(path: str, field: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from core.datasets import check_dataset_for_sweep
     from core.merge import validate_merge
     from core.plan import expand_sweep
 
-    config = read_config_file(args.config_json)
+    config = load_sweep_config(config_text(args.config_json, "sweep"))
+    current = settings()
+    if args.asset:
+        check_dataset_for_sweep(current.data_root, args.asset, config)
     if args.merge_with:
-        old = read_config_file(args.merge_with, "--merge-with")
+        old = read_merge_with(args.merge_with)
         try:
-            result = validate_merge(old, config)
+            result = validate_merge(old, config, max_runs=current.max_runs)
         except MergeRejected as exc:
             if args.json:
                 print(json.dumps({"runs": [], "violations": [v.to_dict() for v in exc.violations]}, indent=2))
@@ -60,7 +83,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         plan, runs = result.plan, result.new_runs
     else:
-        plan = expand_sweep(config)
+        plan = expand_sweep(config, max_runs=current.max_runs)
         runs = plan.runs
     if args.json:
         print(json.dumps({"runs": [r.to_dict() for r in runs], "violations": []}, indent=2))
@@ -70,6 +93,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"folds ({len(plan.folds)}): {', '.join(f.name for f in plan.folds)}")
     print(f"seeds ({len(plan.seeds)}): {', '.join(str(s) for s in plan.seeds)}")
     print(f"runs: {len(plan.runs)}")
+    if args.asset:
+        print(f"dataset {args.asset}: every fold has rows for every config")
     if args.merge_with:
         print(f"new runs after merge: {len(runs)}")
         for run in runs:
@@ -88,28 +113,25 @@ def read_top_k(hpo_dir: str) -> list[dict[str, Any]]:
 
 def cmd_dataset_import(args: argparse.Namespace) -> int:
     from core.datasets import import_ohlcv_csv
-    from core.paths import data_root
 
     if not Path(args.csv).is_file():
         raise UsageError(f"--csv: file not found: {args.csv}")
-    info = import_ohlcv_csv(data_root(), args.asset, Path(args.csv), origin=str(Path(args.csv).resolve()))
+    info = import_ohlcv_csv(settings().data_root, args.asset, Path(args.csv), origin=str(Path(args.csv).resolve()))
     _print_dataset(info.to_dict())
     return EXIT_OK
 
 
 def cmd_dataset_example(args: argparse.Namespace) -> int:
     from core.datasets import build_example_dataset
-    from core.paths import data_root
 
-    _print_dataset(build_example_dataset(data_root()).to_dict())
+    _print_dataset(build_example_dataset(settings().data_root).to_dict())
     return EXIT_OK
 
 
 def cmd_dataset_list(args: argparse.Namespace) -> int:
     from core.datasets import list_datasets
-    from core.paths import data_root
 
-    for info in list_datasets(data_root()):
+    for info in list_datasets(settings().data_root):
         print(f"{info.asset}\t{info.rows} rows\t{info.first_date}..{info.last_date}\t{info.path}")
     return EXIT_OK
 
@@ -127,9 +149,9 @@ def settings() -> Settings:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from worker.local_sweep import run_local_sweep
+    from worker.local_sweep import LocalSetup, run_local_sweep
 
-    config = read_config_file(args.config_json)
+    config = load_sweep_config(config_text(args.config_json, "sweep"))
     overrides: dict[str, Any] = {}
     if args.output_subdir and args.output_subdir != config.output_subdir:
         overrides["output_subdir"] = args.output_subdir
@@ -147,10 +169,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         merge=args.merge_tests,
         continue_on_error=args.continue_on_error,
         workers=args.workers,
-        database_url=current.db_url,
-        threads=current.threads_per_process(args.workers),
-        precision=current.precision,
-        lease_seconds=current.lease_seconds,
+        setup=LocalSetup.from_settings(current, args.workers),
     )
     counts = ", ".join(f"{k} {v}" for k, v in outcome.counts.items() if v)
     print(f"sweep {args.asset}/{config.output_subdir} (id {outcome.sweep_id}): {outcome.status}; runs: {counts}")
@@ -251,17 +270,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_hpo(args: argparse.Namespace) -> int:
     from core.hpo import run_study
     from core.hpo_config import load_hpo_config
-    from core.paths import data_root, hpo_dir
+    from core.paths import hpo_dir
 
-    config = load_hpo_config(read_text_file(args.config_json, "--config-json"))
+    config = load_hpo_config(config_text(args.config_json, "hpo"))
     if args.output_subdir and args.output_subdir != config.output_subdir:
         config = load_hpo_config(json.dumps({**config.to_json_dict(), "output_subdir": args.output_subdir}))
     from core.datasets import check_asset
 
     check_asset(args.asset)
-    out = hpo_dir(data_root(), args.asset, config.output_subdir)
+    root = settings().data_root
+    out = hpo_dir(root, args.asset, config.output_subdir)
     progress = TrialProgress(config.n_trials)
-    summary = run_study(data_root(), args.asset, config, out, on_trial=progress.trial_done)
+    summary = run_study(root, args.asset, config, out, on_trial=progress.trial_done)
     best = summary["best"]
     counts = summary["n_trials"]
     print(
@@ -315,9 +335,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from app.db.migrate import upgrade_database
-    from core.paths import data_root, database_url
 
-    url = database_url(data_root())
+    url = settings().db_url
     upgrade_database(url)
     print(f"database is at the newest schema: {url}")
     return EXIT_OK
@@ -332,16 +351,23 @@ def _print_violations(exc: MergeRejected) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tftsweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_sweep_commands(sub)
+    _add_server_commands(sub)
+    _add_data_commands(sub)
+    return parser
 
+
+def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="validate a sweep config and print its OFAT plan")
-    p.add_argument("--config-json", required=True, help="sweep config JSON file")
-    p.add_argument("--merge-with", help="stored effective config to merge into (checks the merge rules)")
+    p.add_argument("--config-json", help="sweep config JSON file (default: the guide's model_analysis.default.json)")
+    p.add_argument("--asset", help="also check every fold against this asset's dataset")
+    p.add_argument("--merge-with", help="the stored config to merge into: a config file or a sweep folder")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("sweep", help="run a whole sweep in this process (resumable)")
     p.add_argument("--asset", required=True, help="asset symbol, e.g. AAPL")
-    p.add_argument("--config-json", required=True, help="sweep config JSON file")
+    p.add_argument("--config-json", help="sweep config JSON file (default: the guide's model_analysis.default.json)")
     p.add_argument("--output-subdir", help="override the config's output_subdir")
     p.add_argument("--merge-tests", action="store_true", help="add the config's new runs to the existing sweep")
     p.add_argument("--continue-on-error", action="store_true", help="keep going after a failed run")
@@ -351,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hpo", help="run (or continue) an Optuna study in this process")
     p.add_argument("--asset", required=True)
-    p.add_argument("--config-json", required=True, help="e.g. config/optuna/default_tft_optuna_sweep.json")
+    p.add_argument("--config-json", help="HPO config JSON file (default: the guide's default_tft_optuna_sweep.json)")
     p.add_argument("--output-subdir", help="override the config's output_subdir")
     p.set_defaults(handler=cmd_hpo)
 
@@ -374,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default ./compare)")
     p.set_defaults(handler=cmd_compare)
 
+
+def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the API with an embedded worker (SQLite + filesystem broker by default)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -389,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(handler=cmd_worker)
 
+
+def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dataset = sub.add_parser("dataset", help="build and list datasets").add_subparsers(
         dest="dataset_command", required=True, metavar="ACTION"
     )
@@ -406,8 +436,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = db.add_parser("upgrade", help="apply migrations up to the newest schema")
     p.set_defaults(handler=cmd_db_upgrade)
-
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,14 +1,13 @@
 """`make demo`: the main job end to end over HTTP on the shipped example data.
 
 Builds the MSFT example dataset, starts `tftsweep serve` (SQLite + the filesystem broker),
-submits `config/sweeps/example_msft.json`, shows progress, prints the ranking and how to
+submits the example sweep (`core/configs/sweeps/example_msft.json`), shows progress, prints the ranking and how to
 fetch the plots, then stops the server.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import httpx
 
-CONFIG = Path("config/sweeps/example_msft.json")
 ASSET = "MSFT"
 
 
@@ -78,7 +76,7 @@ def _follow(client: httpx.Client, sweep_id: int, timeout: float = 1800) -> dict[
     raise SystemExit("the sweep did not finish in time")
 
 
-def _print_results(client: httpx.Client, sweep_id: int) -> None:
+def _print_results(client: httpx.Client, sweep_id: int, root: Path) -> None:
     ranking = client.get(f"/sweeps/{sweep_id}/ranking").json()["data"]
     print("\nranking (robust_score = mean_val_rmse + std_val_rmse; naive = zero-return forecast):")
     print(
@@ -96,7 +94,7 @@ def _print_results(client: httpx.Client, sweep_id: int) -> None:
         verdict = "beats" if best["beats_naive"] else "does not beat"
         print(f"\nbest config: {best['config_id']} ({verdict} the naive forecast on validation)")
     plots = client.get(f"/sweeps/{sweep_id}/plots").json()["data"]
-    folder = Path(os.environ.get("TFTSWEEP_DATA_DIR", "data")) / "models" / ASSET / "sweeps" / "example_msft"
+    folder = root / "models" / ASSET / "sweeps" / "example_msft"
     print(f"\nreports and {len(plots)} plots on disk: {folder.resolve()}")
     print("to fetch them over HTTP, start the server again (.venv/bin/tftsweep serve) and:")
     print("  http://127.0.0.1:8000/ui                         # the dashboard: ranking, impact, drift, plots")
@@ -107,10 +105,11 @@ def _print_results(client: httpx.Client, sweep_id: int) -> None:
 
 
 def main() -> int:
+    from app.settings import Settings
     from core.datasets import build_example_dataset, dataset_path
-    from core.paths import data_root
+    from core.shipped import shipped_config
 
-    root = data_root()
+    root = Settings().data_root
     if not dataset_path(root, ASSET).is_file():
         info = build_example_dataset(root)
         print(f"built the example dataset {ASSET}: {info.rows} rows, {info.first_date}..{info.last_date}")
@@ -121,10 +120,10 @@ def main() -> int:
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
             _wait_healthy(client, proc)
-            sweep_id = _submit(client, json.loads(CONFIG.read_text()))
+            sweep_id = _submit(client, json.loads(shipped_config("example")[1]))
             sweep = _follow(client, sweep_id)
             print(f"sweep {sweep_id} finished: {sweep['status']}")
-            _print_results(client, sweep_id)
+            _print_results(client, sweep_id, root)
             return 0 if sweep["status"] == "succeeded" else 1
     finally:
         proc.send_signal(signal.SIGTERM)  # a normal stop: the worker is stopped, serve exits 0

@@ -81,7 +81,7 @@ class Heartbeat(bootsteps.StartStopStep):
             name=str(consumer.hostname),
             queues=tuple(sorted(q.name for q in consumer.task_consumer.queues)),
             concurrency=int(consumer.pool.num_processes),
-            gpu=os.environ.get("CUDA_VISIBLE_DEVICES") or None,
+            gpu=settings.gpu or None,
         )
         self.thread = HeartbeatThread(identity, settings.db_url, settings.heartbeat_seconds)
         self.thread.start()

@@ -27,6 +27,7 @@ from app.db.migrate import upgrade_database
 from app.db.models import Run, Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
 from app.db.sweeps import is_stopped, queued_run_ids, run_counts
+from app.settings import Settings
 from core.config import SweepConfig
 from core.paths import sweep_dir
 from core.runs import RunOutcome, RunSpec, Trainer
@@ -53,6 +54,29 @@ def open_database(root: Path, url: str | None = None) -> sessionmaker[Session]:
     return make_session_factory(make_engine(url))
 
 
+@dataclass(frozen=True)
+class LocalSetup:
+    """How `tftsweep sweep` runs: its database (default SQLite under the data root), the torch
+    threads and precision of the processes that train (inline: this one), the lease it holds
+    on a run, and the plan cap. `from_settings` takes them from the settings."""
+
+    database_url: str | None = None
+    threads: int | None = None
+    precision: str | None = None
+    lease_seconds: float = LEASE_SECONDS
+    max_runs: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, workers: int) -> LocalSetup:
+        return cls(
+            settings.db_url,
+            settings.threads_per_process(workers),
+            settings.precision,
+            settings.lease_seconds,
+            settings.max_runs,
+        )
+
+
 def run_local_sweep(
     root: Path,
     asset: str,
@@ -62,18 +86,22 @@ def run_local_sweep(
     continue_on_error: bool = False,
     workers: int = 1,
     trainer: Trainer = execute_run,
-    database_url: str | None = None,
-    threads: int | None = None,
-    precision: str | None = None,
-    lease_seconds: float = LEASE_SECONDS,
+    setup: LocalSetup = LocalSetup(),
     progress: Progress | None = None,
     on_run_finished: Callable[[RunOutcome], None] | None = None,
 ) -> SweepOutcome:
     """Record (or merge, adopt, resume) the sweep, train every run that has not succeeded, and
-    publish its files. `threads`/`precision` set up the processes that train (inline: this one)."""
-    factory = open_database(root, database_url)
+    publish its files."""
+    factory = open_database(root, setup.database_url)
     submitted = engine.submit(
-        factory, root, asset, config, merge=merge, continue_on_error=continue_on_error, resume_identical=True
+        factory,
+        root,
+        asset,
+        config,
+        merge=merge,
+        continue_on_error=continue_on_error,
+        resume_identical=True,
+        max_runs=setup.max_runs,
     )
     sweep_id = submitted.sweep_id
     with session_scope(factory) as session:
@@ -84,14 +112,15 @@ def run_local_sweep(
     owner = engine.local_owner()
     progress = progress or Progress(total)
     progress.start(total - len(pending))
-    runner = _Runner(factory, root, owner, trainer, lease_seconds, progress, on_run_finished)
+    runner = _Runner(factory, root, owner, trainer, setup.lease_seconds, progress, on_run_finished)
     try:
         if workers <= 1:
-            if threads is not None or precision is not None:
-                init_worker_process(threads or (os.cpu_count() or 1), precision)
+            if setup.threads is not None or setup.precision is not None:
+                init_worker_process(setup.threads or (os.cpu_count() or 1), setup.precision)
             runner.run_inline(pending)
         else:
-            runner.run_pool(pending, workers, threads or max(1, (os.cpu_count() or 1) // workers), precision)
+            threads = setup.threads or max(1, (os.cpu_count() or 1) // workers)
+            runner.run_pool(pending, workers, threads, setup.precision)
     finally:
         with session_scope(factory) as session:
             for run_id in runner.in_flight:

@@ -49,7 +49,7 @@ def _dataset(spec: RunSpec) -> tuple[str, Any]:
 def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome:
     """Train `spec` and publish its model version; errors become the outcome's `error`."""
     global _cache
-    from core.training import DatasetCache, describe_error, train_run
+    from core.training import DatasetCache, describe_error, train_and_evaluate
 
     if _cache is None:
         _cache = DatasetCache()
@@ -63,7 +63,7 @@ def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None)
         fold_data = _cache.get(frame_id, frame, fold, training, spec.features)
         outcome.timings["dataset_seconds"] = _cache.build_seconds - before
         target = version_dir(Path(spec.sweep_dir), fold.name, spec.config_id, spec.seed)
-        result = train_run(
+        result = train_and_evaluate(
             fold_data,
             training,
             target,

@@ -1,4 +1,8 @@
-"""Domain exceptions mapped to HTTP status codes, in one place."""
+"""Domain exceptions mapped to HTTP status codes, in one place: routes raise, never catch them.
+
+InvalidSweepConfig 422 (each problem with its field), DatasetError 422 (its field: asset,
+file or dataset), SweepExists / StudyExists / MergeRejected / SweepFolderError 409.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,24 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from core.errors import DatasetError, InvalidSweepConfig, MergeRejected, SweepExists
+from core.config import loc_path
+from core.errors import (
+    DatasetError,
+    InvalidSweepConfig,
+    MergeRejected,
+    StudyExists,
+    SweepExists,
+    SweepFolderError,
+)
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if part == "body" and not path:
-            continue
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(body)"
+    """A request error's field: the parameter or body path without where it came from
+    (`asset`, `fold`, `config.walk_forward.folds[0].name`)."""
+    if loc and loc[0] in ("body", "path", "query", "header", "cookie"):
+        where, loc = loc[0], loc[1:]
+        return loc_path(loc) if loc else f"({where})"
+    return loc_path(loc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -32,11 +44,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DatasetError)
     async def bad_dataset(_request: Request, exc: DatasetError) -> JSONResponse:
-        return JSONResponse({"detail": [{"field": "dataset", "message": str(exc)}]}, status_code=422)
+        return JSONResponse({"detail": [{"field": exc.field, "message": str(exc)}]}, status_code=422)
 
     @app.exception_handler(SweepExists)
-    async def exists(_request: Request, exc: SweepExists) -> JSONResponse:
+    @app.exception_handler(StudyExists)
+    async def exists(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(SweepFolderError)
+    async def bad_folder(_request: Request, exc: SweepFolderError) -> JSONResponse:
+        return JSONResponse({"detail": f"the sweep's folder cannot be used: {exc}"}, status_code=409)
 
     @app.exception_handler(MergeRejected)
     async def merge_refused(_request: Request, exc: MergeRejected) -> JSONResponse:

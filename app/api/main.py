@@ -16,7 +16,7 @@ from app.api.cache import BuildOnce
 from app.api.errors import AllowHeaderMiddleware, install_error_handlers
 from app.api.models import ErrorPublic
 from app.api.routes import datasets, health, hpo, sweeps, ui
-from app.api.security import GuardMiddleware, parse_api_keys
+from app.api.security import ApiKeyMiddleware, BodyLimitMiddleware, parse_api_keys
 from app.db.migrate import upgrade_database
 from app.db.session import make_engine, make_session_factory
 from app.queue import CeleryQueue, RunQueue, make_celery
@@ -72,13 +72,14 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
     app = FastAPI(
         title="tftsweep", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, responses=COMMON_RESPONSES
     )
+    # Starlette runs the middleware added last first: keys are checked before a body is read.
     app.add_middleware(
-        GuardMiddleware,
-        keys=keys,
+        BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         max_json_depth=settings.max_json_depth,
     )
+    app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(AllowHeaderMiddleware, spec=app.openapi)
     if not keys:
         log.warning("no API keys configured (TFTSWEEP_API_KEYS): every client that reaches this port has full access")

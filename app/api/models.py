@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from core.names import SafeName
+from core.runs import RUN_FIELDS
 
 EXAMPLE_CONFIG: dict[str, Any] = {
     "output_subdir": "example_msft",
@@ -58,7 +61,7 @@ class SweepCreate(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"asset": "MSFT", "config": EXAMPLE_CONFIG}]}
     )
 
-    asset: str = Field(description="Asset symbol; its dataset must exist (see /datasets).", examples=["MSFT"])
+    asset: SafeName = Field(description="Asset symbol; its dataset must exist (see /datasets).", examples=["MSFT"])
     config: dict[str, Any] = Field(description="The sweep config (SPEC section 2).")
     merge_tests: bool = Field(
         False, description="Add this config's new runs to the existing sweep (merge rules apply)."
@@ -99,30 +102,13 @@ class SweepsPublic(BaseModel):
     count: int
 
 
-class RunPublic(BaseModel):
-    run_id: int
-    run_key: str
-    config_id: str
-    param_name: str | None
-    param_value: Any
-    fold: str
-    seed: int
-    status: str
-    attempts: int
-    val_rmse: float | None
-    test_rmse: float | None
-    val_mae: float | None
-    test_mae: float | None
-    val_naive_rmse: float | None
-    test_naive_rmse: float | None
-    best_epoch: int | None
-    epochs_trained: int | None
-    train_seconds: float | None
-    model_version: str | None
-    error: str | None
-    started_at: str | None
-    finished_at: str | None
-    params: dict[str, Any]
+_RUN_FIELDS: dict[str, Any] = {f.name: (f.annotation, Field(description=f.description)) for f in RUN_FIELDS}
+_RUN_FIELDS["params"] = (dict[str, Any], Field(description="The run's training_config, every key."))
+RunPublic = create_model(
+    "RunPublic",
+    __doc__="A run: the columns of `sweep_runs.csv` (core.runs.RUN_FIELDS) and its whole training config.",
+    **_RUN_FIELDS,
+)
 
 
 class RunsPublic(BaseModel):
@@ -146,6 +132,10 @@ class ParamImpactPublic(BaseModel):
 
 class DriftPublic(BaseModel):
     fold: str | None
+    available: bool = Field(
+        True, description="False when the sweep's dataset is missing or is not the one it trained on."
+    )
+    reason: str | None = Field(None, description="Why drift is not available.")
     data: list[dict[str, Any]]
     overall: dict[str, Any]
 

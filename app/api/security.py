@@ -1,4 +1,4 @@
-"""API keys (read and write scopes) and request limits, as one ASGI middleware in front of every route.
+"""API keys (read and write scopes) and request limits: ASGI middlewares in front of every route.
 
 Keys come from `TFTSWEEP_API_KEYS` (`read:KEY,write:KEY,...`), are kept only as SHA-256
 digests, and are compared in constant time. With keys configured every route but
@@ -84,14 +84,43 @@ def json_depth(body: bytes, limit: int) -> int:
     return deepest
 
 
-class GuardMiddleware:
-    """Authentication, body size and JSON nesting limits, before any route or body parsing."""
+class ApiKeyMiddleware:
+    """With keys configured, every route but the open ones needs a key of the right scope."""
 
-    def __init__(
-        self, app: ASGIApp, keys: list[ApiKey], max_body_bytes: int, max_upload_bytes: int, max_json_depth: int
-    ) -> None:
+    def __init__(self, app: ASGIApp, keys: list[ApiKey]) -> None:
         self.app = app
         self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keys:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path in OPEN_PATHS or (method in READ_METHODS and path.startswith(OPEN_PREFIXES)):
+            await self.app(scope, receive, send)
+            return
+        presented = _presented_key(scope)
+        if presented is None:
+            await _reply(
+                send, 401, "missing API key (Authorization: Bearer KEY or X-API-Key)", {"www-authenticate": "Bearer"}
+            )
+            return
+        granted = scope_of(self.keys, presented)
+        if granted is None:
+            await _reply(send, 401, "invalid API key", {"www-authenticate": "Bearer"})
+            return
+        if method not in READ_METHODS and granted != WRITE:
+            await _reply(send, 403, "this key has the read scope; this route needs a write key")
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Body size and JSON nesting limits, before any route parses a body."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, max_json_depth: int) -> None:
+        self.app = app
         self.max_body = max_body_bytes
         self.max_upload = max_upload_bytes
         self.max_depth = max_json_depth
@@ -102,24 +131,6 @@ class GuardMiddleware:
             return
         path: str = scope["path"]
         method: str = scope["method"]
-        if self.keys and path not in OPEN_PATHS and not (method in READ_METHODS and path.startswith(OPEN_PREFIXES)):
-            presented = _presented_key(scope)
-            if presented is None:
-                await _reply(
-                    send,
-                    401,
-                    "missing API key (Authorization: Bearer KEY or X-API-Key)",
-                    {"www-authenticate": "Bearer"},
-                )
-                return
-            granted = scope_of(self.keys, presented)
-            if granted is None:
-                await _reply(send, 401, "invalid API key", {"www-authenticate": "Bearer"})
-                return
-            needed = READ if method in READ_METHODS else WRITE
-            if needed == WRITE and granted != WRITE:
-                await _reply(send, 403, "this key has the read scope; this route needs a write key")
-                return
         if method in READ_METHODS:
             await self.app(scope, receive, send)
             return

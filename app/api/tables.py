@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.api.cache import BuildOnce, json_answer
 from app.db.models import RunState, Sweep
-from app.db.sweeps import report_records, run_counts, stored_config
+from app.db.sweeps import run_counts, run_records, stored_config
 from core.reports import build_config_ranking, build_param_impact_detail, build_param_impact_summary, runs_table
 
 # What changes in a sweep, read with one primary-key lookup:
@@ -61,7 +61,8 @@ class SweepTables:
 
     def runs(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
         return self.cache.get(
-            self.key("runs", sweep, fold), lambda: runs_table(report_records(self.session, sweep.id, fold))
+            self.key("runs", sweep, fold),
+            lambda: runs_table(run_records(self.session, sweep.id, fold=fold, params=False)),
         )
 
     def ranking(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:

@@ -10,6 +10,7 @@ the entry points over these functions.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,11 +20,12 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Run, RunState, Sweep, SweepStatus
 from app.db.revisions import touch_run, touch_sweeps
-from app.db.sweeps import METRIC_COLUMNS, find_sweep, run_counts, stored_config, stored_dataset, utcnow
+from app.db.sweeps import find_sweep, run_counts, stored_config, stored_dataset, utcnow
 from core.config import SweepConfig
 from core.errors import DatasetError, SweepExists, SweepFolderError
 from core.merge import validate_merge
 from core.plan import PlannedRun, expand_sweep
+from core.runs import METRIC_COLUMNS
 from core.sweep_folder import SweepFolderConfig
 
 
@@ -64,18 +66,7 @@ def submit_sweep(
     now = utcnow()
     if existing is None:
         plan = expand_sweep(config, max_runs=max_runs)
-        sweep = Sweep(
-            asset=asset,
-            output_subdir=config.output_subdir,
-            config_json=json.dumps(config.to_json_dict()),
-            dataset_json=json.dumps(dataset) if dataset is not None else None,
-            status=SweepStatus.QUEUED,
-            continue_on_error=continue_on_error,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(sweep)
-        session.flush()
+        sweep = _add_sweep(session, SweepFolderConfig(asset, dataset, config), continue_on_error)
         ids = _insert_runs(session, sweep, plan.runs, start=0)
         return SubmitResult(sweep, ids, len(plan.runs), merged=False, resumed=False)
 
@@ -102,6 +93,24 @@ def submit_sweep(
     ids = _insert_runs(session, existing, result.new_runs, start=int(start if start is not None else -1) + 1)
     touch_sweeps(session, [existing.id])  # the config changed: cached answers and reports are stale
     return SubmitResult(existing, ids, len(result.plan.runs), merged=True, resumed=False)
+
+
+def _add_sweep(session: Session, folder: SweepFolderConfig, continue_on_error: bool) -> Sweep:
+    """A new sweep row (queued), flushed so it has its id."""
+    now = utcnow()
+    sweep = Sweep(
+        asset=folder.asset,
+        output_subdir=folder.config.output_subdir,
+        config_json=json.dumps(folder.config.to_json_dict()),
+        dataset_json=json.dumps(folder.dataset) if folder.dataset is not None else None,
+        status=SweepStatus.QUEUED,
+        continue_on_error=continue_on_error,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(sweep)
+    session.flush()
+    return sweep
 
 
 def _check_same_dataset(sweep: Sweep, dataset: dict[str, Any] | None) -> None:
@@ -140,21 +149,9 @@ def adopt_sweep(session: Session, folder: SweepFolderConfig, records: list[dict[
     Raises:
         SweepFolderError: a run of `sweep_runs.json` is not one the folder's config plans.
     """
-    config = folder.config
-    planned = {p.run_key: p for p in expand_sweep(config).runs}
+    planned = {p.run_key: p for p in expand_sweep(folder.config, max_runs=sys.maxsize).runs}  # history has no cap
     now = utcnow()
-    sweep = Sweep(
-        asset=folder.asset,
-        output_subdir=config.output_subdir,
-        config_json=json.dumps(config.to_json_dict()),
-        dataset_json=json.dumps(folder.dataset) if folder.dataset is not None else None,
-        status=SweepStatus.QUEUED,
-        continue_on_error=False,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(sweep)
-    session.flush()
+    sweep = _add_sweep(session, folder, continue_on_error=False)
     rows: list[dict[str, Any]] = []
     for record in records:
         plan = planned.pop(str(record.get("run_key")), None)
@@ -372,7 +369,7 @@ def cancel_sweep(session: Session, sweep: Sweep) -> dict[str, int]:
     within seconds; its result, if any, is then not recorded.
     """
     now = utcnow()
-    counts = {}
+    counts: dict[str, int] = {}
     for state in (RunState.QUEUED, RunState.RUNNING):
         result = session.execute(
             update(Run)

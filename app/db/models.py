@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     Boolean,
@@ -22,17 +23,19 @@ class Base(DeclarativeBase):
     pass
 
 
-class RunState:
+class RunState(StrEnum):
+    """A run's state: `queued -> running -> succeeded | failed | cancelled`."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-    FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 
 
-class SweepStatus:
+class SweepStatus(StrEnum):
+    """A sweep's status, derived from its runs (app.db.lifecycle.settle_sweep_status)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -109,7 +112,9 @@ class Run(Base):
     sweep: Mapped[Sweep] = relationship(back_populates="runs")
 
 
-class StudyStatus:
+class StudyStatus(StrEnum):
+    """An HPO study's status."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"

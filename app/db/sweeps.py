@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Run, RunState, Sweep, SweepStatus
 from core.config import SweepConfig, validate_sweep_config
+from core.runs import RUN_COLUMNS
 from core.sweep_folder import SweepFolderConfig
 
 
@@ -49,7 +51,7 @@ def find_sweep(session: Session, asset: str, output_subdir: str) -> Sweep | None
 
 def run_counts(session: Session, sweep_id: int) -> dict[str, int]:
     rows = session.execute(select(Run.state, func.count()).where(Run.sweep_id == sweep_id).group_by(Run.state)).all()
-    counts = Counter({state: 0 for state in RunState.ALL})
+    counts = Counter({str(state): 0 for state in RunState})
     counts.update({state: int(n) for state, n in rows})
     return dict(counts)
 
@@ -73,82 +75,42 @@ def queued_run_ids(session: Session, sweep_id: int) -> list[int]:
     )
 
 
-def run_record(run: Run) -> dict[str, Any]:
-    """A run as the reports read it (the `sweep_runs` row, params as a dict)."""
-    record: dict[str, Any] = {
-        "run_id": run.id,
-        "run_key": run.run_key,
-        "config_id": run.config_id,
-        "param_name": run.param_name,
-        "param_value": None if run.param_value_json is None else json.loads(run.param_value_json),
-        "fold": run.fold,
-        "seed": run.seed,
-        "status": run.state,
-        "attempts": run.attempts,
-    }
-    for key in METRIC_COLUMNS:
-        record[key] = getattr(run, key)
-    record["model_version"] = run.model_version
-    record["error"] = run.error
-    started, finished = as_utc(run.started_at), as_utc(run.finished_at)
-    record["started_at"] = started.isoformat() if started else None
-    record["finished_at"] = finished.isoformat() if finished else None
-    record["params"] = json.loads(run.params_json)
+# The `runs` column behind each run-record field whose name differs (core.runs.RUN_FIELDS).
+_COLUMN_OF = {"run_id": "id", "status": "state", "param_value": "param_value_json"}
+RECORD_COLUMNS = tuple(getattr(Run, _COLUMN_OF.get(name, name)).label(name) for name in RUN_COLUMNS)
+
+
+def _record(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A `runs` row (selected with `RECORD_COLUMNS`) as a run record: JSON values decoded, times in ISO 8601."""
+    record = dict(row)
+    raw = record["param_value"]
+    record["param_value"] = None if raw is None else json.loads(raw)
+    for key in ("started_at", "finished_at"):
+        moment = as_utc(record[key])
+        record[key] = moment.isoformat() if moment else None
+    if "params_json" in record:
+        record["params"] = json.loads(record.pop("params_json"))
     return record
 
 
-METRIC_COLUMNS = (
-    "val_rmse",
-    "test_rmse",
-    "val_mae",
-    "test_mae",
-    "val_naive_rmse",
-    "test_naive_rmse",
-    "best_epoch",
-    "epochs_trained",
-    "train_seconds",
-)
-
-REPORT_COLUMNS = (
-    Run.id,
-    Run.run_key,
-    Run.config_id,
-    Run.param_name,
-    Run.param_value_json,
-    Run.fold,
-    Run.seed,
-    Run.state,
-    Run.attempts,
-    Run.val_rmse,
-    Run.test_rmse,
-    Run.val_mae,
-    Run.test_mae,
-    Run.val_naive_rmse,
-    Run.test_naive_rmse,
-    Run.best_epoch,
-    Run.epochs_trained,
-    Run.train_seconds,
-    Run.model_version,
-    Run.error,
-)
-
-
-def report_records(session: Session, sweep_id: int, fold: str | None = None) -> list[dict[str, Any]]:
-    """Run records for rankings and impact: plain column rows, no ORM objects, no params."""
-    query = select(*REPORT_COLUMNS).where(Run.sweep_id == sweep_id).order_by(Run.ordinal)
+def run_records(
+    session: Session,
+    sweep_id: int,
+    *,
+    fold: str | None = None,
+    state: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    params: bool = True,
+) -> list[dict[str, Any]]:
+    """The sweep's run records in plan order (what `sweep_runs` holds; `params`: each run's
+    whole training config too), optionally one fold's or one state's, a page at a time."""
+    query = select(*RECORD_COLUMNS, *([Run.params_json] if params else [])).where(Run.sweep_id == sweep_id)
     if fold is not None:
         query = query.where(Run.fold == fold)
-    records = []
-    for row in session.execute(query):
-        rec = dict(row._mapping)
-        rec["run_id"] = rec.pop("id")
-        rec["status"] = rec.pop("state")
-        raw = rec.pop("param_value_json")
-        rec["param_value"] = None if raw is None else json.loads(raw)
-        records.append(rec)
-    return records
-
-
-def run_records(session: Session, sweep_id: int) -> list[dict[str, Any]]:
-    runs = session.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.ordinal))
-    return [run_record(r) for r in runs]
+    if state is not None:
+        query = query.where(Run.state == state)
+    query = query.order_by(Run.ordinal).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_record(row._mapping) for row in session.execute(query)]

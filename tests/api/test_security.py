@@ -135,7 +135,7 @@ def test_unsafe_names_in_bodies_are_refused(client: TestClient, queue: Recording
         {"asset": ASSET, "config": tiny_sweep(configs=[{"name": name, "params": {"hidden_size": 9}}])},
     ):
         assert client.post("/sweeps", json=body).status_code == 422, body
-    hpo = {
+    hpo: dict[str, Any] = {
         "asset": ASSET,
         "config": {
             **tiny_sweep(output_subdir=name),

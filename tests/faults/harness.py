@@ -33,7 +33,7 @@ class Cluster:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.http = ServerProcess(root)  # reused for its client and polling helpers
         self.http.port = self.port
-        self.http.client.base_url = f"http://127.0.0.1:{self.port}"  # type: ignore[assignment]
+        self.http.client.base_url = f"http://127.0.0.1:{self.port}"
         self.http.log = root / "api.log"
 
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:

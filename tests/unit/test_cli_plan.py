@@ -18,11 +18,43 @@ def write(tmp_path: Path, name: str, data: Any) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("path", ["config/sweeps/example_msft.json", "config/model_analysis.default.json"])
+@pytest.mark.parametrize("path", ["core/configs/sweeps/example_msft.json", "core/configs/model_analysis.default.json"])
 def test_example_configs_plan(path: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--config-json", path]) == 0
     out = capsys.readouterr().out
     assert "configs (" in out and "runs:" in out
+
+
+def test_without_config_json_the_guides_default_is_used(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan"]) == 0
+    captured = capsys.readouterr()
+    assert "using the default config model_analysis.default.json (shipped with tftsweep)" in captured.err
+    assert "output_subdir: 0_0_sweep_all_params_robust_vs_baseline" in captured.out
+    assert "runs: 20" in captured.out  # 4 encoder lengths (one is the baseline) x 1 fold x 5 seeds
+
+
+def test_the_cap_comes_from_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TFTSWEEP_MAX_RUNS", "3")
+    assert main(["plan", "--config-json", write(tmp_path, "c.json", sweep_dict())]) == 2
+    assert "16 runs, over the cap of 3" in capsys.readouterr().err
+
+
+def test_plan_checks_the_folds_against_an_assets_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.utils.data import make_data_root, tiny_sweep
+
+    monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(make_data_root(tmp_path / "data")))
+    good = write(tmp_path, "good.json", tiny_sweep())
+    assert main(["plan", "--config-json", good, "--asset", "SYN"]) == 0
+    assert "dataset SYN: every fold has rows for every config" in capsys.readouterr().out
+    late = write(tmp_path, "late.json", tiny_sweep(walk_forward={"enabled": True, "folds": [fold("f9", 2030)]}))
+    assert main(["plan", "--config-json", late, "--asset", "SYN"]) == 2
+    assert "fold f9: train window 20270101..20291231 has 0 rows" in capsys.readouterr().err
+    assert main(["plan", "--config-json", good, "--asset", "NOPE"]) == 2
+    assert "no dataset for asset 'NOPE'" in capsys.readouterr().err
 
 
 def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

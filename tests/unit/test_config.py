@@ -19,7 +19,7 @@ def errors_of(data: object) -> dict[str, str]:
 
 
 def test_the_guides_example_is_valid() -> None:
-    config = load_sweep_config(Path("config/model_analysis.default.json").read_text())
+    config = load_sweep_config(Path("core/configs/model_analysis.default.json").read_text())
     assert config.seeds == [7, 11, 13, 42, 123]
     assert [f.name for f in config.folds] == ["wf_1"]
     assert config.param_ranges == {"max_encoder_length": [120, 150, 180, 210]}

@@ -28,3 +28,17 @@ def test_api_image_has_no_training_stack() -> None:
     assert set(stages) == {"base", "api", "worker"}
     assert "torch" not in stages["api"] and "[ml]" not in stages["api"]
     assert "torch==2.13.0" in stages["worker"] and "[ml]" in stages["worker"]
+
+
+def test_images_use_a_normal_install() -> None:
+    """Not editable: the installed package must carry its migrations and configs itself
+    (tests/e2e/test_installed_package.py proves it works from any directory)."""
+    text = Path("Dockerfile").read_text()
+    installs = re.findall(r"pip install [^\n]*", text)
+    assert installs and not any(" -e " in line or "--editable" in line for line in installs)
+
+
+def test_pre_commit_runs_what_make_lint_runs() -> None:
+    hooks = [h for repo in yaml.safe_load(Path(".pre-commit-config.yaml").read_text())["repos"] for h in repo["hooks"]]
+    assert [h["entry"] for h in hooks] == ["make lint"]
+    assert "lint:" in Path("Makefile").read_text()

@@ -33,7 +33,7 @@ def errors_of(data: dict[str, Any]) -> dict[str, str]:
 
 
 def test_default_config_file_is_valid() -> None:
-    config = load_hpo_config(Path("config/optuna/default_tft_optuna_sweep.json").read_text())
+    config = load_hpo_config(Path("core/configs/optuna/default_tft_optuna_sweep.json").read_text())
     assert config.sampler.type == "tpe" and config.pruner.type == "median"
     assert config.objective == "mean_val_rmse" and config.storage is None and not config.parallel_ok
     assert study_shapes(config) == {(20, 1), (30, 1), (60, 1)}  # every categorical choice

@@ -79,7 +79,9 @@ def test_plan_cap() -> None:
     assert len(expand_sweep(config, max_runs=16).runs) == 16
 
 
-def test_plan_cap_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TFTSWEEP_MAX_RUNS", "3")
-    with pytest.raises(InvalidSweepConfig):
-        expand_sweep(validate_sweep_config(sweep_dict()))
+def test_plan_cap_default_is_the_documented_one() -> None:
+    from core.config import DEFAULT_MAX_RUNS
+
+    wide = sweep_dict(param_ranges={"hidden_size": list(range(1, 1000))}, replica_seeds=[1, 2, 3, 4, 5, 6])
+    with pytest.raises(InvalidSweepConfig, match=f"= 11988 runs, over the cap of {DEFAULT_MAX_RUNS}"):
+        expand_sweep(validate_sweep_config(wide))

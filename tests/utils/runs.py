@@ -25,7 +25,8 @@ def record(
         param_value = type(getattr(TrainingConfig(), param_name))(raw)
         params.setdefault(param_name, param_value)
     ok = val is not None
-    test = test if test is not None else (val + 0.1 if ok else None)
+    if test is None and val is not None:
+        test = val + 0.1
     return {
         "run_id": run_id,
         "run_key": f"{config_id}-{fold}-{seed}",
@@ -37,7 +38,7 @@ def record(
         "status": status or ("succeeded" if ok else "failed"),
         "val_rmse": val,
         "test_rmse": test,
-        "val_mae": val / 2 if ok else None,
+        "val_mae": val / 2 if val is not None else None,
         "test_mae": test / 2 if ok and test is not None else None,
         "val_naive_rmse": 2.2 if ok else None,
         "test_naive_rmse": 2.4 if ok else None,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from core.datasets import synthetic_dataset
-from core.training import DatasetCache, build_fold_data, load_dataset_parameters, load_model, train_run
+from core.training import DatasetCache, build_fold_data, load_dataset_parameters, load_model, train_and_evaluate
 from tests.utils.data import tiny_fold_model, tiny_training
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ def test_a_run_trains_and_publishes_its_model_version(frame: pd.DataFrame, tmp_p
     training = tiny_training()
     data = build_fold_data(frame, fold, training, FEATURES)
     out = tmp_path / "sweep/folds/f1/models/baseline__seed42"
-    result = train_run(data, training, out)
+    result = train_and_evaluate(data, training, out)
 
     assert 0 < result.val_rmse < 1 and 0 < result.test_rmse < 1
     assert 0 < result.val_mae <= result.val_rmse
@@ -66,10 +66,10 @@ def test_same_config_and_seed_give_identical_metrics(frame: pd.DataFrame) -> Non
     fold = tiny_fold_model()
     training = tiny_training(seed=3)
     data = build_fold_data(frame, fold, training, FEATURES)
-    first = train_run(data, training)
-    again = train_run(build_fold_data(frame, fold, training, FEATURES), training)
+    first = train_and_evaluate(data, training)
+    again = train_and_evaluate(build_fold_data(frame, fold, training, FEATURES), training)
     assert first.metrics() | {"train_seconds": 0} == again.metrics() | {"train_seconds": 0}
-    other_seed = train_run(data, tiny_training(seed=4))
+    other_seed = train_and_evaluate(data, tiny_training(seed=4))
     assert other_seed.val_rmse != first.val_rmse
 
 
@@ -103,8 +103,8 @@ def test_validation_never_sees_the_future(frame: pd.DataFrame) -> None:
     changed = frame.copy()
     after_val = changed["date"] > "2012-06-30"
     changed.loc[after_val, ["target", *FEATURES]] = changed.loc[after_val, ["target", *FEATURES]] * -3 + 1
-    base = train_run(data, training)
-    perturbed = train_run(build_fold_data(changed, fold, training, FEATURES), training)
+    base = train_and_evaluate(data, training)
+    perturbed = train_and_evaluate(build_fold_data(changed, fold, training, FEATURES), training)
     assert perturbed.val_rmse == base.val_rmse
     assert perturbed.test_rmse != base.test_rmse
 

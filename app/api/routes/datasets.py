@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, UploadFile, status
+from fastapi import Path as PathParam
 
 from app.api.deps import SettingsDep
 from app.api.models import DatasetPublic, DatasetsPublic, ErrorPublic
-from core.datasets import check_asset, import_dataset_parquet, import_ohlcv_csv, list_datasets
-from core.errors import DatasetError
+from core.datasets import import_dataset_parquet, import_ohlcv_csv, list_datasets
+from core.names import SafeName
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -35,7 +36,7 @@ def get_datasets(settings: SettingsDep) -> DatasetsPublic:
     summary="Upload a daily OHLCV CSV (built like `tftsweep dataset import`) or a ready dataset parquet",
 )
 async def upload_dataset(
-    asset: str,
+    asset: Annotated[SafeName, PathParam(description="Asset symbol (a safe name).")],
     settings: SettingsDep,
     file: Annotated[
         UploadFile,
@@ -45,19 +46,12 @@ async def upload_dataset(
         ),
     ],
 ) -> DatasetPublic:
-    try:
-        check_asset(asset)
-    except DatasetError as exc:
-        raise HTTPException(422, [{"field": "asset", "message": str(exc)}]) from None
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload larger than {settings.max_upload_bytes} bytes")
     origin = f"upload:{file.filename or 'unnamed'}"
-    try:
-        if data[:4] == PARQUET_MAGIC:
-            info = import_dataset_parquet(settings.data_root, asset, data, origin=origin)
-        else:
-            info = import_ohlcv_csv(settings.data_root, asset, data, origin=origin)
-    except DatasetError as exc:
-        raise HTTPException(422, [{"field": "file", "message": str(exc)}]) from None
+    if data[:4] == PARQUET_MAGIC:
+        info = import_dataset_parquet(settings.data_root, asset, data, origin=origin)
+    else:
+        info = import_ohlcv_csv(settings.data_root, asset, data, origin=origin)
     return _public(info)

@@ -19,9 +19,8 @@ from app.api.routes.sweeps import NOT_FOUND, Limit, Offset, servable, submit_swe
 from app.db.models import Study
 from app.db.sweeps import as_utc
 from core.config import validate_sweep_config
-from core.datasets import check_asset
-from core.errors import DatasetError
 from core.hpo_config import validate_hpo_config
+from core.names import SafeName
 from core.paths import hpo_dir
 
 router = APIRouter(prefix="/hpo", tags=["hpo"])
@@ -35,7 +34,7 @@ class StudyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    asset: str = Field(examples=["MSFT"])
+    asset: SafeName = Field(examples=["MSFT"])
     config: dict[str, Any] = Field(description="HPO config: the sweep's data keys plus search_space, n_trials, ...")
 
 
@@ -110,10 +109,6 @@ def create_study(body: StudyCreate, factory: FactoryDep, queue: QueueDep, settin
     """Queue trial tasks on the gpu queue. A SQLite study runs one trial at a time; with a
     server `storage` URL several tasks share the study. Submitting the same study again
     (only `n_trials`/`timeout_s` may change) continues it."""
-    try:
-        check_asset(body.asset)
-    except DatasetError as exc:
-        raise HTTPException(422, [{"field": "asset", "message": str(exc)}]) from None
     config = validate_hpo_config(body.config)
     study, continued = services.submit_study(factory, queue, settings, body.asset, config)
     code = status.HTTP_202_ACCEPTED if continued else status.HTTP_201_CREATED

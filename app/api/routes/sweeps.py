@@ -31,22 +31,22 @@ from app.api.models import (
     TablePublic,
 )
 from app.db.models import Run, RunState, Sweep
-from app.db.sweeps import as_utc, run_record, stored_config, stored_dataset
+from app.db.sweeps import as_utc, folder_config, run_records, stored_config, stored_dataset
 from core.config import SweepConfig, validate_sweep_config
-from core.datasets import check_asset
 from core.drift import drift_by_fold, drift_overall_summary
-from core.errors import DatasetError
 from core.feature_sets import resolve_features
+from core.names import SafeName
 from core.paths import resolve_inside, sweep_dir
 from core.reports import (
     json_safe,
     table_rows,
 )
+from core.sweep_report import drift_dataset
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 SweepId = Annotated[int, PathParam(ge=1, le=2**62, description="Sweep id.")]
-FoldQuery = Annotated[str | None, Query(description="Restrict to one fold (its name).", max_length=64)]
+FoldQuery = Annotated[SafeName | None, Query(description="Restrict to one fold (its name).")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, le=2**62, description="Rows to skip.")]
 
@@ -130,10 +130,6 @@ def create_sweep(
 ) -> JSONResponse:
     """Validate the config (and, with `merge_tests`, the merge against the stored sweep), record the
     sweep and its runs, commit, then enqueue one task per new run."""
-    try:
-        check_asset(body.asset)
-    except DatasetError as exc:
-        raise HTTPException(422, [{"field": "asset", "message": str(exc)}]) from None
     config = validate_sweep_config(body.config)
     return submit_sweep_response(
         factory, queue, settings, background, body.asset, config, body.merge_tests, body.continue_on_error
@@ -218,14 +214,14 @@ def list_runs(
 ) -> RunsPublic:
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
-    query = select(Run).where(Run.sweep_id == sweep_id)
+    query = select(func.count()).where(Run.sweep_id == sweep_id)
     if fold:
         query = query.where(Run.fold == fold)
     if state:
         query = query.where(Run.state == state)
-    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    runs = session.scalars(query.order_by(Run.ordinal).limit(limit).offset(offset)).all()
-    return RunsPublic(data=[RunPublic(**json_safe(run_record(r))) for r in runs], count=count)
+    count = session.scalar(query) or 0
+    records = run_records(session, sweep_id, fold=fold or None, state=state or None, limit=limit, offset=offset)
+    return RunsPublic(data=[RunPublic(**json_safe(r)) for r in records], count=count)
 
 
 @router.get(
@@ -278,17 +274,16 @@ def param_impact(
 def drift(
     sweep_id: SweepId, session: SessionDep, tables: TablesDep, settings: SettingsDep, fold: FoldQuery = None
 ) -> DriftPublic:
-    from core.datasets import load_dataset
-
+    """Computed now from the sweep's dataset, checked against the fingerprint the sweep
+    recorded; `available` is false (and `reason` says why) when it is missing or another one."""
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
-    config = stored_config(sweep)
-    folds = [f for f in config.folds if fold is None or f.name == fold]
-    try:
-        frame = load_dataset(settings.data_root, sweep.asset, config.features)
-    except DatasetError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"drift needs the dataset: {exc}") from None
-    table = drift_by_fold(frame, folds, resolve_features(config.features))
+    folder = folder_config(sweep)
+    frame, problem = drift_dataset(settings.data_root, folder)
+    if frame is None:
+        return DriftPublic(fold=fold, available=False, reason=problem, data=[], overall={})
+    folds = [f for f in folder.config.folds if fold is None or f.name == fold]
+    table = drift_by_fold(frame, folds, resolve_features(folder.config.features))
     return DriftPublic(fold=fold, data=table_rows(table), overall=json_safe(drift_overall_summary(table)))
 
 

@@ -13,12 +13,11 @@ from fastapi.templating import Jinja2Templates
 
 from app.api.routes.hpo import StudyId
 from app.api.routes.sweeps import SWEEP_ARTIFACTS, SweepId
+from core.shipped import shipped_config
 
 HERE = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
-
-EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "sweeps" / "example_msft.json"
 
 
 @router.get("", response_class=HTMLResponse)
@@ -48,5 +47,5 @@ def workers_page(request: Request) -> HTMLResponse:
 
 @router.get("/submit", response_class=HTMLResponse)
 def submit_page(request: Request) -> HTMLResponse:
-    example = json.dumps(json.loads(EXAMPLE.read_text()), indent=2) if EXAMPLE.is_file() else "{}"
+    example = json.dumps(json.loads(shipped_config("example")[1]), indent=2)
     return templates.TemplateResponse(request, "submit.html", {"example": example})
