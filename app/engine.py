@@ -47,7 +47,7 @@ from core.config import SweepConfig, validate_sweep_config
 from core.datasets import check_dataset_for_sweep, dataset_fingerprint
 from core.errors import SweepFolderError
 from core.feature_sets import resolve_features
-from core.paths import sweep_dir
+from core.paths import ensure_inside, sweep_dir
 from core.runs import RunOutcome, RunSpec, Trainer
 from core.sweep_folder import (
     SweepFolderConfig,
@@ -130,7 +130,9 @@ def submit(
             adopted.queued_run_ids if adopted else [],
             done,
         )
-    write_analysis_config(sweep_dir(root, asset, config.output_subdir), folder)
+    folder_path = sweep_dir(root, asset, config.output_subdir)
+    ensure_inside(root, folder_path)
+    write_analysis_config(folder_path, folder)
     return submitted
 
 
@@ -416,6 +418,7 @@ def publish_sweep(
 
 def _write_files(root: Path, snap: _Snapshot, plots: bool) -> dict[str, Any]:
     folder = sweep_dir(root, snap.folder.asset, snap.folder.config.output_subdir)
+    ensure_inside(root, folder)
     dataset, problem = drift_dataset(root, snap.folder)
     if problem is not None:
         log.warning("sweep %s: drift not computed: %s", folder.name, problem)

@@ -21,8 +21,8 @@ from app.queue import RunQueue
 from app.settings import Settings
 from core.config import SweepConfig
 from core.datasets import check_dataset_shapes
-from core.errors import StudyExists
-from core.hpo_config import HpoConfig, study_shapes
+from core.errors import Conflict, StudyExists
+from core.hpo_config import HpoConfig, parallel_trials_ok, study_shapes
 
 log = logging.getLogger("tftsweep.server")
 
@@ -84,7 +84,8 @@ def submit_study(
         DatasetError, StudyExists: nothing is written.
     """
     check_dataset_shapes(settings.data_root, asset, config, study_shapes(config))
-    tasks = min(config.n_trials, settings.hpo_parallel_tasks) if config.parallel_ok else 1
+    parallel = parallel_trials_ok(settings.hpo_storage_url(config.storage))
+    tasks = min(config.n_trials, settings.hpo_parallel_tasks) if parallel else 1
     now = utcnow()
     with session_scope(factory) as session:
         study = session.scalars(
@@ -115,6 +116,22 @@ def submit_study(
         return session.get_one(Study, study_id), continued
 
 
+def cancel_study(factory: sessionmaker[Session], study_id: int) -> Study:
+    """Mark the study cancelled: its workers start no new trial, and a running trial ends at
+    its next pruning check (worker.tasks.StudyCancelCheck).
+
+    Raises:
+        Conflict: the study already finished.
+    """
+    with session_scope(factory) as session:
+        study = session.get_one(Study, study_id)
+        if study.status not in (StudyStatus.QUEUED, StudyStatus.RUNNING):
+            raise Conflict(f"study {study_id} is {study.status}: there is nothing to cancel")
+        study.status = StudyStatus.CANCELLED
+        study.updated_at = utcnow()
+        return study
+
+
 def send_runs(factory: sessionmaker[Session], queue: RunQueue, run_ids: list[int]) -> None:
     """Enqueue committed runs; if the broker is down they stay queued and the reaper sends them later."""
     if not run_ids:
@@ -129,7 +146,14 @@ def send_runs(factory: sessionmaker[Session], queue: RunQueue, run_ids: list[int
 
 
 def cancel(factory: sessionmaker[Session], queue: RunQueue, sweep_id: int) -> dict[str, int]:
+    """Cancel the sweep's queued and running runs.
+
+    Raises:
+        Conflict: nothing is queued or running (a finished sweep stays as it is).
+    """
     with session_scope(factory) as session:
+        if sweep_is_done(session, sweep_id):
+            raise Conflict(f"sweep {sweep_id} has no queued or running run: there is nothing to cancel")
         counts = cancel_sweep(session, session.get_one(Sweep, sweep_id))
     _reports(queue, sweep_id)
     return counts

@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.config import DEFAULT_MAX_RUNS
+from core.errors import FieldError, InvalidSweepConfig
 
 
 class Settings(BaseSettings):
@@ -66,6 +67,11 @@ class Settings(BaseSettings):
     api_keys: str | None = Field(
         None, description="read:KEY,write:KEY,... (TFTSWEEP_API_KEYS); none: loopback-only, no auth."
     )
+    allowed_hosts: str | None = Field(
+        None,
+        description="Host names the API answers (comma-separated; TFTSWEEP_ALLOWED_HOSTS); default the loopback "
+        "names. Other Host headers get 400 (DNS rebinding).",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON request body (413 above).")
     max_upload_bytes: int = Field(200 * 1_048_576, ge=1024, description="Largest dataset upload (413 above).")
     max_json_depth: int = Field(32, ge=4, description="Deepest JSON nesting accepted (422 above).")
@@ -76,6 +82,11 @@ class Settings(BaseSettings):
         description="Threads that run the API's blocking handlers (database reads, report builds). Fewer "
         "threads contend less for the GIL: cached answers came back at ~1,000/s with 8 against ~800/s with "
         "anyio's default 40 (docs/benchmarks.md).",
+    )
+    hpo_storages: dict[str, str] = Field(
+        default_factory=dict,
+        description="Study storages a config may name in `storage` (TFTSWEEP_HPO_STORAGES, a JSON object: "
+        '{"shared": "postgresql+psycopg://user:pass@db/optuna"}); configs never carry a URL.',
     )
     hpo_parallel_tasks: int = Field(
         4, ge=1, description="Trial tasks queued per study on a server database (SQLite studies: one)."
@@ -92,6 +103,19 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.data_root / "broker"
+
+    def hpo_storage_url(self, name: str | None) -> str | None:
+        """The URL of the study storage `name` (None: SQLite in the study's folder).
+
+        Raises:
+            InvalidSweepConfig: no storage of that name is configured (field `storage`).
+        """
+        if name is None:
+            return None
+        if name not in self.hpo_storages:
+            offered = ", ".join(sorted(self.hpo_storages)) or "none (TFTSWEEP_HPO_STORAGES is not set)"
+            raise InvalidSweepConfig([FieldError("storage", f"no study storage named {name!r}; configured: {offered}")])
+        return self.hpo_storages[name]
 
     def threads_per_process(self, processes: int) -> int:
         """Torch threads for each of `processes` training side by side."""

@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from core.config import ExperimentConfig, Fold, SweepConfig, TrainingConfig, parse_date
-from core.errors import DatasetError
+from core.errors import DatasetError, DatasetExists
 from core.feature_sets import FEATURE_SETS, resolve_features
 from core.features import FEATURE_DOCS, TARGET_DEFINITION, WARMUP_ROWS, compute_features
 from core.files import write_bytes_atomic, write_json_atomic
 from core.names import check_safe_name
+from core.paths import ensure_inside
 from core.plan import plan_configs
 
 KEY_COLUMNS = ("date", "asset", "target")
@@ -162,6 +163,7 @@ def save_dataset(root: Path, asset: str, frame: pd.DataFrame, source: dict[str, 
     check_asset(asset)
     validate_dataset(frame, _known_features(frame))
     path = dataset_path(root, asset)
+    ensure_inside(root, path.parent)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     write_bytes_atomic(path, buffer.getvalue())
@@ -183,25 +185,31 @@ def save_dataset(root: Path, asset: str, frame: pd.DataFrame, source: dict[str, 
     return info
 
 
-def import_ohlcv_csv(root: Path, asset: str, source: str | Path | IO[bytes] | bytes, origin: str) -> DatasetInfo:
+def import_ohlcv_csv(
+    root: Path, asset: str, source: str | Path | IO[bytes] | bytes, origin: str, *, replace: bool = False
+) -> DatasetInfo:
     """`tftsweep dataset import`: OHLCV CSV to a stored dataset.
 
     Raises:
         DatasetError: a bad asset name (field `asset`) or a file that is no usable OHLCV CSV (`file`).
+        DatasetExists: the asset has a dataset and `replace` is off.
     """
     check_asset(asset)
+    _check_replace(root, asset, replace)
     with _the_file_at_fault():
         frame = build_dataset(read_ohlcv_csv(source), asset)
         return save_dataset(root, asset, frame, {"kind": "ohlcv_csv", "origin": origin})
 
 
-def import_dataset_parquet(root: Path, asset: str, data: bytes, origin: str) -> DatasetInfo:
+def import_dataset_parquet(root: Path, asset: str, data: bytes, origin: str, *, replace: bool = False) -> DatasetInfo:
     """Store a ready dataset parquet after checking it has the dataset's shape.
 
     Raises:
         DatasetError: a bad asset name (field `asset`) or a file that is no usable dataset (`file`).
+        DatasetExists: the asset has a dataset and `replace` is off.
     """
     check_asset(asset)
+    _check_replace(root, asset, replace)
     with _the_file_at_fault():
         try:
             frame = pd.read_parquet(io.BytesIO(data))
@@ -213,6 +221,14 @@ def import_dataset_parquet(root: Path, asset: str, data: bytes, origin: str) -> 
         frame["date"] = pd.to_datetime(frame["date"])
         frame["asset"] = asset
         return save_dataset(root, asset, frame, {"kind": "dataset_parquet", "origin": origin})
+
+
+def _check_replace(root: Path, asset: str, replace: bool) -> None:
+    if not replace and dataset_path(root, asset).is_file():
+        raise DatasetExists(
+            f"asset {asset!r} has a dataset already; replacing it needs replace=true (--replace): sweeps run on "
+            "it keep its fingerprint and take no new runs on another dataset"
+        )
 
 
 @contextmanager

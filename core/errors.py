@@ -60,6 +60,10 @@ class SweepExists(TftsweepError):
     """A sweep for this (asset, output_subdir) exists and no merge was asked for."""
 
 
+class Conflict(TftsweepError):
+    """A request the current state does not allow (cancelling a finished sweep or study)."""
+
+
 class StudyExists(TftsweepError):
     """An HPO study for this (asset, output_subdir) exists with a config it cannot continue with."""
 
@@ -67,6 +71,14 @@ class StudyExists(TftsweepError):
 class SweepFolderError(TftsweepError):
     """A sweep folder that cannot be read back (missing or invalid `analysis_config.json` or
     `sweep_runs.json`), or whose runs do not belong to its config."""
+
+
+class DatasetExists(TftsweepError):
+    """An import over a stored dataset without asking to replace it."""
+
+
+class UnsafePath(TftsweepError):
+    """A path that would lead outside the folder it must stay in (a planted symlink)."""
 
 
 class DatasetError(TftsweepError):

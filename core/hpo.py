@@ -31,6 +31,7 @@ from core.datasets import check_dataset_shapes, load_dataset
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic
 from core.hpo_config import HpoConfig, SearchParam, study_shapes
+from core.paths import ensure_inside
 from core.reports import json_safe, write_csv
 from core.training import DatasetCache, quiet_lightning, train_and_evaluate
 
@@ -56,29 +57,43 @@ class _ShiftedEpoch:
         return int(self._module.current_epoch) + self._offset
 
 
-class FoldAwarePruning(PyTorchLightningPruningCallback):
-    """Optuna's Lightning pruning callback, reporting at `step_offset + epoch`."""
+class StudyCancelled(optuna.TrialPruned):
+    """The study was cancelled: the trial ends now (as pruned) and no other starts."""
 
-    def __init__(self, trial: optuna.trial.Trial, monitor: str, step_offset: int) -> None:
+
+class FoldAwarePruning(PyTorchLightningPruningCallback):
+    """Optuna's Lightning pruning callback, reporting at `step_offset + epoch`; at each such
+    check it also ends the trial when the study was cancelled."""
+
+    def __init__(
+        self, trial: optuna.trial.Trial, monitor: str, step_offset: int, cancelled: Callable[[], bool]
+    ) -> None:
         super().__init__(trial, monitor)
         self.step_offset = step_offset
+        self.cancelled = cancelled
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.cancelled():
+            raise StudyCancelled("the study was cancelled")
         super().on_validation_end(trainer, _ShiftedEpoch(pl_module, self.step_offset))
 
 
-def storage_url(config: HpoConfig, out_dir: Path) -> str:
-    return config.storage or f"sqlite:///{out_dir / STUDY_DB}"
+def study_storage(out_dir: Path, url: str | None) -> str:
+    """The study's storage URL: `url` (a server storage the operator configured), else an
+    SQLite file in the study's folder."""
+    return url or f"sqlite:///{out_dir / STUDY_DB}"
 
 
-def open_study(config: HpoConfig, out_dir: Path) -> optuna.Study:
+def open_study(config: HpoConfig, out_dir: Path, storage_url: str | None = None) -> optuna.Study:
     """Create or continue (`load_if_exists`) the study named after `output_subdir`.
 
     Heartbeats mark a trial whose process died as failed after `GRACE_SECONDS`, so it is
     never left running forever; failed trials do not count toward `n_trials`.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    storage = RDBStorage(storage_url(config, out_dir), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+    storage = RDBStorage(
+        study_storage(out_dir, storage_url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+    )
     return optuna.create_study(
         study_name=config.output_subdir,
         storage=storage,
@@ -128,8 +143,9 @@ def epoch_stride(config: HpoConfig) -> int:
 class Objective:
     """The study's objective: train the suggested config on every (fold, seed)."""
 
-    def __init__(self, config: HpoConfig, frame: pd.DataFrame, frame_id: str) -> None:
+    def __init__(self, config: HpoConfig, frame: pd.DataFrame, frame_id: str, cancelled: Callable[[], bool]) -> None:
         self.config = config
+        self.cancelled = cancelled
         self.frame = frame
         self.frame_id = frame_id
         self.features = resolve_features(config.features)
@@ -142,9 +158,11 @@ class Objective:
         training = training_with(self.config.training_config, params)
         runs: list[dict[str, Any]] = []
         for index, (fold, seed) in enumerate(self.pairs):
+            if self.cancelled():
+                raise StudyCancelled("the study was cancelled")
             run_training: TrainingConfig = training_with(training, {"seed": seed})
             data = self.cache.get(self.frame_id, self.frame, fold, run_training, self.features)
-            pruning = FoldAwarePruning(trial, "val_loss", step_offset=index * self.stride)
+            pruning = FoldAwarePruning(trial, "val_loss", step_offset=index * self.stride, cancelled=self.cancelled)
             result = train_and_evaluate(data, run_training, callbacks=[pruning])
             runs.append({"fold": fold.name, "seed": seed, **result.metrics()})
             trial.set_user_attr("runs", runs)
@@ -170,11 +188,15 @@ def run_study(
     config: HpoConfig,
     out_dir: Path,
     *,
+    storage_url: str | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     plots: bool = True,
 ) -> dict[str, Any]:
-    """Run trials until the study holds `n_trials` finished (complete or pruned) ones; write artifacts.
+    """Run trials until the study holds `n_trials` finished (complete or pruned) ones, or
+    `cancelled()` turns true (the running trial ends at its next pruning check); write artifacts.
 
+    `storage_url` is a server storage the operator configured (default: SQLite in `out_dir`).
     Safe to run in several processes at once on a server database: each stops when the
     total is reached.
 
@@ -183,21 +205,24 @@ def run_study(
     """
     quiet_lightning()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ensure_inside(root, out_dir)
     check_dataset_shapes(root, asset, config, study_shapes(config))
     frame = load_dataset(root, asset, config.features)
-    study = open_study(config, out_dir)
+    study = open_study(config, out_dir, storage_url)
     write_json_atomic(out_dir / "hpo_config.json", config.to_json_dict())
-    objective = Objective(config, frame, f"{asset}")
+    objective = Objective(config, frame, f"{asset}", cancelled)
     started = time.monotonic()
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         write_hpo_artifacts(study, config, out_dir, asset=asset, plots=False)
         if on_trial is not None:
             on_trial(study, trial)
+        if cancelled():
+            study.stop()
 
     remaining = config.n_trials - count_done(study)
     failures_allowed = config.n_trials
-    while remaining > 0 and failures_allowed > 0:
+    while remaining > 0 and failures_allowed > 0 and not cancelled():
         study.optimize(
             objective,
             n_trials=remaining,
@@ -296,7 +321,7 @@ def write_hpo_artifacts(
         "asset": asset,
         "output_subdir": config.output_subdir,
         "study_name": study.study_name,
-        "storage": "sqlite (optuna_study.db)" if config.storage is None else _redact(config.storage),
+        "storage": "sqlite (optuna_study.db)" if config.storage is None else config.storage,
         "objective": config.objective,
         "direction": "minimize",
         "n_trials_wanted": config.n_trials,
@@ -315,13 +340,6 @@ def write_hpo_artifacts(
     }
     write_json_atomic(out_dir / "optuna_summary.json", json_safe(summary))
     return summary
-
-
-def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
 def _existing_plots(out_dir: Path) -> list[str]:

@@ -18,6 +18,7 @@ from core.config import (
     validate_config,
 )
 from core.errors import FieldError
+from core.names import SafeName
 
 
 def _number(value: Any) -> Any:
@@ -105,7 +106,12 @@ class HpoConfig(ExperimentConfig):
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     objective: Literal["mean_val_rmse", "robust_score"] = "mean_val_rmse"
     top_k: int = Field(5, ge=1, le=100)
-    storage: str | None = Field(None, description="RDB URL (PostgreSQL) for trials on many workers; default SQLite.")
+    storage: SafeName | None = Field(
+        None,
+        description="The name of a study storage the operator configured (TFTSWEEP_HPO_STORAGES), e.g. a "
+        "PostgreSQL database for trials on many workers; default an SQLite file in the study's folder. A URL is "
+        "never accepted from a config: it would reach a path or a connection of the server's choosing.",
+    )
 
     @field_validator("search_space")
     @classmethod
@@ -114,17 +120,10 @@ class HpoConfig(ExperimentConfig):
             raise ValueError("search_space must name at least one parameter")
         return value
 
-    @field_validator("storage")
-    @classmethod
-    def _storage(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("postgresql", "mysql", "sqlite")):
-            raise ValueError("storage must be an RDB URL (postgresql://, mysql://, sqlite://)")
-        return value
 
-    @property
-    def parallel_ok(self) -> bool:
-        """Trials may run on many workers at once only with a server database (not SQLite)."""
-        return self.storage is not None and not self.storage.startswith("sqlite")
+def parallel_trials_ok(storage_url: str | None) -> bool:
+    """Trials may run on many workers at once only with a server database (not SQLite)."""
+    return storage_url is not None and not storage_url.startswith("sqlite")
 
 
 def study_shapes(config: HpoConfig) -> set[tuple[int, int]]:
@@ -181,6 +180,7 @@ __all__ = [
     "SamplerConfig",
     "SearchParam",
     "load_hpo_config",
+    "parallel_trials_ok",
     "study_shapes",
     "validate_hpo_config",
 ]

@@ -1,9 +1,10 @@
-"""Where things live under the data root (SPEC section 3); no I/O beyond path arithmetic."""
+"""Where things live under the data root (SPEC section 3), and checks that a path stays inside it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from core.errors import UnsafePath
 from core.names import check_safe_name
 
 
@@ -40,3 +41,16 @@ def resolve_inside(root: Path, path: Path) -> Path | None:
     real_root = root.resolve()
     real = path.resolve()
     return real if real == real_root or real_root in real.parents else None
+
+
+def ensure_inside(root: Path, *paths: Path) -> None:
+    """Check, before anything is written there, that each of `paths` (existing or not) resolves
+    inside `root`: a folder replaced by a link to elsewhere must not receive files.
+
+    Raises:
+        UnsafePath: naming the path relative to `root`.
+    """
+    for path in paths:
+        if resolve_inside(root, path) is None:
+            shown = path.relative_to(root) if path.is_relative_to(root) else path.name
+            raise UnsafePath(f"{shown} leads outside {root.name} (a link?): nothing is written through it")

@@ -21,6 +21,7 @@ from core.drift import drift_by_fold, drift_overall_summary
 from core.errors import DatasetError
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic, write_text_atomic
+from core.paths import ensure_inside
 from core.plan import BASELINE_ID
 from core.reports import (
     ImpactDetail,
@@ -82,6 +83,17 @@ def load_drift_dataset(root: Path, analysis: SweepFolderConfig) -> pd.DataFrame:
     return load_dataset(root, analysis.asset, analysis.config.features)
 
 
+def check_report_folders(sweep: Path, config: SweepConfig) -> None:
+    """Every folder the reports are written into lies inside the sweep folder (no link out).
+
+    Raises:
+        UnsafePath: naming the folder.
+    """
+    folds = sweep / "folds"
+    per_fold = [path for fold in config.folds for path in (folds / fold.name, folds / fold.name / "plots")]
+    ensure_inside(sweep, sweep / "plots", folds, *per_fold)
+
+
 def drift_dataset(root: Path, analysis: SweepFolderConfig) -> tuple[pd.DataFrame | None, str | None]:
     """`load_drift_dataset`, or None and why not (the dataset is missing or is another one)."""
     try:
@@ -102,8 +114,13 @@ def write_sweep_reports(
 ) -> dict[str, Any]:
     """Write the sweep's files: `analysis_config.json`, `sweep_runs`, reports, per-fold reports,
     drift (from `dataset`; without it the drift files are removed and the summary gives
-    `drift_reason`) and plots. Returns the summary."""
+    `drift_reason`) and plots. Returns the summary.
+
+    Raises:
+        UnsafePath: a folder it writes into leads outside the sweep folder (nothing written).
+    """
     config = analysis.config
+    check_report_folders(sweep, config)
     write_analysis_config(sweep, analysis)
     sweep_runs = SweepRunsFiles(records)
     runs = sweep_runs.runs

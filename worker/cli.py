@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.config import SweepConfig, load_sweep_config, parse_json_text, validate_sweep_config
-from core.errors import DatasetError, InvalidSweepConfig, MergeRejected, SweepExists, SweepFolderError, TftsweepError
+from core.errors import (
+    DatasetError,
+    DatasetExists,
+    InvalidSweepConfig,
+    MergeRejected,
+    SweepExists,
+    SweepFolderError,
+    TftsweepError,
+    UnsafePath,
+)
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -116,7 +125,8 @@ def cmd_dataset_import(args: argparse.Namespace) -> int:
 
     if not Path(args.csv).is_file():
         raise UsageError(f"--csv: file not found: {args.csv}")
-    info = import_ohlcv_csv(settings().data_root, args.asset, Path(args.csv), origin=str(Path(args.csv).resolve()))
+    origin = str(Path(args.csv).resolve())
+    info = import_ohlcv_csv(settings().data_root, args.asset, Path(args.csv), origin=origin, replace=args.replace)
     _print_dataset(info.to_dict())
     return EXIT_OK
 
@@ -268,6 +278,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_hpo(args: argparse.Namespace) -> int:
+    from core.datasets import check_asset
     from core.hpo import run_study
     from core.hpo_config import load_hpo_config
     from core.paths import hpo_dir
@@ -275,13 +286,18 @@ def cmd_hpo(args: argparse.Namespace) -> int:
     config = load_hpo_config(config_text(args.config_json, "hpo"))
     if args.output_subdir and args.output_subdir != config.output_subdir:
         config = load_hpo_config(json.dumps({**config.to_json_dict(), "output_subdir": args.output_subdir}))
-    from core.datasets import check_asset
-
     check_asset(args.asset)
-    root = settings().data_root
-    out = hpo_dir(root, args.asset, config.output_subdir)
+    current = settings()
+    out = hpo_dir(current.data_root, args.asset, config.output_subdir)
     progress = TrialProgress(config.n_trials)
-    summary = run_study(root, args.asset, config, out, on_trial=progress.trial_done)
+    summary = run_study(
+        current.data_root,
+        args.asset,
+        config,
+        out,
+        storage_url=current.hpo_storage_url(config.storage),
+        on_trial=progress.trial_done,
+    )
     best = summary["best"]
     counts = summary["n_trials"]
     print(
@@ -425,6 +441,7 @@ def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = dataset.add_parser("import", help="build a dataset from a daily OHLCV CSV")
     p.add_argument("--asset", required=True)
     p.add_argument("--csv", required=True, help="CSV with Date, Open, High, Low, Close, Volume[, Adj Close]")
+    p.add_argument("--replace", action="store_true", help="replace the asset's dataset if it has one")
     p.set_defaults(handler=cmd_dataset_import)
     p = dataset.add_parser("example", help="build MSFT from the prices shipped with pmdarima")
     p.set_defaults(handler=cmd_dataset_example)
@@ -451,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MergeRejected as exc:
         _print_violations(exc)
         return EXIT_USAGE
-    except (UsageError, DatasetError, SweepExists, SweepFolderError) as exc:
+    except (UsageError, DatasetError, DatasetExists, SweepExists, SweepFolderError, UnsafePath) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ from typing import Any
 
 from core.config import Fold, TrainingConfig
 from core.errors import DatasetError
-from core.paths import version_dir
+from core.paths import ensure_inside, version_dir
 from core.runs import RunOutcome, RunSpec
 
 _frames: dict[str, tuple[float, str, Any]] = {}
@@ -63,6 +63,8 @@ def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None)
         fold_data = _cache.get(frame_id, frame, fold, training, spec.features)
         outcome.timings["dataset_seconds"] = _cache.build_seconds - before
         target = version_dir(Path(spec.sweep_dir), fold.name, spec.config_id, spec.seed)
+        ensure_inside(Path(spec.data_root), Path(spec.sweep_dir))
+        ensure_inside(Path(spec.sweep_dir), target.parent)
         result = train_and_evaluate(
             fold_data,
             training,

@@ -230,25 +230,13 @@ class WorkerSupervisor(threading.Thread):
         self.join(timeout=WORKER_STOP_SECONDS + 15)
 
 
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost: addresses only this machine can reach."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(host: str, port: int, concurrency: int, loglevel: str, worker: bool = True) -> int:
     """Run the API in this process and, unless `worker` is off, a supervised embedded Celery
     worker beside it, until interrupted (exit 0) or the worker cannot be kept alive (exit 1)."""
     import uvicorn
 
     from app.api.main import create_app
-    from app.api.security import parse_api_keys
+    from app.api.security import is_loopback, parse_api_keys
     from app.db.migrate import upgrade_database
 
     settings = get_settings()

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +113,8 @@ def train_one(ctx: WorkerContext, run_id: int, task_id: str) -> str:
 
 
 def process_study(study_id: int, factory: sessionmaker[Session], settings: Settings) -> str:
-    """Run trials of a study until it holds `n_trials` finished ones; record its status."""
+    """Run trials of a study until it holds `n_trials` finished ones (or it is cancelled);
+    record its status."""
     from core.hpo import run_study
     from core.hpo_config import validate_hpo_config
     from core.paths import hpo_dir
@@ -121,12 +123,22 @@ def process_study(study_id: int, factory: sessionmaker[Session], settings: Setti
         study = session.get(Study, study_id)
         if study is None:
             return "missing"
+        if study.status == StudyStatus.CANCELLED:
+            return "cancelled"
         config = validate_hpo_config(json.loads(study.config_json))
         asset = study.asset
         study.status = StudyStatus.RUNNING
         study.updated_at = utcnow()
+    cancelled = StudyCancelCheck(factory, study_id)
     try:
-        summary = run_study(settings.data_root, asset, config, hpo_dir(settings.data_root, asset, config.output_subdir))
+        summary = run_study(
+            settings.data_root,
+            asset,
+            config,
+            hpo_dir(settings.data_root, asset, config.output_subdir),
+            storage_url=settings.hpo_storage_url(config.storage),
+            cancelled=cancelled,
+        )
     except Exception as exc:
         with session_scope(factory) as session:
             study = session.get_one(Study, study_id)
@@ -136,13 +148,35 @@ def process_study(study_id: int, factory: sessionmaker[Session], settings: Setti
         raise
     with session_scope(factory) as session:
         study = session.get_one(Study, study_id)
-        if summary["complete"]:
+        if study.status == StudyStatus.CANCELLED:
+            pass  # it stays cancelled, whatever its trials reached
+        elif summary["complete"]:
             study.status = StudyStatus.SUCCEEDED
         elif summary["best"] is None and summary["n_trials"]["fail"]:
             study.status = StudyStatus.FAILED
             study.error = "every trial failed"
         study.updated_at = utcnow()
     return f"study {study_id}: {summary['n_trials']}"
+
+
+class StudyCancelCheck:
+    """Whether the study was cancelled, read from the database at most every `every` seconds
+    (it is asked at every pruning check)."""
+
+    def __init__(self, factory: sessionmaker[Session], study_id: int, every: float = 2.0) -> None:
+        self.factory = factory
+        self.study_id = study_id
+        self.every = every
+        self._checked = -every
+        self._cancelled = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._checked >= self.every:
+            self._checked = now
+            with session_scope(self.factory) as session:
+                self._cancelled = session.get_one(Study, self.study_id).status == StudyStatus.CANCELLED
+        return self._cancelled
 
 
 @celery.task(name=TRAIN_RUN, bind=True, acks_late=True)

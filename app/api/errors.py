@@ -1,7 +1,8 @@
 """Domain exceptions mapped to HTTP status codes, in one place: routes raise, never catch them.
 
 InvalidSweepConfig 422 (each problem with its field), DatasetError 422 (its field: asset,
-file or dataset), SweepExists / StudyExists / MergeRejected / SweepFolderError 409.
+file or dataset); SweepExists, StudyExists, DatasetExists, MergeRejected, SweepFolderError,
+Conflict and UnsafePath 409.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from fastapi.responses import JSONResponse
 
 from core.config import loc_path
 from core.errors import (
+    Conflict,
     DatasetError,
+    DatasetExists,
     InvalidSweepConfig,
     MergeRejected,
     StudyExists,
     SweepExists,
     SweepFolderError,
+    UnsafePath,
 )
 
 
@@ -48,7 +52,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SweepExists)
     @app.exception_handler(StudyExists)
+    @app.exception_handler(DatasetExists)
+    @app.exception_handler(Conflict)
     async def exists(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(UnsafePath)
+    async def unsafe(_request: Request, exc: UnsafePath) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(SweepFolderError)

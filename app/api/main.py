@@ -11,12 +11,21 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.api.cache import BuildOnce
 from app.api.errors import AllowHeaderMiddleware, install_error_handlers
 from app.api.models import ErrorPublic
 from app.api.routes import datasets, health, hpo, sweeps, ui
-from app.api.security import ApiKeyMiddleware, BodyLimitMiddleware, parse_api_keys
+from app.api.security import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    CrossSiteMiddleware,
+    LoopbackOnlyMiddleware,
+    SecurityHeadersMiddleware,
+    allowed_hosts,
+    parse_api_keys,
+)
 from app.db.migrate import upgrade_database
 from app.db.session import make_engine, make_session_factory
 from app.queue import CeleryQueue, RunQueue, make_celery
@@ -72,7 +81,7 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
     app = FastAPI(
         title="tftsweep", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, responses=COMMON_RESPONSES
     )
-    # Starlette runs the middleware added last first: keys are checked before a body is read.
+    # Starlette runs the middleware added last first (app.api.security lists them outermost first).
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -80,6 +89,10 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
         max_json_depth=settings.max_json_depth,
     )
     app.add_middleware(ApiKeyMiddleware, keys=keys)
+    app.add_middleware(CrossSiteMiddleware)
+    app.add_middleware(LoopbackOnlyMiddleware, keys=keys)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.allowed_hosts))
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AllowHeaderMiddleware, spec=app.openapi)
     if not keys:
         log.warning("no API keys configured (TFTSWEEP_API_KEYS): every client that reaches this port has full access")

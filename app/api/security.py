@@ -1,15 +1,29 @@
-"""API keys (read and write scopes) and request limits: ASGI middlewares in front of every route.
+"""What the API refuses before any route runs: ASGI middlewares, outermost first.
 
-Keys come from `TFTSWEEP_API_KEYS` (`read:KEY,write:KEY,...`), are kept only as SHA-256
-digests, and are compared in constant time. With keys configured every route but
-`/healthz` needs one: `Authorization: Bearer KEY` or `X-API-Key: KEY`; GET/HEAD need the
-read scope (a write key has it too), everything else the write scope.
+1. `Host` must be an allowed name (Starlette's TrustedHostMiddleware; loopback names by
+   default, `TFTSWEEP_ALLOWED_HOSTS` otherwise): a page on another site that points a
+   name of its own at this server (DNS rebinding) gets 400.
+2. `LoopbackOnlyMiddleware`: without API keys the server is open to whoever reaches it,
+   so a request that arrived on a non-loopback local address is refused (403), however
+   the app was started.
+3. `CrossSiteMiddleware`: a state-changing request whose `Origin` or `Sec-Fetch-Site`
+   shows another site is refused (403): a browser on another page cannot cancel a sweep
+   or overwrite a dataset (curl and scripts send neither header).
+4. `ApiKeyMiddleware`: keys come from `TFTSWEEP_API_KEYS` (`read:KEY,write:KEY,...`), are
+   kept only as SHA-256 digests and compared in constant time. With keys configured every
+   route but `/healthz` needs one (`Authorization: Bearer KEY` or `X-API-Key: KEY`):
+   GET/HEAD the read scope, everything else the write scope.
+5. `BodyLimitMiddleware`: body size and JSON nesting limits; JSON routes take JSON only
+   (415 for a form), uploads take multipart only.
+6. `SecurityHeadersMiddleware`: `nosniff` on every answer; a CSP that allows only the app's
+   own scripts and styles, no framing and no referrer on the dashboard (`/ui`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +36,99 @@ OPEN_PATHS = frozenset({"/healthz"})
 # Dashboard shells and their static files hold no data: the browser then calls the API with its key.
 OPEN_PREFIXES = ("/ui",)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+UPLOAD_PREFIX = "/datasets/"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(configured: str | None) -> list[str]:
+    """The `Host` names the API answers: `TFTSWEEP_ALLOWED_HOSTS` (comma-separated), else loopback."""
+    names = [h.strip() for h in (configured or "").split(",") if h.strip()]
+    return names or list(LOOPBACK_HOSTS)
+
+
+class LoopbackOnlyMiddleware:
+    """Without keys, only requests that arrived on a loopback address are served."""
+
+    def __init__(self, app: ASGIApp, keys: list[ApiKey]) -> None:
+        self.app = app
+        self.open = not keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if self.open and scope["type"] == "http" and server and not is_loopback(str(server[0])):
+            await _reply(
+                send,
+                403,
+                f"this server has no API keys, so it answers only on loopback addresses, not on {server[0]}: "
+                "set TFTSWEEP_API_KEYS (read:KEY,write:KEY) to serve other addresses",
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+class CrossSiteMiddleware:
+    """A state-changing request sent by a page of another site is refused."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in READ_METHODS:
+            fetch_site = (_header(scope, b"sec-fetch-site") or "").lower()
+            origin = _header(scope, b"origin")
+            own = f"{scope.get('scheme', 'http')}://{_header(scope, b'host') or ''}".lower()
+            if fetch_site not in ("", "same-origin", "none") or (origin is not None and origin.lower() != own):
+                await _reply(
+                    send,
+                    403,
+                    f"cross-site request refused (Origin {origin or '-'}, Sec-Fetch-Site {fetch_site or '-'}): "
+                    "this API changes state only for requests from its own pages or from non-browser clients",
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+class SecurityHeadersMiddleware:
+    """`X-Content-Type-Options: nosniff` everywhere; on `/ui`, a CSP allowing only the app's own
+    scripts, styles and images (blob: for plots fetched with the key), no framing, no referrer."""
+
+    UI_HEADERS = (
+        (
+            b"content-security-policy",
+            b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+            b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = [(b"x-content-type-options", b"nosniff")]
+        if scope["path"] == "/ui" or scope["path"].startswith("/ui/"):
+            extra += list(self.UI_HEADERS)
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 @dataclass(frozen=True)
@@ -134,7 +241,9 @@ class BodyLimitMiddleware:
         if method in READ_METHODS:
             await self.app(scope, receive, send)
             return
-        limit = self.max_upload if path.startswith("/datasets/") else self.max_body
+        upload = path.startswith(UPLOAD_PREFIX)
+        limit = self.max_upload if upload else self.max_body
+        media = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _reply(send, 413, f"request body over {limit} bytes")
@@ -150,8 +259,11 @@ class BodyLimitMiddleware:
             if len(body) > limit:
                 await _reply(send, 413, f"request body over {limit} bytes")
                 return
-        content_type = _header(scope, b"content-type") or ""
-        if "json" in content_type and json_depth(bytes(body), self.max_depth) > self.max_depth:
+        if body and media != ("multipart/form-data" if upload else "application/json"):
+            wanted = "multipart/form-data (a file field)" if upload else "application/json"
+            await _reply(send, 415, f"this route takes {wanted}, not {media or 'an untyped body'}")
+            return
+        if media == "application/json" and json_depth(bytes(body), self.max_depth) > self.max_depth:
             await _reply(send, 422, f"JSON nested deeper than {self.max_depth} levels")
             return
         await self.app(scope, _replay(bytes(body)), send)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Run, RunState, Sweep, SweepStatus
@@ -62,6 +62,7 @@ def submit_sweep(
         InvalidSweepConfig: the plan is invalid or over the cap.
         DatasetError: the stored sweep trained on another dataset.
     """
+    lock_sweep_name(session, asset, config.output_subdir)
     existing = find_sweep(session, asset, config.output_subdir)
     now = utcnow()
     if existing is None:
@@ -93,6 +94,22 @@ def submit_sweep(
     ids = _insert_runs(session, existing, result.new_runs, start=int(start if start is not None else -1) + 1)
     touch_sweeps(session, [existing.id])  # the config changed: cached answers and reports are stale
     return SubmitResult(existing, ids, len(result.plan.runs), merged=True, resumed=False)
+
+
+def lock_sweep_name(session: Session, asset: str, output_subdir: str) -> None:
+    """Serialise submissions of one sweep for the rest of the transaction: concurrent merges
+    each see the runs the previous one added (never a duplicate run key, never a 500).
+
+    SQLite: BEGIN IMMEDIATE (the first statement of the transaction) takes the write lock,
+    and a concurrent submission waits for it (busy timeout). PostgreSQL: a transaction-scoped
+    advisory lock on the sweep's name, which also covers a sweep that does not exist yet.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+    elif dialect == "postgresql":
+        key = f"tftsweep.sweep:{asset}/{output_subdir}"
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
 
 
 def _add_sweep(session: Session, folder: SweepFolderConfig, continue_on_error: bool) -> Sweep:

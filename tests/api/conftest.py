@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from app.api.main import create_app
 from app.queue import RecordingQueue
 from tests.utils.data import make_data_root
-from tests.utils.server import server_settings
+from tests.utils.server import api_client, server_settings
 
 
 @pytest.fixture
@@ -26,5 +26,5 @@ def root(tmp_path: Path) -> Path:
 def client(root: Path, queue: RecordingQueue, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     app = create_app(server_settings(root), queue=queue, reaper=False)
-    with TestClient(app) as test_client:
+    with api_client(app) as test_client:
         yield test_client

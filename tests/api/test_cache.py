@@ -34,7 +34,7 @@ from app.db.sweeps import utcnow
 from app.queue import RecordingQueue
 from core.config import validate_sweep_config
 from tests.utils.data import ASSET, make_data_root, tiny_sweep
-from tests.utils.server import finish_runs, server_settings
+from tests.utils.server import api_client, finish_runs, server_settings
 from worker.local_sweep import open_database
 
 
@@ -162,7 +162,7 @@ def test_each_app_has_its_own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     answers = []
     for name, seeds in (("a", [1]), ("b", [1, 2, 3])):
         app = create_app(server_settings(make_data_root(tmp_path / name)), queue=RecordingQueue(), reaper=False)
-        with TestClient(app) as client:
+        with api_client(app) as client:
             sweep_id = submit(client, replica_seeds=seeds)
             answers.append(client.get(f"/sweeps/{sweep_id}").json()["total_runs"])
     assert answers[0] * 3 == answers[1]

@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from app.api.main import create_app
 from app.queue import RecordingQueue
 from tests.unit.test_hpo_config import hpo_dict
 from tests.utils.data import ASSET, tiny_sweep
+from tests.utils.server import api_client, server_settings
 
 
 def post(client: TestClient, config: dict[str, Any]) -> Any:
@@ -27,9 +30,31 @@ def test_submit_queues_one_task_for_a_sqlite_study(client: TestClient, queue: Re
     assert client.get(f"/hpo/{body['id']}").json()["output_subdir"] == "study"
 
 
-def test_a_postgres_study_gets_parallel_tasks(client: TestClient, queue: RecordingQueue) -> None:
-    response = post(client, hpo_dict(storage="postgresql+psycopg://u@localhost/optuna", n_trials=3))
-    assert response.json()["tasks"] == 3 and len(queue.studies) == 3
+def test_a_study_on_a_configured_server_storage_gets_parallel_tasks(root: Path, queue: RecordingQueue) -> None:
+    storages = {"shared": "postgresql+psycopg://u@localhost/optuna"}
+    with api_client(create_app(server_settings(root, hpo_storages=storages), queue=queue, reaper=False)) as client:
+        response = post(client, hpo_dict(storage="shared", n_trials=3))
+        assert response.status_code == 201, response.text
+        assert response.json()["tasks"] == 3 and len(queue.studies) == 3
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("sqlite:////some/where/else.db", "must not contain path separators"),  # a URL is never a storage name
+        ("postgresql+psycopg://x@any-host/db", "must not contain path separators"),
+        ("elsewhere", "no study storage named 'elsewhere'; configured: none"),
+    ],
+)
+def test_a_client_cannot_choose_where_a_study_is_stored(
+    client: TestClient, queue: RecordingQueue, root: Path, storage: str, message: str
+) -> None:
+    response = post(client, hpo_dict(storage=storage))
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["field"] == "config.storage" and message in problem["message"]
+    assert queue.studies == [] and client.get("/hpo").json()["count"] == 0
+    assert sorted(p.name for p in root.rglob("*.db")) == ["tftsweep.db"]  # only the server's own database
 
 
 def test_resubmitting_continues_or_refuses(client: TestClient, queue: RecordingQueue) -> None:

@@ -9,21 +9,22 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.api.main import create_app
 from app.queue import RecordingQueue
 from tests.utils.data import ASSET, make_data_root, tiny_sweep
-from tests.utils.server import server_settings
+from tests.utils.server import api_client, server_settings
 
 WRITE_KEY = "fuzz-write-key-0123456789"
 
 
 def _app() -> object:
     root = make_data_root(Path(tempfile.mkdtemp(prefix="tftsweep-fuzz-")) / "data")
-    app = create_app(server_settings(root, api_keys=f"write:{WRITE_KEY}"), queue=RecordingQueue(), reaper=False)
+    # schemathesis calls the app as http://testserver (its ASGI client): that host is allowed here.
+    settings = server_settings(root, api_keys=f"write:{WRITE_KEY}", allowed_hosts="testserver,127.0.0.1")
+    app = create_app(settings, queue=RecordingQueue(), reaper=False)
     return app
 
 
@@ -32,7 +33,7 @@ APP = _app()
 
 @pytest.fixture(scope="module", autouse=True)
 def started() -> Iterator[None]:
-    with TestClient(APP, headers={"X-API-Key": WRITE_KEY}) as client:  # type: ignore[arg-type]
+    with api_client(APP, headers={"X-API-Key": WRITE_KEY}) as client:
         client.post("/sweeps", json={"asset": ASSET, "config": tiny_sweep()})
         yield
 

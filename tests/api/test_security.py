@@ -18,7 +18,7 @@ from app.api.main import create_app
 from app.api.security import json_depth, parse_api_keys, scope_of
 from app.queue import RecordingQueue
 from tests.utils.data import ASSET, tiny_sweep
-from tests.utils.server import finish_runs, server_settings
+from tests.utils.server import api_client, finish_runs, server_settings
 
 READ_KEY = "r" * 24
 WRITE_KEY = "w" * 24
@@ -27,7 +27,7 @@ WRITE_KEY = "w" * 24
 @pytest.fixture
 def secured(root: Path, queue: RecordingQueue) -> Iterator[TestClient]:
     settings = server_settings(root, api_keys=f"read:{READ_KEY},write:{WRITE_KEY}", max_body_bytes=64_000)
-    with TestClient(create_app(settings, queue=queue, reaper=False)) as client:
+    with api_client(create_app(settings, queue=queue, reaper=False)) as client:
         yield client
 
 
@@ -144,8 +144,14 @@ def test_unsafe_names_in_bodies_are_refused(client: TestClient, queue: Recording
     }
     hpo["config"].pop("param_ranges")
     assert client.post("/hpo", json=hpo).status_code == 422
-    upload = client.post(f"/datasets/{quote(name, safe='')}", files={"file": ("f.csv", b"Date\n")})
-    assert upload.status_code in (404, 405, 422)
+    # Dots percent-encoded too, so the client sends the name as written (it would drop a `..`).
+    # Starlette's test client decodes a path twice, so a name holding `%` is left to the bodies above.
+    if "%" not in name:
+        encoded = quote(name, safe="").replace(".", "%2E")
+        upload = client.post(f"/datasets/{encoded}", files={"file": ("f.csv", b"Date\n")})
+        assert upload.url.raw_path == f"/datasets/{encoded}".encode()
+        # 404 when the decoded name holds a separator (no route matches), else the name's 422.
+        assert upload.status_code == (404 if "/" in name else 422), name
     assert queue.runs == [] and queue.studies == []
     after = sorted(p for p in root.parent.rglob("*") if "tftsweep.db" not in p.name)
     assert [p for p in after if p not in before] == []

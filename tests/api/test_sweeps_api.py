@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.queue import RecordingQueue
 from tests.utils.data import ASSET, tiny_fold, tiny_sweep
-from tests.utils.server import finish_runs
+from tests.utils.server import api_client, finish_runs
 
 
 def submit(client: TestClient, config: dict[str, Any] | None = None, **extra: Any) -> Any:
@@ -115,7 +115,7 @@ def test_plan_over_the_cap_is_422(root: Path, monkeypatch: pytest.MonkeyPatch) -
     from tests.utils.server import server_settings
 
     queue = RecordingQueue()
-    with TestClient(create_app(server_settings(root, max_runs=3), queue=queue, reaper=False)) as small:
+    with api_client(create_app(server_settings(root, max_runs=3), queue=queue, reaper=False)) as small:
         response = small.post("/sweeps", json={"asset": ASSET, "config": two_fold_sweep()})
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "(plan)"

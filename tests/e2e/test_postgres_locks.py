@@ -64,3 +64,41 @@ def test_a_failure_cancelling_queued_runs_does_not_deadlock_with_a_claim() -> No
     assert all(states[r] == "cancelled" for r in rest)
     assert revision == 3  # the two claims and the failure, each transaction once (a new sweep starts at 0)
     engine.dispose()
+
+
+def test_concurrent_submissions_of_one_sweep_are_serialised() -> None:
+    """Four creations of the same new sweep, then four merges adding the same value, at once:
+    each is created, merged or refused (SweepExists), never a unique-key violation."""
+    from core.errors import SweepExists
+
+    url = create_postgres_database(service_url("TFTSWEEP_TEST_DATABASE_URL"))
+    upgrade_database(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    results: list[object] = []
+
+    def submit(config: dict[str, object], merge: bool) -> None:
+        try:
+            with session_scope(factory) as session:
+                done = submit_sweep(session, ASSET, validate_sweep_config(config), merge=merge)
+                results.append(len(done.new_run_ids))
+                time.sleep(0.2)  # hold the transaction open: the others must wait, not collide
+        except SweepExists:
+            results.append("exists")
+        except BaseException as exc:  # reported below
+            results.append(exc)
+
+    def at_once(config: dict[str, object], merge: bool) -> list[object]:
+        results.clear()
+        threads = [threading.Thread(target=submit, args=(config, merge)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        return sorted(results, key=str)
+
+    assert at_once(tiny_sweep(), merge=False) == [2, "exists", "exists", "exists"]
+    assert at_once(tiny_sweep(param_ranges={"hidden_size": [4, 6, 8]}), merge=True) == [0, 0, 0, 1]
+    with session_scope(factory) as session:
+        assert len(session.scalars(select(Run.id)).all()) == 3
+    engine.dispose()

@@ -35,7 +35,7 @@ def errors_of(data: dict[str, Any]) -> dict[str, str]:
 def test_default_config_file_is_valid() -> None:
     config = load_hpo_config(Path("core/configs/optuna/default_tft_optuna_sweep.json").read_text())
     assert config.sampler.type == "tpe" and config.pruner.type == "median"
-    assert config.objective == "mean_val_rmse" and config.storage is None and not config.parallel_ok
+    assert config.objective == "mean_val_rmse" and config.storage is None
     assert study_shapes(config) == {(20, 1), (30, 1), (60, 1)}  # every categorical choice
 
 
@@ -75,7 +75,7 @@ def test_search_space_errors_name_the_field(space: dict[str, Any], field: str, n
 
 
 def test_other_errors() -> None:
-    errs = errors_of(hpo_dict(n_trials=0, objective="median", storage="redis://x", bogus=1, replica_seeds=[1, 1]))
+    errs = errors_of(hpo_dict(n_trials=0, objective="median", storage="sqlite:///x", bogus=1, replica_seeds=[1, 1]))
     assert {"n_trials", "objective", "storage", "bogus", "replica_seeds"} <= set(errs)
 
 
@@ -91,9 +91,14 @@ def test_grid_needs_steps_for_floats() -> None:
     assert config.search_space["dropout"].grid() == [0.0, 0.1, 0.2]
 
 
-def test_postgres_storage_allows_parallel_trials() -> None:
-    assert validate_hpo_config(hpo_dict(storage="postgresql+psycopg://u@h/db")).parallel_ok
-    assert not validate_hpo_config(hpo_dict(storage="sqlite:///x.db")).parallel_ok
+def test_a_config_names_a_storage_and_never_carries_a_url() -> None:
+    from core.hpo_config import parallel_trials_ok
+
+    assert validate_hpo_config(hpo_dict(storage="shared")).storage == "shared"
+    for url in ("postgresql+psycopg://u@h/db", "sqlite:////some/where/else.db"):
+        assert "storage" in errors_of(hpo_dict(storage=url))
+    assert parallel_trials_ok("postgresql+psycopg://u@h/db")
+    assert not parallel_trials_ok("sqlite:///x.db") and not parallel_trials_ok(None)
 
 
 def test_round_trip() -> None:

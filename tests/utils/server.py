@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.lifecycle import claim_run, finish_run
@@ -15,6 +16,12 @@ from app.settings import Settings
 
 def server_settings(root: Path, **overrides: Any) -> Settings:
     return Settings(data_dir=root, database_url=None, redis_url=None, **overrides)
+
+
+def api_client(app: Any, **kwargs: Any) -> TestClient:
+    """A test client that talks to the app as a local client would: to 127.0.0.1, with that
+    Host (the app refuses other hosts, and non-loopback addresses when it has no keys)."""
+    return TestClient(app, base_url="http://127.0.0.1", **kwargs)
 
 
 def finish_runs(factory: sessionmaker[Session], results: dict[int, float | None]) -> None:

@@ -24,7 +24,7 @@ from core.config import validate_sweep_config
 from core.datasets import dataset_fingerprint
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
 from tests.utils.fakes import FailingTrainer, fake_train
-from tests.utils.server import server_settings
+from tests.utils.server import api_client, server_settings
 from worker.cli import main
 from worker.local_sweep import open_database, run_local_sweep
 from worker.tasks import WorkerContext, train_one
@@ -187,7 +187,6 @@ def test_a_folder_whose_database_is_gone_keeps_its_history(tmp_path: Path) -> No
 
 
 def test_the_api_adopts_a_folder_before_it_validates_a_merge(tmp_path: Path) -> None:
-    from fastapi.testclient import TestClient
 
     from app.api.main import create_app
 
@@ -195,7 +194,7 @@ def test_the_api_adopts_a_folder_before_it_validates_a_merge(tmp_path: Path) -> 
     run_local_sweep(root, ASSET, validate_sweep_config(tiny_sweep()), trainer=fake_train)
     (root / "tftsweep.db").unlink()
     queue = RecordingQueue()
-    with TestClient(create_app(server_settings(root), queue=queue, reaper=False)) as client:
+    with api_client(create_app(server_settings(root), queue=queue, reaper=False)) as client:
         refused = client.post(
             "/sweeps", json={"asset": ASSET, "config": tiny_sweep(replica_seeds=[2]), "merge_tests": True}
         )

@@ -103,3 +103,44 @@ def test_cli_hpo_and_a_sweep_from_its_top_k(
     top = json.loads((out / "optuna_top_k_configs.json").read_text())
     assert set(ranking["config_id"]) == {"baseline", *(t["name"] for t in top)}
     assert main(["sweep", "--asset", ASSET, "--config-json", str(sweep_file), "--from-hpo", str(tmp_path)]) == 2
+
+
+def test_a_cancelled_study_stops_at_the_next_pruning_check(tmp_path: Path) -> None:
+    """POST /hpo/{id}/cancel while a trial trains: the trial ends (pruned) at its next
+    epoch's pruning check, no other trial starts, and the study stays cancelled."""
+    import threading
+    import time
+
+    from app.queue import RecordingQueue
+    from app.services import cancel_study, submit_study
+    from core.hpo_config import validate_hpo_config
+    from tests.utils.server import server_settings
+    from worker.local_sweep import open_database
+    from worker.tasks import process_study
+
+    root = make_data_root(tmp_path / "data")
+    settings = server_settings(root)
+    factory = open_database(root)
+    long = tiny_study(output_subdir="long", n_trials=20, pruner={"type": "none"})
+    long["training_config"] |= {"max_epochs": 200, "early_stopping_patience": 200}
+    study, _ = submit_study(factory, RecordingQueue(), settings, ASSET, validate_hpo_config(long))
+    result: dict[str, str] = {}
+    worker = threading.Thread(target=lambda: result.update(r=process_study(study.id, factory, settings)))
+    worker.start()
+    out = root / "models" / ASSET / "optuna" / "long"
+    deadline = time.monotonic() + 120
+    while not (out / "optuna_study.db").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # the first trial is training
+    started = time.monotonic()
+    assert cancel_study(factory, study.id).status == "cancelled"
+    worker.join(timeout=120)
+    assert not worker.is_alive() and time.monotonic() - started < 30
+    study_db = optuna.load_study(study_name="long", storage=f"sqlite:///{out / 'optuna_study.db'}")
+    states = [t.state.name for t in study_db.trials]
+    assert len(states) < 20 and states[-1] == "PRUNED"
+    from app.db.models import Study
+    from app.db.session import session_scope
+
+    with session_scope(factory) as session:
+        assert session.get_one(Study, study.id).status == "cancelled"

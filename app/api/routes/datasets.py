@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from fastapi import Path as PathParam
 
 from app.api.deps import SettingsDep
@@ -32,7 +32,10 @@ def get_datasets(settings: SettingsDep) -> DatasetsPublic:
     "/{asset}",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
-    responses={422: {"model": ErrorPublic, "description": "Bad asset name or bad data; the message says what."}},
+    responses={
+        409: {"model": ErrorPublic, "description": "The asset has a dataset and `replace` was not asked."},
+        422: {"model": ErrorPublic, "description": "Bad asset name or bad data; the message says what."},
+    },
     summary="Upload a daily OHLCV CSV (built like `tftsweep dataset import`) or a ready dataset parquet",
 )
 async def upload_dataset(
@@ -45,13 +48,16 @@ async def upload_dataset(
             "or a parquet with date, asset, target and features."
         ),
     ],
+    replace: Annotated[
+        bool, Query(description="Replace the asset's dataset (409 without it when one exists).")
+    ] = False,
 ) -> DatasetPublic:
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload larger than {settings.max_upload_bytes} bytes")
     origin = f"upload:{file.filename or 'unnamed'}"
     if data[:4] == PARQUET_MAGIC:
-        info = import_dataset_parquet(settings.data_root, asset, data, origin=origin)
+        info = import_dataset_parquet(settings.data_root, asset, data, origin=origin, replace=replace)
     else:
-        info = import_ohlcv_csv(settings.data_root, asset, data, origin=origin)
+        info = import_ohlcv_csv(settings.data_root, asset, data, origin=origin, replace=replace)
     return _public(info)

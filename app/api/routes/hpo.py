@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 
 from app import services
 from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep
+from app.api.files import read_json, servable
 from app.api.models import ErrorPublic, PlotPublic, PlotsPublic, SweepSubmitted
-from app.api.routes.sweeps import NOT_FOUND, Limit, Offset, servable, submit_sweep_response
+from app.api.routes.sweeps import NOT_FOUND, Limit, Offset, submit_sweep_response
 from app.db.models import Study
 from app.db.sweeps import as_utc
 from core.config import validate_sweep_config
@@ -77,8 +78,8 @@ def _folder(settings: SettingsDep, study: Study) -> Path:
 
 
 def _read(settings: SettingsDep, study: Study, name: str) -> Any:
-    path = servable(settings, _folder(settings, study) / name)
-    return json.loads(path.read_text()) if path is not None else None
+    """A study file's JSON (None before it is written; 409 when unreadable)."""
+    return read_json(settings, _folder(settings, study) / name, "it is rewritten after the study's next trial")
 
 
 def _public(settings: SettingsDep, study: Study) -> StudyPublic:
@@ -127,10 +128,27 @@ def get_study(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> 
     return _public(settings, _study_or_404(session, study_id))
 
 
-@router.get("/{study_id}/trials", responses=NOT_FOUND, summary="Every trial: state, value, params, metrics")
-def get_trials(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+@router.get(
+    "/{study_id}/trials", responses=NOT_FOUND, summary="Trials, a page at a time: state, value, params, metrics"
+)
+def get_trials(
+    study_id: StudyId, session: SessionDep, settings: SettingsDep, limit: Limit = 100, offset: Offset = 0
+) -> dict[str, Any]:
+    """Trials in the order they started; `count` is every trial, `data` one page."""
     trials = _read(settings, _study_or_404(session, study_id), "optuna_trials.json") or []
-    return {"data": trials, "count": len(trials)}
+    return {"data": trials[offset : offset + limit], "count": len(trials)}
+
+
+@router.post(
+    "/{study_id}/cancel",
+    response_model=StudyPublic,
+    responses={**NOT_FOUND, 409: {"model": ErrorPublic, "description": "The study already finished."}},
+    summary="Stop a study: no new trial starts; a running one ends at its next pruning check",
+)
+def cancel_study(study_id: StudyId, session: SessionDep, factory: FactoryDep, settings: SettingsDep) -> StudyPublic:
+    _study_or_404(session, study_id)
+    session.close()
+    return _public(settings, services.cancel_study(factory, study_id))
 
 
 @router.get("/{study_id}/best", responses=NOT_FOUND, summary="The best complete trial")

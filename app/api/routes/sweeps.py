@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from app import services
 from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep, TablesDep
+from app.api.files import read_json, servable
 from app.api.models import (
     ActionPublic,
     DriftPublic,
@@ -36,12 +37,12 @@ from core.config import SweepConfig, validate_sweep_config
 from core.drift import drift_by_fold, drift_overall_summary
 from core.feature_sets import resolve_features
 from core.names import SafeName
-from core.paths import resolve_inside, sweep_dir
+from core.paths import ensure_inside, sweep_dir
 from core.reports import (
     json_safe,
     table_rows,
 )
-from core.sweep_report import drift_dataset
+from core.sweep_report import check_report_folders, drift_dataset
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
@@ -68,6 +69,7 @@ FOLD_ARTIFACTS = (
     "param_impact_detail.csv",
     "param_impact_summary.csv",
 )
+REBUILD = "rebuild the sweep's files with POST /sweeps/{id}/regenerate"
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorPublic, "description": "No such sweep, fold or file."}
 }
@@ -297,12 +299,10 @@ def summary(
     _check_fold(tables, sweep, fold)
     config = stored_config(sweep)
     plots = [p.url for p in _plots(settings, sweep, fold)]
-    stored = _folder(settings, sweep) / "summary.json"
-    drift_headline = (
-        json.loads(stored.read_text()).get("drift", {})
-        if stored.is_file()
-        else {"available": False, "reason": "not computed yet"}
-    )
+    stored = read_json(settings, _folder(settings, sweep) / "summary.json", REBUILD)
+    if stored is not None and not isinstance(stored, dict):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"summary.json is not a JSON object: {REBUILD}")
+    drift_headline = stored.get("drift", {}) if stored else {"available": False, "reason": "not computed yet"}
     result: dict[str, Any] = build_summary(
         sweep.asset,
         config,
@@ -315,12 +315,6 @@ def summary(
     )
     result["fold"] = fold
     return result
-
-
-def servable(settings: SettingsDep, path: Path) -> Path | None:
-    """The real file behind `path` if it is a regular file inside the data root, else None."""
-    real = resolve_inside(settings.data_root, path)
-    return real if real is not None and real.is_file() else None
 
 
 def _plots(settings: SettingsDep, sweep: Sweep, fold: str | None) -> list[PlotPublic]:
@@ -387,7 +381,10 @@ def get_artifact(
 
 
 @router.post(
-    "/{sweep_id}/cancel", response_model=ActionPublic, responses=NOT_FOUND, summary="Cancel queued and running runs"
+    "/{sweep_id}/cancel",
+    response_model=ActionPublic,
+    responses={**NOT_FOUND, 409: {"model": ErrorPublic, "description": "The sweep has no queued or running run."}},
+    summary="Cancel queued and running runs",
 )
 def cancel(sweep_id: SweepId, session: SessionDep, factory: FactoryDep, queue: QueueDep) -> ActionPublic:
     _sweep_or_404(session, sweep_id)
@@ -418,10 +415,14 @@ def retry(sweep_id: SweepId, session: SessionDep, factory: FactoryDep, queue: Qu
     "/{sweep_id}/regenerate",
     response_model=ActionPublic,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, 409: {"model": ErrorPublic, "description": "A report folder leads outside the data root."}},
     summary="Rebuild reports and plots from what is stored (no training)",
 )
-def regenerate(sweep_id: SweepId, session: SessionDep, queue: QueueDep) -> ActionPublic:
+def regenerate(sweep_id: SweepId, session: SessionDep, queue: QueueDep, settings: SettingsDep) -> ActionPublic:
+    """Refused (409) when a folder the reports go into leads outside the data root."""
     sweep = _sweep_or_404(session, sweep_id)
+    folder = _folder(settings, sweep)
+    ensure_inside(settings.data_root, folder)
+    check_report_folders(folder, stored_config(sweep))
     services.regenerate(queue, sweep_id)
     return ActionPublic(id=sweep_id, status=sweep.status, detail="reports queued on the cpu queue")
