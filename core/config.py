@@ -231,11 +231,19 @@ class ExperimentConfig(StrictModel):
         return self.model_dump(mode="json")
 
 
+class StatsConfig(StrictModel):
+    """How the reports judge differences (docs/reports.md). It changes no run, so a merge and
+    `tftsweep regenerate --alpha` may change it."""
+
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of every verdict.")
+
+
 class SweepConfig(ExperimentConfig):
     """A sweep: the baseline `training_config`, what to vary, over which folds and seeds."""
 
     param_ranges: dict[str, Annotated[list[Any], Field(max_length=MAX_LIST)]] = Field(default_factory=dict)
     configs: list[CandidateConfig] = Field(default_factory=list, max_length=MAX_LIST)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
 
 
 def training_with(base: TrainingConfig, overrides: dict[str, Any]) -> TrainingConfig:

@@ -77,6 +77,10 @@ class DatasetExists(TftsweepError):
     """An import over a stored dataset without asking to replace it."""
 
 
+class NothingToCompare(TftsweepError):
+    """Sweeps that share no fold, seed or config with a succeeded run on both sides."""
+
+
 class UnsafePath(TftsweepError):
     """A path that would lead outside the folder it must stay in (a planted symlink)."""
 

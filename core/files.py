@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ FILE_MODE = 0o666 & ~_umask()
 DIR_MODE = 0o777 & ~_umask()
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place.
+def write_bytes_atomic(path: Path, data: bytes | Sequence[bytes | memoryview], *, durable: bool = True) -> None:
+    """Write `data` (or its pieces, one after the other: a large file need not be joined in
+    memory first) to a temporary file beside `path`, then rename it into place.
 
     `durable` fsyncs before the rename (a power cut cannot leave an empty file); reports,
     which can be rebuilt at any time, skip it: a sweep writes a hundred of them.
@@ -39,7 +40,10 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None
     try:
         os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; readers may be another user (the API)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                fh.writelines(data)
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())

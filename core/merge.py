@@ -10,8 +10,9 @@ from core.config import SweepConfig, training_with
 from core.errors import MergeRejected, MergeViolation
 from core.plan import PlannedRun, SweepPlan, expand_sweep
 
-# Only these may differ between the stored config and the new one.
-MERGEABLE = ("param_ranges", "walk_forward", "replica_seeds")
+# Only these may differ between the stored config and the new one (`stats` changes no run:
+# only how the reports judge the runs).
+MERGEABLE = ("param_ranges", "walk_forward", "replica_seeds", "stats")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def _diff(path: str, old: Any, new: Any) -> list[MergeViolation]:
     if old != new or type(old) is not type(new):
         return [
             MergeViolation(
-                path, old, new, "may not change (only param_ranges, walk_forward.folds and replica_seeds may)"
+                path, old, new, "may not change (only param_ranges, walk_forward.folds, replica_seeds and stats may)"
             )
         ]
     return []

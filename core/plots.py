@@ -16,14 +16,25 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from core.files import write_bytes_atomic
+from core.significance import paired_intervals
 
 BETTER = "#2a9d8f"
 WORSE = "#e76f51"
 NEUTRAL = "#457b9d"
 BASELINE = "#6c757d"
+UNSURE = "#b8c1cc"
+# A config's colour says its verdict against the baseline (core.significance).
+VERDICT_COLORS = {
+    "baseline": BASELINE,
+    "better": BETTER,
+    "worse": WORSE,
+    "indistinguishable": NEUTRAL,
+    "insufficient": UNSURE,
+}
 
 
 def _figure(width: float, height: float) -> tuple[Figure, Any]:
@@ -46,7 +57,8 @@ def _note(ax: Any, text: str) -> None:
 
 
 def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25) -> Figure:
-    """Robust score per config (best at the top), with mean ± std of val RMSE and the naive forecast."""
+    """Robust score per config (best at the top), coloured by its verdict against the baseline,
+    with mean ± std of val RMSE and the naive forecast."""
     data = ranking[ranking["n_runs"] > 0].head(top)
     fig, ax = _figure(9, max(3.0, 0.38 * len(data) + 1.6))
     if data.empty:
@@ -54,8 +66,8 @@ def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25) -> Fig
         ax.set_title(title)
         return fig
     y = np.arange(len(data))[::-1]
-    colors = [BASELINE if c == "baseline" else NEUTRAL for c in data["config_id"]]
-    ax.barh(y, data["robust_score"], color=colors, alpha=0.35, label="robust score (mean + std)")
+    colors = [VERDICT_COLORS.get(v, NEUTRAL) for v in data["verdict"]]
+    ax.barh(y, data["robust_score"], color=colors, alpha=0.55)
     ax.errorbar(
         data["mean_val_rmse"],
         y,
@@ -75,13 +87,19 @@ def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25) -> Fig
     ax.set_xlim(low - pad, high + pad)
     ax.set_xlabel("validation RMSE")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    verdicts = [
+        Patch(color=VERDICT_COLORS.get(v, NEUTRAL), alpha=0.55, label=f"robust score: {v}")
+        for v in dict.fromkeys(data["verdict"])
+    ]
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=[*verdicts, *handles], loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
 def plot_param_impact(summary: pd.DataFrame, title: str) -> Figure:
-    """Average val-RMSE change vs baseline per parameter value (negative is better), ± std over pairs."""
+    """Average val-RMSE change vs baseline per parameter value (negative is better), with its 95%
+    interval; the values whose difference is significant (Holm) are solid and starred."""
     fig, ax = _figure(9, max(3.0, 0.38 * len(summary) + 1.6))
     if summary.empty:
         _note(ax, "no variant/baseline pairs yet")
@@ -89,28 +107,37 @@ def plot_param_impact(summary: pd.DataFrame, title: str) -> Figure:
         return fig
     y = np.arange(len(summary))[::-1]
     delta = summary["avg_delta_rmse_vs_baseline"].to_numpy()
+    significant = summary["verdict"].isin(["better", "worse"]).to_numpy()
+    low = np.nan_to_num(delta - summary["ci95_low"].to_numpy(), nan=0.0)
+    high = np.nan_to_num(summary["ci95_high"].to_numpy() - delta, nan=0.0)
     ax.barh(
         y,
         delta,
-        xerr=summary["std_delta_rmse_vs_baseline"],
+        xerr=np.vstack([low, high]),
         color=[BETTER if d < 0 else WORSE for d in delta],
         capsize=3,
-        alpha=0.85,
+        alpha=0.35,
+        error_kw={"ecolor": "black", "elinewidth": 1},
     )
+    if significant.any():
+        ax.barh(y[significant], delta[significant], color=[BETTER if d < 0 else WORSE for d in delta[significant]])
     ax.axvline(0, color="black", linewidth=0.8)
     labels = [
-        f"{c}  (win {w:.0%}, n={n})"
-        for c, w, n in zip(summary["config_id"], summary["win_rate"], summary["n_pairs"], strict=True)
+        f"{'* ' if s else ''}{c}  (win {w:.0%}, n={n}, {v})"
+        for c, w, n, v, s in zip(
+            summary["config_id"], summary["win_rate"], summary["n_pairs"], summary["verdict"], significant, strict=True
+        )
     ]
     ax.set_yticks(y, labels)
-    ax.set_xlabel("val RMSE − baseline val RMSE (same fold and seed); left of 0 is better")
+    ax.set_xlabel("val RMSE − baseline val RMSE (same fold and seed), mean and 95% CI; * significant (Holm)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
 def plot_response_curve(runs: pd.DataFrame, param: str, baseline_value: Any, title: str) -> Figure:
-    """Val RMSE against the swept value: each run a point (coloured by seed), the mean a line."""
+    """Val RMSE against the swept value: each run a point (coloured by fold), the mean a line with
+    its 95% interval as a band, and the naive forecast's level."""
     ok = runs[(runs["status"] == "succeeded") & ((runs["param_name"] == param) | (runs["config_id"] == "baseline"))]
     fig, ax = _figure(8, 4.5)
     if ok.empty:
@@ -127,15 +154,18 @@ def plot_response_curve(runs: pd.DataFrame, param: str, baseline_value: Any, tit
         order = sorted({json.dumps(v) for v in values})
         positions = {v: float(i) for i, v in enumerate(order)}
         x = np.asarray([positions[json.dumps(v)] for v in values])
-    seeds = sorted(ok["seed"].unique())
     colors = matplotlib.colormaps["tab10"]
-    for i, seed in enumerate(seeds):
-        mask = (ok["seed"] == seed).to_numpy()
-        ax.scatter(
-            x[mask], ok["val_rmse"].to_numpy()[mask], color=colors(i % 10), s=22, alpha=0.8, label=f"seed {seed}"
-        )
-    frame = pd.DataFrame({"x": x, "val_rmse": ok["val_rmse"].to_numpy()}).groupby("x")["val_rmse"].mean()
-    ax.plot(frame.index, frame.to_numpy(), color="black", linewidth=2, marker="D", label="mean")
+    for i, fold in enumerate(dict.fromkeys(ok["fold"])):
+        mask = (ok["fold"] == fold).to_numpy()
+        ax.scatter(x[mask], ok["val_rmse"].to_numpy()[mask], color=colors(i % 10), s=22, alpha=0.8, label=fold)
+    grouped = pd.DataFrame({"x": x, "val_rmse": ok["val_rmse"].to_numpy()}).groupby("x")["val_rmse"]
+    mean, std, count = grouped.mean(), grouped.std(), grouped.count()
+    low, high = paired_intervals(mean.to_numpy(), std.fillna(0.0).to_numpy(), count.to_numpy())
+    ax.fill_between(mean.index, low, high, color="black", alpha=0.12, label="mean's 95% interval")
+    ax.plot(mean.index, mean.to_numpy(), color="black", linewidth=2, marker="D", label="mean")
+    naive = float(ok["val_naive_rmse"].mean())
+    if math.isfinite(naive):
+        ax.axhline(naive, color=WORSE, linestyle="--", linewidth=1, label=f"naive (zero return) {naive:.4g}")
     base_x = float(baseline_value) if numeric else positions[json.dumps(baseline_value)]
     ax.axvline(base_x, color=BASELINE, linestyle=":", label=f"baseline {param}={baseline_value}")
     if not numeric:

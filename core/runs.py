@@ -63,12 +63,24 @@ RUN_FIELDS: tuple[RunField, ...] = (
     RunField("attempts", int, "Claims of the run by a worker (a lease that expired counts).", nullable=False),
     RunField("started_at", str, "When its last attempt started (ISO 8601, UTC)."),
     RunField("finished_at", str, "When it finished (ISO 8601, UTC)."),
+    RunField(
+        "test_skill", float, "1 - test_rmse / test_naive_rmse: above 0, better than the naive forecast.", metric=True
+    ),
+    RunField(
+        "test_dm_stat",
+        float,
+        "Diebold-Mariano statistic (HLN corrected) of the model against the naive forecast on the test window's "
+        "first-horizon rows, squared-error loss: negative means smaller errors.",
+        metric=True,
+    ),
+    RunField("test_dm_pvalue", float, "Its two-sided p-value (t distribution, n-1 degrees of freedom).", metric=True),
 )
 RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS)
 # What an outcome records (the database's metric columns).
 METRIC_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS if f.metric)
 # The columns that hold floats (and so may hold NaN).
 FLOAT_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS if f.kind is float)
+INT_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS if f.kind is int)
 
 
 @dataclass(frozen=True)

@@ -8,30 +8,34 @@
 
 from __future__ import annotations
 
+import gc
 import json
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from core.config import SweepConfig
+from core.config import StatsConfig, SweepConfig
 from core.datasets import check_fingerprint, load_dataset
 from core.drift import drift_by_fold, drift_overall_summary
 from core.errors import DatasetError
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic, write_text_atomic
 from core.paths import ensure_inside
-from core.plan import BASELINE_ID
 from core.reports import (
     ImpactDetail,
     SweepRunsFiles,
+    baseline_pairs,
     build_config_ranking,
     build_param_impact_summary,
     json_safe,
     split_by_fold,
     write_csv,
 )
+from core.summary import best_config, build_summary
 from core.sweep_folder import SweepFolderConfig, read_analysis_config, read_run_records, write_analysis_config
 
 PLOT_CONFIG_RANKING = "config_ranking.png"
@@ -47,20 +51,30 @@ def response_plot_name(param: str) -> str:
 
 
 def regenerate_sweep(
-    sweep: Path, root: Path, *, drift: bool = True, plots: bool = True, generated_at: str | None = None
+    sweep: Path,
+    root: Path,
+    *,
+    drift: bool = True,
+    plots: bool = True,
+    alpha: float | None = None,
+    generated_at: str | None = None,
 ) -> dict[str, Any]:
     """Rebuild every report and plot of the folder `sweep`, wherever it lies, from what it
     stores: the asset, config and dataset fingerprint of `analysis_config.json`, the runs of
     `sweep_runs.json`, `models/`, and the dataset found under the data root `root`.
 
     With `drift=False` a missing or different dataset is no error: the drift files are
-    removed and the summary says why.
+    removed and the summary says why. `alpha` judges the differences at another level (it
+    changes no run) and is recorded in the folder's `analysis_config.json`.
 
     Raises:
         SweepFolderError: the folder lacks or cannot read its files.
         DatasetError: (with `drift`) the dataset is missing or is not the one the sweep recorded.
     """
     analysis = read_analysis_config(sweep)
+    if alpha is not None:
+        stats = StatsConfig.model_validate({"alpha": alpha})
+        analysis = replace(analysis, config=analysis.config.model_copy(update={"stats": stats}))
     records = read_run_records(sweep)
     if drift:
         frame, reason = load_drift_dataset(root, analysis), None
@@ -102,6 +116,21 @@ def drift_dataset(root: Path, analysis: SweepFolderConfig) -> tuple[pd.DataFrame
         return None, str(exc)
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while reports are built: they make millions of acyclic
+    objects (rows, cells), and with 100,000 runs its passes over them took a seventh of the
+    time. Left as it was found (another thread may have paused it too)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@_collector_paused()
 def write_sweep_reports(
     sweep: Path,
     records: list[dict[str, Any]],
@@ -125,17 +154,19 @@ def write_sweep_reports(
     sweep_runs = SweepRunsFiles(records)
     runs = sweep_runs.runs
     sweep_runs.write(sweep)
-    ranking = build_config_ranking(runs)
-    detail = ImpactDetail(runs)
-    impact = build_param_impact_summary(detail.overall)
+    alpha = config.stats.alpha
+    # Every fold's tables in one pass each (25 folds: a tenth of the time of 25 passes).
+    names = [fold.name for fold in config.folds]
+    pairs = baseline_pairs(runs)
+    per_fold_ranking = build_config_ranking(runs, per_fold=True, alpha=alpha, pairs=pairs)
+    ranking = build_config_ranking(runs, alpha=alpha, fold_ranking=per_fold_ranking, pairs=pairs)
+    detail = ImpactDetail(runs, pairs, sweep_runs.cells)
+    impact = build_param_impact_summary(detail.overall, alpha=alpha)
     write_csv(sweep / "config_ranking.csv", ranking)
     write_text_atomic(sweep / "param_impact_detail.csv", detail.overall_csv(), durable=False)
     write_csv(sweep / "param_impact_summary.csv", impact)
-
-    # Every fold's tables in one pass each (25 folds: a tenth of the time of 25 passes).
-    names = [fold.name for fold in config.folds]
-    fold_rankings = split_by_fold(build_config_ranking(runs, per_fold=True), names)
-    fold_impacts = split_by_fold(build_param_impact_summary(detail.per_fold, per_fold=True), names)
+    fold_rankings = split_by_fold(per_fold_ranking, names)
+    fold_impacts = split_by_fold(build_param_impact_summary(detail.per_fold, per_fold=True, alpha=alpha), names)
     for name in names:
         directory = sweep / "folds" / name
         sweep_runs.write_fold(directory, name)
@@ -235,11 +266,6 @@ def build_all_models_ranked(sweep: Path) -> pd.DataFrame:
     return table
 
 
-def _best_config(ranking: pd.DataFrame) -> pd.Series | None:
-    ok = ranking[ranking["n_runs"] > 0]
-    return ok.iloc[0] if len(ok) else None
-
-
 def _draw_plots(
     sweep: Path,
     out: Path,
@@ -263,7 +289,7 @@ def _draw_plots(
         )
     if drift is not None:
         drawn[PLOT_DRIFT] = plots.plot_drift_heatmap(drift, f"{prefix}feature drift (PSI) vs train window")
-    best = _best_config(ranking)
+    best = best_config(ranking)
     label = best["config_id"] if best is not None else "-"
     best_runs = runs[(runs["config_id"] == label) & (runs["status"] == "succeeded")] if best is not None else runs[:0]
     drawn[PLOT_PREDICTIONS] = plots.plot_predictions(
@@ -306,104 +332,3 @@ def _histories(sweep: Path, best_runs: pd.DataFrame) -> dict[str, list[dict[str,
             if history:
                 out[f"{run['fold']} seed {run['seed']}"] = history
     return out
-
-
-def _stats(row: pd.Series) -> dict[str, Any]:
-    keys = (
-        "config_id",
-        "param_name",
-        "param_value",
-        "n_runs",
-        "n_failed",
-        "mean_val_rmse",
-        "std_val_rmse",
-        "robust_score",
-        "mean_test_rmse",
-        "std_test_rmse",
-        "mean_val_naive_rmse",
-        "mean_test_naive_rmse",
-    )
-    return {k: json_safe(row[k]) for k in keys}
-
-
-def build_summary(
-    asset: str,
-    config: SweepConfig,
-    runs: pd.DataFrame,
-    ranking: pd.DataFrame,
-    impact: pd.DataFrame,
-    drift: dict[str, Any],
-    plot_files: list[str],
-    generated_at: str | None = None,
-    dataset: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The executive summary (SPEC section 3): counts, baseline, best config, per-param best, top 5,
-    and the dataset the runs trained on (its fingerprint)."""
-    status_counts = runs["status"].value_counts()
-    base_rows = ranking[ranking["config_id"] == BASELINE_ID]
-    baseline = _stats(base_rows.iloc[0]) if len(base_rows) and base_rows.iloc[0]["n_runs"] > 0 else None
-    best_row = _best_config(ranking)
-    best = _stats(best_row) if best_row is not None else None
-    if best is not None:
-        naive = best["mean_val_naive_rmse"]
-        best["beats_naive"] = bool(naive is not None and best["mean_val_rmse"] < naive)
-        best["delta_vs_baseline"] = (
-            None
-            if baseline is None
-            else {
-                "robust_score": best["robust_score"] - baseline["robust_score"],
-                "mean_val_rmse": best["mean_val_rmse"] - baseline["mean_val_rmse"],
-                "mean_test_rmse": best["mean_test_rmse"] - baseline["mean_test_rmse"],
-            }
-        )
-    typed = dict(zip(runs["config_id"], runs["param_raw"], strict=True))  # each variant's value, as configured
-    best_per_param = {}
-    for param, group in impact.groupby("param_name", sort=False):
-        row = group.iloc[0]  # impact is sorted by average delta
-        best_per_param[str(param)] = {
-            "value": typed.get(row["config_id"]),
-            "config_id": row["config_id"],
-            "avg_delta_rmse_vs_baseline": json_safe(row["avg_delta_rmse_vs_baseline"]),
-            "win_rate": json_safe(row["win_rate"]),
-            "n_pairs": json_safe(row["n_pairs"]),
-            "beats_baseline": bool(row["avg_delta_rmse_vs_baseline"] < 0),
-        }
-    not_done = runs[runs["status"] != "succeeded"]
-    summary: dict[str, Any] = json_safe(
-        {
-            "asset": asset,
-            "output_subdir": config.output_subdir,
-            "dataset": dataset,
-            "counts": {
-                "configs": int(runs["config_id"].nunique()),
-                "folds": len(config.folds),
-                "seeds": len(config.seeds),
-                "runs": len(runs),
-                "runs_by_status": {
-                    s: int(status_counts.get(s, 0)) for s in ("succeeded", "failed", "cancelled", "queued", "running")
-                },
-            },
-            "complete": bool(len(not_done) == 0),
-            "baseline": baseline,
-            "best_config": best,
-            "best_value_per_param": best_per_param,
-            "top5": [_stats(row) | {"rank": int(row["rank"])} for _, row in ranking.head(5).iterrows()],
-            "drift": drift,
-            "failed_runs": _named(not_done[not_done["status"] == "failed"]),
-            "unfinished_runs": _named(not_done[not_done["status"] != "failed"]),
-            "plots": plot_files,
-            "generated_at": generated_at or datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-    )
-    return summary
-
-
-def _named(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    rows = frame[["run_id", "config_id", "fold", "seed", "status", "error"]].to_dict(orient="records")
-    return [
-        {**r, "run_id": json_safe(r["run_id"]), "seed": json_safe(r["seed"]), "error": _text(r["error"])} for r in rows
-    ]
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None

@@ -37,6 +37,7 @@ from core.datasets import check_fold_fits, fold_rows
 from core.errors import DatasetError, RunCancelled, RunFailed
 from core.feature_sets import KNOWN_FEATURES
 from core.files import dumps_json, publish_dir_atomic
+from core.significance import diebold_mariano
 
 TIME_IDX = "time_idx"
 
@@ -54,6 +55,9 @@ class RunResult:
     best_epoch: int
     epochs_trained: int
     train_seconds: float
+    test_skill: float
+    test_dm_stat: float
+    test_dm_pvalue: float
     n_val: int
     n_test: int
     history: list[dict[str, float]] = field(default_factory=list)
@@ -257,7 +261,7 @@ def train_and_evaluate(
     `out_dir` (a `folds/{fold}/models/{version}` folder) receives, in one atomic rename:
     `model.ckpt` (best epoch), `dataset_parameters.pkl` (to rebuild the datasets for
     inference with `TimeSeriesDataSet.from_parameters`), `metrics.json`, `config.json`
-    and `test_predictions.csv` (`date, horizon, actual, predicted`).
+    and `test_predictions.csv` (`date, horizon, actual, predicted, naive`).
 
     Raises:
         RunFailed: training diverged (no finite validation loss).
@@ -320,6 +324,8 @@ def train_and_evaluate(
 
     val_pred, val_y, _ = _predict(model, fold_data.validation, training.batch_size)
     test_pred, test_y, test_idx = _predict(model, fold_data.test, training.batch_size)
+    # Against the naive forecast (tomorrow's log return is zero), on the first-horizon rows.
+    dm_stat, dm_pvalue = diebold_mariano(test_y[:, 0], test_pred[:, 0], np.zeros(len(test_y)))
     result = RunResult(
         val_rmse=_rmse(val_pred - val_y),
         test_rmse=_rmse(test_pred - test_y),
@@ -331,6 +337,9 @@ def train_and_evaluate(
         best_epoch=history.best_epoch,
         epochs_trained=len(history.epochs),
         train_seconds=round(train_seconds, 3),
+        test_skill=1.0 - _rmse(test_pred - test_y) / _rmse(test_y),
+        test_dm_stat=dm_stat,
+        test_dm_pvalue=dm_pvalue,
         n_val=int(val_y.size),
         n_test=int(test_y.size),
         history=history.epochs,
@@ -360,6 +369,7 @@ def _publish(
             "horizon": np.tile(np.arange(1, horizons + 1), len(test_idx)),
             "actual": test_y.reshape(-1),
             "predicted": test_pred.reshape(-1),
+            "naive": 0.0,  # the naive forecast: a zero log return
         }
     )
     with publish_dir_atomic(out_dir) as tmp:

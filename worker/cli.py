@@ -20,6 +20,7 @@ from core.errors import (
     DatasetExists,
     InvalidSweepConfig,
     MergeRejected,
+    NothingToCompare,
     SweepExists,
     SweepFolderError,
     TftsweepError,
@@ -182,6 +183,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         setup=LocalSetup.from_settings(current, args.workers),
     )
     counts = ", ".join(f"{k} {v}" for k, v in outcome.counts.items() if v)
+    if outcome.summary is not None:
+        import pandas as pd
+
+        from core.reports import table_rows
+        from core.summary import ranking_text
+
+        rows = table_rows(pd.read_csv(outcome.sweep_dir / "config_ranking.csv", dtype={"param_value": str}))
+        print(ranking_text(rows, outcome.summary["significance"]["sentence"]))
     print(f"sweep {args.asset}/{config.output_subdir} (id {outcome.sweep_id}): {outcome.status}; runs: {counts}")
     print(f"  {outcome.sweep_dir}")
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
@@ -205,8 +214,10 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
 
     sweep = _sweep_dir_arg(args.sweep_dir)
     root = _data_root(args)
+    if args.alpha is not None and not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha: must be between 0 and 1, got {args.alpha}")
     try:
-        summary = regenerate_sweep(sweep, root, drift=not args.no_drift, plots=not args.no_plots)
+        summary = regenerate_sweep(sweep, root, drift=not args.no_drift, plots=not args.no_plots, alpha=args.alpha)
     except DatasetError as exc:
         raise UsageError(
             f"{exc} (data root {root}); give the data root that holds it with --data-dir, "
@@ -260,7 +271,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError("--sweep-dir: give at least two sweeps to compare")
     sweeps = [_sweep_dir_arg(s) for s in args.sweep_dir]
     out = Path(args.out) if args.out else Path.cwd() / "compare"
-    table, report = write_compare(sweeps, out)
+    table, report = write_compare(sweeps, out, args.alpha)
     common = report["common"]
     print(
         f"compared {', '.join(report['sweeps'])} on {len(common['folds'])} folds, {len(common['seeds'])} seeds, "
@@ -273,7 +284,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"configs {gone['configs']})"
             )
     print(table.head(10).to_string(index=False))
-    print(f"  {out / 'compare.csv'}")
+    print(f"against {report['sweeps'][0]} on the same config, fold and seed (alpha {report['alpha']:g}):")
+    for row in report["significance"]:
+        interval = "" if row["ci95_low"] is None else f" [{row['ci95_low']:.2e}, {row['ci95_high']:.2e}]"
+        p = "-" if row["holm_pvalue"] is None else f"{row['holm_pvalue']:.2g}"
+        print(
+            f"  {row['sweep']}  {row['config_id']}: {row['mean_delta']:+.2e}{interval} over {row['n_pairs']} pairs, "
+            f"Holm p {p}: {row['verdict']}"
+        )
+    print(f"  {out / 'compare.csv'}, {out / 'compare_significance.csv'}")
     return EXIT_OK
 
 
@@ -404,6 +423,7 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument(
         "--no-drift", action="store_true", help="without the dataset: drop the drift files (summary.json says why)"
     )
+    p.add_argument("--alpha", type=float, help="significance level of the verdicts (recorded in the folder)")
     p.set_defaults(handler=cmd_regenerate)
 
     p = sub.add_parser("adopt", help="record a sweep folder the database does not know (its runs are kept)")
@@ -414,6 +434,7 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p = sub.add_parser("compare", help="rank configs of several sweeps on their common folds, seeds and configs")
     p.add_argument("--sweep-dir", action="append", default=[], required=True, help="a sweep folder (repeat)")
     p.add_argument("--out", help="output folder (default ./compare)")
+    p.add_argument("--alpha", type=float, help="significance level (default: the first sweep's)")
     p.set_defaults(handler=cmd_compare)
 
 
@@ -468,7 +489,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MergeRejected as exc:
         _print_violations(exc)
         return EXIT_USAGE
-    except (UsageError, DatasetError, DatasetExists, SweepExists, SweepFolderError, UnsafePath) as exc:
+    except (
+        UsageError,
+        DatasetError,
+        DatasetExists,
+        NothingToCompare,
+        SweepExists,
+        SweepFolderError,
+        UnsafePath,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -77,22 +77,11 @@ def _follow(client: httpx.Client, sweep_id: int, timeout: float = 1800) -> dict[
 
 
 def _print_results(client: httpx.Client, sweep_id: int, root: Path) -> None:
+    from core.summary import ranking_text
+
     ranking = client.get(f"/sweeps/{sweep_id}/ranking").json()["data"]
-    print("\nranking (robust_score = mean_val_rmse + std_val_rmse; naive = zero-return forecast):")
-    print(
-        f"  {'rank':>4}  {'config_id':<22} {'n':>3} {'mean_val_rmse':>14} {'std_val_rmse':>13} "
-        f"{'robust_score':>13} {'naive_rmse':>11}"
-    )
-    for row in ranking:
-        print(
-            f"  {row['rank']:>4}  {row['config_id']:<22} {row['n_runs']:>3} {row['mean_val_rmse']:>14.6f} "
-            f"{row['std_val_rmse']:>13.6f} {row['robust_score']:>13.6f} {row['mean_val_naive_rmse']:>11.6f}"
-        )
     summary = client.get(f"/sweeps/{sweep_id}/summary").json()
-    best = summary["best_config"]
-    if best:
-        verdict = "beats" if best["beats_naive"] else "does not beat"
-        print(f"\nbest config: {best['config_id']} ({verdict} the naive forecast on validation)")
+    print("\n" + ranking_text(ranking, summary["significance"]["sentence"]))
     plots = client.get(f"/sweeps/{sweep_id}/plots").json()["data"]
     folder = root / "models" / ASSET / "sweeps" / "example_msft"
     print(f"\nreports and {len(plots)} plots on disk: {folder.resolve()}")

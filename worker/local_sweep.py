@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,7 +44,7 @@ class SweepOutcome:
     new_runs: int
     trained: int
     status: str
-    summary: dict[str, object] | None
+    summary: dict[str, Any] | None
 
 
 def open_database(root: Path, url: str | None = None) -> sessionmaker[Session]:

@@ -8,6 +8,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from core.names import SafeName
+from core.reports import (
+    COLUMN_DOCS,
+    IMPACT_SIGNIFICANCE_COLUMNS,
+    IMPACT_SUMMARY_COLUMNS,
+    RANKING_COLUMNS,
+    RANKING_RELATIVE_COLUMNS,
+    RANKING_SIGNIFICANCE_COLUMNS,
+)
 from core.runs import RUN_FIELDS
 
 EXAMPLE_CONFIG: dict[str, Any] = {
@@ -116,6 +124,25 @@ class RunsPublic(BaseModel):
     count: int
 
 
+def _row_model(name: str, doc: str, columns: tuple[str, ...]) -> Any:
+    """A table row's model, documented from core.reports.COLUMN_DOCS (every column nullable:
+    a config without succeeded runs has no statistics)."""
+    fields: dict[str, Any] = {
+        c: (COLUMN_DOCS[c][0] | None, Field(None, description=COLUMN_DOCS[c][1])) for c in columns
+    }
+    return create_model(name, __doc__=doc, **fields)
+
+
+RankingRow = _row_model(
+    "RankingRow",
+    "A row of config_ranking.csv (the relative view only at sweep level).",
+    (*RANKING_COLUMNS, *RANKING_SIGNIFICANCE_COLUMNS, *RANKING_RELATIVE_COLUMNS),
+)
+ImpactRow = _row_model(
+    "ImpactRow", "A row of param_impact_summary.csv.", (*IMPACT_SUMMARY_COLUMNS, *IMPACT_SIGNIFICANCE_COLUMNS)
+)
+
+
 class TablePublic(BaseModel):
     """Rows of a report table (the same columns as its CSV file)."""
 
@@ -124,9 +151,17 @@ class TablePublic(BaseModel):
     count: int
 
 
+class RankingPublic(BaseModel):
+    """`config_ranking.csv` as JSON: configs by robust score, each with its verdict against the baseline."""
+
+    fold: str | None
+    data: list[RankingRow]  # type: ignore[valid-type]
+    count: int
+
+
 class ParamImpactPublic(BaseModel):
     fold: str | None
-    summary: list[dict[str, Any]]
+    summary: list[ImpactRow]  # type: ignore[valid-type]
     detail: list[dict[str, Any]]
 
 

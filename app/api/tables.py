@@ -14,7 +14,13 @@ from sqlalchemy.orm import Session
 from app.api.cache import BuildOnce, json_answer
 from app.db.models import RunState, Sweep
 from app.db.sweeps import run_counts, run_records, stored_config
-from core.reports import build_config_ranking, build_param_impact_detail, build_param_impact_summary, runs_table
+from core.reports import (
+    RANKING_RELATIVE_COLUMNS,
+    build_config_ranking,
+    build_param_impact_detail,
+    build_param_impact_summary,
+    runs_table,
+)
 
 # What changes in a sweep, read with one primary-key lookup:
 # id, revision, status, updated_at, reports_at, continue_on_error.
@@ -65,8 +71,17 @@ class SweepTables:
             lambda: runs_table(run_records(self.session, sweep.id, fold=fold, params=False)),
         )
 
+    def alpha(self, sweep: Sweep) -> float:
+        return float(self.cache.get(self.key("alpha", sweep), lambda: stored_config(sweep).stats.alpha))
+
     def ranking(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
-        return self.cache.get(self.key("ranking", sweep, fold), lambda: build_config_ranking(self.runs(sweep, fold)))
+        """As `config_ranking.csv` (of the sweep, or of `fold`: without the sweep level's relative view)."""
+
+        def build() -> pd.DataFrame:
+            table = build_config_ranking(self.runs(sweep, fold), alpha=self.alpha(sweep))
+            return table.drop(columns=list(RANKING_RELATIVE_COLUMNS)) if fold is not None else table
+
+        return self.cache.get(self.key("ranking", sweep, fold), build)
 
     def detail(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
         return self.cache.get(
@@ -75,7 +90,8 @@ class SweepTables:
 
     def impact(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
         return self.cache.get(
-            self.key("impact", sweep, fold), lambda: build_param_impact_summary(self.detail(sweep, fold))
+            self.key("impact", sweep, fold),
+            lambda: build_param_impact_summary(self.detail(sweep, fold), alpha=self.alpha(sweep)),
         )
 
     def best_config(self, sweep: Sweep) -> str | None:

@@ -106,6 +106,9 @@ class Run(Base):
     best_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
     epochs_trained: Mapped[int | None] = mapped_column(Integer, nullable=True)
     train_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_skill: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_dm_stat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_dm_pvalue: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(300), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 

@@ -182,6 +182,50 @@ def test_reports_from_recorded_results(client: TestClient) -> None:
     assert client.get(f"/sweeps/{sweep_id}/summary", params={"fold": "f1"}).json()["counts"]["runs"] == 4
 
 
+def test_rankings_impact_and_summary_say_whether_a_difference_is_real(
+    client: TestClient, queue: RecordingQueue
+) -> None:
+    sweep_id = submit(client, two_fold_sweep()).json()["id"]
+    runs = client.get(f"/sweeps/{sweep_id}/runs", params={"limit": 100}).json()["data"]
+    by = {(r["config_id"], r["fold"], r["seed"]): r["run_id"] for r in runs}
+    vals = {("f1", 1): (0.010, 0.009), ("f1", 2): (0.012, 0.0115), ("f2", 1): (0.020, 0.018), ("f2", 2): (0.016, 0.0)}
+    finish_runs(
+        factory(client),
+        {
+            **{by[("baseline", *k)]: base for k, (base, _) in vals.items()},
+            **{by[("hidden_size=6", *k)]: var or None for k, (_, var) in vals.items()},  # f2/2 fails
+        },
+    )
+    ranking = {r["config_id"]: r for r in client.get(f"/sweeps/{sweep_id}/ranking").json()["data"]}
+    variant = ranking["hidden_size=6"]
+    deltas = [-0.001, -0.0005, -0.002]
+    assert variant["n_pairs"] == 3 and variant["delta_vs_baseline"] == pytest.approx(sum(deltas) / 3)
+    assert variant["ci95_low"] < variant["delta_vs_baseline"] < variant["ci95_high"]
+    assert variant["verdict"] == "insufficient"  # 3 pairs: the exact test cannot go below 0.25
+    assert ranking["baseline"]["verdict"] == "baseline" and ranking["baseline"]["holm_pvalue"] is None
+    # Runs below 0.015 val RMSE beat the naive forecast (tests/utils/server.finish_runs).
+    assert ranking["baseline"]["dm_better_share"] == pytest.approx(2 / 4)
+    assert variant["dm_better_share"] == pytest.approx(2 / 3)
+    assert variant["mean_val_rel_rmse"] == pytest.approx((0.009 + 0.0115 + 0.018) / 3 / 0.02)
+    assert variant["mean_fold_rank"] == pytest.approx(1.0)
+    impact = client.get(f"/sweeps/{sweep_id}/param-impact").json()["summary"][0]
+    assert impact["wilcoxon_pvalue"] == pytest.approx(0.25) and impact["verdict"] == "insufficient"
+    assert impact["min_detectable_delta"] == pytest.approx(impact["ci95_high"] - impact["avg_delta_rmse_vs_baseline"])
+    significance = client.get(f"/sweeps/{sweep_id}/summary").json()["significance"]
+    assert significance["alpha"] == 0.05 and significance["pairs_needed"] == 6
+    assert "cannot go below 0.25" in significance["sentence"]
+
+    # Alpha changes no run: a merge may change it, and every answer follows at once.
+    merged = submit(client, two_fold_sweep(stats={"alpha": 0.3}), merge_tests=True)
+    assert merged.status_code == 202, merged.text
+    assert merged.json()["new_runs"] == 0 and len(queue.runs) == 8
+    variant = next(r for r in client.get(f"/sweeps/{sweep_id}/ranking").json()["data"] if r["config_id"] != "baseline")
+    assert variant["holm_pvalue"] == pytest.approx(0.25) and variant["verdict"] == "better"
+    significance = client.get(f"/sweeps/{sweep_id}/summary").json()["significance"]
+    assert significance["alpha"] == 0.3 and significance["better"] == ["hidden_size=6"]
+    assert client.get(f"/sweeps/{sweep_id}/param-impact").json()["summary"][0]["verdict"] == "better"
+
+
 def test_drift_needs_no_finished_run(client: TestClient) -> None:
     sweep_id = submit(client, two_fold_sweep()).json()["id"]
     drift = client.get(f"/sweeps/{sweep_id}/drift").json()

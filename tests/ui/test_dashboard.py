@@ -105,6 +105,12 @@ def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
     wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#ranking tbody tr td.num")) > 0)
     ranking = browser.find_element(By.ID, "ranking").text
     assert "baseline" in ranking and "hidden_size=6" in ranking
+    # The verdict of each row as a badge, and the summary's sentence on whether the winner is real.
+    assert browser.find_elements(By.CSS_SELECTOR, "#ranking .badge.verdict-baseline")
+    assert browser.find_elements(By.CSS_SELECTOR, "#ranking .badge.verdict-insufficient")  # 1 pair: too few
+    wait_for(browser, lambda b: "at alpha 0.05" in b.find_element(By.ID, "significance").text)
+    sentence = browser.find_element(By.ID, "significance").text
+    assert "with 1 pair the test cannot go below 1: add seeds or folds" in sentence
     wait_for(
         browser,
         lambda b: b.execute_script(
@@ -112,10 +118,10 @@ def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
         ),
     )
     assert "succeeded: 2 of 2 runs finished" in browser.find_element(By.ID, "progress-text").text
-    header = browser.find_element(By.CSS_SELECTOR, "#ranking th:nth-child(7) button")  # robust_score
+    header = browser.find_element(By.CSS_SELECTOR, "#ranking th:nth-child(8) button")  # robust_score
     header.click()
     header.click()
-    assert browser.find_element(By.CSS_SELECTOR, "#ranking th:nth-child(7)").get_attribute("aria-sort") == "descending"
+    assert browser.find_element(By.CSS_SELECTOR, "#ranking th:nth-child(8)").get_attribute("aria-sort") == "descending"
     assert browser.find_elements(
         By.CSS_SELECTOR, "#drift tbody tr.band-stable, #drift tbody tr.band-moderate, #drift tbody tr.band-significant"
     )

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from core.reports import (
+    RANKING_RELATIVE_COLUMNS,
     ImpactDetail,
     SweepRunsFiles,
     build_config_ranking,
@@ -176,8 +177,9 @@ def test_per_fold_tables_equal_one_pass_per_fold(seed: int) -> None:
     for fold in folds:
         fold_runs = runs[runs["fold"] == fold]
         one_detail = build_param_impact_detail(fold_runs)
+        one_ranking = build_config_ranking(fold_runs).drop(columns=list(RANKING_RELATIVE_COLUMNS))
         for got, want in (
-            (rankings[fold], build_config_ranking(fold_runs)),
+            (rankings[fold], one_ranking),  # the relative view is the sweep level's alone
             (details[fold], one_detail),
             (impacts[fold], build_param_impact_summary(one_detail)),
         ):
@@ -234,3 +236,21 @@ def test_sweep_runs_json_is_one_row_per_line_and_reads_back(tmp_path: Path) -> N
     SweepRunsFiles(records).write_fold(tmp_path / "f2", "f2")
     assert pd.read_csv(tmp_path / "f2" / "sweep_runs.csv")["run_id"].tolist() == list(range(9, 17))
     assert not (tmp_path / "f2" / "sweep_runs.json").exists()
+
+
+def test_sweep_runs_json_has_one_run_per_line_whatever_its_error_says(tmp_path: Path) -> None:
+    # The file is encoded in one call and broken at row boundaries: text that looks like one stays inside its row.
+    tricky = 'RuntimeError: {"a": 1},{"run_id": 2}\n},{"run_id":3,'
+    records = [record("baseline", "f", 1, None, run_id=1), record("baseline", "f", 2, 0.5, run_id=2)]
+    records[0]["error"] = tricky
+    records[1]["val_mae"] = math.nan
+    SweepRunsFiles(records).write(tmp_path)
+    text = (tmp_path / "sweep_runs.json").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 4
+    rows = json.loads(text)
+    assert rows == sweep_runs_rows(records)
+    assert [json.loads(line.rstrip(",")) for line in lines[1:-1]] == rows
+    assert rows[0]["error"] == " ".join(tricky.split()) and rows[1]["val_mae"] is None
+    SweepRunsFiles([]).write(tmp_path)
+    assert json.loads((tmp_path / "sweep_runs.json").read_text()) == []

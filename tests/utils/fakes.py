@@ -33,6 +33,9 @@ def fake_metrics(spec: RunSpec) -> dict[str, Any]:
         "best_epoch": 1 + h % 3,
         "epochs_trained": 3,
         "train_seconds": 0.25,
+        "test_skill": 1 - test / 0.0106,
+        "test_dm_stat": -2.5 + (h % 50) / 10,
+        "test_dm_pvalue": ((h // 7) % 100) / 1000,
         "n_val": 20,
         "n_test": 20,
     }
@@ -46,8 +49,8 @@ def fake_train(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) 
         (tmp / "metrics.json").write_text(json.dumps({**metrics, "history": history}))
         run = {k: getattr(spec, k) for k in ("run_id", "run_key", "config_id", "seed", "asset")}
         (tmp / "run.json").write_text(json.dumps({**run, "fold": spec.fold["name"]}))
-        lines = ["date,horizon,actual,predicted"]
-        lines += [f"2012-07-{d:02d},1,{0.001 * d:.4f},{0.0008 * d:.4f}" for d in range(2, 12)]
+        lines = ["date,horizon,actual,predicted,naive"]
+        lines += [f"2012-07-{d:02d},1,{0.001 * d:.4f},{0.0008 * d:.4f},0" for d in range(2, 12)]
         (tmp / "test_predictions.csv").write_text("\n".join(lines) + "\n")
     return RunOutcome(spec.run_id, metrics=metrics, model_version=spec.version)
 

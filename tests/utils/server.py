@@ -42,6 +42,10 @@ def finish_runs(factory: sessionmaker[Session], results: dict[int, float | None]
                     "best_epoch": 1,
                     "epochs_trained": 2,
                     "train_seconds": 0.5,
+                    "test_skill": 1 - (val + 0.01) / 0.02,
+                    # Below 0.015 val RMSE the run beats the naive forecast, significantly.
+                    "test_dm_stat": (val - 0.015) * 1000,
+                    "test_dm_pvalue": 0.01,
                 }
                 run = session.get_one(Run, run_id)
                 finish_run(

@@ -6,6 +6,7 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -207,3 +208,47 @@ def test_compare_uses_only_the_common_folds_seeds_and_configs(finished: Path, tm
     by = table.pivot_table(index="config_id", columns="sweep", values="robust_score")
     assert (by["SYN/tiny"] == by["SYN/other"]).all()
     png_size(out / "compare.png")
+    # And the difference on the common pairs is zero: indistinguishable, with its pair count.
+    significance = pd.read_csv(out / "compare_significance.csv")
+    assert set(significance["sweep"]) == {"SYN/other"} and set(significance["reference"]) == {"SYN/tiny"}
+    assert (significance["mean_delta"] == 0).all() and significance["wilcoxon_pvalue"].isna().all()
+    assert set(significance["verdict"]) == {"insufficient"}  # 2 folds x 1 seed: 2 pairs per config
+    assert report["significance"][0]["n_pairs"] in (1, 2)
+
+
+def test_runs_record_their_skill_and_diebold_mariano_against_the_naive_forecast(finished: Path) -> None:
+    """Recomputed from each model version's test_predictions.csv (first-horizon rows)."""
+    from scipy import stats
+
+    runs = pd.read_csv(finished / "sweep_runs.csv")
+    ok = runs[runs["status"] == "succeeded"]
+    assert len(ok) == 11
+    for _, run in ok.iterrows():
+        predictions = pd.read_csv(
+            finished / "folds" / run["fold"] / "models" / run["model_version"] / "test_predictions.csv"
+        )
+        assert list(predictions.columns) == ["date", "horizon", "actual", "predicted", "naive"]
+        assert (predictions["naive"] == 0).all()
+        first = predictions[predictions["horizon"] == 1]
+        dl = (first["actual"] - first["predicted"]) ** 2 - (first["actual"] - first["naive"]) ** 2
+        n = len(dl)
+        dm = dl.mean() / np.sqrt(dl.var(ddof=0) / n) * np.sqrt((n - 1) / n)
+        # The CSV keeps 8 significant digits of each forecast; the statistic comes from full precision.
+        assert run["test_dm_stat"] == pytest.approx(dm, rel=1e-3, abs=1e-3)
+        assert run["test_dm_pvalue"] == pytest.approx(2 * stats.t.sf(abs(dm), n - 1), rel=1e-2, abs=1e-3)
+        assert run["test_skill"] == pytest.approx(1 - run["test_rmse"] / run["test_naive_rmse"], rel=1e-6, abs=1e-9)
+
+
+def test_compare_with_nothing_in_common_says_so_and_exits_2(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "disjoint"
+    other.mkdir()
+    config = json.loads((finished / "analysis_config.json").read_text())
+    config["output_subdir"] = "disjoint"
+    config["replica_seeds"] = [99]
+    (other / "analysis_config.json").write_text(json.dumps(config))
+    (other / "sweep_runs.json").write_text("[]")
+    assert main(["compare", "--sweep-dir", str(finished), "--sweep-dir", str(other), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "there is nothing to compare" in err and "seeds: none" in err

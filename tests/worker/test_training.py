@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from core.datasets import synthetic_dataset
 from core.training import DatasetCache, build_fold_data, load_dataset_parameters, load_model, train_and_evaluate
@@ -49,8 +50,16 @@ def test_a_run_trains_and_publishes_its_model_version(frame: pd.DataFrame, tmp_p
     assert metrics["val_rmse"] == result.val_rmse
     assert json.loads((out / "config.json").read_text())["hidden_size"] == training.hidden_size
     preds = pd.read_csv(out / "test_predictions.csv")
-    assert list(preds.columns) == ["date", "horizon", "actual", "predicted"]
+    assert list(preds.columns) == ["date", "horizon", "actual", "predicted", "naive"]
     assert len(preds) == result.n_test
+    # The Diebold-Mariano statistic against the naive forecast, by hand from the published rows.
+    first = preds[preds["horizon"] == 1]
+    dl = (first["actual"] - first["predicted"]) ** 2 - (first["actual"] - first["naive"]) ** 2
+    n = len(dl)
+    dm = dl.mean() / np.sqrt(dl.var(ddof=0) / n) * np.sqrt((n - 1) / n)
+    assert result.test_dm_stat == pytest.approx(dm, rel=1e-5)
+    assert result.test_dm_pvalue == pytest.approx(2 * stats.t.sf(abs(dm), n - 1), rel=1e-4, abs=1e-9)
+    assert metrics["test_skill"] == pytest.approx(1 - result.test_rmse / result.test_naive_rmse)
     assert preds["date"].min() >= "2012-07-01" and preds["date"].max() <= "2012-12-31"
     # The window RMSE is recomputable from the published predictions.
     assert np.sqrt(np.mean((preds["predicted"] - preds["actual"]) ** 2)) == pytest.approx(result.test_rmse, rel=1e-6)

@@ -22,6 +22,7 @@ from app.api.models import (
     ParamImpactPublic,
     PlotPublic,
     PlotsPublic,
+    RankingPublic,
     RunPublic,
     RunsPublic,
     SweepCreate,
@@ -29,7 +30,6 @@ from app.api.models import (
     SweepPublic,
     SweepsPublic,
     SweepSubmitted,
-    TablePublic,
 )
 from app.db.models import Run, RunState, Sweep
 from app.db.sweeps import as_utc, folder_config, run_records, stored_config, stored_dataset
@@ -228,7 +228,7 @@ def list_runs(
 
 @router.get(
     "/{sweep_id}/ranking",
-    response_model=TablePublic,
+    response_model=RankingPublic,
     responses=CACHED,
     summary="Configs ranked by robust score (mean + std of val RMSE)",
 )
@@ -236,15 +236,18 @@ def ranking(
     sweep_id: SweepId, session: SessionDep, tables: TablesDep, request: Request, fold: FoldQuery = None
 ) -> Response:
     """Configs ranked by `robust_score` (the rows of `config_ranking.csv`, computed from the
-    database now). Cached until a run of the sweep changes; carries an `ETag` (send it back
-    in `If-None-Match` for a 304)."""
+    database now), each with its verdict against the baseline: the mean paired delta, its 95%
+    interval, the Holm-adjusted Wilcoxon p-value, its skill against the naive forecast and,
+    at sweep level, the relative view (error relative to the naive forecast, mean rank within
+    folds). Cached until a run of the sweep changes; carries an `ETag` (send it back in
+    `If-None-Match` for a 304)."""
     head = tables.head(sweep_id)
 
     def build() -> bytes:
         sweep = _sweep_or_404(session, sweep_id)
         _check_fold(tables, sweep, fold)  # a fold once valid stays valid: merges only add folds
         table = tables.ranking(sweep, fold)
-        return TablePublic(fold=fold, data=table_rows(table), count=len(table)).model_dump_json().encode()
+        return RankingPublic(fold=fold, data=table_rows(table), count=len(table)).model_dump_json().encode()
 
     return tables.answer(request, tables.key("ranking-body", head, fold), build)
 
@@ -258,6 +261,8 @@ def ranking(
 def param_impact(
     sweep_id: SweepId, session: SessionDep, tables: TablesDep, fold: FoldQuery = None
 ) -> ParamImpactPublic:
+    """`param_impact_summary.csv` (each value's interval, Wilcoxon and Holm p-values and verdict)
+    and `param_impact_detail.csv`, computed now."""
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
     return ParamImpactPublic(
@@ -293,7 +298,12 @@ def drift(
 def summary(
     sweep_id: SweepId, session: SessionDep, tables: TablesDep, settings: SettingsDep, fold: FoldQuery = None
 ) -> dict[str, Any]:
-    from core.sweep_report import build_summary
+    """As `summary.json`, computed now (for the sweep, or one fold). Its `significance` block
+    says whether the winner is real: alpha, the best config's delta vs the baseline with its
+    95% interval, Holm p-value and verdict, the pairs the exact test needs, whether the best
+    config beats the naive forecast by the Diebold-Mariano test, whether the relative view
+    agrees, and one plain `sentence`."""
+    from core.summary import build_summary
 
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
@@ -312,8 +322,8 @@ def summary(
         drift_headline,
         plots,
         dataset=stored_dataset(sweep),
+        fold=fold,
     )
-    result["fold"] = fold
     return result
 
 

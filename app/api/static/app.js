@@ -122,10 +122,19 @@ async function sweepsPage() {
   if (!data.data.length) body.replaceChildren(el("tr", {}, [el("td", {colspan: "7", text: "No sweeps yet."})]));
 }
 
-const RANKING = ["rank", "config_id", "n_runs", "n_failed", "mean_val_rmse", "std_val_rmse", "robust_score",
-  "mean_test_rmse", "mean_val_naive_rmse"];
-const IMPACT = ["param_name", "param_value", "n_pairs", "avg_delta_rmse_vs_baseline", "std_delta_rmse_vs_baseline",
-  "win_rate", "avg_delta_test_rmse_vs_baseline"];
+const RANKING = ["rank", "config_id", "verdict", "n_runs", "n_failed", "mean_val_rmse", "std_val_rmse", "robust_score",
+  "delta_vs_baseline", "ci95_low", "ci95_high", "holm_pvalue", "mean_test_skill", "dm_better_share",
+  "robust_rel_score", "mean_fold_rank"];
+const IMPACT = ["param_name", "param_value", "verdict", "n_pairs", "avg_delta_rmse_vs_baseline", "ci95_low", "ci95_high",
+  "holm_pvalue", "win_rate", "avg_delta_test_rmse_vs_baseline"];
+
+// A verdict cell as a badge (its colour says better, worse, indistinguishable, insufficient).
+function badge(tr, row) {
+  const cell = [...tr.cells].find((td) => td.dataset.value === row.verdict);
+  if (cell && row.verdict) {
+    cell.replaceChildren(el("span", {class: `badge verdict-${row.verdict}`, text: row.verdict}));
+  }
+}
 const DRIFT = ["fold", "feature", "compared", "ks_stat", "ks_pvalue", "psi", "psi_band"];
 
 async function sweepPage() {
@@ -139,8 +148,10 @@ async function sweepPage() {
   const bar = document.getElementById("progress-bar");
   bar.max = Math.max(1, sweep.total_runs);
   bar.value = done;
-  renderTable(document.getElementById("ranking"), (await json(`/sweeps/${id}/ranking`)).data, RANKING);
-  renderTable(document.getElementById("impact"), (await json(`/sweeps/${id}/param-impact`)).summary, IMPACT);
+  renderTable(document.getElementById("ranking"), (await json(`/sweeps/${id}/ranking`)).data, RANKING, badge);
+  renderTable(document.getElementById("impact"), (await json(`/sweeps/${id}/param-impact`)).summary, IMPACT, badge);
+  const summary = await json(`/sweeps/${id}/summary`);
+  document.getElementById("significance").textContent = summary.significance.sentence;
   try {
     renderTable(document.getElementById("drift"), (await json(`/sweeps/${id}/drift`)).data, DRIFT,
       (tr, row) => tr.classList.add(`band-${row.psi_band}`));

@@ -1,0 +1,291 @@
+"""The executive summary of a sweep, or of one fold (`summary.json`, `GET /sweeps/{id}/summary`):
+counts, the baseline, the best config, the best value per parameter, the top 5, drift, and a
+`significance` block that says, in numbers and in one plain sentence, whether the winner is
+real: against the baseline (paired Wilcoxon, Holm), against the naive forecast
+(Diebold-Mariano), and whether the view that fold volatility cannot drive agrees.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.config import SweepConfig
+from core.plan import BASELINE_ID
+from core.reports import json_safe
+from core.significance import BETTER, INSUFFICIENT, WORSE, pairs_needed, smallest_pvalue
+
+STATS_KEYS = (
+    "config_id",
+    "param_name",
+    "param_value",
+    "n_runs",
+    "n_failed",
+    "mean_val_rmse",
+    "std_val_rmse",
+    "robust_score",
+    "mean_test_rmse",
+    "std_test_rmse",
+    "mean_val_naive_rmse",
+    "mean_test_naive_rmse",
+    "delta_vs_baseline",
+    "ci95_low",
+    "ci95_high",
+    "holm_pvalue",
+    "verdict",
+    "n_pairs",
+    "mean_test_skill",
+    "dm_better_share",
+)
+BEST_VALUE_CRITERION = (
+    "the lowest robust_score (config_ranking.csv) among the baseline and this parameter's variants; "
+    "beats_baseline only when its verdict is 'better' (Holm p below alpha)"
+)
+
+
+def _stats(row: pd.Series) -> dict[str, Any]:
+    return {k: json_safe(row[k]) for k in STATS_KEYS}
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _beats_naive(row: pd.Series) -> bool:
+    """More than half of the config's runs beat the naive forecast by the Diebold-Mariano test."""
+    share = row["dm_better_share"]
+    return bool(_finite(share) and share > 0.5)
+
+
+def best_config(ranking: pd.DataFrame) -> pd.Series | None:
+    ok = ranking[ranking["n_runs"] > 0]
+    return ok.iloc[0] if len(ok) else None
+
+
+def build_summary(
+    asset: str,
+    config: SweepConfig,
+    runs: pd.DataFrame,
+    ranking: pd.DataFrame,
+    impact: pd.DataFrame,
+    drift: dict[str, Any],
+    plot_files: list[str],
+    generated_at: str | None = None,
+    dataset: dict[str, Any] | None = None,
+    fold: str | None = None,
+) -> dict[str, Any]:
+    """The summary of the sweep (or of `fold`: then `runs`, `ranking` and `impact` are that fold's)."""
+    status_counts = runs["status"].value_counts()
+    base_rows = ranking[ranking["config_id"] == BASELINE_ID]
+    baseline = _stats(base_rows.iloc[0]) if len(base_rows) and base_rows.iloc[0]["n_runs"] > 0 else None
+    best_row = best_config(ranking)
+    best = _stats(best_row) if best_row is not None else None
+    if best is not None and best_row is not None:
+        best["beats_naive"] = _beats_naive(best_row)
+        best["beats_baseline"] = best["verdict"] == BETTER
+        best["delta_vs_baseline"] = (
+            None
+            if baseline is None
+            else {
+                "robust_score": best["robust_score"] - baseline["robust_score"],
+                "mean_val_rmse": best["mean_val_rmse"] - baseline["mean_val_rmse"],
+                "mean_test_rmse": best["mean_test_rmse"] - baseline["mean_test_rmse"],
+            }
+        )
+    not_done = runs[runs["status"] != "succeeded"]
+    summary: dict[str, Any] = json_safe(
+        {
+            "asset": asset,
+            "output_subdir": config.output_subdir,
+            "fold": fold,
+            "dataset": dataset,
+            "counts": {
+                "configs": int(runs["config_id"].nunique()),
+                "folds": 1 if fold is not None else len(config.folds),
+                "seeds": len(config.seeds),
+                "runs": len(runs),
+                "runs_by_status": {
+                    s: int(status_counts.get(s, 0)) for s in ("succeeded", "failed", "cancelled", "queued", "running")
+                },
+            },
+            "complete": bool(len(not_done) == 0),
+            "baseline": baseline,
+            "best_config": best,
+            "best_value_per_param": _best_values(config, runs, ranking, impact),
+            "top5": [_stats(row) | {"rank": int(row["rank"])} for _, row in ranking.head(5).iterrows()],
+            "significance": significance(ranking, config.stats.alpha),
+            "drift": drift,
+            "failed_runs": _named(not_done[not_done["status"] == "failed"]),
+            "unfinished_runs": _named(not_done[not_done["status"] != "failed"]),
+            "plots": plot_files,
+            "generated_at": generated_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    return summary
+
+
+def _best_values(
+    config: SweepConfig, runs: pd.DataFrame, ranking: pd.DataFrame, impact: pd.DataFrame
+) -> dict[str, Any]:
+    """Per swept parameter: the value of its best config by the ranking's own criterion."""
+    pairs = impact.set_index("config_id") if len(impact) else impact
+    out: dict[str, Any] = {}
+    scored = ranking[ranking["n_runs"] > 0]
+    for param in config.param_ranges:
+        candidates = scored[(scored["param_name"] == param) | (scored["config_id"] == BASELINE_ID)]
+        if candidates.empty:
+            continue
+        row = candidates.iloc[0]  # the ranking is sorted by robust_score
+        is_baseline = row["config_id"] == BASELINE_ID
+        detail = pairs.loc[row["config_id"]] if not is_baseline and row["config_id"] in pairs.index else None
+        out[param] = {
+            "criterion": BEST_VALUE_CRITERION,
+            "value": getattr(config.training_config, param) if is_baseline else _typed_value(runs, row["config_id"]),
+            "config_id": row["config_id"],
+            "robust_score": json_safe(row["robust_score"]),
+            "verdict": row["verdict"],
+            "holm_pvalue": json_safe(row["holm_pvalue"]),
+            "avg_delta_rmse_vs_baseline": None if detail is None else json_safe(detail["avg_delta_rmse_vs_baseline"]),
+            "win_rate": None if detail is None else json_safe(detail["win_rate"]),
+            "n_pairs": None if detail is None else json_safe(detail["n_pairs"]),
+            "beats_baseline": row["verdict"] == BETTER,
+        }
+    return out
+
+
+def _typed_value(runs: pd.DataFrame, config_id: str) -> Any:
+    """A variant's value as configured (not as spelled in its id)."""
+    return runs["param_raw"].to_numpy()[np.flatnonzero(runs["config_id"].to_numpy() == config_id)[0]]
+
+
+def significance(ranking: pd.DataFrame, alpha: float) -> dict[str, Any]:
+    """Is the winner real? The best config against the baseline and the naive forecast, how
+    many pairs the test needs, whether the relative view agrees, and one plain sentence."""
+    variants = ranking[(ranking["config_id"] != BASELINE_ID) & (ranking["n_runs"] > 0)]
+    compared = variants[variants["n_pairs"] > 0]
+    best_row = best_config(ranking)
+    holm_min = float(compared["holm_pvalue"].min()) if compared["holm_pvalue"].notna().any() else None
+    most_pairs = int(compared["n_pairs"].max()) if len(compared) else 0
+    block: dict[str, Any] = {
+        "alpha": alpha,
+        "test": "Wilcoxon signed-rank on paired val-RMSE deltas (same fold and seed), Holm-adjusted over the "
+        "ranking's configs; Diebold-Mariano (HLN) of each run's test forecasts against the naive forecast",
+        "pairs_needed": pairs_needed(alpha),
+        "most_pairs": most_pairs,
+        "smallest_holm_pvalue": holm_min,
+        "better": compared.loc[compared["verdict"] == BETTER, "config_id"].tolist(),
+        "worse": compared.loc[compared["verdict"] == WORSE, "config_id"].tolist(),
+        "best_config": None,
+        "best_beats_naive": None,
+        "relative_view": _relative_view(ranking, best_row),
+    }
+    if best_row is not None:
+        block["best_config"] = {
+            k: json_safe(best_row[k])
+            for k in ("config_id", "delta_vs_baseline", "ci95_low", "ci95_high", "holm_pvalue", "verdict", "n_pairs")
+        }
+        block["best_beats_naive"] = _beats_naive(best_row)
+        block["best_dm_better_share"] = json_safe(best_row["dm_better_share"])
+    block["sentence"] = _sentence(block, compared, best_row, alpha)
+    return block
+
+
+def _relative_view(ranking: pd.DataFrame, best_row: pd.Series | None) -> dict[str, Any] | None:
+    """The best config by error relative to the naive forecast and by mean rank inside folds
+    (sweep level only), and whether both agree with the robust score's winner."""
+    if best_row is None or "robust_rel_score" not in ranking.columns:
+        return None
+    scored = ranking[ranking["n_runs"] > 0]
+    by_rel = scored.sort_values("robust_rel_score", kind="stable").iloc[0]["config_id"]
+    by_rank = scored.sort_values("mean_fold_rank", kind="stable").iloc[0]["config_id"]
+    return {
+        "best_by_robust_rel_score": by_rel,
+        "best_by_mean_fold_rank": by_rank,
+        "agrees": bool(by_rel == best_row["config_id"] and by_rank == best_row["config_id"]),
+    }
+
+
+def _sentence(block: dict[str, Any], compared: pd.DataFrame, best_row: pd.Series | None, alpha: float) -> str:
+    parts: list[str] = []
+    if compared.empty:
+        parts.append("No variant has succeeded runs paired with the baseline's (same fold and seed) yet.")
+    elif block["better"]:
+        winner = compared[compared["verdict"] == BETTER].iloc[0]
+        parts.append(
+            f"{len(block['better'])} of {len(compared)} variants beat the baseline at alpha {alpha:g}; the best of "
+            f"them, {winner['config_id']}, by {winner['delta_vs_baseline']:.3g} val RMSE "
+            f"(95% CI [{winner['ci95_low']:.3g}, {winner['ci95_high']:.3g}], Holm p {winner['holm_pvalue']:.2g})."
+        )
+    else:
+        least = block["smallest_holm_pvalue"]
+        smallest = "" if least is None else f" (smallest Holm p {least:.2g})"
+        head = "No variant beats the baseline" if block["worse"] else "No variant is distinguishable from the baseline"
+        text = f"{head} at alpha {alpha:g}{smallest}"
+        if block["worse"]:
+            text += f"; {len(block['worse'])} are worse"
+        if (compared["verdict"] == INSUFFICIENT).any():
+            n = block["most_pairs"]
+            text += (
+                f"; with {n} pair{'' if n == 1 else 's'} the test cannot go below {smallest_pvalue(n):.3g}: "
+                "add seeds or folds "
+                f"({block['pairs_needed']} pairs are needed)"
+            )
+        parts.append(text + ".")
+    if best_row is not None:
+        share = best_row["dm_better_share"]
+        if _finite(share):
+            verb = "beats" if block["best_beats_naive"] else "does not beat"
+            parts.append(
+                f"The best config, {best_row['config_id']}, {verb} the naive forecast: the Diebold-Mariano test "
+                f"finds it better in {share:.0%} of its runs."
+            )
+        view = block["relative_view"]
+        if view is not None and not view["agrees"]:
+            parts.append(
+                f"Relative to the naive forecast the best is {view['best_by_robust_rel_score']}, and by mean rank "
+                f"within folds {view['best_by_mean_fold_rank']}: fold volatility may drive the robust score."
+            )
+    return " ".join(parts)
+
+
+def ranking_text(rows: list[dict[str, Any]], sentence: str | None = None) -> str:
+    """The ranking as a terminal table (rows of config_ranking, as the API serves them), then
+    the significance sentence: what `make demo` and `tftsweep sweep` print at the end."""
+
+    def num(value: Any, spec: str = ".6f") -> str:
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+    lines = [
+        "ranking (robust_score = mean_val_rmse + std_val_rmse; delta: vs the baseline on the same folds and seeds, "
+        "95% CI; p: Holm-adjusted Wilcoxon; naive = zero-return forecast):",
+        f"  {'rank':>4}  {'config_id':<24} {'n':>3} {'mean_val_rmse':>13} {'std':>9} {'robust_score':>12} "
+        f"{'delta [95% CI]':>30} {'p':>6}  {'verdict':<17} {'naive_rmse':>10}",
+    ]
+    for row in rows:
+        low, high = num(row.get("ci95_low"), ".1e"), num(row.get("ci95_high"), ".1e")
+        delta = row.get("delta_vs_baseline")
+        interval = "-" if delta is None else f"{num(delta, '+.2e')} [{low}, {high}]"
+        lines.append(
+            f"  {row['rank']:>4}  {row['config_id']:<24} {row['n_runs']:>3} {num(row['mean_val_rmse']):>13} "
+            f"{num(row['std_val_rmse']):>9} {num(row['robust_score']):>12} {interval:>30} "
+            f"{num(row.get('holm_pvalue'), '.2g'):>6}  {row.get('verdict') or '-':<17} "
+            f"{num(row['mean_val_naive_rmse']):>10}"
+        )
+    if sentence:
+        lines += ["", sentence]
+    return "\n".join(lines)
+
+
+def _named(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = frame[["run_id", "config_id", "fold", "seed", "status", "error"]].to_dict(orient="records")
+    return [
+        {**r, "run_id": json_safe(r["run_id"]), "seed": json_safe(r["seed"]), "error": _text(r["error"])} for r in rows
+    ]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
