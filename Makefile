@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.reports_bench
 	$(BIN)/python -m bench.api_bench
 	$(BIN)/python -m bench.sweep_bench --repeat 3
+	$(BIN)/python -m bench.store_bench
 	$(BIN)/python -m bench.report
 
 test-fast: $(STAMP)

@@ -7,6 +7,12 @@ spec), `LeaseKeeper` (the lease while it trains), the trainer (passed in: the re
 rule) and `publish_sweep` (every report, drift file and plot, one build at a time). The
 Celery tasks, `tftsweep sweep` (inline and with worker processes) and the reaper are thin
 callers of these functions.
+
+Files go through the `core.store.Store` they are given: the data root itself, or an object
+store of which the data root is this machine's copy. There a run fetches its dataset (once
+per fingerprint), trains on the local disk and uploads its model version before it is
+recorded; a report build fetches the model versions other machines published and uploads
+the reports.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,12 +51,14 @@ from app.db.session import session_scope
 from app.db.sweeps import find_sweep, folder_config, is_stopped, run_counts, run_records, stored_dataset, sweep_is_done
 from app.db.workers import lease_owner
 from core.config import SweepConfig, validate_sweep_config
-from core.datasets import check_dataset_for_sweep, dataset_fingerprint
-from core.errors import SweepFolderError
+from core.datasets import check_dataset_for_sweep, dataset_dir, dataset_fingerprint
+from core.errors import StoreError, SweepFolderError
 from core.feature_sets import resolve_features
-from core.paths import ensure_inside, sweep_dir
+from core.paths import ensure_inside, sweep_dir, version_dir
 from core.runs import RunOutcome, RunSpec, Trainer
+from core.store import SWEEP_INPUT_FILES, Store
 from core.sweep_folder import (
+    ANALYSIS_CONFIG,
     SweepFolderConfig,
     is_sweep_folder,
     read_analysis_config,
@@ -62,6 +71,9 @@ log = logging.getLogger("tftsweep.engine")
 
 # A report build holds its sweep's lock at most this long (a builder that died frees it then).
 PUBLISH_LOCK_SECONDS = 1800.0
+# A model version whose upload stopped before its manifest is removed by the sweep's next
+# report build after this long (an upload in progress is never that old).
+UNPUBLISHED_GRACE_SECONDS = 600.0
 
 
 # -- submission ------------------------------------------------------------------------------
@@ -85,7 +97,7 @@ class Submitted:
 
 def submit(
     factory: sessionmaker[Session],
-    root: Path,
+    store: Store,
     asset: str,
     config: SweepConfig,
     *,
@@ -100,10 +112,15 @@ def submit(
     Raises:
         DatasetError, SweepFolderError, InvalidSweepConfig, SweepExists, MergeRejected:
             nothing of the submission is written (an adopted folder stays adopted).
+        StoreError: the object store failed.
     """
+    root = store.root
+    store.fetch(dataset_dir(root, asset))
     check_dataset_for_sweep(root, asset, config)
     dataset = dataset_fingerprint(root, asset)
-    adopted = adopt_folder(factory, sweep_dir(root, asset, config.output_subdir), asset)
+    folder_path = sweep_dir(root, asset, config.output_subdir)
+    store.fetch(folder_path, SWEEP_INPUT_FILES)  # a sweep the store holds and the database forgot
+    adopted = adopt_folder(factory, folder_path, asset)
     with session_scope(factory) as session:
         result = submit_sweep(
             session,
@@ -130,9 +147,9 @@ def submit(
             adopted.queued_run_ids if adopted else [],
             done,
         )
-    folder_path = sweep_dir(root, asset, config.output_subdir)
     ensure_inside(root, folder_path)
     write_analysis_config(folder_path, folder)
+    store.put(folder_path / ANALYSIS_CONFIG)
     return submitted
 
 
@@ -315,7 +332,7 @@ class Processed:
 
 def process_run(
     factory: sessionmaker[Session],
-    root: Path,
+    store: Store,
     run_id: int,
     owner: str,
     trainer: Trainer,
@@ -329,13 +346,13 @@ def process_run(
     batch and gives the run back to the queue instead of recording the stopped run (a run
     that completed meanwhile is recorded).
     """
-    spec = claim(factory, run_id, owner, lease_seconds, root)
+    spec = claim(factory, run_id, owner, lease_seconds, store.root)
     if isinstance(spec, str):
         return Processed(spec)
     keeper = LeaseKeeper(factory, run_id, owner, lease_seconds)
     keeper.start()
     try:
-        outcome = trainer(spec, stop_requested=lambda: keeper.lost.is_set() or interrupted())
+        outcome = train_and_upload(store, spec, trainer, lambda: keeper.lost.is_set() or interrupted())
     except BaseException:
         keeper.stop()
         with session_scope(factory) as session:
@@ -349,6 +366,45 @@ def process_run(
     recorded = record(factory, outcome, owner)
     text = "discarded (cancelled or lease lost)" if recorded.state == "discarded" else recorded.state
     return Processed(text, spec, outcome, recorded)
+
+
+def train_and_upload(store: Store, spec: RunSpec, trainer: Trainer, stop_requested: Callable[[], bool]) -> RunOutcome:
+    """Fetch the run's dataset, train, and upload its model version: a run is recorded as
+    succeeded only once its version is published."""
+    started = time.perf_counter()
+    problem = fetch_inputs(store, spec)
+    if problem is not None:
+        return problem
+    fetched = time.perf_counter() - started
+    outcome = trainer(spec, stop_requested=stop_requested)
+    if store.remote:
+        outcome.timings["fetch_seconds"] = fetched
+    return upload_outputs(store, spec, outcome)
+
+
+def fetch_inputs(store: Store, spec: RunSpec) -> RunOutcome | None:
+    """Bring the run's dataset to this machine (once per fingerprint); the failed outcome when
+    the store fails (the run's error names it; a retry may find the store back)."""
+    try:
+        store.fetch(dataset_dir(store.root, spec.asset))
+    except StoreError as exc:
+        return RunOutcome(spec.run_id, error=f"StoreError: {exc}")
+    return None
+
+
+def upload_outputs(store: Store, spec: RunSpec, outcome: RunOutcome) -> RunOutcome:
+    """Publish a trained run's model version (objects, then its manifest); the outcome, or a
+    failed one when the upload failed."""
+    if outcome.metrics is None or outcome.model_version is None:
+        return outcome
+    started = time.perf_counter()
+    try:
+        store.publish(version_dir(Path(spec.sweep_dir), spec.fold["name"], spec.config_id, spec.seed))
+    except StoreError as exc:
+        return RunOutcome(spec.run_id, error=f"StoreError: {exc}", timings=outcome.timings)
+    if store.remote:
+        outcome.timings["upload_seconds"] = time.perf_counter() - started
+    return outcome
 
 
 def local_owner() -> str:
@@ -384,7 +440,7 @@ def _snapshot(factory: sessionmaker[Session], sweep_id: int) -> _Snapshot:
 
 
 def publish_sweep(
-    factory: sessionmaker[Session], root: Path, sweep_id: int, *, publisher: str, plots: bool = True
+    factory: sessionmaker[Session], store: Store, sweep_id: int, *, publisher: str, plots: bool = True
 ) -> dict[str, Any] | None:
     """Write the sweep's files (`analysis_config.json`, `sweep_runs`, reports, drift, plots)
     from one consistent state of its runs, one build per sweep at a time.
@@ -401,7 +457,7 @@ def publish_sweep(
                 return summary
         try:
             snap = _snapshot(factory, sweep_id)
-            summary = _write_files(root, snap, plots)
+            summary = _write_files(store, snap, plots)
             if snap.done:
                 with session_scope(factory) as session:
                     if mark_published(session, sweep_id, snap.revision):
@@ -416,11 +472,19 @@ def publish_sweep(
                 return summary
 
 
-def _write_files(root: Path, snap: _Snapshot, plots: bool) -> dict[str, Any]:
+def _write_files(store: Store, snap: _Snapshot, plots: bool) -> dict[str, Any]:
+    root = store.root
     folder = sweep_dir(root, snap.folder.asset, snap.folder.config.output_subdir)
     ensure_inside(root, folder)
+    store.fetch_sweep(folder)  # the model versions other machines published
+    store.fetch(dataset_dir(root, snap.folder.asset))
     dataset, problem = drift_dataset(root, snap.folder)
     if problem is not None:
         log.warning("sweep %s: drift not computed: %s", folder.name, problem)
     reason = f"not computed: {problem}" if problem else None
-    return write_sweep_reports(folder, snap.records, snap.folder, dataset, drift_reason=reason, plots=plots)
+    summary = write_sweep_reports(folder, snap.records, snap.folder, dataset, drift_reason=reason, plots=plots)
+    store.publish_reports(folder)
+    if snap.done:
+        for version in store.drop_unpublished(folder, UNPUBLISHED_GRACE_SECONDS):
+            log.warning("sweep %s: removed %s, a model version whose upload never finished", folder.name, version)
+    return summary

@@ -6,11 +6,12 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.config import DEFAULT_MAX_RUNS
 from core.errors import FieldError, InvalidSweepConfig
+from core.store import Store, open_store, parse_store_url
 
 
 class Settings(BaseSettings):
@@ -18,7 +19,16 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TFTSWEEP_", extra="ignore", populate_by_name=True)
 
-    data_dir: Path = Field(Path("data"), description="Data root (TFTSWEEP_DATA_DIR).")
+    data_dir: Path = Field(
+        Path("data"),
+        description="Data root (TFTSWEEP_DATA_DIR); with an object store, this machine's working copy and cache.",
+    )
+    store_url: str | None = Field(
+        None,
+        description="Object store of datasets, model versions, sweep and study folders (TFTSWEEP_STORE_URL, "
+        "s3://bucket/prefix; credentials and AWS_ENDPOINT_URL from the usual AWS variables). Unset: the data "
+        "root on the local disk.",
+    )
     database_url: str | None = Field(
         None, validation_alias="DATABASE_URL", description="SQLAlchemy URL; default SQLite under the data root."
     )
@@ -92,9 +102,26 @@ class Settings(BaseSettings):
         4, ge=1, description="Trial tasks queued per study on a server database (SQLite studies: one)."
     )
 
+    _store: Store | None = PrivateAttr(None)
+
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parse_store_url(value)  # a ValueError names what is expected
+        return value
+
     @property
     def data_root(self) -> Path:
         return self.data_dir.resolve()
+
+    def store(self) -> Store:
+        """Where datasets, model versions and sweep folders live (one per settings object, so
+        one object store client per process)."""
+        if self._store is None:
+            self._store = open_store(self.data_root, self.store_url)
+        return self._store
 
     @property
     def db_url(self) -> str:

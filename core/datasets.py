@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +26,7 @@ from core.files import write_bytes_atomic, write_json_atomic
 from core.names import check_safe_name
 from core.paths import ensure_inside
 from core.plan import plan_configs
+from core.store import Store
 
 KEY_COLUMNS = ("date", "asset", "target")
 OHLCV_COLUMNS = ("date", "open", "high", "low", "close", "volume")
@@ -41,6 +42,11 @@ def check_asset(asset: str) -> str:
 def dataset_path(root: Path, asset: str) -> Path:
     check_asset(asset)
     return root / "processed" / "dataset_tft" / asset / f"dataset_tft_{asset}.parquet"
+
+
+def dataset_dir(root: Path, asset: str) -> Path:
+    """The folder of an asset's dataset and sidecar (published to an object store as one)."""
+    return dataset_path(root, asset).parent
 
 
 def sidecar_path(root: Path, asset: str) -> Path:
@@ -309,6 +315,31 @@ def list_datasets(root: Path) -> list[DatasetInfo]:
                 DatasetInfo(info.asset, path, info.rows, info.first_date, info.last_date, _parquet_columns(path))
             )
     return out
+
+
+def list_stored_datasets(store: Store) -> list[DatasetInfo]:
+    """The datasets of `store` (an object store's are fetched to this machine's data root first)."""
+    if not store.remote:
+        return list_datasets(store.root)
+    assets = store.datasets()
+    for asset in assets:
+        store.fetch(dataset_dir(store.root, asset))
+    return [info for info in list_datasets(store.root) if info.asset in assets]
+
+
+def import_to_store(store: Store, asset: str, build: Callable[[Path], DatasetInfo]) -> DatasetInfo:
+    """Store a dataset `build` writes under a data root: the store's dataset is fetched first
+    (it is the one a replace must be asked for), the new one published after.
+
+    Raises:
+        DatasetError, DatasetExists: as `build`; nothing is published.
+        StoreError: the object store failed.
+    """
+    folder = dataset_dir(store.root, check_asset(asset))
+    store.fetch(folder)
+    info = build(store.root)
+    store.publish(folder)
+    return info
 
 
 def _parquet_columns(path: Path) -> list[str]:

@@ -95,6 +95,11 @@ class DatasetError(TftsweepError):
         self.field = field
 
 
+class StoreError(TftsweepError):
+    """The object store cannot be reached, refuses a request, or holds a folder that keeps
+    changing while it is read (the message names the object and the cause)."""
+
+
 class RunFailed(TftsweepError):
     """Training one run failed for a reason worth recording as the run's error."""
 

@@ -27,12 +27,13 @@ from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from core.config import Fold, TrainingConfig, training_with
-from core.datasets import check_dataset_shapes, load_dataset
+from core.datasets import check_dataset_shapes, dataset_dir, load_dataset
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic
 from core.hpo_config import HpoConfig, SearchParam, study_shapes
 from core.paths import ensure_inside
 from core.reports import json_safe, write_csv
+from core.store import Store
 from core.training import DatasetCache, quiet_lightning, train_and_evaluate
 
 STUDY_DB = "optuna_study.db"
@@ -241,6 +242,35 @@ def run_study(
     return write_hpo_artifacts(study, config, out_dir, asset=asset, plots=plots)
 
 
+def run_stored_study(
+    store: Store,
+    asset: str,
+    config: HpoConfig,
+    out_dir: Path,
+    *,
+    on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """`run_study` on the data root of `store`: the dataset and the study's folder (a study
+    continued elsewhere) fetched first, the folder published after every trial and at the end.
+
+    Raises:
+        DatasetError: as `run_study`.
+        StoreError: the object store failed.
+    """
+    store.fetch(dataset_dir(store.root, asset))
+    store.fetch(out_dir)
+
+    def published(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        store.publish(out_dir)
+        if on_trial is not None:
+            on_trial(study, trial)
+
+    summary = run_study(store.root, asset, config, out_dir, on_trial=published, **options)
+    store.publish(out_dir)
+    return summary
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -365,4 +395,4 @@ def _write_plots(study: optuna.Study, trials: pd.DataFrame, config: HpoConfig, o
     return list(figures)
 
 
-__all__ = ["FoldAwarePruning", "open_study", "run_study", "top_k_configs", "write_hpo_artifacts"]
+__all__ = ["FoldAwarePruning", "open_study", "run_stored_study", "run_study", "top_k_configs", "write_hpo_artifacts"]

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Start Redis and PostgreSQL on loopback for the tests (when installed) and print the
-# `export` lines the test suite reads. Idempotent: services already up are reused.
+# Start Redis, PostgreSQL and an S3-compatible object store (moto's server, from the dev
+# dependencies) on loopback for the tests (when installed) and print the `export` lines the
+# test suite reads. Idempotent: services already up are reused.
 #   eval "$(scripts/services.sh)"
 set -euo pipefail
 state=${TFTSWEEP_SERVICES_DIR:-/tmp/tftsweep-services}
 redis_port=${TFTSWEEP_TEST_REDIS_PORT:-6391}
 pg_port=${TFTSWEEP_TEST_PG_PORT:-5441}
+s3_port=${TFTSWEEP_TEST_S3_PORT:-5451}
+python=${TFTSWEEP_PYTHON:-.venv/bin/python}
 mkdir -p "$state"
 
 if command -v redis-server >/dev/null 2>&1; then
@@ -31,4 +34,14 @@ if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ]; then
       -o "-p $pg_port -k $pgdata -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
   fi
   echo "export TFTSWEEP_TEST_DATABASE_URL=postgresql+psycopg://tftsweep@127.0.0.1:$pg_port/postgres"
+fi
+
+up() { "$python" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$1" 2>/dev/null; }
+if [ -x "$python" ] && "$python" -c "import moto.server, flask_cors" 2>/dev/null; then
+  if ! up "$s3_port"; then
+    # Detached (its own session, no inherited output): the caller's $(...) returns at once.
+    setsid "$python" -m moto.server -H 127.0.0.1 -p "$s3_port" </dev/null >"$state/moto.log" 2>&1 &
+    for _ in $(seq 100); do up "$s3_port" && break; sleep 0.1; done
+  fi
+  echo "export TFTSWEEP_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"
 fi

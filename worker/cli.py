@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from core.config import SweepConfig, load_sweep_config, parse_json_text, validate_sweep_config
 from core.errors import (
     DatasetError,
@@ -21,6 +23,7 @@ from core.errors import (
     InvalidSweepConfig,
     MergeRejected,
     NothingToCompare,
+    StoreError,
     SweepExists,
     SweepFolderError,
     TftsweepError,
@@ -73,13 +76,14 @@ def read_text_file(path: str, field: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from core.datasets import check_dataset_for_sweep
+    from core.datasets import check_asset, check_dataset_for_sweep, dataset_dir
     from core.merge import validate_merge
     from core.plan import expand_sweep
 
     config = load_sweep_config(config_text(args.config_json, "sweep"))
     current = settings()
     if args.asset:
+        current.store().fetch(dataset_dir(current.data_root, check_asset(args.asset)))
         check_dataset_for_sweep(current.data_root, args.asset, config)
     if args.merge_with:
         old = read_merge_with(args.merge_with)
@@ -122,27 +126,31 @@ def read_top_k(hpo_dir: str) -> list[dict[str, Any]]:
 
 
 def cmd_dataset_import(args: argparse.Namespace) -> int:
-    from core.datasets import import_ohlcv_csv
+    from core.datasets import import_ohlcv_csv, import_to_store
 
     if not Path(args.csv).is_file():
         raise UsageError(f"--csv: file not found: {args.csv}")
     origin = str(Path(args.csv).resolve())
-    info = import_ohlcv_csv(settings().data_root, args.asset, Path(args.csv), origin=origin, replace=args.replace)
+    info = import_to_store(
+        settings().store(),
+        args.asset,
+        lambda root: import_ohlcv_csv(root, args.asset, Path(args.csv), origin=origin, replace=args.replace),
+    )
     _print_dataset(info.to_dict())
     return EXIT_OK
 
 
 def cmd_dataset_example(args: argparse.Namespace) -> int:
-    from core.datasets import build_example_dataset
+    from core.datasets import build_example_dataset, import_to_store
 
-    _print_dataset(build_example_dataset(settings().data_root).to_dict())
+    _print_dataset(import_to_store(settings().store(), "MSFT", build_example_dataset).to_dict())
     return EXIT_OK
 
 
 def cmd_dataset_list(args: argparse.Namespace) -> int:
-    from core.datasets import list_datasets
+    from core.datasets import list_stored_datasets
 
-    for info in list_datasets(settings().data_root):
+    for info in list_stored_datasets(settings().store()):
         print(f"{info.asset}\t{info.rows} rows\t{info.first_date}..{info.last_date}\t{info.path}")
     return EXIT_OK
 
@@ -197,11 +205,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _sweep_dir_arg(value: str, flag: str = "--sweep-dir") -> Path:
-    path = Path(value)
+    """A sweep folder on the disk, or `s3://...` under the store (fetched to the data root first)."""
+    path = _fetched_sweep(value, flag) if "://" in value else Path(value)
     for name in ("analysis_config.json", "sweep_runs.json"):
         if not (path / name).is_file():
             raise UsageError(f"{flag}: {path} is not a sweep folder (no {name})")
     return path.resolve()
+
+
+def _fetched_sweep(url: str, flag: str) -> Path:
+    """The local copy (in the data root) of the sweep folder at `url` in the object store."""
+    store = settings().store()
+    if not store.remote:
+        raise UsageError(f"{flag}: {url} is in an object store; set TFTSWEEP_STORE_URL to the store that holds it")
+    base = f"{store.url}/"
+    if not url.startswith(base):
+        raise UsageError(f"{flag}: {url} is not under the store {store.url} (TFTSWEEP_STORE_URL)")
+    folder = store.root / url[len(base) :].strip("/")
+    if not store.fetch_sweep(folder, reports=True):
+        raise UsageError(f"{flag}: {url} holds no published sweep folder")
+    return folder
 
 
 def _data_root(args: argparse.Namespace) -> Path:
@@ -210,12 +233,18 @@ def _data_root(args: argparse.Namespace) -> Path:
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
+    from core.datasets import dataset_dir
+    from core.sweep_folder import read_analysis_config
     from core.sweep_report import regenerate_sweep
 
-    sweep = _sweep_dir_arg(args.sweep_dir)
-    root = _data_root(args)
     if args.alpha is not None and not 0 < args.alpha < 1:
         raise UsageError(f"--alpha: must be between 0 and 1, got {args.alpha}")
+    store = settings().store()
+    stored = "://" in args.sweep_dir
+    sweep = _sweep_dir_arg(args.sweep_dir)
+    root = _data_root(args)
+    if stored:  # its dataset comes from the store, and its reports go back there
+        store.fetch(dataset_dir(store.root, read_analysis_config(sweep).asset))
     try:
         summary = regenerate_sweep(sweep, root, drift=not args.no_drift, plots=not args.no_plots, alpha=args.alpha)
     except DatasetError as exc:
@@ -223,8 +252,10 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
             f"{exc} (data root {root}); give the data root that holds it with --data-dir, "
             "or rebuild without drift with --no-drift"
         ) from None
+    if stored:
+        store.publish_reports(sweep)
     best = summary["best_config"]
-    print(f"reports rebuilt in {sweep} ({len(summary['plots'])} plots)")
+    print(f"reports rebuilt in {args.sweep_dir if stored else sweep} ({len(summary['plots'])} plots)")
     if not summary["drift"]["available"]:
         print(f"  drift: {summary['drift']['reason']}")
     if best:
@@ -298,7 +329,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_hpo(args: argparse.Namespace) -> int:
     from core.datasets import check_asset
-    from core.hpo import run_study
+    from core.hpo import run_stored_study
     from core.hpo_config import load_hpo_config
     from core.paths import hpo_dir
 
@@ -309,8 +340,8 @@ def cmd_hpo(args: argparse.Namespace) -> int:
     current = settings()
     out = hpo_dir(current.data_root, args.asset, config.output_subdir)
     progress = TrialProgress(config.n_trials)
-    summary = run_study(
-        current.data_root,
+    summary = run_stored_study(
+        current.store(),
         args.asset,
         config,
         out,
@@ -499,6 +530,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         UnsafePath,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValidationError as exc:  # a setting from the environment (TFTSWEEP_*) that cannot be used
+        print(f"error: invalid settings ({exc.error_count()} problem(s); TFTSWEEP_* variables):", file=sys.stderr)
+        for problem in exc.errors():
+            print(f"  {'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

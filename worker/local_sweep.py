@@ -31,6 +31,7 @@ from app.settings import Settings
 from core.config import SweepConfig
 from core.paths import sweep_dir
 from core.runs import RunOutcome, RunSpec, Trainer
+from core.store import Store, open_store
 from worker.run_executor import execute_run, init_worker_process
 
 LEASE_SECONDS = 60.0
@@ -61,6 +62,7 @@ class LocalSetup:
     on a run, and the plan cap. `from_settings` takes them from the settings."""
 
     database_url: str | None = None
+    store_url: str | None = None
     threads: int | None = None
     precision: str | None = None
     lease_seconds: float = LEASE_SECONDS
@@ -70,6 +72,7 @@ class LocalSetup:
     def from_settings(cls, settings: Settings, workers: int) -> LocalSetup:
         return cls(
             settings.db_url,
+            settings.store_url,
             settings.threads_per_process(workers),
             settings.precision,
             settings.lease_seconds,
@@ -93,9 +96,10 @@ def run_local_sweep(
     """Record (or merge, adopt, resume) the sweep, train every run that has not succeeded, and
     publish its files."""
     factory = open_database(root, setup.database_url)
+    store = open_store(root, setup.store_url)
     submitted = engine.submit(
         factory,
-        root,
+        store,
         asset,
         config,
         merge=merge,
@@ -112,7 +116,7 @@ def run_local_sweep(
     owner = engine.local_owner()
     progress = progress or Progress(total)
     progress.start(total - len(pending))
-    runner = _Runner(factory, root, owner, trainer, setup.lease_seconds, progress, on_run_finished)
+    runner = _Runner(factory, store, owner, trainer, setup.lease_seconds, progress, on_run_finished)
     try:
         if workers <= 1:
             if setup.threads is not None or setup.precision is not None:
@@ -127,7 +131,7 @@ def run_local_sweep(
                 release_run(session, run_id, owner)
             settle_sweep_status(session, session.get_one(Sweep, sweep_id))
         progress.finish()
-    summary = engine.publish_sweep(factory, root, sweep_id, publisher=owner)
+    summary = engine.publish_sweep(factory, store, sweep_id, publisher=owner)
     with session_scope(factory) as session:
         status = session.get_one(Sweep, sweep_id).status
         counts = run_counts(session, sweep_id)
@@ -142,7 +146,7 @@ class _Runner:
     def __init__(
         self,
         factory: sessionmaker[Session],
-        root: Path,
+        store: Store,
         owner: str,
         trainer: Trainer,
         lease_seconds: float,
@@ -150,7 +154,7 @@ class _Runner:
         on_run_finished: Callable[[RunOutcome], None] | None,
     ) -> None:
         self.factory = factory
-        self.root = root
+        self.store = store
         self.owner = owner
         self.trainer = trainer
         self.lease_seconds = lease_seconds
@@ -178,7 +182,7 @@ class _Runner:
                 return
             self.in_flight.add(run_id)
             done = engine.process_run(
-                self.factory, self.root, run_id, self.owner, self.trainer, lease_seconds=self.lease_seconds
+                self.factory, self.store, run_id, self.owner, self.trainer, lease_seconds=self.lease_seconds
             )
             self.in_flight.discard(run_id)
             if done.spec is not None and done.outcome is not None and done.recorded is not None:
@@ -197,13 +201,19 @@ class _Runner:
                 while todo or running:
                     while todo and len(running) < workers and not self.stopped:
                         run_id = todo.pop(0)
-                        spec = engine.claim(self.factory, run_id, self.owner, self.lease_seconds, self.root)
+                        spec = engine.claim(self.factory, run_id, self.owner, self.lease_seconds, self.store.root)
                         if isinstance(spec, str):
                             continue
                         self.in_flight.add(run_id)
                         keeper = engine.LeaseKeeper(self.factory, run_id, self.owner, self.lease_seconds)
                         keeper.start()
-                        running[pool.submit(self.trainer, spec)] = (spec, keeper)
+                        problem = engine.fetch_inputs(self.store, spec)
+                        future: Future[RunOutcome] = Future()
+                        if problem is None:
+                            future = pool.submit(self.trainer, spec)
+                        else:
+                            future.set_result(problem)
+                        running[future] = (spec, keeper)
                     if not running:
                         break
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -211,7 +221,7 @@ class _Runner:
                         spec, keeper = running.pop(future)
                         keeper.stop()
                         try:
-                            outcome = future.result()
+                            outcome = engine.upload_outputs(self.store, spec, future.result())
                         except Exception as exc:  # the worker process died
                             outcome = RunOutcome(spec.run_id, error=f"worker process failed: {exc!r}")
                         recorded = engine.record(self.factory, outcome, self.owner)

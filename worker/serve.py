@@ -64,10 +64,11 @@ def start_worker(concurrency: int, queues: Sequence[str], gpu: str | None, logle
     host = socket.gethostname()
     env = dict(os.environ)
     env["TFTSWEEP_WORKER_CONCURRENCY"] = str(concurrency)
-    name = f"tftsweep-cpu@{host}"
+    # Unique per launcher: two `tftsweep worker` on one host are two Celery nodes.
+    name = f"tftsweep-cpu.{os.getpid()}@{host}"
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-        name = f"tftsweep-gpu{gpu}@{host}"
+        name = f"tftsweep-gpu{gpu}.{os.getpid()}@{host}"
     return subprocess.Popen(
         celery_worker_argv(concurrency, queues, name, loglevel),
         env=env,

@@ -98,7 +98,7 @@ def train_one(ctx: WorkerContext, run_id: int, task_id: str) -> str:
         return "not started (worker shutting down)"
     done = engine.process_run(
         ctx.factory,
-        ctx.settings.data_root,
+        ctx.settings.store(),
         run_id,
         lease_owner(ctx.worker_pid, task_id),
         ctx.trainer,
@@ -115,7 +115,7 @@ def train_one(ctx: WorkerContext, run_id: int, task_id: str) -> str:
 def process_study(study_id: int, factory: sessionmaker[Session], settings: Settings) -> str:
     """Run trials of a study until it holds `n_trials` finished ones (or it is cancelled);
     record its status."""
-    from core.hpo import run_study
+    from core.hpo import run_stored_study
     from core.hpo_config import validate_hpo_config
     from core.paths import hpo_dir
 
@@ -131,8 +131,8 @@ def process_study(study_id: int, factory: sessionmaker[Session], settings: Setti
         study.updated_at = utcnow()
     cancelled = StudyCancelCheck(factory, study_id)
     try:
-        summary = run_study(
-            settings.data_root,
+        summary = run_stored_study(
+            settings.store(),
             asset,
             config,
             hpo_dir(settings.data_root, asset, config.output_subdir),
@@ -188,7 +188,7 @@ def train_run(self: Any, run_id: int) -> str:
 def write_reports(sweep_id: int) -> str:
     ctx = _context()
     summary = engine.publish_sweep(
-        ctx.factory, ctx.settings.data_root, sweep_id, publisher=lease_owner(ctx.worker_pid, "reports")
+        ctx.factory, ctx.settings.store(), sweep_id, publisher=lease_owner(ctx.worker_pid, "reports")
     )
     if summary is None:
         return "another build of these reports is running; it publishes the newest state"

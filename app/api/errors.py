@@ -2,7 +2,7 @@
 
 InvalidSweepConfig 422 (each problem with its field), DatasetError 422 (its field: asset,
 file or dataset); SweepExists, StudyExists, DatasetExists, MergeRejected, SweepFolderError,
-Conflict and UnsafePath 409.
+Conflict and UnsafePath 409; StoreError 503 (the object store failed: try again).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from core.errors import (
     DatasetExists,
     InvalidSweepConfig,
     MergeRejected,
+    StoreError,
     StudyExists,
     SweepExists,
     SweepFolderError,
@@ -64,6 +65,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SweepFolderError)
     async def bad_folder(_request: Request, exc: SweepFolderError) -> JSONResponse:
         return JSONResponse({"detail": f"the sweep's folder cannot be used: {exc}"}, status_code=409)
+
+    @app.exception_handler(StoreError)
+    async def store_failed(_request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(MergeRejected)
     async def merge_refused(_request: Request, exc: MergeRejected) -> JSONResponse:

@@ -1,5 +1,7 @@
-"""Files the API reads from the data root: only regular files whose real path (links resolved,
-at the moment of use) lies inside it, and JSON that does not parse is a clear 409."""
+"""Files the API serves, from the store (`core.store`): on the local disk only regular files
+whose real path (links resolved, at the moment of use) lies inside the data root; in an
+object store only published files, streamed without a local copy. JSON that does not parse
+is a clear 409."""
 
 from __future__ import annotations
 
@@ -8,15 +10,28 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException, status
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from app.settings import Settings
-from core.paths import resolve_inside
 
 
-def servable(settings: Settings, path: Path) -> Path | None:
-    """The real file behind `path` if it is a regular file inside the data root, else None."""
-    real = resolve_inside(settings.data_root, path)
-    return real if real is not None and real.is_file() else None
+def file_response(settings: Settings, path: Path, media_type: str, filename: str | None = None) -> Response | None:
+    """`path` as a response with `media_type` (an attachment named `filename`, when given), or None."""
+    found = settings.store().open(path)
+    if found is None:
+        return None
+    if found.path is not None:
+        return FileResponse(found.path, media_type=media_type, filename=filename)
+    assert found.chunks is not None
+    headers = {"content-length": str(found.size)}
+    if filename is not None:
+        headers["content-disposition"] = f'attachment; filename="{filename}"'
+    return StreamingResponse(found.chunks, media_type=media_type, headers=headers)
+
+
+def listing(settings: Settings, folder: Path, suffix: str) -> list[str]:
+    """Names of the files directly in `folder` that end in `suffix` and can be served."""
+    return settings.store().listing(folder, suffix)
 
 
 def read_json(settings: Settings, path: Path, rebuild: str) -> Any | None:
@@ -26,16 +41,16 @@ def read_json(settings: Settings, path: Path, rebuild: str) -> Any | None:
         HTTPException: 409 when the file is there but unreadable (truncated, not UTF-8,
             not the JSON object it should be); `rebuild` says how to write it again.
     """
-    real = servable(settings, path)
-    if real is None:
+    data = settings.store().read_bytes(path)
+    if data is None:
         return None
     try:
-        data = json.loads(real.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        parsed = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
         reason = type(exc).__name__
     else:
-        if isinstance(data, dict | list):
-            return data
-        reason = f"a JSON {type(data).__name__}"
-    relative = real.relative_to(settings.data_root.resolve())
+        if isinstance(parsed, dict | list):
+            return parsed
+        reason = f"a JSON {type(parsed).__name__}"
+    relative = path.relative_to(settings.data_root)
     raise HTTPException(status.HTTP_409_CONFLICT, f"{relative} cannot be read ({reason}): {rebuild}")

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.queue import RecordingQueue
+from core.store import Store
 from tests.utils.data import ASSET, tiny_fold, tiny_sweep
 from tests.utils.server import api_client, finish_runs
 
@@ -241,7 +242,7 @@ def test_plots_and_artifacts(client: TestClient, root: Path) -> None:
     sweep_id = submit(client).json()["id"]
     ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
     finish_runs(factory(client), {ids[0]: 0.01, ids[1]: 0.011})
-    publish_sweep(factory(client), root, sweep_id, publisher="test")
+    publish_sweep(factory(client), Store(root), sweep_id, publisher="test")
     assert client.get(f"/sweeps/{sweep_id}").json()["reports_at"] is not None
 
     plots = client.get(f"/sweeps/{sweep_id}/plots").json()

@@ -13,9 +13,9 @@ from app.db.migrate import upgrade_database
 from app.db.models import Run, Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
 from core.config import validate_sweep_config
-from tests.e2e.conftest import service_url
 from tests.utils.data import ASSET, tiny_sweep
 from tests.utils.processes import create_postgres_database
+from tests.utils.services import service_url
 
 pytestmark = [pytest.mark.e2e]
 

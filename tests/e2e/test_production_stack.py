@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import service_url
 from tests.utils.data import make_data_root
 from tests.utils.processes import ServerProcess, check_full_sweep_and_merge, create_postgres_database
+from tests.utils.services import service_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,10 +16,10 @@ import pytest
 
 from app.queue import CeleryQueue, make_celery
 from app.settings import Settings
-from tests.e2e.conftest import service_url
 from tests.faults.harness import Cluster, kill_run_process
 from tests.utils.data import ASSET, tiny_fold, tiny_sweep
 from tests.utils.processes import free_port
+from tests.utils.services import service_url
 
 pytestmark = pytest.mark.faults
 

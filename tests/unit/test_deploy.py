@@ -11,12 +11,18 @@ import yaml
 def test_compose_has_the_production_stack() -> None:
     compose = yaml.safe_load(Path("docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker"}
-    assert "healthcheck" in services["postgres"] and "healthcheck" in services["redis"]
+    assert set(services) == {"postgres", "redis", "minio", "bucket", "migrate", "api", "worker"}
+    assert all("healthcheck" in services[name] for name in ("postgres", "redis", "minio"))
     assert services["migrate"]["command"] == ["tftsweep", "db", "upgrade"]
+    env = compose["x-env"]
+    assert env["TFTSWEEP_STORE_URL"].startswith("s3://") and env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    volumes = set()
     for name in ("api", "worker"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-        assert "data:/data" in services[name]["volumes"]  # reports written by workers, served by the API
+        assert services[name]["depends_on"]["bucket"]["condition"] == "service_completed_successfully"
+        assert services[name]["environment"]["TFTSWEEP_STORE_URL"] == env["TFTSWEEP_STORE_URL"]
+        volumes |= set(services[name]["volumes"])
+    assert len(volumes) == 2  # no disk is shared: each keeps its own cache, the store holds the files
     device = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["capabilities"] == ["gpu"]
     assert services["api"]["build"]["target"] == "api" and services["worker"]["build"]["target"] == "worker"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -113,6 +114,59 @@ class ServerProcess:
             return None
 
         return dict(self.wait(done, timeout, f"sweep {sweep_id} to finish"))
+
+
+class WorkerProcess:
+    """`tftsweep worker` in a subprocess (its own process group), on its own data root."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.log = root.parent / f"{root.name}-worker.log"
+        self.env = {
+            **os.environ,
+            "TFTSWEEP_DATA_DIR": str(root),
+            "TFTSWEEP_TORCH_THREADS": "1",
+            "TFTSWEEP_LEASE_SECONDS": "6",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "worker", "--concurrency", "1", "--log-level", "info"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pids(self) -> set[int]:
+        """This worker's processes: the launcher, its Celery main process and the pool."""
+        assert self.proc is not None
+        found = {self.proc.pid}
+        for _ in range(3):
+            found |= {pid for parent in list(found) for pid in children(parent)}
+        return found
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the worker, at once (a machine that dies)."""
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 def _processes() -> list[tuple[int, int, int, str]]:

@@ -15,7 +15,9 @@ from app.settings import Settings
 
 
 def server_settings(root: Path, **overrides: Any) -> Settings:
-    return Settings(data_dir=root, database_url=None, redis_url=None, **overrides)
+    """Settings of a server on `root` alone: SQLite, the embedded broker, the local disk (whatever
+    the environment says), unless `overrides` say otherwise."""
+    return Settings(**{"data_dir": root, "database_url": None, "redis_url": None, "store_url": None, **overrides})
 
 
 def api_client(app: Any, **kwargs: Any) -> TestClient:

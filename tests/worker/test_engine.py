@@ -22,6 +22,7 @@ from app.queue import RecordingQueue
 from app.services import submit
 from core.config import validate_sweep_config
 from core.datasets import dataset_fingerprint
+from core.store import Store
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
 from tests.utils.fakes import FailingTrainer, fake_train
 from tests.utils.server import api_client, server_settings
@@ -53,7 +54,7 @@ def through_the_server(root: Path, data: dict[str, Any]) -> Path:
     for run_id in list(queue.runs):
         train_one(ctx, run_id, f"task-{run_id}")
     assert queue.reports == [submitted.sweep_id]
-    assert engine.publish_sweep(factory, root, submitted.sweep_id, publisher="reports-task") is not None
+    assert engine.publish_sweep(factory, Store(root), submitted.sweep_id, publisher="reports-task") is not None
     return root / "models" / ASSET / "sweeps" / data["output_subdir"]
 
 
@@ -240,13 +241,13 @@ def test_reports_of_an_unfinished_state_are_written_but_not_published(tmp_path: 
     ctx = WorkerContext(0, 0, factory, queue, settings, fake_train)
     first, second = queue.runs
     train_one(ctx, first, "t1")
-    partial = engine.publish_sweep(factory, root, submitted.sweep_id, publisher="early")
+    partial = engine.publish_sweep(factory, Store(root), submitted.sweep_id, publisher="early")
     assert partial is not None and partial["counts"]["runs_by_status"]["succeeded"] == 1
     with session_scope(factory) as session:
         assert session.get_one(Sweep, submitted.sweep_id).reports_at is None
 
     train_one(ctx, second, "t2")
-    final = engine.publish_sweep(factory, root, submitted.sweep_id, publisher="last")
+    final = engine.publish_sweep(factory, Store(root), submitted.sweep_id, publisher="last")
     assert final is not None and final["counts"]["runs_by_status"]["succeeded"] == 2
     with session_scope(factory) as session:
         assert session.get_one(Sweep, submitted.sweep_id).reports_at is not None
@@ -267,9 +268,85 @@ def test_one_report_build_at_a_time(tmp_path: Path) -> None:
     with session_scope(factory) as session:
         sweep_id = session.scalars(select(Sweep.id)).one()
         assert acquire_publisher(session, sweep_id, "other-builder", 60)
-    assert engine.publish_sweep(factory, root, sweep_id, publisher="me") is None  # the other build publishes
+    assert engine.publish_sweep(factory, Store(root), sweep_id, publisher="me") is None  # the other build publishes
     assert not (folder / "summary.json").exists()
     with session_scope(factory) as session:
         release_publisher(session, sweep_id, "other-builder")
-    assert engine.publish_sweep(factory, root, sweep_id, publisher="me") is not None
+    assert engine.publish_sweep(factory, Store(root), sweep_id, publisher="me") is not None
     assert (folder / "summary.json").is_file()
+
+
+def test_machines_that_share_only_the_database_and_the_object_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API and two workers, each with its own empty disk: the store ends up holding what the
+    local disk holds when one machine does everything, and the API serves it from there."""
+    from app.api.main import create_app
+    from app.settings import Settings
+    from core.datasets import dataset_dir
+    from tests.utils.services import object_store, use_s3
+
+    url = use_s3(monkeypatch)
+    staging = make_data_root(tmp_path / "staging")
+    object_store(staging, url).publish(dataset_dir(staging, ASSET))  # `tftsweep dataset import` elsewhere
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    machines = {
+        name: Settings(data_dir=tmp_path / name, database_url=database, redis_url=None, store_url=url)
+        for name in ("api", "w1", "w2")
+    }
+    factory = open_database(tmp_path, database)
+    queue = RecordingQueue()
+    submitted = submit(
+        factory,
+        queue,
+        machines["api"],
+        ASSET,
+        validate_sweep_config(two_fold_sweep()),
+        merge=False,
+        continue_on_error=False,
+    )
+    for i, run_id in enumerate(list(queue.runs)):
+        ctx = WorkerContext(0, 0, factory, queue, machines[f"w{1 + i % 2}"], fake_train)
+        assert train_one(ctx, run_id, f"task-{run_id}") == "succeeded"
+    # Nothing is shared but the database and the store: each worker holds the versions it trained.
+    versions = {
+        name: {
+            p.relative_to(tmp_path / name) for p in (tmp_path / name).glob("models/SYN/sweeps/tiny/folds/*/models/*")
+        }
+        for name in ("w1", "w2")
+    }
+    assert len(versions["w1"]) == len(versions["w2"]) == 6 and not versions["w1"] & versions["w2"]
+    assert queue.reports == [submitted.sweep_id]
+    assert engine.publish_sweep(factory, machines["w2"].store(), submitted.sweep_id, publisher="reports") is not None
+    assert not (tmp_path / "api" / "models/SYN/sweeps/tiny/summary.json").exists()
+
+    # What the store holds is what one machine writes on its own disk (timestamps aside).
+    reader = object_store(tmp_path / "reader", url)
+    folder = reader.root / "models/SYN/sweeps/tiny"
+    assert reader.fetch(folder)
+    for manifest in reader.fs.glob(f"{reader.key(folder)}/folds/*/models/*/_manifest.json"):
+        reader.fetch(reader.root / Path(manifest).relative_to(Path(reader.base)).parent)
+    stored = {k: v for k, v in sweep_files(folder).items() if not k.endswith("_manifest.json")}
+    local = sweep_files(through_the_server(make_data_root(tmp_path / "local"), two_fold_sweep()))
+    assert sorted(stored) == sorted(local)
+    for name in local:
+        if name.endswith(".csv") or name.endswith(".json"):
+            assert stored[name] == local[name], name
+
+    # The API serves every plot and artifact from the store, with no local copy.
+    with api_client(create_app(machines["api"], queue=RecordingQueue(), reaper=False)) as client:
+        plots = client.get(f"/sweeps/{submitted.sweep_id}/plots").json()["data"]
+        assert len(plots) == len([n for n in stored if n.startswith("plots/")])
+        for plot in plots:
+            answer = client.get(plot["url"])
+            assert answer.headers["content-type"] == "image/png"
+            assert answer.content == stored[f"plots/{plot['name']}"]
+        csv = client.get(f"/sweeps/{submitted.sweep_id}/artifacts/config_ranking.csv")
+        assert csv.headers["content-type"].startswith("text/csv") and csv.content == stored["config_ranking.csv"]
+        assert "attachment" in csv.headers["content-disposition"]
+        fold_csv = client.get(f"/sweeps/{submitted.sweep_id}/artifacts/config_ranking.csv", params={"fold": "f2"})
+        assert fold_csv.content == stored["folds/f2/config_ranking.csv"]
+        assert client.get(f"/sweeps/{submitted.sweep_id}/summary").json()["drift"]["available"] is True
+        assert client.get(f"/sweeps/{submitted.sweep_id}/drift").json()["available"] is True
+        assert [d["asset"] for d in client.get("/datasets").json()["data"]] == [ASSET]
+    assert not list((tmp_path / "api").glob("models/SYN/sweeps/tiny/plots/*"))

@@ -144,3 +144,49 @@ def test_a_cancelled_study_stops_at_the_next_pruning_check(tmp_path: Path) -> No
 
     with session_scope(factory) as session:
         assert session.get_one(Study, study.id).status == "cancelled"
+
+
+def test_a_study_continued_on_another_machine_through_the_object_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study's folder (its SQLite storage included) lives in the store: a second worker with
+    an empty disk continues it, and an API on a third machine serves its files."""
+    from app.api.main import create_app
+    from app.queue import RecordingQueue
+    from app.services import submit_study
+    from app.settings import Settings
+    from core.datasets import dataset_dir
+    from tests.utils.server import api_client
+    from tests.utils.services import object_store, use_s3
+    from worker.local_sweep import open_database
+    from worker.tasks import process_study
+
+    url = use_s3(monkeypatch)
+    staging = make_data_root(tmp_path / "staging")
+    object_store(staging, url).publish(dataset_dir(staging, ASSET))
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    machines = {
+        name: Settings(data_dir=tmp_path / name, database_url=database, redis_url=None, store_url=url)
+        for name in ("api", "w1", "w2")
+    }
+    factory = open_database(tmp_path, database)
+    short = validate_hpo_config(tiny_study(n_trials=2, pruner={"type": "none"}))
+    study, _ = submit_study(factory, RecordingQueue(), machines["api"], ASSET, short)
+    assert (
+        process_study(study.id, factory, machines["w1"])
+        == "study 1: {'complete': 2, 'pruned': 0, 'fail': 0, 'running': 0}"
+    )
+    longer = validate_hpo_config(tiny_study(n_trials=3, pruner={"type": "none"}))
+    _, continued = submit_study(factory, RecordingQueue(), machines["api"], ASSET, longer)
+    assert continued
+    assert (
+        process_study(study.id, factory, machines["w2"])
+        == "study 1: {'complete': 3, 'pruned': 0, 'fail': 0, 'running': 0}"
+    )
+    with api_client(create_app(machines["api"], queue=RecordingQueue(), reaper=False)) as client:
+        public = client.get(f"/hpo/{study.id}").json()
+        assert public["status"] == "succeeded" and public["summary"]["n_trials"]["complete"] == 3
+        assert client.get(f"/hpo/{study.id}/top-k").json()["count"] == 2
+        plots = client.get(f"/hpo/{study.id}/plots").json()["data"]
+        assert plots and all(client.get(p["url"]).content.startswith(b"\x89PNG") for p in plots)
+    assert not (tmp_path / "api" / "models").exists()  # served from the store, not a local copy

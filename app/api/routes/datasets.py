@@ -9,7 +9,7 @@ from fastapi import Path as PathParam
 
 from app.api.deps import SettingsDep
 from app.api.models import DatasetPublic, DatasetsPublic, ErrorPublic
-from core.datasets import import_dataset_parquet, import_ohlcv_csv, list_datasets
+from core.datasets import import_dataset_parquet, import_ohlcv_csv, import_to_store, list_stored_datasets
 from core.names import SafeName
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -22,9 +22,10 @@ def _public(info: object) -> DatasetPublic:
     return DatasetPublic(**{k: data[k] for k in DatasetPublic.model_fields})
 
 
-@router.get("", response_model=DatasetsPublic, summary="Datasets under the data root")
+@router.get("", response_model=DatasetsPublic, summary="Datasets in the store")
 def get_datasets(settings: SettingsDep) -> DatasetsPublic:
-    infos = list_datasets(settings.data_root)
+    """The data root's datasets, or the object store's (fetched to this machine once per fingerprint)."""
+    infos = list_stored_datasets(settings.store())
     return DatasetsPublic(data=[_public(i) for i in infos], count=len(infos))
 
 
@@ -56,8 +57,8 @@ async def upload_dataset(
     if len(data) > settings.max_upload_bytes:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload larger than {settings.max_upload_bytes} bytes")
     origin = f"upload:{file.filename or 'unnamed'}"
-    if data[:4] == PARQUET_MAGIC:
-        info = import_dataset_parquet(settings.data_root, asset, data, origin=origin, replace=replace)
-    else:
-        info = import_ohlcv_csv(settings.data_root, asset, data, origin=origin, replace=replace)
+    importer = import_dataset_parquet if data[:4] == PARQUET_MAGIC else import_ohlcv_csv
+    info = import_to_store(
+        settings.store(), asset, lambda root: importer(root, asset, data, origin=origin, replace=replace)
+    )
     return _public(info)

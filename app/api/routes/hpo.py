@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, HTTPException, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Response, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from app import services
 from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep
-from app.api.files import read_json, servable
+from app.api.files import file_response, listing, read_json
 from app.api.models import ErrorPublic, PlotPublic, PlotsPublic, SweepSubmitted
 from app.api.routes.sweeps import NOT_FOUND, Limit, Offset, submit_sweep_response
 from app.db.models import Study
@@ -169,7 +169,8 @@ def get_top_k(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> 
 def list_plots(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> PlotsPublic:
     study = _study_or_404(session, study_id)
     folder = _folder(settings, study)
-    names = [n for n in HPO_PLOTS if servable(settings, folder / n) is not None]
+    found = set(listing(settings, folder, ".png"))
+    names = [n for n in HPO_PLOTS if n in found]
     data = [PlotPublic(name=n, fold=None, url=f"/hpo/{study_id}/plots/{n}") for n in names]
     return PlotsPublic(data=data, count=len(data))
 
@@ -180,12 +181,12 @@ def list_plots(study_id: StudyId, session: SessionDep, settings: SettingsDep) ->
     responses={200: {"content": {"image/png": {}}, "description": "The PNG."}, **NOT_FOUND},
     summary="One study plot as image/png",
 )
-def get_plot(study_id: StudyId, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+def get_plot(study_id: StudyId, name: str, session: SessionDep, settings: SettingsDep) -> Response:
     study = _study_or_404(session, study_id)
-    path = servable(settings, _folder(settings, study) / name) if name in HPO_PLOTS else None
-    if path is None:
+    response = file_response(settings, _folder(settings, study) / name, "image/png") if name in HPO_PLOTS else None
+    if response is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
-    return FileResponse(path, media_type="image/png")
+    return response
 
 
 @router.post(

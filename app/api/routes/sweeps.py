@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app import services
 from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep, TablesDep
-from app.api.files import read_json, servable
+from app.api.files import file_response, listing, read_json
 from app.api.models import (
     ActionPublic,
     DriftPublic,
@@ -34,6 +34,7 @@ from app.api.models import (
 from app.db.models import Run, RunState, Sweep
 from app.db.sweeps import as_utc, folder_config, run_records, stored_config, stored_dataset
 from core.config import SweepConfig, validate_sweep_config
+from core.datasets import dataset_dir
 from core.drift import drift_by_fold, drift_overall_summary
 from core.feature_sets import resolve_features
 from core.names import SafeName
@@ -286,6 +287,7 @@ def drift(
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
     folder = folder_config(sweep)
+    settings.store().fetch(dataset_dir(settings.data_root, sweep.asset))  # once per fingerprint
     frame, problem = drift_dataset(settings.data_root, folder)
     if frame is None:
         return DriftPublic(fold=fold, available=False, reason=problem, data=[], overall={})
@@ -330,8 +332,7 @@ def summary(
 def _plots(settings: SettingsDep, sweep: Sweep, fold: str | None) -> list[PlotPublic]:
     base = _folder(settings, sweep)
     folder = base / "folds" / fold / "plots" if fold else base / "plots"
-    found = folder.glob("*.png") if folder.is_dir() else []
-    names = sorted(p.name for p in found if servable(settings, p) is not None)
+    names = listing(settings, folder, ".png")
     suffix = f"?fold={fold}" if fold else ""
     return [PlotPublic(name=n, fold=fold, url=f"/sweeps/{sweep.id}/plots/{n}{suffix}") for n in names]
 
@@ -356,16 +357,18 @@ def list_plots(
 )
 def get_plot(
     sweep_id: SweepId, name: str, session: SessionDep, tables: TablesDep, settings: SettingsDep, fold: FoldQuery = None
-) -> FileResponse:
+) -> Response:
+    """Streamed from the store (the data root, or the object store: no local copy)."""
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
     if name not in {p.name for p in _plots(settings, sweep, fold)}:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
     base = _folder(settings, sweep)
-    path = servable(settings, (base / "folds" / fold / "plots" / name) if fold else (base / "plots" / name))
-    if path is None:
+    path = (base / "folds" / fold / "plots" / name) if fold else (base / "plots" / name)
+    response = file_response(settings, path, "image/png")
+    if response is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
-    return FileResponse(path, media_type="image/png")
+    return response
 
 
 @router.get(
@@ -376,18 +379,20 @@ def get_plot(
 )
 def get_artifact(
     sweep_id: SweepId, file: str, session: SessionDep, tables: TablesDep, settings: SettingsDep, fold: FoldQuery = None
-) -> FileResponse:
+) -> Response:
+    """Streamed from the store (the data root, or the object store: no local copy)."""
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
     allowed = FOLD_ARTIFACTS if fold else tuple(SWEEP_ARTIFACTS)
     if file not in allowed:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown artifact {file!r}; known: {', '.join(allowed)}")
     base = _folder(settings, sweep)
-    path = servable(settings, base / "folds" / fold / file if fold else base / file)
-    if path is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{file} has not been written yet")
     download = f"{sweep.asset}_{sweep.output_subdir}_{fold + '_' if fold else ''}{file}"
-    return FileResponse(path, media_type=SWEEP_ARTIFACTS[file], filename=download)
+    path = base / "folds" / fold / file if fold else base / file
+    response = file_response(settings, path, SWEEP_ARTIFACTS[file], filename=download)
+    if response is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{file} has not been written yet")
+    return response
 
 
 @router.post(

@@ -1,0 +1,426 @@
+"""Where datasets, model versions, sweep folders and study folders live (SPEC section 3).
+
+`Store` is the data root on the local disk: what the layout always was. Its methods that
+move folders do nothing, and reads go to the disk.
+
+`ObjectStore` (`TFTSWEEP_STORE_URL=s3://bucket/prefix`, through s3fs) keeps the same
+relative layout in object storage. Each machine's data root is then its working copy and
+cache: a worker downloads a dataset once per fingerprint, trains into its own disk and
+uploads the model version once; a report build downloads what the other machines
+published, writes the reports locally and uploads them; the API streams files from the
+store. s3fs reads the usual AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` for S3-compatible servers such as MinIO).
+
+Publishing is atomic for readers: a folder's objects go first and its manifest
+(`_manifest.json`: each file's size and sha256) last. A folder without a manifest does
+not exist for readers (a model version whose upload died half-way is removed later, by
+`drop_unpublished`), and every file read is checked against the manifest, so a reader
+never mixes two versions of a folder.
+
+This module is the only one that builds object keys: the rest of the code speaks of paths
+under the data root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from core.errors import StoreError
+from core.files import FILE_MODE, write_bytes_atomic
+from core.paths import resolve_inside
+
+MANIFEST = "_manifest.json"
+CHUNK = 1 << 20
+# What a report build needs of each model version (not the checkpoint or dataset parameters).
+VERSION_REPORT_FILES = ("metrics.json", "run.json", "config.json", "test_predictions.csv")
+# What rebuilding or comparing a sweep reads of its folder (core.sweep_folder).
+SWEEP_INPUT_FILES = ("analysis_config.json", "sweep_runs.json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _published_files(folder: Path, skip: Callable[[PurePosixPath], bool]) -> list[PurePosixPath]:
+    """The files of a local folder to publish, relative and sorted: no manifest, no
+    half-written temporary file (`.name.tmp`), nothing `skip` names."""
+    out = []
+    for path in sorted(folder.rglob("*")):
+        rel = PurePosixPath(path.relative_to(folder).as_posix())
+        if path.is_file() and rel.name != MANIFEST and not rel.name.startswith(".") and not skip(rel):
+            out.append(rel)
+    return out
+
+
+def _in_models(rel: PurePosixPath) -> bool:
+    """A path inside `folds/{fold}/models/` of a sweep folder (model versions publish alone)."""
+    return len(rel.parts) > 3 and rel.parts[0] == "folds" and rel.parts[2] == "models"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file as the API serves it: a local path, or the object's chunks and size."""
+
+    size: int
+    path: Path | None = None
+    chunks: Iterator[bytes] | None = None
+
+
+class Store:
+    """The data root on the local disk: nothing to move, reads from the disk."""
+
+    remote = False
+    url: str | None = None
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    # -- moving folders between this machine and the store (nothing to do on the disk) --------
+
+    def publish(self, folder: Path) -> None:
+        """Make the local `folder` (a model version, a dataset, a study) visible to readers."""
+
+    def fetch(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
+        """Bring the published `folder` (only `names` of it, when given) to the local disk.
+        False when it is not published."""
+        return folder.is_dir()
+
+    def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
+        """Bring what a report build reads of a sweep folder to the local disk: its published
+        model versions' small files and, with `reports`, its files (`analysis_config.json`,
+        `sweep_runs.json`, the reports). False when the sweep has nothing in the store."""
+        return folder.is_dir()
+
+    def publish_reports(self, folder: Path) -> None:
+        """Make the local sweep folder's files (not its model versions) visible, replacing the
+        previous set (files it no longer has are removed)."""
+
+    def put(self, path: Path) -> None:
+        """Upload one local file as it is (a sweep's `analysis_config.json` written at submission)."""
+
+    def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
+        """Remove the model versions of a sweep whose upload never finished (objects without a
+        manifest, the newest older than `older_than` seconds). Returns their paths."""
+        return []
+
+    def datasets(self) -> list[str]:
+        """Assets with a published dataset."""
+        base = self.root / "processed" / "dataset_tft"
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    # -- reading, for the API --------------------------------------------------------------------
+
+    def open(self, path: Path) -> StoredFile | None:
+        """The regular file `path` (its real path inside the data root: a planted link to
+        elsewhere is not followed), or None."""
+        real = resolve_inside(self.root, path)
+        if real is None or not real.is_file():
+            return None
+        return StoredFile(real.stat().st_size, path=real)
+
+    def read_bytes(self, path: Path) -> bytes | None:
+        found = self.open(path)
+        return None if found is None or found.path is None else found.path.read_bytes()
+
+    def listing(self, folder: Path, suffix: str) -> list[str]:
+        """Names of the files directly in `folder` ending in `suffix`, sorted."""
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.glob(f"*{suffix}") if self.open(p) is not None)
+
+
+class ObjectStore(Store):
+    """An S3 (or S3-compatible) bucket and prefix holding the data root's layout."""
+
+    remote = True
+
+    def __init__(self, root: Path, url: str, filesystem: Any = None) -> None:
+        super().__init__(root)
+        self.url: str = url.rstrip("/")
+        self.base = parse_store_url(url)
+        self._filesystem = filesystem
+        self._pid = os.getpid() if filesystem is not None else -1
+
+    def describe(self) -> str:
+        return f"{self.url} (cache {self.root})"
+
+    @property
+    def fs(self) -> Any:
+        """The s3fs filesystem of this process (its event loop does not survive a fork)."""
+        if self._filesystem is None or self._pid != os.getpid():
+            import s3fs
+
+            self._filesystem = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+            self._pid = os.getpid()
+        return self._filesystem
+
+    def key(self, path: Path) -> str:
+        """The object key of a path under the data root."""
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            raise StoreError(f"{path} is not under the data root {self.root}") from None
+        return f"{self.base}/{rel.as_posix()}" if rel.parts else self.base
+
+    def _call(self, what: str, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except FileNotFoundError:
+            raise
+        except StoreError:
+            raise
+        except Exception as exc:  # botocore, aiohttp and OSError flavours of "unreachable" or "denied"
+            raise StoreError(f"object store {self.url}: {what} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _manifest(self, folder: Path) -> dict[str, Any] | None:
+        try:
+            data = self._call(f"reading {self.key(folder)}/{MANIFEST}", lambda: self.fs.cat_file(self._mkey(folder)))
+        except FileNotFoundError:
+            return None
+        manifest: dict[str, Any] = json.loads(data)
+        return manifest
+
+    def _mkey(self, folder: Path) -> str:
+        return f"{self.key(folder)}/{MANIFEST}"
+
+    # -- publishing --------------------------------------------------------------------------------
+
+    def publish(self, folder: Path) -> None:
+        self._publish(folder, lambda rel: False)
+
+    def publish_reports(self, folder: Path) -> None:
+        self._publish(folder, _in_models, remove_missing=True)
+
+    def _publish(self, folder: Path, skip: Callable[[PurePosixPath], bool], remove_missing: bool = False) -> None:
+        before = self._manifest(folder) if remove_missing else None
+        files: dict[str, dict[str, Any]] = {}
+        for rel in _published_files(folder, skip):
+            local = folder / Path(rel)
+            key = f"{self.key(folder)}/{rel}"
+            self._call(f"uploading {key}", partial(self.fs.put_file, str(local), key))
+            files[str(rel)] = {"size": local.stat().st_size, "sha256": _sha256(local)}
+        manifest = {"files": files, "published_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        self._call(f"writing {self._mkey(folder)}", lambda: self.fs.pipe_file(self._mkey(folder), body))
+        write_bytes_atomic(folder / MANIFEST, body, durable=False)  # this machine has them: no download
+        gone = sorted(set(before["files"]) - set(files)) if before else []
+        if gone:
+            keys = [f"{self.key(folder)}/{rel}" for rel in gone]
+            self._call(f"removing {len(keys)} old files", lambda: self.fs.rm(keys))
+
+    def put(self, path: Path) -> None:
+        self._call(f"uploading {self.key(path)}", lambda: self.fs.put_file(str(path), self.key(path)))
+        owners = _publishing_folders(self.root, path)
+        manifest = self._manifest(owners[0]) if owners else None
+        if manifest is not None:  # its manifest follows, or readers would refuse the new bytes
+            folder = owners[0]
+            manifest["files"][path.relative_to(folder).as_posix()] = {
+                "size": path.stat().st_size,
+                "sha256": _sha256(path),
+            }
+            body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+            self._call(f"writing {self._mkey(folder)}", lambda: self.fs.pipe_file(self._mkey(folder), body))
+
+    # -- fetching ----------------------------------------------------------------------------------
+
+    def fetch(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
+        for _attempt in range(3):  # a folder re-published while we read it: read it again
+            manifest = self._manifest(folder)
+            if manifest is None:
+                return False
+            if self._download(folder, manifest, names):
+                return True
+            time.sleep(0.2)
+        raise StoreError(f"{self.key(folder)} kept changing while it was read: try again")
+
+    def _download(self, folder: Path, manifest: dict[str, Any], names: tuple[str, ...] | None) -> bool:
+        """The manifest's files (or `names` of them) that the local copy lacks; False when an
+        object no longer matches the manifest (the folder is being published again)."""
+        local_manifest = _read_local_manifest(folder)
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        held = {
+            rel
+            for rel, entry in files.items()
+            if local_manifest.get(rel) == entry and _has_size(folder / rel, entry["size"])
+        }
+        missing = [rel for rel in files if (names is None or rel in names) and rel not in held]
+        for rel in missing:
+            target = folder / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            os.close(fd)
+            try:
+                key = f"{self.key(folder)}/{rel}"
+                self._call(f"downloading {key}", partial(self.fs.get_file, key, tmp))
+                if Path(tmp).stat().st_size != files[rel]["size"] or _sha256(Path(tmp)) != files[rel]["sha256"]:
+                    return False
+                os.chmod(tmp, FILE_MODE)
+                os.replace(tmp, target)
+            except FileNotFoundError:
+                return False
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            held.add(rel)
+        # The local copy of the manifest lists what this machine holds, checked: the next fetch skips it.
+        kept = {rel: files[rel] for rel in sorted(held)}
+        write_bytes_atomic(folder / MANIFEST, json.dumps({**manifest, "files": kept}).encode(), durable=False)
+        return True
+
+    def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
+        found = self.fetch(folder, SWEEP_INPUT_FILES) if reports else False
+        pattern = f"{self.key(folder)}/folds/*/models/*/{MANIFEST}"
+        keys = self._call(f"listing {pattern}", lambda: self.fs.glob(pattern))
+        published = {folder / Path(PurePosixPath(k).relative_to(PurePosixPath(self.key(folder)))).parent for k in keys}
+        for version in published:
+            self.fetch(version, VERSION_REPORT_FILES)
+        # A version this machine holds that the store does not (removed there) is not the sweep's.
+        for stale in {p.parent for p in folder.glob(f"folds/*/models/*/{MANIFEST}")} - published:
+            (stale / MANIFEST).unlink()
+            for path in stale.iterdir():
+                if path.is_file():
+                    path.unlink()
+        return found or bool(published)
+
+    def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
+        base = f"{self.key(folder)}/folds"
+        try:
+            found = self._call(f"listing {base}", lambda: self.fs.find(base, detail=True))
+        except FileNotFoundError:
+            return []
+        versions: dict[str, list[dict[str, Any]]] = {}
+        for key, info in found.items():
+            rel = PurePosixPath(key).relative_to(PurePosixPath(base))
+            if len(rel.parts) >= 4 and rel.parts[1] == "models":
+                versions.setdefault("/".join(rel.parts[:3]), []).append(info)
+        now = datetime.now(UTC)
+        dropped = []
+        for version, infos in sorted(versions.items()):
+            if any(PurePosixPath(i["name"]).name == MANIFEST for i in infos):
+                continue
+            newest = max(_modified(i) for i in infos)
+            if (now - newest).total_seconds() >= older_than:
+                self._call(f"removing {base}/{version}", partial(self.fs.rm, f"{base}/{version}", recursive=True))
+                dropped.append(f"folds/{version}")
+        return dropped
+
+    def datasets(self) -> list[str]:
+        pattern = f"{self.key(self.root / 'processed' / 'dataset_tft')}/*/{MANIFEST}"
+        keys = self._call(f"listing {pattern}", lambda: self.fs.glob(pattern))
+        return sorted(PurePosixPath(k).parent.name for k in keys)
+
+    # -- reading, for the API ------------------------------------------------------------------------
+
+    def _published(self, path: Path) -> dict[str, Any] | None:
+        """The manifest entry of `path`, from the manifest of the folder that publishes it."""
+        for folder in _publishing_folders(self.root, path):
+            manifest = self._manifest(folder)
+            if manifest is not None:
+                entry = manifest["files"].get(path.relative_to(folder).as_posix())
+                return entry if isinstance(entry, dict) else None
+        return None
+
+    def open(self, path: Path) -> StoredFile | None:
+        entry = self._published(path)
+        if entry is None:
+            return None
+        key = self.key(path)
+        try:
+            handle = self._call(f"opening {key}", lambda: self.fs.open(key, "rb", block_size=CHUNK))
+        except FileNotFoundError:
+            return None
+        return StoredFile(int(entry["size"]), chunks=_chunks(handle))
+
+    def read_bytes(self, path: Path) -> bytes | None:
+        if self._published(path) is None:
+            return None
+        try:
+            data: bytes = self._call(f"reading {self.key(path)}", lambda: self.fs.cat_file(self.key(path)))
+        except FileNotFoundError:
+            return None
+        return data
+
+    def listing(self, folder: Path, suffix: str) -> list[str]:
+        for owner in _publishing_folders(self.root, folder / "x"):
+            manifest = self._manifest(owner)
+            if manifest is not None:
+                prefix = folder.relative_to(owner).as_posix()
+                prefix = "" if prefix == "." else f"{prefix}/"
+                names = [rel[len(prefix) :] for rel in manifest["files"] if rel.startswith(prefix)]
+                return sorted(n for n in names if "/" not in n and n.endswith(suffix))
+        return []
+
+
+def _chunks(handle: Any) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
+
+
+def _modified(info: dict[str, Any]) -> datetime:
+    value = info.get("LastModified") or info.get("last_modified") or info.get("created")
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return datetime.now(UTC)
+
+
+def _has_size(path: Path, size: int) -> bool:
+    return path.is_file() and path.stat().st_size == size
+
+
+def _read_local_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return files if isinstance(files, dict) else {}
+
+
+def _publishing_folders(root: Path, path: Path) -> list[Path]:
+    """The folders whose manifest may list `path`, innermost first: a model version, a dataset,
+    a sweep or a study folder (the layout of core.paths and core.datasets)."""
+    rel = path.relative_to(root).parts
+    out = []
+    if len(rel) >= 9 and rel[0] == "models" and rel[2] == "sweeps" and rel[4] == "folds" and rel[6] == "models":
+        out.append(root.joinpath(*rel[:8]))
+    if len(rel) >= 5 and rel[0] == "models" and rel[2] in ("sweeps", "optuna"):
+        out.append(root.joinpath(*rel[:4]))
+    if len(rel) >= 4 and rel[:2] == ("processed", "dataset_tft"):
+        out.append(root.joinpath(*rel[:3]))
+    return out
+
+
+def parse_store_url(url: str) -> str:
+    """`s3://bucket[/prefix]` as `bucket[/prefix]` (the key of the data root).
+
+    Raises:
+        ValueError: any other URL; the message says what is expected.
+    """
+    scheme, sep, rest = url.partition("://")
+    rest = rest.strip("/")
+    if scheme != "s3" or not sep or not rest or "//" in rest:
+        raise ValueError(f"{url!r} is not an object store URL: expected s3://bucket or s3://bucket/prefix")
+    return rest
+
+
+def open_store(root: Path, url: str | None) -> Store:
+    """The store of a data root: the disk itself, or the object store at `url`."""
+    return ObjectStore(root, url) if url else Store(root)

@@ -1,0 +1,194 @@
+"""The object store (core.store) against a real S3 server on loopback (moto, started by
+scripts/services.sh): manifest-last publishing, checked reads, the dataset cache, the
+reports' file set, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.settings import Settings
+from core.datasets import dataset_dir
+from core.errors import StoreError
+from core.store import MANIFEST, ObjectStore, parse_store_url
+from tests.utils.data import ASSET, make_data_root
+from tests.utils.services import object_store, use_s3
+from worker.cli import main
+
+SWEEP = Path("models/SYN/sweeps/tiny")
+VERSION = SWEEP / "folds/f1/models/baseline__seed1"
+
+
+@pytest.fixture
+def url(monkeypatch: pytest.MonkeyPatch) -> str:
+    return use_s3(monkeypatch)
+
+
+def machine(tmp_path: Path, name: str, url: str) -> ObjectStore:
+    """A machine with its own empty data root and the shared store."""
+    return object_store(tmp_path / name, url)
+
+
+def write_version(root: Path, metrics: str = '{"val_rmse": 0.01}') -> Path:
+    folder = root / VERSION
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(metrics)
+    (folder / "run.json").write_text('{"run_id": 1}')
+    (folder / "model.ckpt").write_bytes(os.urandom(300_000))
+    return folder
+
+
+class Counting:
+    """Counts the object downloads of a store (each `get_file`)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.gets: list[str] = []
+        fs = store.fs
+        original = fs.get_file
+
+        def counted(key: str, *args: Any, **kwargs: Any) -> Any:
+            self.gets.append(key.rsplit("/", 1)[-1])
+            return original(key, *args, **kwargs)
+
+        fs.get_file = counted
+
+
+def test_a_model_version_exists_for_readers_only_once_its_manifest_is_written(tmp_path: Path, url: str) -> None:
+    worker, reader = machine(tmp_path, "worker", url), machine(tmp_path, "reader", url)
+    folder = write_version(worker.root)
+    # An upload that died before its manifest: the objects are there, the version is not.
+    worker.fs.put_file(str(folder / "model.ckpt"), worker.key(folder / "model.ckpt"))
+    worker.fs.put_file(str(folder / "metrics.json"), worker.key(folder / "metrics.json"))
+    assert not reader.fetch_sweep(reader.root / SWEEP)
+    assert not (reader.root / VERSION).exists()
+    assert reader.open(reader.root / VERSION / "metrics.json") is None
+    assert reader.drop_unpublished(reader.root / SWEEP, older_than=3600) == []  # too young to be dead
+
+    # The dead upload is removed; a published version is read, its small files only.
+    assert reader.drop_unpublished(reader.root / SWEEP, older_than=0) == ["folds/f1/models/baseline__seed1"]
+    assert not reader.fs.exists(worker.key(folder / "model.ckpt"))
+    worker.publish(folder)
+    manifest = json.loads(worker.fs.cat_file(f"{worker.key(folder)}/{MANIFEST}"))
+    assert set(manifest["files"]) == {"metrics.json", "run.json", "model.ckpt"}
+    assert reader.fetch_sweep(reader.root / SWEEP)
+    assert sorted(p.name for p in (reader.root / VERSION).iterdir()) == [MANIFEST, "metrics.json", "run.json"]
+    assert (reader.root / VERSION / "metrics.json").read_text() == '{"val_rmse": 0.01}'
+    assert reader.drop_unpublished(reader.root / SWEEP, older_than=0) == []  # published: kept
+    found = reader.open(reader.root / VERSION / "model.ckpt")
+    assert found is not None and found.chunks is not None and found.size == 300_000
+    assert b"".join(found.chunks) == (folder / "model.ckpt").read_bytes()
+
+    # A version the store no longer has is not the sweep's on the reader either.
+    worker.fs.rm(worker.key(folder), recursive=True)
+    assert not reader.fetch_sweep(reader.root / SWEEP)
+    assert not (reader.root / VERSION / "metrics.json").exists()
+
+
+def test_a_reader_never_mixes_two_publications_of_a_folder(tmp_path: Path, url: str) -> None:
+    worker, reader = machine(tmp_path, "worker", url), machine(tmp_path, "reader", url)
+    folder = write_version(worker.root)
+    worker.publish(folder)
+    # A new publication under way: its first object is up, its manifest not yet.
+    (folder / "metrics.json").write_text('{"val_rmse": 0.02}')
+    worker.fs.put_file(str(folder / "metrics.json"), worker.key(folder / "metrics.json"))
+    with pytest.raises(StoreError, match="kept changing while it was read"):
+        reader.fetch(reader.root / VERSION)
+    assert not (reader.root / VERSION / "metrics.json").exists()  # nothing half-read was kept
+    worker.publish(folder)  # the publication completes
+    assert reader.fetch(reader.root / VERSION)
+    assert (reader.root / VERSION / "metrics.json").read_text() == '{"val_rmse": 0.02}'
+
+
+def test_a_dataset_is_downloaded_once_per_fingerprint(tmp_path: Path, url: str) -> None:
+    api = machine(tmp_path, "api", url)
+    make_data_root(api.root)
+    api.publish(dataset_dir(api.root, ASSET))
+    worker = machine(tmp_path, "worker", url)
+    counted = Counting(worker)
+    folder = dataset_dir(worker.root, ASSET)
+    assert worker.fetch(folder) and worker.fetch(folder) and worker.fetch(folder)
+    assert sorted(counted.gets) == ["dataset_tft_SYN.json", "dataset_tft_SYN.parquet"]  # the first fetch only
+    assert (folder / "dataset_tft_SYN.parquet").read_bytes() == (
+        api.root / folder.relative_to(worker.root) / "dataset_tft_SYN.parquet"
+    ).read_bytes()
+    # Replaced in the store (another fingerprint): fetched again, once.
+    make_data_root(api.root, seed=7)
+    api.publish(dataset_dir(api.root, ASSET))
+    counted.gets.clear()
+    assert worker.fetch(folder) and worker.fetch(folder)
+    assert sorted(counted.gets) == ["dataset_tft_SYN.json", "dataset_tft_SYN.parquet"]
+    assert worker.datasets() == [ASSET]
+    assert not worker.fetch(dataset_dir(worker.root, "NONE"))
+
+
+def test_reports_replace_the_previous_set_and_leave_model_versions_alone(tmp_path: Path, url: str) -> None:
+    worker, api = machine(tmp_path, "worker", url), machine(tmp_path, "api", url)
+    sweep = worker.root / SWEEP
+    worker.publish(write_version(worker.root))
+    (sweep / "plots").mkdir(parents=True)
+    (sweep / "summary.json").write_text('{"a": 1}')
+    (sweep / "drift_ks_psi_by_fold.csv").write_text("x\n1\n")
+    (sweep / "plots" / "config_ranking.png").write_bytes(b"\x89PNG one")
+    worker.publish_reports(sweep)
+    listed = json.loads(worker.fs.cat_file(f"{worker.key(sweep)}/{MANIFEST}"))["files"]
+    assert sorted(listed) == ["drift_ks_psi_by_fold.csv", "plots/config_ranking.png", "summary.json"]
+    assert api.listing(api.root / SWEEP / "plots", ".png") == ["config_ranking.png"]
+    assert api.read_bytes(api.root / SWEEP / "summary.json") == b'{"a": 1}'
+
+    # The next build has no drift file (no dataset) and a new plot: the store follows.
+    (sweep / "drift_ks_psi_by_fold.csv").unlink()
+    (sweep / "plots" / "response_dropout.png").write_bytes(b"\x89PNG two")
+    worker.publish_reports(sweep)
+    assert not worker.fs.exists(worker.key(sweep / "drift_ks_psi_by_fold.csv"))
+    assert api.read_bytes(api.root / SWEEP / "drift_ks_psi_by_fold.csv") is None
+    assert api.listing(api.root / SWEEP / "plots", ".png") == ["config_ranking.png", "response_dropout.png"]
+    assert worker.fs.exists(worker.key(worker.root / VERSION / "model.ckpt"))  # versions publish alone
+
+    # A file put alone (the config a merge writes) is readable at once: its manifest follows.
+    (sweep / "analysis_config.json").write_text('{"asset": "SYN"}')
+    worker.put(sweep / "analysis_config.json")
+    assert api.read_bytes(api.root / SWEEP / "analysis_config.json") == b'{"asset": "SYN"}'
+    assert api.fetch(api.root / SWEEP, ("analysis_config.json",))
+
+
+def test_the_store_url_is_checked_and_an_unreachable_store_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert parse_store_url("s3://bucket/some/prefix/") == "bucket/some/prefix"
+    for bad in ("bucket/prefix", "https://host/bucket", "s3://", "s3://bucket//x"):
+        with pytest.raises(ValueError, match="expected s3://bucket or s3://bucket/prefix"):
+            parse_store_url(bad)
+    monkeypatch.setenv("TFTSWEEP_STORE_URL", "gs://bucket")
+    assert main(["dataset", "list"]) == 2
+    assert "store_url" in capsys.readouterr().err
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("TFTSWEEP_STORE_URL", "s3://bucket/prefix")
+    monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(tmp_path / "data"))
+    store = Settings().store()
+    with pytest.raises(StoreError, match=r"object store s3://bucket/prefix: reading .* failed"):
+        store.fetch(dataset_dir(store.root, ASSET))
+    assert main(["dataset", "list"]) == 1
+    assert "error: object store s3://bucket/prefix" in capsys.readouterr().err
+
+
+def test_regenerate_from_the_store_needs_the_store(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(tmp_path / "data"))
+    assert main(["regenerate", "--sweep-dir", "s3://elsewhere/models/SYN/sweeps/tiny"]) == 2
+    assert "is not under the store" in capsys.readouterr().err
+    assert main(["regenerate", "--sweep-dir", f"{url}/models/SYN/sweeps/none"]) == 2
+    assert "holds no published sweep folder" in capsys.readouterr().err
+    monkeypatch.delenv("TFTSWEEP_STORE_URL")
+    assert main(["compare", "--sweep-dir", f"{url}/a", "--sweep-dir", f"{url}/b"]) == 2
+    assert "set TFTSWEEP_STORE_URL" in capsys.readouterr().err
