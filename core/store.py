@@ -194,8 +194,13 @@ class ObjectStore(Store):
             data = self._call(f"reading {self.key(folder)}/{MANIFEST}", lambda: self.fs.cat_file(self._mkey(folder)))
         except FileNotFoundError:
             return None
-        manifest: dict[str, Any] = json.loads(data)
-        return manifest
+        try:
+            manifest = json.loads(data)
+            if not isinstance(manifest.get("files"), dict):
+                raise ValueError("no files")
+        except (ValueError, AttributeError) as exc:
+            raise StoreError(f"{self._mkey(folder)} is not a manifest ({exc}): publish the folder again") from None
+        return dict(manifest)
 
     def _mkey(self, folder: Path) -> str:
         return f"{self.key(folder)}/{MANIFEST}"

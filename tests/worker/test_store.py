@@ -102,6 +102,9 @@ def test_a_reader_never_mixes_two_publications_of_a_folder(tmp_path: Path, url: 
     worker.publish(folder)  # the publication completes
     assert reader.fetch(reader.root / VERSION)
     assert (reader.root / VERSION / "metrics.json").read_text() == '{"val_rmse": 0.02}'
+    worker.fs.pipe_file(f"{worker.key(folder)}/{MANIFEST}", b'{"files": [')  # a manifest damaged in the store
+    with pytest.raises(StoreError, match="is not a manifest"):
+        reader.fetch(reader.root / VERSION)
 
 
 def test_a_dataset_is_downloaded_once_per_fingerprint(tmp_path: Path, url: str) -> None:
