@@ -194,6 +194,9 @@ class ObjectStore(Store):
             data = self._call(f"reading {self.key(folder)}/{MANIFEST}", lambda: self.fs.cat_file(self._mkey(folder)))
         except FileNotFoundError:
             return None
+        return self._parsed(folder, data)
+
+    def _parsed(self, folder: Path, data: bytes) -> dict[str, Any]:
         try:
             manifest = json.loads(data)
             if not isinstance(manifest.get("files"), dict):
@@ -250,58 +253,74 @@ class ObjectStore(Store):
             manifest = self._manifest(folder)
             if manifest is None:
                 return False
-            if self._download(folder, manifest, names):
+            if self._download({folder: manifest}, names) == []:
                 return True
             time.sleep(0.2)
         raise StoreError(f"{self.key(folder)} kept changing while it was read: try again")
 
-    def _download(self, folder: Path, manifest: dict[str, Any], names: tuple[str, ...] | None) -> bool:
-        """The manifest's files (or `names` of them) that the local copy lacks; False when an
-        object no longer matches the manifest (the folder is being published again)."""
-        local_manifest = _read_local_manifest(folder)
-        files: dict[str, dict[str, Any]] = manifest["files"]
-        held = {
-            rel
-            for rel, entry in files.items()
-            if local_manifest.get(rel) == entry and _has_size(folder / rel, entry["size"])
-        }
-        missing = [rel for rel in files if (names is None or rel in names) and rel not in held]
-        for rel in missing:
-            target = folder / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            try:
-                key = f"{self.key(folder)}/{rel}"
-                self._call(f"downloading {key}", partial(self.fs.get_file, key, tmp))
-                if Path(tmp).stat().st_size != files[rel]["size"] or _sha256(Path(tmp)) != files[rel]["sha256"]:
-                    return False
+    def _download(self, manifests: dict[Path, dict[str, Any]], names: tuple[str, ...] | None) -> list[Path]:
+        """The files (or `names` of them) of each folder's manifest that the local copy lacks,
+        in concurrent requests; each file is checked against its manifest before it replaces
+        the local one. Returns the folders with an object that no longer matched its manifest
+        (being published again): of those, only what matched was kept."""
+        wanted: list[tuple[Path, str, str]] = []  # (folder, file, temporary file)
+        held: dict[Path, set[str]] = {}
+        changed: set[Path] = set()
+        try:
+            for folder, manifest in manifests.items():
+                local = _read_local_manifest(folder)
+                files = manifest["files"]
+                held[folder] = {r for r, e in files.items() if local.get(r) == e and _has_size(folder / r, e["size"])}
+                for rel in files:
+                    if (names is None or rel in names) and rel not in held[folder]:
+                        wanted.append((folder, rel, _temporary(folder / rel)))
+            if wanted:
+                keys = [f"{self.key(folder)}/{rel}" for folder, rel, _ in wanted]
+                try:
+                    self._call(f"downloading {len(keys)} files", partial(self.fs.get, keys, [t for *_, t in wanted]))
+                except FileNotFoundError:  # an object went away: its folder is being published again
+                    changed = set(manifests)
+            for folder, rel, tmp in wanted:
+                entry = manifests[folder]["files"][rel]
+                if folder in changed or not _matches(Path(tmp), entry):
+                    changed.add(folder)
+                    continue
                 os.chmod(tmp, FILE_MODE)
-                os.replace(tmp, target)
-            except FileNotFoundError:
-                return False
-            finally:
+                os.replace(tmp, folder / rel)
+                held[folder].add(rel)
+        finally:
+            for *_, tmp in wanted:
                 Path(tmp).unlink(missing_ok=True)
-            held.add(rel)
-        # The local copy of the manifest lists what this machine holds, checked: the next fetch skips it.
-        kept = {rel: files[rel] for rel in sorted(held)}
-        write_bytes_atomic(folder / MANIFEST, json.dumps({**manifest, "files": kept}).encode(), durable=False)
-        return True
+        for folder, manifest in manifests.items():
+            # The local copy of the manifest lists what this machine holds, checked: the next fetch skips it.
+            kept = {rel: manifest["files"][rel] for rel in sorted(held[folder])}
+            write_bytes_atomic(folder / MANIFEST, json.dumps({**manifest, "files": kept}).encode(), durable=False)
+        return sorted(changed)
 
     def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
         found = self.fetch(folder, SWEEP_INPUT_FILES) if reports else False
         pattern = f"{self.key(folder)}/folds/*/models/*/{MANIFEST}"
         keys = self._call(f"listing {pattern}", lambda: self.fs.glob(pattern))
-        published = {folder / Path(PurePosixPath(k).relative_to(PurePosixPath(self.key(folder)))).parent for k in keys}
-        for version in published:
-            self.fetch(version, VERSION_REPORT_FILES)
+        base = PurePosixPath(self.key(folder))
+        # Every version's manifest, then every missing file, in concurrent requests: a sweep of
+        # thousands of versions would otherwise pay round trips for each.
+        read = (
+            self._call(f"reading {len(keys)} manifests", lambda: self.fs.cat(keys, on_error="return")) if keys else {}
+        )
+        manifests = {}
+        for key, data in read.items():
+            version = folder / Path(PurePosixPath(key).relative_to(base)).parent
+            if isinstance(data, bytes):  # else removed since the listing
+                manifests[version] = self._parsed(version, data)
+        for version in self._download(manifests, VERSION_REPORT_FILES):
+            self.fetch(version, VERSION_REPORT_FILES)  # re-published meanwhile: read it again
         # A version this machine holds that the store does not (removed there) is not the sweep's.
-        for stale in {p.parent for p in folder.glob(f"folds/*/models/*/{MANIFEST}")} - published:
+        for stale in {p.parent for p in folder.glob(f"folds/*/models/*/{MANIFEST}")} - set(manifests):
             (stale / MANIFEST).unlink()
             for path in stale.iterdir():
                 if path.is_file():
                     path.unlink()
-        return found or bool(published)
+        return found or bool(manifests)
 
     def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
         base = f"{self.key(folder)}/folds"
@@ -385,6 +404,18 @@ def _modified(info: dict[str, Any]) -> datetime:
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC)
     return datetime.now(UTC)
+
+
+def _temporary(target: Path) -> str:
+    """An empty temporary file beside `target` (hidden: `.name.*.tmp`, never published)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return tmp
+
+
+def _matches(path: Path, entry: dict[str, Any]) -> bool:
+    return bool(path.stat().st_size == entry["size"] and _sha256(path) == entry["sha256"])
 
 
 def _has_size(path: Path, size: int) -> bool:

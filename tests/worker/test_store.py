@@ -44,18 +44,18 @@ def write_version(root: Path, metrics: str = '{"val_rmse": 0.01}') -> Path:
 
 
 class Counting:
-    """Counts the object downloads of a store (each `get_file`)."""
+    """Records the objects a store downloads (the store fetches in batches, with `get`)."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.gets: list[str] = []
         fs = store.fs
-        original = fs.get_file
+        original = fs.get
 
-        def counted(key: str, *args: Any, **kwargs: Any) -> Any:
-            self.gets.append(key.rsplit("/", 1)[-1])
-            return original(key, *args, **kwargs)
+        def counted(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+            self.gets += [key.rsplit("/", 1)[-1] for key in keys]
+            return original(keys, *args, **kwargs)
 
-        fs.get_file = counted
+        fs.get = counted
 
 
 def test_a_model_version_exists_for_readers_only_once_its_manifest_is_written(tmp_path: Path, url: str) -> None:
@@ -98,6 +98,8 @@ def test_a_reader_never_mixes_two_publications_of_a_folder(tmp_path: Path, url: 
     worker.fs.put_file(str(folder / "metrics.json"), worker.key(folder / "metrics.json"))
     with pytest.raises(StoreError, match="kept changing while it was read"):
         reader.fetch(reader.root / VERSION)
+    with pytest.raises(StoreError, match="kept changing while it was read"):
+        reader.fetch_sweep(reader.root / SWEEP)  # the batched read of a sweep's versions checks too
     assert not (reader.root / VERSION / "metrics.json").exists()  # nothing half-read was kept
     worker.publish(folder)  # the publication completes
     assert reader.fetch(reader.root / VERSION)
