@@ -152,8 +152,8 @@ def _store(s: dict[str, Any]) -> list[str]:
         f"| a report build reading the sweep's published versions | - | {s['sweep_versions_fetch_s']:.2f} s |",
         f"| uploading the sweep's reports and plots | - | {s['reports_upload_s']:.2f} s |",
         "",
-        "The two sweeps' walls differ by less than training's own spread between runs; the per-run "
-        "figures are measured around the store calls themselves.",
+        "The two walls differ by training's own run-to-run variation (either sweep can be the slower one); "
+        "the per-run figures are measured around the store calls themselves.",
         "",
     ]
 
