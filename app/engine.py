@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +47,19 @@ from app.db.lifecycle import (
 )
 from app.db.models import Run, RunState, Sweep
 from app.db.session import session_scope
-from app.db.sweeps import find_sweep, folder_config, is_stopped, run_counts, run_records, stored_dataset, sweep_is_done
+from app.db.sweeps import (
+    find_sweep,
+    folder_config,
+    is_stopped,
+    queued_run_ids,
+    run_counts,
+    run_records,
+    stored_config,
+    stored_dataset,
+    sweep_is_done,
+)
 from app.db.workers import lease_owner
-from core.config import SweepConfig, validate_sweep_config
+from core.config import SweepConfig
 from core.datasets import check_dataset_for_sweep, dataset_dir, dataset_fingerprint
 from core.errors import StoreError, SweepFolderError
 from core.feature_sets import resolve_features
@@ -88,7 +97,6 @@ class Submitted:
     new_run_ids: list[int]
     total_runs: int
     merged: bool
-    resumed: bool
     # Queued runs that came from an adopted folder (they need messages like new runs).
     adopted_run_ids: list[int]
     # No run is queued or running: the sweep's files can be published now (a merge that added no run).
@@ -119,8 +127,12 @@ def submit(
     check_dataset_for_sweep(root, asset, config)
     dataset = dataset_fingerprint(root, asset)
     folder_path = sweep_dir(root, asset, config.output_subdir)
-    store.fetch(folder_path, SWEEP_INPUT_FILES)  # a sweep the store holds and the database forgot
-    adopted = adopt_folder(factory, folder_path, asset)
+    with session_scope(factory) as session:
+        known = find_sweep(session, asset, config.output_subdir) is not None
+    adopted = None
+    if not known:
+        store.fetch(folder_path, SWEEP_INPUT_FILES)  # a sweep the store holds and the database forgot
+        adopted = adopt_folder(factory, folder_path, asset)
     with session_scope(factory) as session:
         result = submit_sweep(
             session,
@@ -143,7 +155,6 @@ def submit(
             result.new_run_ids,
             result.total_runs,
             result.merged,
-            result.resumed,
             adopted.queued_run_ids if adopted else [],
             done,
         )
@@ -181,17 +192,7 @@ def adopt_folder(factory: sessionmaker[Session], folder: Path, asset: str | None
     try:
         with session_scope(factory) as session:
             sweep = adopt_sweep(session, analysis, records)
-            adopted = Adopted(
-                sweep.id,
-                run_counts(session, sweep.id),
-                list(
-                    session.scalars(
-                        select(Run.id)
-                        .where(Run.sweep_id == sweep.id, Run.state == RunState.QUEUED)
-                        .order_by(Run.ordinal)
-                    )
-                ),
-            )
+            adopted = Adopted(sweep.id, run_counts(session, sweep.id), queued_run_ids(session, sweep.id))
     except IntegrityError:  # adopted by a concurrent submission
         return None
     log.warning(
@@ -207,15 +208,10 @@ def adopt_folder(factory: sessionmaker[Session], folder: Path, asset: str | None
 # -- one run ---------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=64)
-def _config(config_json: str) -> SweepConfig:
-    return validate_sweep_config(json.loads(config_json))
-
-
 def run_spec(session: Session, run: Run, root: Path) -> RunSpec:
     """What a trainer needs for `run`, read from the database."""
     sweep = session.get_one(Sweep, run.sweep_id)
-    config = _config(sweep.config_json)
+    config = stored_config(sweep)
     fold = next(f for f in config.folds if f.name == run.fold)
     dataset = stored_dataset(sweep)
     return RunSpec(

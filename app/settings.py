@@ -146,7 +146,12 @@ class Settings(BaseSettings):
 
     def threads_per_process(self, processes: int) -> int:
         """Torch threads for each of `processes` training side by side."""
-        return self.torch_threads or max(1, (os.cpu_count() or 1) // max(1, processes))
+        return threads_per_process(processes, self.torch_threads)
+
+
+def threads_per_process(processes: int, configured: int | None = None) -> int:
+    """`configured`, else this machine's cores shared between `processes` training side by side."""
+    return configured or max(1, (os.cpu_count() or 1) // max(1, processes))
 
 
 @lru_cache

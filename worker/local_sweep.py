@@ -8,7 +8,6 @@ so running the same command again resumes: succeeded runs are skipped, the rest 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,16 +17,15 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import engine
 from app.db.lifecycle import release_run, requeue_unfinished, settle_sweep_status
 from app.db.migrate import upgrade_database
-from app.db.models import Run, Sweep
+from app.db.models import Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
 from app.db.sweeps import is_stopped, queued_run_ids, run_counts
-from app.settings import Settings
+from app.settings import Settings, threads_per_process
 from core.config import SweepConfig
 from core.paths import sweep_dir
 from core.runs import RunOutcome, RunSpec, Trainer
@@ -116,14 +114,14 @@ def run_local_sweep(
     owner = engine.local_owner()
     progress = progress or Progress(total)
     progress.start(total - len(pending))
-    runner = _Runner(factory, store, owner, trainer, setup.lease_seconds, progress, on_run_finished)
+    runner = _Runner(factory, store, sweep_id, owner, trainer, setup.lease_seconds, progress, on_run_finished)
     try:
+        threads = threads_per_process(workers, setup.threads)
         if workers <= 1:
             if setup.threads is not None or setup.precision is not None:
-                init_worker_process(setup.threads or (os.cpu_count() or 1), setup.precision)
+                init_worker_process(threads, setup.precision)
             runner.run_inline(pending)
         else:
-            threads = setup.threads or max(1, (os.cpu_count() or 1) // workers)
             runner.run_pool(pending, workers, threads, setup.precision)
     finally:
         with session_scope(factory) as session:
@@ -147,6 +145,7 @@ class _Runner:
         self,
         factory: sessionmaker[Session],
         store: Store,
+        sweep_id: int,
         owner: str,
         trainer: Trainer,
         lease_seconds: float,
@@ -155,6 +154,7 @@ class _Runner:
     ) -> None:
         self.factory = factory
         self.store = store
+        self.sweep_id = sweep_id
         self.owner = owner
         self.trainer = trainer
         self.lease_seconds = lease_seconds
@@ -171,14 +171,13 @@ class _Runner:
             self.on_run_finished(outcome)
         self.stopped = recorded.sweep_stopped
 
-    def _sweep_stopped(self, run_id: int) -> bool:
+    def _sweep_stopped(self) -> bool:
         with session_scope(self.factory) as session:
-            sweep_id = session.scalar(select(Run.sweep_id).where(Run.id == run_id))
-            return is_stopped(session.get_one(Sweep, sweep_id))
+            return is_stopped(session.get_one(Sweep, self.sweep_id))
 
     def run_inline(self, pending: list[int]) -> None:
         for run_id in pending:
-            if self.stopped or self._sweep_stopped(run_id):
+            if self.stopped or self._sweep_stopped():
                 return
             self.in_flight.add(run_id)
             done = engine.process_run(

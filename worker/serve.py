@@ -72,14 +72,14 @@ def start_worker(concurrency: int, queues: Sequence[str], gpu: str | None, logle
     return subprocess.Popen(
         celery_worker_argv(concurrency, queues, name, loglevel),
         env=env,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
         start_new_session=True,
     )
 
 
-def _die_with_parent() -> None:
-    """Linux: the worker is killed if the thread that started it ends (serve killed outright);
-    its pool processes die with it (worker.tasks)."""
+def die_with_parent() -> None:
+    """Linux: this process is killed when the thread that started it ends, however it ends
+    (`serve` killed outright: its worker; a Celery main process: its pool processes)."""
     try:
         import ctypes
 
@@ -211,11 +211,12 @@ class WorkerSupervisor(threading.Thread):
         from app.db.models import Worker
         from app.db.session import session_scope
         from app.db.sweeps import as_utc, utcnow
+        from app.db.workers import worker_id
 
         assert self.proc is not None and self._factory is not None
         try:
             with session_scope(self._factory) as session:
-                row = session.get(Worker, f"{socket.gethostname()}:{self.proc.pid}")
+                row = session.get(Worker, worker_id(socket.gethostname(), self.proc.pid))
                 seen = as_utc(row.last_seen) if row is not None and row.stopped_at is None else None
         except Exception:  # the database is away: no verdict on the worker
             log.exception("could not read the embedded worker's heartbeat")

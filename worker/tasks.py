@@ -12,7 +12,6 @@ import json
 import logging
 import multiprocessing
 import os
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from app.settings import Settings, get_settings
 from core.runs import Trainer
 from worker.celery_app import celery
 from worker.run_executor import execute_run, init_worker_process
+from worker.serve import die_with_parent
 
 log = logging.getLogger("tftsweep.worker")
 
@@ -63,20 +63,9 @@ def _tell_pool_processes(**_kwargs: object) -> None:
 
 @worker_process_init.connect
 def _init_pool_process(**_kwargs: object) -> None:
-    _die_with_main_process()
+    die_with_parent()  # a pool process dies with its Celery main process: no run outlives its worker
     settings = get_settings()
     init_worker_process(settings.threads_per_process(settings.worker_concurrency), settings.precision)
-
-
-def _die_with_main_process() -> None:
-    """Linux: a pool process is killed when its Celery main process dies, however it dies,
-    so no training process outlives its worker."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _context() -> WorkerContext:

@@ -35,7 +35,6 @@ class SubmitResult:
     new_run_ids: list[int]
     total_runs: int
     merged: bool
-    resumed: bool
 
 
 def submit_sweep(
@@ -69,7 +68,7 @@ def submit_sweep(
         plan = expand_sweep(config, max_runs=max_runs)
         sweep = _add_sweep(session, SweepFolderConfig(asset, dataset, config), continue_on_error)
         ids = _insert_runs(session, sweep, plan.runs, start=0)
-        return SubmitResult(sweep, ids, len(plan.runs), merged=False, resumed=False)
+        return SubmitResult(sweep, ids, len(plan.runs), merged=False)
 
     old = stored_config(existing)
     if not merge:
@@ -77,7 +76,7 @@ def submit_sweep(
             _check_same_dataset(existing, dataset)
             total = session.scalar(select(func.count()).where(Run.sweep_id == existing.id)) or 0
             existing.continue_on_error = continue_on_error
-            return SubmitResult(existing, [], total, merged=False, resumed=True)
+            return SubmitResult(existing, [], total, merged=False)
         raise SweepExists(
             f"sweep {asset}/{config.output_subdir} exists (id {existing.id}); "
             "submit with merge_tests (--merge-tests) to add runs to it"
@@ -93,7 +92,7 @@ def submit_sweep(
     start = session.scalar(select(func.coalesce(func.max(Run.ordinal), -1)).where(Run.sweep_id == existing.id))
     ids = _insert_runs(session, existing, result.new_runs, start=int(start if start is not None else -1) + 1)
     touch_sweeps(session, [existing.id])  # the config changed: cached answers and reports are stale
-    return SubmitResult(existing, ids, len(result.plan.runs), merged=True, resumed=False)
+    return SubmitResult(existing, ids, len(result.plan.runs), merged=True)
 
 
 def lock_sweep_name(session: Session, asset: str, output_subdir: str) -> None:

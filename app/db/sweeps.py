@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select
@@ -32,7 +33,13 @@ def as_utc(moment: datetime | None) -> datetime | None:
 
 
 def stored_config(sweep: Sweep) -> SweepConfig:
-    return validate_sweep_config(json.loads(sweep.config_json))
+    return _parse_config(sweep.config_json)
+
+
+@lru_cache(maxsize=64)
+def _parse_config(config_json: str) -> SweepConfig:
+    """Configs are frozen, so one parse of each stored text serves every run of its sweep."""
+    return validate_sweep_config(json.loads(config_json))
 
 
 def stored_dataset(sweep: Sweep) -> dict[str, Any] | None:

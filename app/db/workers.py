@@ -35,7 +35,12 @@ class WorkerIdentity:
 
     @property
     def id(self) -> str:
-        return f"{self.host}:{self.pid}"
+        return worker_id(self.host, self.pid)
+
+
+def worker_id(host: str, pid: int) -> str:
+    """A worker's id: `{host}:{pid}` of its main process."""
+    return f"{host}:{pid}"
 
 
 def lease_owner(worker_pid: int, task: str) -> str:
