@@ -6,7 +6,6 @@ with a JSON sidecar `dataset_tft_{ASSET}.json` (target definition, feature sets,
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from core.config import ExperimentConfig, Fold, SweepConfig, TrainingConfig, par
 from core.errors import DatasetError, DatasetExists
 from core.feature_sets import FEATURE_SETS, resolve_features
 from core.features import FEATURE_DOCS, TARGET_DEFINITION, WARMUP_ROWS, compute_features
-from core.files import write_bytes_atomic, write_json_atomic
+from core.files import file_sha256, write_bytes_atomic, write_json_atomic
 from core.names import check_safe_name
 from core.paths import ensure_inside
 from core.plan import plan_configs
@@ -319,11 +318,8 @@ def list_datasets(root: Path) -> list[DatasetInfo]:
 
 def list_stored_datasets(store: Store) -> list[DatasetInfo]:
     """The datasets of `store` (an object store's are fetched to this machine's data root first)."""
-    if not store.remote:
-        return list_datasets(store.root)
     assets = store.datasets()
-    for asset in assets:
-        store.fetch(dataset_dir(store.root, asset))
+    store.fetch_many([dataset_dir(store.root, asset) for asset in assets])
     return [info for info in list_datasets(store.root) if info.asset in assets]
 
 
@@ -376,14 +372,10 @@ def dataset_fingerprint(root: Path, asset: str) -> dict[str, Any]:
     path = dataset_path(root, asset)
     if not path.is_file():
         raise DatasetError(f"no dataset for asset {asset!r} at {path.relative_to(root)}")
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
     info = describe(asset, path, pd.read_parquet(path, columns=["date"]))
     return {
         "file": str(path.relative_to(root)),
-        "sha256": digest.hexdigest(),
+        "sha256": file_sha256(path),
         "rows": info.rows,
         "first_date": info.first_date,
         "last_date": info.last_date,
@@ -400,8 +392,8 @@ def check_fingerprint(root: Path, asset: str, recorded: dict[str, Any]) -> None:
     where = recorded.get("file") or str(path.relative_to(root))
     if not path.is_file():
         raise DatasetError(f"dataset {where} is missing")
-    found = dataset_fingerprint(root, asset)
-    if found["sha256"] != recorded.get("sha256"):
+    if file_sha256(path) != recorded.get("sha256"):
+        found = dataset_fingerprint(root, asset)  # rows and dates, for the message
         raise DatasetError(
             f"dataset {where} is not the one the sweep was trained on: sha256 {str(recorded.get('sha256'))[:12]}... "
             f"({recorded.get('rows')} rows, {recorded.get('first_date')}..{recorded.get('last_date')}) recorded, "

@@ -23,7 +23,6 @@ under the data root.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -36,8 +35,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from core.errors import StoreError
-from core.files import FILE_MODE, write_bytes_atomic
-from core.paths import resolve_inside
+from core.files import FILE_MODE, file_sha256, write_bytes_atomic
+from core.paths import ensure_inside, resolve_inside
 
 MANIFEST = "_manifest.json"
 CHUNK = 1 << 20
@@ -45,14 +44,6 @@ CHUNK = 1 << 20
 VERSION_REPORT_FILES = ("metrics.json", "run.json", "config.json", "test_predictions.csv")
 # What rebuilding or comparing a sweep reads of its folder (core.sweep_folder).
 SWEEP_INPUT_FILES = ("analysis_config.json", "sweep_runs.json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _published_files(folder: Path, skip: Callable[[PurePosixPath], bool]) -> list[PurePosixPath]:
@@ -89,9 +80,6 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def describe(self) -> str:
-        return str(self.root)
-
     # -- moving folders between this machine and the store (nothing to do on the disk) --------
 
     def publish(self, folder: Path) -> None:
@@ -101,6 +89,10 @@ class Store:
         """Bring the published `folder` (only `names` of it, when given) to the local disk.
         False when it is not published."""
         return folder.is_dir()
+
+    def fetch_many(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
+        """`fetch` for many folders at once; returns those that are published."""
+        return {folder for folder in folders if folder.is_dir()}
 
     def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
         """Bring what a report build reads of a sweep folder to the local disk: its published
@@ -157,9 +149,6 @@ class ObjectStore(Store):
         self.base = parse_store_url(url)
         self._filesystem = filesystem
         self._pid = os.getpid() if filesystem is not None else -1
-
-    def describe(self) -> str:
-        return f"{self.url} (cache {self.root})"
 
     @property
     def fs(self) -> Any:
@@ -218,12 +207,12 @@ class ObjectStore(Store):
 
     def _publish(self, folder: Path, skip: Callable[[PurePosixPath], bool], remove_missing: bool = False) -> None:
         before = self._manifest(folder) if remove_missing else None
-        files: dict[str, dict[str, Any]] = {}
-        for rel in _published_files(folder, skip):
-            local = folder / Path(rel)
-            key = f"{self.key(folder)}/{rel}"
-            self._call(f"uploading {key}", partial(self.fs.put_file, str(local), key))
-            files[str(rel)] = {"size": local.stat().st_size, "sha256": _sha256(local)}
+        locals_ = {str(rel): folder / Path(rel) for rel in _published_files(folder, skip)}
+        files = {rel: {"size": p.stat().st_size, "sha256": file_sha256(p)} for rel, p in locals_.items()}
+        if locals_:  # every file in concurrent requests (a report build writes a hundred)
+            lpaths = [str(p) for p in locals_.values()]
+            rpaths = [f"{self.key(folder)}/{rel}" for rel in locals_]
+            self._call(f"uploading {len(rpaths)} files to {self.key(folder)}", partial(self.fs.put, lpaths, rpaths))
         manifest = {"files": files, "published_at": datetime.now(UTC).isoformat(timespec="seconds")}
         body = json.dumps(manifest, indent=1, sort_keys=True).encode()
         self._call(f"writing {self._mkey(folder)}", lambda: self.fs.pipe_file(self._mkey(folder), body))
@@ -241,7 +230,7 @@ class ObjectStore(Store):
             folder = owners[0]
             manifest["files"][path.relative_to(folder).as_posix()] = {
                 "size": path.stat().st_size,
-                "sha256": _sha256(path),
+                "sha256": file_sha256(path),
             }
             body = json.dumps(manifest, indent=1, sort_keys=True).encode()
             self._call(f"writing {self._mkey(folder)}", lambda: self.fs.pipe_file(self._mkey(folder), body))
@@ -266,6 +255,7 @@ class ObjectStore(Store):
         wanted: list[tuple[Path, str, str]] = []  # (folder, file, temporary file)
         held: dict[Path, set[str]] = {}
         changed: set[Path] = set()
+        ensure_inside(self.root, *manifests)  # nothing is written through a planted link
         try:
             for folder, manifest in manifests.items():
                 local = _read_local_manifest(folder)
@@ -302,25 +292,33 @@ class ObjectStore(Store):
         pattern = f"{self.key(folder)}/folds/*/models/*/{MANIFEST}"
         keys = self._call(f"listing {pattern}", lambda: self.fs.glob(pattern))
         base = PurePosixPath(self.key(folder))
-        # Every version's manifest, then every missing file, in concurrent requests: a sweep of
-        # thousands of versions would otherwise pay round trips for each.
+        versions = [folder / Path(PurePosixPath(key).relative_to(base)).parent for key in keys]
+        fetched = self.fetch_many(versions, VERSION_REPORT_FILES)
+        # A version this machine holds that the store does not (removed there) is not the sweep's.
+        stale = {p.parent for p in folder.glob(f"folds/*/models/*/{MANIFEST}")} - fetched
+        ensure_inside(self.root, *stale)
+        for version in stale:
+            (version / MANIFEST).unlink()
+            for path in version.iterdir():
+                if path.is_file():
+                    path.unlink()
+        return found or bool(fetched)
+
+    def fetch_many(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
+        # Every manifest, then every missing file, in concurrent requests: thousands of folders
+        # would otherwise pay round trips for each.
+        by_key = {self._mkey(folder): folder for folder in folders}
+        keys = list(by_key)
         read = (
             self._call(f"reading {len(keys)} manifests", lambda: self.fs.cat(keys, on_error="return")) if keys else {}
         )
         manifests = {}
         for key, data in read.items():
-            version = folder / Path(PurePosixPath(key).relative_to(base)).parent
             if isinstance(data, bytes):  # else removed since the listing
-                manifests[version] = self._parsed(version, data)
-        for version in self._download(manifests, VERSION_REPORT_FILES):
-            self.fetch(version, VERSION_REPORT_FILES)  # re-published meanwhile: read it again
-        # A version this machine holds that the store does not (removed there) is not the sweep's.
-        for stale in {p.parent for p in folder.glob(f"folds/*/models/*/{MANIFEST}")} - set(manifests):
-            (stale / MANIFEST).unlink()
-            for path in stale.iterdir():
-                if path.is_file():
-                    path.unlink()
-        return found or bool(manifests)
+                manifests[by_key[key]] = self._parsed(by_key[key], data)
+        for folder in self._download(manifests, names):
+            self.fetch(folder, names)  # re-published meanwhile: read it again
+        return set(manifests)
 
     def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
         base = f"{self.key(folder)}/folds"
@@ -415,7 +413,7 @@ def _temporary(target: Path) -> str:
 
 
 def _matches(path: Path, entry: dict[str, Any]) -> bool:
-    return bool(path.stat().st_size == entry["size"] and _sha256(path) == entry["sha256"])
+    return bool(path.stat().st_size == entry["size"] and file_sha256(path) == entry["sha256"])
 
 
 def _has_size(path: Path, size: int) -> bool:

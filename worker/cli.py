@@ -32,6 +32,7 @@ from core.errors import (
 
 if TYPE_CHECKING:
     from app.settings import Settings
+    from core.store import Store
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -204,18 +205,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
 
 
-def _sweep_dir_arg(value: str, flag: str = "--sweep-dir") -> Path:
+def _sweep_dir_arg(value: str, current: Settings, flag: str = "--sweep-dir") -> Path:
     """A sweep folder on the disk, or `s3://...` under the store (fetched to the data root first)."""
-    path = _fetched_sweep(value, flag) if "://" in value else Path(value)
-    for name in ("analysis_config.json", "sweep_runs.json"):
+    from core.store import SWEEP_INPUT_FILES
+
+    path = _fetched_sweep(value, flag, current.store()) if "://" in value else Path(value)
+    for name in SWEEP_INPUT_FILES:
         if not (path / name).is_file():
             raise UsageError(f"{flag}: {path} is not a sweep folder (no {name})")
     return path.resolve()
 
 
-def _fetched_sweep(url: str, flag: str) -> Path:
+def _fetched_sweep(url: str, flag: str, store: Store) -> Path:
     """The local copy (in the data root) of the sweep folder at `url` in the object store."""
-    store = settings().store()
     if not store.remote:
         raise UsageError(f"{flag}: {url} is in an object store; set TFTSWEEP_STORE_URL to the store that holds it")
     base = f"{store.url}/"
@@ -227,9 +229,9 @@ def _fetched_sweep(url: str, flag: str) -> Path:
     return folder
 
 
-def _data_root(args: argparse.Namespace) -> Path:
+def _data_root(args: argparse.Namespace, current: Settings) -> Path:
     """`--data-dir` when given, else the settings' data root (`TFTSWEEP_DATA_DIR`)."""
-    return Path(args.data_dir).resolve() if getattr(args, "data_dir", None) else settings().data_root
+    return Path(args.data_dir).resolve() if getattr(args, "data_dir", None) else current.data_root
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
@@ -239,10 +241,11 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
 
     if args.alpha is not None and not 0 < args.alpha < 1:
         raise UsageError(f"--alpha: must be between 0 and 1, got {args.alpha}")
-    store = settings().store()
+    current = settings()
+    store = current.store()
     stored = "://" in args.sweep_dir
-    sweep = _sweep_dir_arg(args.sweep_dir)
-    root = _data_root(args)
+    sweep = _sweep_dir_arg(args.sweep_dir, current)
+    root = _data_root(args, current)
     if stored:  # its dataset comes from the store, and its reports go back there
         store.fetch(dataset_dir(store.root, read_analysis_config(sweep).asset))
     try:
@@ -267,24 +270,22 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     """Record a sweep folder the database does not know; a folder outside the data root is
     copied to its place there first."""
     import shutil
-    import tempfile
 
     from app.engine import adopt_folder
+    from core.files import publish_dir_atomic
     from core.paths import sweep_dir
     from core.sweep_folder import read_analysis_config
     from worker.local_sweep import open_database
 
-    source = _sweep_dir_arg(args.sweep_dir)
     current = settings()
+    source = _sweep_dir_arg(args.sweep_dir, current)
     analysis = read_analysis_config(source, args.asset)
     target = sweep_dir(current.data_root, analysis.asset, analysis.config.output_subdir)
     if target.resolve() != source:
         if target.exists():
             raise UsageError(f"--sweep-dir: {target} already holds a sweep folder; adopt that one or remove it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        shutil.copytree(source, staging, dirs_exist_ok=True)
-        staging.rename(target)
+        with publish_dir_atomic(target) as staging:
+            shutil.copytree(source, staging, dirs_exist_ok=True)
         print(f"copied {source} to {target}")
     adopted = adopt_folder(open_database(current.data_root, current.db_url), target, analysis.asset)
     if adopted is None:
@@ -300,7 +301,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if len(args.sweep_dir) < 2:
         raise UsageError("--sweep-dir: give at least two sweeps to compare")
-    sweeps = [_sweep_dir_arg(s) for s in args.sweep_dir]
+    current = settings()
+    sweeps = [_sweep_dir_arg(s, current) for s in args.sweep_dir]
     out = Path(args.out) if args.out else Path.cwd() / "compare"
     table, report = write_compare(sweeps, out, args.alpha)
     common = report["common"]

@@ -8,7 +8,6 @@ lifetime together with the per-process dataset caches.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from core.config import Fold, TrainingConfig
 from core.errors import DatasetError
+from core.files import file_sha256
 from core.paths import ensure_inside, version_dir
 from core.runs import RunOutcome, RunSpec
 
@@ -36,7 +36,7 @@ def _dataset(spec: RunSpec) -> tuple[str, Any]:
     cached = _frames.get(key)
     if cached is None or cached[0] != mtime:
         frame = load_dataset(Path(spec.data_root), spec.asset, spec.features)
-        _frames[key] = (mtime, hashlib.sha256(path.read_bytes()).hexdigest(), frame)
+        _frames[key] = (mtime, file_sha256(path), frame)
         cached = _frames[key]
     if spec.dataset_sha256 is not None and cached[1] != spec.dataset_sha256:
         raise DatasetError(

@@ -55,11 +55,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StudyExists)
     @app.exception_handler(DatasetExists)
     @app.exception_handler(Conflict)
-    async def exists(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
     @app.exception_handler(UnsafePath)
-    async def unsafe(_request: Request, exc: UnsafePath) -> JSONResponse:
+    async def exists(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(SweepFolderError)

@@ -356,12 +356,17 @@ def list_plots(
     summary="One plot as image/png",
 )
 def get_plot(
-    sweep_id: SweepId, name: str, session: SessionDep, tables: TablesDep, settings: SettingsDep, fold: FoldQuery = None
+    sweep_id: SweepId,
+    name: SafeName,
+    session: SessionDep,
+    tables: TablesDep,
+    settings: SettingsDep,
+    fold: FoldQuery = None,
 ) -> Response:
     """Streamed from the store (the data root, or the object store: no local copy)."""
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
-    if name not in {p.name for p in _plots(settings, sweep, fold)}:
+    if not name.endswith(".png"):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
     base = _folder(settings, sweep)
     path = (base / "folds" / fold / "plots" / name) if fold else (base / "plots" / name)
