@@ -86,7 +86,7 @@ def compare_sweeps(sweeps: list[Path], alpha: float | None = None) -> tuple[pd.D
             runs["fold"].isin(common_folds) & runs["seed"].isin(common_seeds) & runs["config_id"].isin(common_configs)
         )
         kept[label] = runs[keep]
-        ranking = build_config_ranking(runs[keep], alpha=alpha)
+        ranking = build_config_ranking(runs[keep], alpha=alpha, relative=False)
         ranking.insert(0, "sweep", label)
         tables.append(ranking)
         left_out[label] = {

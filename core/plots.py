@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from core import significance as sig
 from core.files import write_bytes_atomic
 from core.significance import paired_intervals
 
@@ -29,11 +30,11 @@ BASELINE = "#6c757d"
 UNSURE = "#b8c1cc"
 # A config's colour says its verdict against the baseline (core.significance).
 VERDICT_COLORS = {
-    "baseline": BASELINE,
-    "better": BETTER,
-    "worse": WORSE,
-    "indistinguishable": NEUTRAL,
-    "insufficient": UNSURE,
+    sig.BASELINE: BASELINE,
+    sig.BETTER: BETTER,
+    sig.WORSE: WORSE,
+    sig.INDISTINGUISHABLE: NEUTRAL,
+    sig.INSUFFICIENT: UNSURE,
 }
 
 
@@ -107,7 +108,7 @@ def plot_param_impact(summary: pd.DataFrame, title: str) -> Figure:
         return fig
     y = np.arange(len(summary))[::-1]
     delta = summary["avg_delta_rmse_vs_baseline"].to_numpy()
-    significant = summary["verdict"].isin(["better", "worse"]).to_numpy()
+    significant = summary["verdict"].isin([sig.BETTER, sig.WORSE]).to_numpy()
     low = np.nan_to_num(delta - summary["ci95_low"].to_numpy(), nan=0.0)
     high = np.nan_to_num(summary["ci95_high"].to_numpy() - delta, nan=0.0)
     ax.barh(

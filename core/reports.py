@@ -23,7 +23,7 @@ from core.files import write_bytes_atomic, write_text_atomic
 from core.plan import BASELINE_ID, format_value
 from core.runs import FLOAT_COLUMNS, INT_COLUMNS, RUN_COLUMNS
 from core.significance import BASELINE as VERDICT_BASELINE
-from core.significance import DEFAULT_ALPHA, grouped_values, holm, pair_statistics, verdicts
+from core.significance import DEFAULT_ALPHA, grouped_values, holm, pair_statistics, skill, verdicts
 
 # training_config columns beside the run columns; `seed` is already there (the run's seed).
 PARAM_COLUMNS: tuple[str, ...] = tuple(k for k in TRAINING_KEYS if k not in RUN_COLUMNS)
@@ -293,11 +293,6 @@ def json_rows(rows: list[dict[str, Any]]) -> Iterator[bytes]:
         yield b",\n" if i < last else b"\n]\n"
 
 
-def write_sweep_runs(directory: Path, records: list[dict[str, Any]]) -> None:
-    """`sweep_runs.csv` and `sweep_runs.json` under `directory`."""
-    SweepRunsFiles(records).write(directory)
-
-
 # -- ranking and impact ----------------------------------------------------------------------
 
 RANKING_COLUMNS = (
@@ -369,7 +364,6 @@ _CI = "95% paired t-interval of the mean delta (NaN with fewer than 2 pairs)"
 # Each ranking and impact-summary column: its JSON type and what it means (the API documents
 # them from here; docs/reports.md explains them at length).
 COLUMN_DOCS: dict[str, tuple[type, str]] = {
-    "fold": (str, "The fold (per-fold tables only)."),
     "rank": (int, "Position by robust_score, best first."),
     "config_id": (str, "`baseline`, `{param}={value}` or a candidate's name."),
     "param_name": (str, "The training_config key the variant changes (null for the baseline and candidates)."),
@@ -423,6 +417,7 @@ def build_config_ranking(
     alpha: float = DEFAULT_ALPHA,
     fold_ranking: pd.DataFrame | None = None,
     pairs: pd.DataFrame | None = None,
+    relative: bool = True,
 ) -> pd.DataFrame:
     """One row per config, sorted by `robust_score = mean_val_rmse + std_val_rmse` ascending.
 
@@ -436,8 +431,8 @@ def build_config_ranking(
     (`RANKING_SIGNIFICANCE_COLUMNS`, Holm over the table's rows, per fold with `per_fold`)
     and, at sweep level, the relative view (`RANKING_RELATIVE_COLUMNS`): error relative to
     the naive forecast, and the config's mean rank inside each fold (from `fold_ranking`,
-    this function's `per_fold` table, computed when not given). `pairs`: `baseline_pairs(runs)`,
-    when the caller has it.
+    this function's `per_fold` table, computed when not given; left out when not `relative`).
+    `pairs`: `baseline_pairs(runs)`, when the caller has it.
     """
     keys = _keys(per_fold)
     configs = runs.groupby(keys, sort=False)
@@ -466,17 +461,18 @@ def build_config_ranking(
     table = table.join(_against_baseline(pairs, keys), how="left")
     table = table.join(_against_naive(ok, keys, alpha), how="left")
     columns = [*RANKING_COLUMNS, *RANKING_SIGNIFICANCE_COLUMNS]
-    if not per_fold:
+    relative = relative and not per_fold
+    if relative:
         table = table.join(_relative_view(ok), how="left")
         columns += RANKING_RELATIVE_COLUMNS
     table = _sorted(table, "robust_score", per_fold)
     rank = table.groupby("fold", sort=False).cumcount() + 1 if per_fold else range(1, len(table) + 1)
     table.insert(0, "rank", rank)
     table["holm_pvalue"] = _holm_per_table(table, "_pvalue", per_fold)
+    table["n_pairs"] = table["_pairs"].fillna(0).astype(int)
     table["verdict"] = _verdicts(table, "delta_vs_baseline", alpha)
     table.loc[table["config_id"] == BASELINE_ID, "verdict"] = VERDICT_BASELINE
-    table["n_pairs"] = table["_pairs"].fillna(0).astype(int)
-    if not per_fold:
+    if relative:
         folds = (
             fold_ranking
             if fold_ranking is not None
@@ -508,7 +504,7 @@ def _against_naive(ok: pd.DataFrame, keys: list[str], alpha: float) -> pd.DataFr
     says they beat the naive forecast (runs without the test left out)."""
     tested = ok["test_dm_stat"].notna() & ok["test_dm_pvalue"].notna()
     better = ((ok["test_dm_stat"] < 0) & (ok["test_dm_pvalue"] < alpha)).astype("float64").where(tested)
-    frame = ok[keys].assign(_skill=ok["test_skill"], _better=better)
+    frame = ok[keys].assign(_skill=skill(ok["test_rmse"], ok["test_naive_rmse"]), _better=better)
     return frame.groupby(keys, sort=False).agg(mean_test_skill=("_skill", "mean"), dm_better_share=("_better", "mean"))
 
 
@@ -533,7 +529,7 @@ def _holm_per_table(table: pd.DataFrame, column: str, per_fold: bool) -> np.ndar
 
 
 def _verdicts(table: pd.DataFrame, mean_column: str, alpha: float) -> list[str]:
-    counts = table["_pairs"].fillna(0).astype(int).to_numpy()
+    counts = table["n_pairs"].to_numpy()
     return verdicts(counts, table[mean_column].to_numpy(), table["holm_pvalue"].to_numpy(), alpha)
 
 
@@ -659,7 +655,6 @@ def build_param_impact_summary(
             ci95_high=found["ci95_high"],
             min_detectable_delta=found["min_detectable_delta"],
             wilcoxon_pvalue=found["wilcoxon_pvalue"],
-            _pairs=found["n"],
         ).set_index(keys),
         how="left",
     )

@@ -238,6 +238,11 @@ def pair_statistics(groups: Groups) -> dict[str, np.ndarray]:
     }
 
 
+def skill(rmse: Any, naive_rmse: Any) -> Any:
+    """`1 - rmse / naive_rmse` (numbers or columns): above 0, better than the naive forecast."""
+    return 1 - rmse / naive_rmse
+
+
 def diebold_mariano(actual: np.ndarray, predicted: np.ndarray, naive: np.ndarray) -> tuple[float, float]:
     """The Harvey-Leybourne-Newbold corrected Diebold-Mariano statistic of the model against the
     naive forecast (squared-error loss; negative: the model's errors are smaller) and its
@@ -250,8 +255,3 @@ def diebold_mariano(actual: np.ndarray, predicted: np.ndarray, naive: np.ndarray
     dm = float(np.mean(loss)) / math.sqrt(variance / n)
     corrected = dm * math.sqrt((n - 1) / n)
     return corrected, float(2 * stats.t.sf(abs(corrected), n - 1))
-
-
-def as_float(value: Any) -> float:
-    """A table cell as a float (NaN when missing)."""
-    return float(value) if value is not None and not pd.isna(value) else math.nan

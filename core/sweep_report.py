@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from core.config import StatsConfig, SweepConfig
-from core.datasets import check_fingerprint, load_dataset
+from core.datasets import check_fingerprint, dataset_path, load_dataset
 from core.drift import drift_by_fold, drift_overall_summary
 from core.errors import DatasetError
 from core.feature_sets import resolve_features
@@ -78,8 +78,8 @@ def regenerate_sweep(
     records = read_run_records(sweep)
     if drift:
         frame, reason = load_drift_dataset(root, analysis), None
-    else:
-        frame, problem = drift_dataset(root, analysis)
+    else:  # not loaded: only whether it would have served
+        problem = _dataset_problem(root, analysis)
         frame, reason = None, "skipped (--no-drift)" + (f": {problem}" if problem else "")
     return write_sweep_reports(
         sweep, records, analysis, frame, drift_reason=reason, plots=plots, generated_at=generated_at
@@ -95,6 +95,18 @@ def load_drift_dataset(root: Path, analysis: SweepFolderConfig) -> pd.DataFrame:
     if analysis.dataset is not None:
         check_fingerprint(root, analysis.asset, analysis.dataset)
     return load_dataset(root, analysis.asset, analysis.config.features)
+
+
+def _dataset_problem(root: Path, analysis: SweepFolderConfig) -> str | None:
+    """Why the sweep's dataset under `root` could not serve drift (missing, or another one)."""
+    try:
+        if analysis.dataset is not None:
+            check_fingerprint(root, analysis.asset, analysis.dataset)
+        elif not dataset_path(root, analysis.asset).is_file():
+            raise DatasetError(f"dataset of {analysis.asset} is missing")
+    except DatasetError as exc:
+        return str(exc)
+    return None
 
 
 def check_report_folders(sweep: Path, config: SweepConfig) -> None:

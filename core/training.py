@@ -37,7 +37,7 @@ from core.datasets import check_fold_fits, fold_rows
 from core.errors import DatasetError, RunCancelled, RunFailed
 from core.feature_sets import KNOWN_FEATURES
 from core.files import dumps_json, publish_dir_atomic
-from core.significance import diebold_mariano
+from core.significance import diebold_mariano, skill
 
 TIME_IDX = "time_idx"
 
@@ -55,17 +55,20 @@ class RunResult:
     best_epoch: int
     epochs_trained: int
     train_seconds: float
-    test_skill: float
     test_dm_stat: float
     test_dm_pvalue: float
     n_val: int
     n_test: int
     history: list[dict[str, float]] = field(default_factory=list)
 
+    @property
+    def test_skill(self) -> float:
+        return float(skill(self.test_rmse, self.test_naive_rmse))
+
     def metrics(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("history")
-        return data
+        return {**data, "test_skill": self.test_skill}
 
 
 @dataclass(frozen=True)
@@ -337,7 +340,6 @@ def train_and_evaluate(
         best_epoch=history.best_epoch,
         epochs_trained=len(history.epochs),
         train_seconds=round(train_seconds, 3),
-        test_skill=1.0 - _rmse(test_pred - test_y) / _rmse(test_y),
         test_dm_stat=dm_stat,
         test_dm_pvalue=dm_pvalue,
         n_val=int(val_y.size),

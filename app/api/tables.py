@@ -15,12 +15,13 @@ from app.api.cache import BuildOnce, json_answer
 from app.db.models import RunState, Sweep
 from app.db.sweeps import run_counts, run_records, stored_config
 from core.reports import (
-    RANKING_RELATIVE_COLUMNS,
     build_config_ranking,
     build_param_impact_detail,
     build_param_impact_summary,
     runs_table,
+    split_by_fold,
 )
+from core.summary import best_config
 
 # What changes in a sweep, read with one primary-key lookup:
 # id, revision, status, updated_at, reports_at, continue_on_error.
@@ -78,8 +79,10 @@ class SweepTables:
         """As `config_ranking.csv` (of the sweep, or of `fold`: without the sweep level's relative view)."""
 
         def build() -> pd.DataFrame:
-            table = build_config_ranking(self.runs(sweep, fold), alpha=self.alpha(sweep))
-            return table.drop(columns=list(RANKING_RELATIVE_COLUMNS)) if fold is not None else table
+            runs, alpha = self.runs(sweep, fold), self.alpha(sweep)
+            if fold is None:
+                return build_config_ranking(runs, alpha=alpha)
+            return split_by_fold(build_config_ranking(runs, per_fold=True, alpha=alpha), [fold])[fold]
 
         return self.cache.get(self.key("ranking", sweep, fold), build)
 
@@ -98,9 +101,8 @@ class SweepTables:
         """The config with the lowest robust score so far (None before a run succeeded)."""
         if not self.counts(sweep)[RunState.SUCCEEDED]:
             return None
-        ranking = self.ranking(sweep, None)
-        ok = ranking[ranking["n_runs"] > 0]
-        return str(ok.iloc[0]["config_id"]) if len(ok) else None
+        best = best_config(self.ranking(sweep, None))
+        return str(best["config_id"]) if best is not None else None
 
     def answer(self, request: Request, key: tuple[Any, ...], build: Callable[[], bytes]) -> Response:
         """The cached JSON body for `key`, with an ETag (304 on `If-None-Match`)."""
