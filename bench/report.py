@@ -24,8 +24,8 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def _machine() -> list[str]:
-    found = next((r for r in map(load, SECTIONS_BY_NAME) if r), None)
+def _machine(results: list[dict[str, Any] | None]) -> list[str]:
+    found = next((r for r in results if r), None)
     if not found:
         return []
     m = found["machine"]
@@ -168,17 +168,27 @@ GPU_NOT_MEASURED = (
     "`--concurrency` (runs per GPU) stays at 1."
 )
 
-# (result file, section title, how its rows read)
-SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[str]]], ...] = (
-    ("overhead", "## 1. Overhead per run (target: server ≤ 1.10 × plain script)", _overhead),
-    ("scaling", "## 2. Scaling with workers (target: ≥ 1.4× runs per hour)", _scaling),
-    ("dataset_reuse", "## 3. Dataset reuse", _dataset_reuse),
-    ("reports", "## 4. Reports (targets: 100,000 runs < 3 s without plots; 1,000 runs with plots < 15 s)", _reports),
-    ("api", "## 5. API (targets: p95 < 50 ms with 10,000 runs; POST of a 5,000-run plan < 1 s)", _api),
-    ("gpu_packing", "## 6. GPU packing", _gpu_packing),
-    ("store", "## 7. Object store (cost per run against the local disk)", _store),
+NOT_MEASURED = "Not measured yet."
+# (result file, section title, how its rows read, what stands there without a result)
+SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[str]], str], ...] = (
+    ("overhead", "## 1. Overhead per run (target: server ≤ 1.10 × plain script)", _overhead, NOT_MEASURED),
+    ("scaling", "## 2. Scaling with workers (target: ≥ 1.4× runs per hour)", _scaling, NOT_MEASURED),
+    ("dataset_reuse", "## 3. Dataset reuse", _dataset_reuse, NOT_MEASURED),
+    (
+        "reports",
+        "## 4. Reports (targets: 100,000 runs < 3 s without plots; 1,000 runs with plots < 15 s)",
+        _reports,
+        NOT_MEASURED,
+    ),
+    (
+        "api",
+        "## 5. API (targets: p95 < 50 ms with 10,000 runs; POST of a 5,000-run plan < 1 s)",
+        _api,
+        NOT_MEASURED,
+    ),
+    ("gpu_packing", "## 6. GPU packing", _gpu_packing, GPU_NOT_MEASURED),
+    ("store", "## 7. Object store (cost per run against the local disk)", _store, NOT_MEASURED),
 )
-SECTIONS_BY_NAME = tuple(name for name, _, _ in SECTIONS)
 
 
 def main() -> None:
@@ -189,11 +199,11 @@ def main() -> None:
         "(`make bench` runs every benchmark, then this). Medians of the repeats shown; every figure beside "
         "its target and the reference measured in the same run.",
         "",
-        *_machine(),
     ]
-    for name, title, render in SECTIONS:
-        result = load(name)
-        missing = GPU_NOT_MEASURED if name == "gpu_packing" else "Not measured yet."
+    results = {name: load(name) for name, *_ in SECTIONS}
+    lines += _machine(list(results.values()))
+    for name, title, render, missing in SECTIONS:
+        result = results[name]
         lines += [title, "", *(render(result) if result else [missing, ""])]
     notes = Path("bench/NOTES.md")
     if notes.is_file():
