@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from datetime import date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -23,9 +25,13 @@ from core.feature_sets import FEATURE_SETS
 from core.names import SafeName
 
 M = TypeVar("M", bound=BaseModel)
+H = TypeVar("H", bound=Hashable)
 
 DEFAULT_MAX_RUNS = 10_000  # the plan size cap (a server setting: TFTSWEEP_MAX_RUNS)
 MAX_LIST = 1000  # any list in a config: folds, seeds, values, candidates, features
+# The most problems one refusal lists: a 1 MiB body of unknown keys would otherwise answer
+# tens of megabytes of errors (each names every known key).
+MAX_ERRORS = 100
 
 
 def _check_yyyymmdd(value: str) -> str:
@@ -46,8 +52,14 @@ def parse_date(value: str) -> date:
 
 
 class StrictModel(BaseModel):
-    # strict: no "3" for 3, no 1.5 for an int, no true for an int; extra: no silent typos.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # strict: no "3" for 3, no 1.5 for an int, no true for an int; extra: no silent typos;
+    # no NaN or infinity in a float (a model built in code; raw JSON is walked by `non_finite`).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+def duplicates(values: Iterable[H]) -> list[H]:
+    """The values that occur more than once, in first-seen order (one pass, a Counter)."""
+    return [v for v, n in Counter(values).items() if n > 1]
 
 
 class TrainingConfig(StrictModel):
@@ -129,8 +141,7 @@ class WalkForward(StrictModel):
     @field_validator("folds")
     @classmethod
     def _unique_names(cls, folds: list[Fold]) -> list[Fold]:
-        names = [f.name for f in folds]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(duplicates(f.name for f in folds))
         if dupes:
             raise ValueError(f"duplicate fold names: {dupes}")
         return folds
@@ -188,7 +199,7 @@ class ExperimentConfig(StrictModel):
             return value
         if not value:
             raise ValueError("an explicit feature list must not be empty")
-        dupes = sorted({f for f in value if value.count(f) > 1})
+        dupes = sorted(duplicates(value))
         if dupes:
             raise ValueError(f"duplicate feature columns: {dupes}")
         reserved = {"date", "asset", "target", "time_idx"} & set(value)
@@ -199,7 +210,8 @@ class ExperimentConfig(StrictModel):
     @field_validator("replica_seeds")
     @classmethod
     def _seeds(cls, value: list[int]) -> list[int]:
-        dupes = sorted({s for s in value if value.count(s) > 1})
+        # Strict ints only (no bools, no floats), so equal values are equal seeds.
+        dupes = sorted(duplicates(value))
         if dupes:
             raise ValueError(f"duplicate seeds: {dupes}")
         bad = [s for s in value if s < 0 or s > 2**32 - 1]
@@ -274,24 +286,28 @@ def _check_param_ranges(data: dict[str, Any]) -> list[FieldError]:
         return []  # the schema reports the wrong type
     errors: list[FieldError] = []
     for key, values in ranges.items():
-        where = f"param_ranges.{key}"
+        where = f"param_ranges.{path_key(key)}"
         problem = check_training_key(key, where, "swept")
         if problem is not None:
             errors.append(problem)
             continue
-        if not isinstance(values, list):
-            continue  # the schema reports it
+        if not isinstance(values, list) or len(values) > MAX_LIST:
+            continue  # the schema reports it (a list too long is refused before its items are read)
         if not values:
             errors.append(FieldError(where, "the list of values is empty"))
             continue
         normalised: list[Any] = []
         for i, value in enumerate(values):
+            if _is_non_finite(value):
+                continue  # reported by `non_finite`
             taken, why = check_training_value(key, value)
             if why is None:
                 normalised.append(taken)
             else:
                 errors.append(FieldError(f"{where}[{i}]", why))
-        dupes = sorted({json.dumps(v) for v in normalised if normalised.count(v) > 1})
+        # One key's normalised values share a type (1 and 1.0 cannot both be there), so
+        # equal values are the same setting; spelled as JSON to sort None among numbers.
+        dupes = sorted(json.dumps(v) for v in duplicates(normalised))
         if dupes:
             errors.append(FieldError(where, f"duplicate values: {', '.join(dupes)}"))
     return errors
@@ -299,8 +315,8 @@ def _check_param_ranges(data: dict[str, Any]) -> list[FieldError]:
 
 def _check_candidates(data: dict[str, Any]) -> list[FieldError]:
     candidates = data.get("configs")
-    if not isinstance(candidates, list):
-        return []  # the schema reports the wrong type
+    if not isinstance(candidates, list) or len(candidates) > MAX_LIST:
+        return []  # the schema reports the wrong type or the length
     errors: list[FieldError] = []
     names: set[str] = set()
     for i, cand in enumerate(candidates):
@@ -322,6 +338,8 @@ def _check_candidates(data: dict[str, Any]) -> list[FieldError]:
         if "seed" in params:
             errors.append(FieldError(f"{where}.params.seed", "seed cannot be set per config: replica_seeds sets it"))
             continue
+        if any(_is_non_finite(v) for v in params.values()):
+            continue  # reported by `non_finite`; the other keys are checked once it is fixed
         try:
             TrainingConfig.model_validate(params)
         except ValidationError as exc:
@@ -329,27 +347,90 @@ def _check_candidates(data: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
+def _is_non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def non_finite(data: Any) -> list[FieldError]:
+    """Every NaN or infinite number anywhere in parsed JSON, by its path, in document order.
+
+    Python's JSON reader (the API's and the CLI's) takes `NaN`, `Infinity` and an
+    overflowing literal such as `1e309` (read as inf); no config means any of them, and
+    free-form parts (`configs[].source`, categorical `choices`) have no schema to refuse
+    them, so the raw data is checked as a whole: serialised once, and walked (iteratively,
+    the depth is the body's, not Python's stack) only to find the paths of what it holds.
+    """
+    if not isinstance(data, dict | list):
+        return [FieldError("(root)", f"must be a finite number (got {data!r})")] if _is_non_finite(data) else []
+    try:
+        json.dumps(data, allow_nan=False)  # C speed: the common case, all finite, costs no walk
+        return []
+    except (ValueError, TypeError, RecursionError):
+        pass  # a non-finite number somewhere (or data not from JSON): find where
+    found: list[tuple[Any, float]] = []
+    # Depth first in document order: a stack of (the container's items left, where it is);
+    # `where` links back to the parent's, (parent_where, key), so no path is copied.
+    stack: list[tuple[Iterator[tuple[Any, Any]], Any]] = [(_items(data), None)]
+    while stack:
+        items, where = stack[-1]
+        for key, value in items:
+            if isinstance(value, dict | list):
+                stack.append((_items(value), (where, key)))
+                break
+            if isinstance(value, float) and not math.isfinite(value):
+                found.append(((where, key), value))
+        else:
+            stack.pop()
+    errors = []
+    for where, value in found:
+        parts: list[int | str] = []
+        while where is not None:
+            where, key = where
+            parts.append(key if isinstance(key, int) else str(key))
+        errors.append(FieldError(loc_path(tuple(reversed(parts))), f"must be a finite number (got {value!r})"))
+    return errors
+
+
+def _items(container: Any) -> Iterator[tuple[Any, Any]]:
+    return iter(container.items()) if isinstance(container, dict) else enumerate(container)
+
+
 def validate_config(model: type[M], data: Any, checks: Callable[[dict[str, Any]], list[FieldError]]) -> M:
     """Validate parsed JSON as `model` and run the cross-field `checks` on the same data.
 
     The checks read the raw data, so they run even when the schema finds problems: every
-    entry point (API, `plan`, `sweep`, `hpo`) reports the same complete list.
+    entry point (API, `plan`, `sweep`, `hpo`) reports the same complete list (its first
+    `MAX_ERRORS` problems). A non-finite number is reported once, as such, wherever it is.
 
     Raises:
         InvalidSweepConfig: with one field-named error per problem.
     """
     if not isinstance(data, dict):
         raise InvalidSweepConfig([FieldError("(root)", f"expected a JSON object, got {type(data).__name__}")])
-    errors: list[FieldError] = []
+    errors = non_finite(data)
+    seen = set(errors)
+    reported = {e.field for e in errors}
     config = None
     try:
         config = model.model_validate(data)
     except ValidationError as exc:
-        errors = field_errors(exc)
-    errors += [e for e in checks(data) if e not in errors]
+        schema_errors = field_errors(exc)
+    else:
+        schema_errors = []
+    for error in schema_errors + checks(data):
+        # The schema's own word on a non-finite float ("finite number") would say it twice.
+        if error not in seen and error.field not in reported:
+            seen.add(error)
+            errors.append(error)
     if errors or config is None:
-        raise InvalidSweepConfig(errors)
+        raise InvalidSweepConfig(_at_most(errors, MAX_ERRORS))
     return config
+
+
+def _at_most(errors: list[FieldError], limit: int) -> list[FieldError]:
+    if len(errors) <= limit:
+        return errors
+    return [*errors[:limit], FieldError("(more)", f"{len(errors) - limit} more problems are not listed")]
 
 
 def validate_sweep_config(data: Any) -> SweepConfig:
@@ -367,11 +448,25 @@ def parse_json_text(text: str | bytes) -> Any:
         ) from None
     except UnicodeDecodeError as exc:
         raise InvalidSweepConfig([FieldError("(json)", f"not UTF-8 text: {exc.reason}")]) from None
+    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits; nesting deeper than Python's stack
+        raise InvalidSweepConfig([FieldError("(json)", f"invalid JSON: {exc}")]) from None
 
 
 def load_sweep_config(text: str | bytes) -> SweepConfig:
     """Parse and validate a sweep config from JSON text."""
     return validate_sweep_config(parse_json_text(text))
+
+
+def path_key(key: object) -> str:
+    """A key as an error's path spells it. A string UTF-8 cannot carry (a lone surrogate,
+    which JSON's `\\ud800` escape can make) is backslash-escaped: an answer naming it
+    could not be sent otherwise."""
+    text = str(key)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def loc_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
@@ -382,7 +477,7 @@ def loc_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
+            path += f".{path_key(part)}" if path else path_key(part)
     return path or "(root)"
 
 
@@ -404,7 +499,7 @@ def _clean_message(err: Any) -> str:
 def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     seen: set[tuple[str, str]] = set()
     errors: list[FieldError] = []
-    for err in exc.errors():
+    for err in exc.errors(include_url=False):  # no per-error URL: a 1 MiB body can hold 100k errors
         item = (loc_path(tuple(err["loc"]), prefix), _clean_message(err))
         if item not in seen:
             seen.add(item)
@@ -413,4 +508,4 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
 
 
 def first_message(exc: ValidationError) -> str:
-    return _clean_message(exc.errors()[0])
+    return _clean_message(exc.errors(include_url=False)[0])

@@ -110,7 +110,7 @@ def make_sampler(config: HpoConfig) -> optuna.samplers.BaseSampler:
     if s.type == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.type == "grid":
-        grid = {name: param.grid() for name, param in config.search_space.items()}
+        grid = config.grid()  # its size checked before any value is listed
         return optuna.samplers.GridSampler(grid, seed=s.seed)
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
 

@@ -5,26 +5,48 @@ Free of optuna, so the API validates studies without importing the ML stack.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from core.config import (
+    DEFAULT_MAX_RUNS,
+    MAX_LIST,
     ExperimentConfig,
     StrictModel,
     check_training_key,
     check_training_value,
     parse_json_text,
+    path_key,
     validate_config,
 )
 from core.errors import FieldError
 from core.names import SafeName
 
+# The most points a grid search may have. Optuna's GridSampler lists the whole product
+# up front, and no study runs more than 10,000 trials (`n_trials`), so a grid over the plan
+# cap could never be visited anyway.
+MAX_GRID_POINTS = DEFAULT_MAX_RUNS
+# Slack on a float grid's last step, so 0.3 / 0.1 (2.9999999999999996) still counts 4 points.
+_GRID_EPS = Fraction(1, 10**9)
+
 
 def _number(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"must be a number, not {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number (got {value!r})")
     return value
+
+
+def count_text(n: int) -> str:
+    """`n` with thousands separators; past 15 digits its order of magnitude (Python refuses
+    to spell an int of over 4300 digits, and nobody reads one)."""
+    if n < 10**15:
+        return f"{n:,}"
+    return f"about 10^{int(n.bit_length() * math.log10(2))}"
 
 
 # A bound or step: an int or a float, checked as one (no separate error per kind of number).
@@ -39,7 +61,7 @@ class SearchParam(StrictModel):
     high: Number | None = None
     log: bool = False
     step: Number | None = None
-    choices: list[Any] | None = None
+    choices: Annotated[list[Any], Field(max_length=MAX_LIST)] | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> SearchParam:
@@ -67,17 +89,42 @@ class SearchParam(StrictModel):
             raise ValueError("step must be positive")
         return self
 
+    def grid_size(self) -> int:
+        """How many values a grid search visits, from arithmetic alone (nothing is listed).
+
+        Exact rationals, so no step is too small and no bound too large to count: a float
+        dimension has floor((high - low) / step) + 1 points, its last at or below `high`.
+
+        Raises:
+            ValueError: a float dimension without a `step`.
+        """
+        if self.type == "categorical":
+            return len(self.choices or [])
+        assert self.low is not None and self.high is not None
+        if self.type == "int":
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+        if self.step is None:
+            raise ValueError("a float dimension needs a 'step' for grid search")
+        span = Fraction(self.high) - Fraction(self.low)
+        return math.floor(span / Fraction(self.step) + _GRID_EPS) + 1
+
     def grid(self) -> list[Any]:
-        """The values a grid search visits; floats need a step."""
+        """The values a grid search visits; floats need a step.
+
+        Raises:
+            ValueError: no step for a float, or more than `MAX_GRID_POINTS` values (counted
+                before any is listed).
+        """
+        count = self.grid_size()
+        if count > MAX_GRID_POINTS:
+            raise ValueError(grid_over_cap(count))
         if self.type == "categorical":
             return list(self.choices or [])
         assert self.low is not None and self.high is not None
         if self.type == "int":
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        if self.step is None:
-            raise ValueError("a float dimension needs a 'step' for grid search")
-        count = round((self.high - self.low) / self.step)
-        return [round(self.low + i * self.step, 12) for i in range(count + 1)]
+        assert self.step is not None
+        return [round(self.low + i * self.step, 12) for i in range(count)]
 
     def bounds(self) -> list[Any]:
         """The values to check against the training config's own limits."""
@@ -94,6 +141,15 @@ class PrunerConfig(StrictModel):
     type: Literal["median", "none"] = "median"
     n_startup_trials: int = Field(2, ge=0, description="Trials completed before pruning starts.")
     n_warmup_steps: int = Field(1, ge=0, description="Steps (epochs) of a trial before it can be pruned.")
+
+
+def grid_over_cap(points: int, factors: list[int] | None = None) -> str:
+    """Why a grid of `points` (the product of `factors`, one per dimension) is refused."""
+    product = " x ".join(count_text(n) for n in factors) + " = " if factors and len(factors) > 1 else ""
+    return (
+        f"a grid of {product}{count_text(points)} points is over the cap of {MAX_GRID_POINTS:,} "
+        "(no study runs more trials); use a coarser step, fewer choices, or the tpe or random sampler"
+    )
 
 
 class HpoConfig(ExperimentConfig):
@@ -120,6 +176,20 @@ class HpoConfig(ExperimentConfig):
             raise ValueError("search_space must name at least one parameter")
         return value
 
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid sampler's search space: every dimension's values, the size of the whole
+        product checked from arithmetic first (validation refuses a larger one, so this only
+        guards a config built in code).
+
+        Raises:
+            ValueError: a float dimension without a step, or a grid over `MAX_GRID_POINTS`.
+        """
+        sizes = [param.grid_size() for param in self.search_space.values()]
+        points = math.prod(sizes)
+        if points > MAX_GRID_POINTS:
+            raise ValueError(grid_over_cap(points, sizes))
+        return {name: param.grid() for name, param in self.search_space.items()}
+
 
 def parallel_trials_ok(storage_url: str | None) -> bool:
     """Trials may run on many workers at once only with a server database (not SQLite)."""
@@ -143,8 +213,9 @@ def _check_search_space(data: dict[str, Any]) -> list[FieldError]:
     sampler = data.get("sampler")
     grid = isinstance(sampler, dict) and sampler.get("type") == "grid"
     errors: list[FieldError] = []
+    sizes: list[int] = []
     for key, raw in space.items():
-        where = f"search_space.{key}"
+        where = f"search_space.{path_key(key)}"
         problem = check_training_key(key, where, "searched")
         if problem is not None:
             errors.append(problem)
@@ -154,14 +225,24 @@ def _check_search_space(data: dict[str, Any]) -> list[FieldError]:
         except ValidationError:
             continue  # the schema reports it
         for value in param.bounds():
+            if isinstance(value, float) and not math.isfinite(value):
+                continue  # reported as not finite, by its path
             _, why = check_training_value(key, value)
             if why is not None:
                 errors.append(FieldError(where, f"value {value!r}: {why}"))
         if grid:
+            # Counted, never listed: a step of 1e-300 is a count, not 5e299 values in memory.
             try:
-                param.grid()
+                size = param.grid_size()
             except ValueError as exc:
                 errors.append(FieldError(where, str(exc)))
+                continue
+            if size > MAX_GRID_POINTS:
+                errors.append(FieldError(where, grid_over_cap(size)))
+            sizes.append(size)
+    points = math.prod(sizes)
+    if grid and len(sizes) > 1 and points > MAX_GRID_POINTS and max(sizes) <= MAX_GRID_POINTS:
+        errors.append(FieldError("search_space", grid_over_cap(points, sizes)))
     return errors
 
 
@@ -175,6 +256,7 @@ def load_hpo_config(text: str | bytes) -> HpoConfig:
 
 
 __all__ = [
+    "MAX_GRID_POINTS",
     "HpoConfig",
     "PrunerConfig",
     "SamplerConfig",

@@ -79,7 +79,8 @@ def _param_ranges(old: SweepConfig, new: SweepConfig) -> list[MergeViolation]:
         if name not in new.param_ranges:
             out.append(MergeViolation(path, old_values, None, "a swept parameter may not be removed"))
             continue
-        new_norm = _normalised(new, name, new.param_ranges[name])
+        # A set: one key's normalised values share a type, so equality is sameness (linear, not n x m).
+        new_norm = set(_normalised(new, name, new.param_ranges[name]))
         removed = [v for v, n in zip(old_values, _normalised(old, name, old_values), strict=True) if n not in new_norm]
         if removed:
             out.append(
@@ -109,7 +110,8 @@ def _folds(old: SweepConfig, new: SweepConfig) -> list[MergeViolation]:
 
 
 def _seeds(old: SweepConfig, new: SweepConfig) -> list[MergeViolation]:
-    removed = [s for s in old.seeds if s not in new.seeds]
+    new_seeds = set(new.seeds)
+    removed = [s for s in old.seeds if s not in new_seeds]
     if removed:
         return [MergeViolation("replica_seeds", old.seeds, new.seeds, f"seeds may not be removed: {removed}")]
     return []

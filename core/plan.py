@@ -85,6 +85,49 @@ def run_key_for(training: TrainingConfig, fold: Fold, seed: int, features: list[
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class PlanSize:
+    """How many configs, folds, seeds and runs a plan has, counted without building it."""
+
+    configs: int
+    folds: int
+    seeds: int
+
+    @property
+    def runs(self) -> int:
+        return self.configs * self.folds * self.seeds
+
+    def __str__(self) -> str:
+        return f"{self.configs:,} configs x {self.folds:,} folds x {self.seeds:,} seeds = {self.runs:,} runs"
+
+
+def plan_size(config: SweepConfig) -> PlanSize:
+    """The size of `expand_sweep(config)`'s plan, from arithmetic: one pass over the values.
+
+    A swept value equal to the baseline's is the baseline itself (as `plan_configs` has it).
+    The raw value is compared: strict validation makes it the normalised one's equal (an int
+    for a float key is that float; nothing else converts), and the schema refused duplicates.
+    """
+    base = config.training_config
+    variants = sum(1 for name, values in config.param_ranges.items() for v in values if v != getattr(base, name))
+    folds = len(config.walk_forward.folds) if config.walk_forward.enabled else 1
+    return PlanSize(1 + variants + len(config.configs), folds, len(config.replica_seeds) or 1)
+
+
+def check_plan_size(config: SweepConfig, max_runs: int | None = None) -> PlanSize:
+    """The plan's size, checked against the cap before anything is built or read.
+
+    Raises:
+        InvalidSweepConfig: the plan exceeds `max_runs` (default `DEFAULT_MAX_RUNS`); the
+            message states its size.
+    """
+    cap = DEFAULT_MAX_RUNS if max_runs is None else max_runs
+    size = plan_size(config)
+    if size.runs > cap:
+        raise InvalidSweepConfig([FieldError("(plan)", f"{size}, over the cap of {cap:,}")])
+    return size
+
+
 def plan_configs(config: SweepConfig) -> list[PlannedConfig]:
     """Baseline first, then each OFAT variant in `param_ranges` order, then explicit candidates."""
     base = config.training_config
@@ -127,21 +170,10 @@ def expand_sweep(config: SweepConfig, max_runs: int | None = None) -> SweepPlan:
         InvalidSweepConfig: the plan exceeds `max_runs` (default `DEFAULT_MAX_RUNS`),
             or two configs train identical parameters.
     """
-    cap = DEFAULT_MAX_RUNS if max_runs is None else max_runs
+    check_plan_size(config, max_runs)  # before a single config is built
     configs = plan_configs(config)
     folds = config.folds
     seeds = config.seeds
-    total = len(configs) * len(folds) * len(seeds)
-    if total > cap:
-        raise InvalidSweepConfig(
-            [
-                FieldError(
-                    "(plan)",
-                    f"{len(configs)} configs x {len(folds)} folds x {len(seeds)} seeds = {total} runs, "
-                    f"over the cap of {cap}",
-                )
-            ]
-        )
     features = resolve_features(config.features)
     runs = [
         PlannedRun(

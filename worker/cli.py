@@ -79,10 +79,11 @@ def read_text_file(path: str, field: str) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     from core.datasets import check_asset, check_dataset_for_sweep, dataset_dir
     from core.merge import validate_merge
-    from core.plan import expand_sweep
+    from core.plan import check_plan_size, expand_sweep
 
     config = load_sweep_config(config_text(args.config_json, "sweep"))
     current = settings()
+    check_plan_size(config, current.max_runs)  # arithmetic, before the dataset is read
     if args.asset:
         current.store().fetch(dataset_dir(current.data_root, check_asset(args.asset)))
         check_dataset_for_sweep(current.data_root, args.asset, config)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.config import validate_sweep_config
 from core.errors import InvalidSweepConfig
-from core.plan import expand_sweep
+from core.plan import check_plan_size, expand_sweep, plan_size
 from tests.utils.configs import sweep_dict
 
 
@@ -83,5 +86,35 @@ def test_plan_cap_default_is_the_documented_one() -> None:
     from core.config import DEFAULT_MAX_RUNS
 
     wide = sweep_dict(param_ranges={"hidden_size": list(range(1, 1000))}, replica_seeds=[1, 2, 3, 4, 5, 6])
-    with pytest.raises(InvalidSweepConfig, match=f"= 11988 runs, over the cap of {DEFAULT_MAX_RUNS}"):
+    with pytest.raises(InvalidSweepConfig, match=f"= 11,988 runs, over the cap of {DEFAULT_MAX_RUNS:,}"):
         expand_sweep(validate_sweep_config(wide))
+
+
+# Values around each kind of key's baseline (sweep_dict's): ints, floats given as ints,
+# optional ints, literals; drawn unique, so the schema accepts every list.
+_values_by_key = {
+    "hidden_size": st.lists(st.integers(1, 64), min_size=1, max_size=6, unique=True),
+    "dropout": st.lists(st.sampled_from([0, 0.1, 0.2, 0.5]), min_size=1, max_size=4, unique=True),
+    "weight_decay": st.lists(st.sampled_from([0, 1, 0.001]), min_size=1, max_size=3, unique=True),
+    "limit_train_batches": st.lists(st.sampled_from([None, 1, 4]), min_size=1, max_size=3, unique=True),
+    "loss": st.lists(st.sampled_from(["rmse", "mae", "quantile"]), min_size=1, max_size=3, unique=True),
+}
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None)
+@given(
+    ranges=st.fixed_dictionaries({}, optional=_values_by_key),
+    seeds=st.lists(st.integers(0, 99), max_size=3, unique=True),
+    candidates=st.integers(0, 2),
+)
+def test_plan_size_counts_what_expand_sweep_builds(
+    ranges: dict[str, list[Any]], seeds: list[int], candidates: int
+) -> None:
+    configs = [{"name": f"cand_{i}", "params": {"hidden_size": 100 + i}} for i in range(candidates)]
+    config = validate_sweep_config(sweep_dict(param_ranges=ranges, replica_seeds=seeds, configs=configs))
+    plan = expand_sweep(config)
+    size = plan_size(config)
+    assert (size.configs, size.folds, size.seeds) == (len(plan.configs), len(plan.folds), len(plan.seeds))
+    assert size.runs == len(plan.runs)
+    with pytest.raises(InvalidSweepConfig, match=f"= {size.runs:,} runs, over the cap of {size.runs - 1:,}"):
+        check_plan_size(config, max_runs=size.runs - 1)
