@@ -95,6 +95,11 @@ class DatasetError(TftsweepError):
         self.field = field
 
 
+class DatasetTooLarge(DatasetError):
+    """An imported file larger, once decoded, than the server accepts (rows, columns or
+    bytes); found from its metadata or header before its data are decoded."""
+
+
 class StoreError(TftsweepError):
     """The object store cannot be reached, refuses a request, or holds a folder that keeps
     changing while it is read (the message names the object and the cause)."""

@@ -6,10 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from fastapi import Path as PathParam
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep
 from app.api.models import DatasetPublic, DatasetsPublic, ErrorPublic
-from core.datasets import import_dataset_parquet, import_ohlcv_csv, import_to_store, list_stored_datasets
+from core.datasets import (
+    DatasetLimits,
+    import_dataset_parquet,
+    import_ohlcv_csv,
+    import_to_store,
+    list_stored_datasets,
+)
 from core.names import SafeName
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -35,6 +42,11 @@ def get_datasets(settings: SettingsDep) -> DatasetsPublic:
     response_model=DatasetPublic,
     responses={
         409: {"model": ErrorPublic, "description": "The asset has a dataset and `replace` was not asked."},
+        413: {
+            "model": ErrorPublic,
+            "description": "The upload's bytes, or its rows, columns or decoded bytes (counted before decoding), "
+            "are over the server's limits; the message names the count, the cap and its setting.",
+        },
         422: {"model": ErrorPublic, "description": "Bad asset name or bad data; the message says what."},
     },
     summary="Upload a daily OHLCV CSV (built like `tftsweep dataset import`) or a ready dataset parquet",
@@ -58,7 +70,13 @@ async def upload_dataset(
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload larger than {settings.max_upload_bytes} bytes")
     origin = f"upload:{file.filename or 'unnamed'}"
     importer = import_dataset_parquet if data[:4] == PARQUET_MAGIC else import_ohlcv_csv
-    info = import_to_store(
-        settings.store(), asset, lambda root: importer(root, asset, data, origin=origin, replace=replace)
+    limits = DatasetLimits(settings.max_dataset_rows, settings.max_dataset_columns, settings.max_dataset_bytes)
+    # Decoding and validating take CPU: on a worker thread (of the API's bounded pool), never
+    # on the event loop, where they would stall every other request until done.
+    info = await run_in_threadpool(
+        import_to_store,
+        settings.store(),
+        asset,
+        lambda root: importer(root, asset, data, origin=origin, replace=replace, limits=limits),
     )
     return _public(info)
