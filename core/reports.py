@@ -8,6 +8,7 @@ rebuilt at any time from `sweep_runs.json` without training.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from functools import partial
 from operator import itemgetter
@@ -148,13 +149,31 @@ def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 _CSV_SPECIAL = ',"\n'
+# A spreadsheet reads a cell that starts with one of these as a formula (CSV injection): a
+# column named `=HYPERLINK(...)` would come back live. OWASP's remedy: a leading `'` in a quoted
+# cell (OWASP's characters, and NUL as ASVS 1.2.10 adds). Numbers (`-0.5`, `+1e-05`) are left
+# alone: they start with a sign, not a formula.
+_FORMULA_START = frozenset("=+-@\t\r\x00")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# Such a first character in a column's cells joined with a unit separator before each (`_needs_field`).
+_STARTS_FORMULA = re.compile("\x1f[=+\\-@\t\r\x00]")
 
 
 def _csv_field(text: str) -> str:
-    """A CSV field quoted as the csv module's QUOTE_MINIMAL does (pandas' default)."""
+    """A CSV field quoted as the csv module's QUOTE_MINIMAL does (pandas' default); text a
+    spreadsheet would run as a formula is escaped as OWASP describes (`'` first, quoted)."""
+    if text[:1] in _FORMULA_START and not (text[0] in "+-" and _NUMBER.fullmatch(text)):
+        return "\"'" + text.replace('"', '""') + '"'
     if any(c in text for c in _CSV_SPECIAL):
         return '"' + text.replace('"', '""') + '"'
     return text
+
+
+def _needs_field(cells: list[str]) -> bool:
+    """Whether any of `cells` may need quoting or escaping, from scans in C of the cells joined:
+    a column of 100,000 cells costs a few milliseconds, not a Python call per cell."""
+    joined = "\x1f" + "\x1f".join(cells)  # a cell that holds the separator only costs the slow path
+    return any(c in joined for c in _CSV_SPECIAL) or _STARTS_FORMULA.search(joined) is not None
 
 
 def _cell(value: Any) -> str:
@@ -190,8 +209,7 @@ def _csv_cells(values: list[Any]) -> list[str]:
         return _spell_column(values, str)
     if kinds <= {str, float} and all(v != v for v in values if type(v) is float):  # text; NaN is pandas' missing
         cells = ["" if v is None or type(v) is float else v for v in values]
-        joined = "".join(cells)
-        return [_csv_field(c) for c in cells] if any(c in joined for c in _CSV_SPECIAL) else cells
+        return _spell_column(cells, _csv_field) if _needs_field(cells) else cells
     return [_cell(v) for v in values]
 
 

@@ -5,8 +5,8 @@ move folders do nothing, and reads go to the disk.
 
 `ObjectStore` (`TFTSWEEP_STORE_URL=s3://bucket/prefix`, through s3fs) keeps the same
 relative layout in object storage. Each machine's data root is then its working copy and
-cache: a worker downloads a dataset once per fingerprint, trains into its own disk and
-uploads the model version once; a report build downloads what the other machines
+cache: a worker downloads a dataset once per fingerprint, trains into its own disk,
+uploads the model version once and removes its copy (`drop_local`); a report build downloads what the other machines
 published, writes the reports locally and uploads them; the API streams files from the
 store. s3fs reads the usual AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` for S3-compatible servers such as MinIO).
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -107,6 +108,12 @@ class Store:
     def put(self, path: Path) -> None:
         """Upload one local file as it is (a sweep's `analysis_config.json` written at submission)."""
 
+    def drop_local(self, folder: Path) -> bool:
+        """Forget this machine's copy of a folder it published (a worker's trained model
+        version): the store serves it from now on. On the local disk the data root is the
+        store, so nothing is removed. True when a local copy was removed."""
+        return False
+
     def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
         """Remove the model versions of a sweep whose upload never finished (objects without a
         manifest, the newest older than `older_than` seconds). Returns their paths."""
@@ -119,23 +126,29 @@ class Store:
 
     # -- reading, for the API --------------------------------------------------------------------
 
-    def open(self, path: Path) -> StoredFile | None:
-        """The regular file `path` (its real path inside the data root: a planted link to
-        elsewhere is not followed), or None."""
+    def open(self, path: Path, inside: Path | None = None) -> StoredFile | None:
+        """The regular file `path`, or None: its real path (links resolved now) must lie inside
+        the data root and, with `inside` (a sweep's or a study's folder), inside that folder,
+        which must itself be no link: a planted link to elsewhere, or to another file of the
+        data root such as the database, is not followed."""
         real = resolve_inside(self.root, path)
+        if real is not None and inside is not None:
+            boundary = inside.resolve()
+            own = inside.is_relative_to(self.root) and boundary == self.root.resolve() / inside.relative_to(self.root)
+            real = resolve_inside(boundary, real) if own else None
         if real is None or not real.is_file():
             return None
         return StoredFile(real.stat().st_size, path=real)
 
-    def read_bytes(self, path: Path) -> bytes | None:
-        found = self.open(path)
+    def read_bytes(self, path: Path, inside: Path | None = None) -> bytes | None:
+        found = self.open(path, inside)
         return None if found is None or found.path is None else found.path.read_bytes()
 
-    def listing(self, folder: Path, suffix: str) -> list[str]:
-        """Names of the files directly in `folder` ending in `suffix`, sorted."""
+    def listing(self, folder: Path, suffix: str, inside: Path | None = None) -> list[str]:
+        """Names of the files directly in `folder` ending in `suffix` that `open` serves, sorted."""
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.glob(f"*{suffix}") if self.open(p) is not None)
+        return sorted(p.name for p in folder.glob(f"*{suffix}") if self.open(p, inside) is not None)
 
 
 class ObjectStore(Store):
@@ -234,6 +247,16 @@ class ObjectStore(Store):
             }
             body = json.dumps(manifest, indent=1, sort_keys=True).encode()
             self._call(f"writing {self._mkey(folder)}", lambda: self.fs.pipe_file(self._mkey(folder), body))
+
+    def drop_local(self, folder: Path) -> bool:
+        # A worker's disk is scratch: keeping each version it trained would fill it (286 kB a
+        # run). Nothing on this machine reads a checkpoint after its upload, and a report build
+        # fetches the small files of every published version from the store.
+        if not folder.is_dir():
+            return False
+        ensure_inside(self.root, folder)  # never removes through a planted link
+        shutil.rmtree(folder)
+        return True
 
     # -- fetching ----------------------------------------------------------------------------------
 
@@ -358,8 +381,9 @@ class ObjectStore(Store):
                 return entry if isinstance(entry, dict) else None
         return None
 
-    def open(self, path: Path) -> StoredFile | None:
-        entry = self._published(path)
+    def open(self, path: Path, inside: Path | None = None) -> StoredFile | None:
+        # Objects have no links: a key is its path, and only the folder's manifest lists it.
+        entry = None if inside is not None and not path.is_relative_to(inside) else self._published(path)
         if entry is None:
             return None
         key = self.key(path)
@@ -369,8 +393,8 @@ class ObjectStore(Store):
             return None
         return StoredFile(int(entry["size"]), chunks=_chunks(handle))
 
-    def read_bytes(self, path: Path) -> bytes | None:
-        if self._published(path) is None:
+    def read_bytes(self, path: Path, inside: Path | None = None) -> bytes | None:
+        if (inside is not None and not path.is_relative_to(inside)) or self._published(path) is None:
             return None
         try:
             data: bytes = self._call(f"reading {self.key(path)}", lambda: self.fs.cat_file(self.key(path)))
@@ -378,7 +402,7 @@ class ObjectStore(Store):
             return None
         return data
 
-    def listing(self, folder: Path, suffix: str) -> list[str]:
+    def listing(self, folder: Path, suffix: str, inside: Path | None = None) -> list[str]:
         for owner in _publishing_folders(self.root, folder / "x"):
             manifest = self._manifest(owner)
             if manifest is not None:

@@ -12,11 +12,13 @@
 4. `ApiKeyMiddleware`: keys come from `TFTSWEEP_API_KEYS` (`read:KEY,write:KEY,...`), are
    kept only as SHA-256 digests and compared in constant time. With keys configured every
    route but `/healthz` needs one (`Authorization: Bearer KEY` or `X-API-Key: KEY`):
-   GET/HEAD the read scope, everything else the write scope.
+   GET/HEAD the read scope, everything else the write scope. The pages (`/ui`, `/docs`) hold
+   no data and need none: their scripts send the key the user entered.
 5. `BodyLimitMiddleware`: body size and JSON nesting limits; JSON routes take JSON only
    (415 for a form), uploads take multipart only.
 6. `SecurityHeadersMiddleware`: `nosniff` on every answer; a CSP that allows only the app's
-   own scripts and styles, no framing and no referrer on the dashboard (`/ui`).
+   own scripts and styles, no framing and no referrer on the dashboard (`/ui`) and the API
+   docs (`/docs`, served from the `swagger-ui-bundle` package, no CDN).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 READ = "read"
 WRITE = "write"
 OPEN_PATHS = frozenset({"/healthz"})
-# Dashboard shells and their static files hold no data: the browser then calls the API with its key.
-OPEN_PREFIXES = ("/ui",)
+# The pages: the dashboard and the API docs (and what lies under them). Their shells and static
+# files hold no data, so they need no key (a plain link to them works on a keyed server): the
+# browser then calls the API, `/openapi.json` included, with its key. They get the strict CSP.
+PAGE_PREFIXES = ("/ui", "/docs", "/redoc")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UPLOAD_PREFIX = "/datasets/"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -98,9 +102,15 @@ class CrossSiteMiddleware:
         await self.app(scope, receive, send)
 
 
+def is_page(path: str) -> bool:
+    """A dashboard or docs path (`/ui`, `/docs`, `/redoc`, or one under them)."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in PAGE_PREFIXES)
+
+
 class SecurityHeadersMiddleware:
-    """`X-Content-Type-Options: nosniff` everywhere; on `/ui`, a CSP allowing only the app's own
-    scripts, styles and images (blob: for plots fetched with the key), no framing, no referrer."""
+    """`X-Content-Type-Options: nosniff` everywhere; on the pages (`/ui`, `/docs`), a CSP allowing
+    only the app's own scripts, styles and images (blob: for plots and downloads fetched with the
+    key; data: for Swagger UI's icons), no framing, no referrer."""
 
     UI_HEADERS = (
         (
@@ -120,7 +130,7 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         extra = [(b"x-content-type-options", b"nosniff")]
-        if scope["path"] == "/ui" or scope["path"].startswith("/ui/"):
+        if is_page(scope["path"]):
             extra += list(self.UI_HEADERS)
 
         async def with_headers(message: Message) -> None:
@@ -204,7 +214,7 @@ class ApiKeyMiddleware:
             return
         path: str = scope["path"]
         method: str = scope["method"]
-        if path in OPEN_PATHS or (method in READ_METHODS and path.startswith(OPEN_PREFIXES)):
+        if path in OPEN_PATHS or (method in READ_METHODS and is_page(path)):
             await self.app(scope, receive, send)
             return
         presented = _presented_key(scope)

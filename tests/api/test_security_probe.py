@@ -223,7 +223,10 @@ def test_9_the_depth_limit_applies_whatever_the_media_types_case(client: TestCli
 # -- 10. dashboard headers -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("page", ["/ui", "/ui/submit", "/ui/workers", "/ui/sweeps/1", "/ui/static/app.js"])
+@pytest.mark.parametrize(
+    "page",
+    ["/ui", "/ui/submit", "/ui/workers", "/ui/sweeps/1", "/ui/static/app.js", "/docs", "/docs/static/swagger-ui.css"],
+)
 def test_10_dashboard_responses_carry_security_headers(client: TestClient, page: str) -> None:
     response = client.get(page)
     assert response.status_code == 200

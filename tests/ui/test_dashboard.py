@@ -70,6 +70,7 @@ def browser() -> Iterator[Any]:
         "--window-size=1366,900",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations land in the console
     chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     chrome.implicitly_wait(0)
     yield chrome
@@ -165,3 +166,87 @@ def test_dashboard_warns_when_no_worker_is_live(browser: Any, tmp_path: Path) ->
         shot(browser, "6_no_live_worker")
     finally:
         server.stop()
+
+
+def enter_key(browser: Any, base: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{base}/ui")
+    key = wait_for(
+        browser,
+        lambda b: b.find_element(By.CSS_SELECTOR, "#key-form button:enabled") and b.find_element(By.ID, "api-key"),
+    )
+    key.clear()
+    key.send_keys(WRITE_KEY)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+    wait_for(browser, lambda b: "finished" in b.find_element(By.ID, "sweeps").text)
+
+
+def urls_seen(browser: Any) -> list[str]:
+    """The page's address and every resource it fetched (the Resource Timing entries)."""
+    return list(browser.execute_script("return [location.href, ...performance.getEntries().map((e) => e.name)];"))
+
+
+def test_downloads_and_docs_work_with_a_key_that_never_lands_in_a_url(
+    server: ServerProcess, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    base = f"http://127.0.0.1:{server.port}"
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    enter_key(browser, base)
+    seen = urls_seen(browser)
+    sweep_id = next(s["id"] for s in server.client.get("/sweeps").json()["data"] if s["output_subdir"] == "finished")
+    browser.get(f"{base}/ui/sweeps/{sweep_id}")
+    wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#ranking tbody tr td.num")) > 0)
+    # A plain link would get 401 (it sends no key): the click fetches with the key and saves a blob.
+    browser.find_element(By.LINK_TEXT, "config_ranking.csv").click()
+    saved = downloads / "SYN_finished_config_ranking.csv"
+    wait_for(browser, lambda b: saved.is_file() and saved.stat().st_size > 0)
+    want = server.client.get(f"/sweeps/{sweep_id}/artifacts/config_ranking.csv")
+    assert want.status_code == 200 and saved.read_bytes() == want.content
+    assert "baseline" in saved.read_text()
+    seen += urls_seen(browser)
+    browser.get_log("browser")  # what came before the docs
+
+    browser.find_element(By.LINK_TEXT, "API").click()  # /docs: Swagger UI loads the schema with the key
+    wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock")) >= 20)
+    assert browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/sweeps/{sweep_id}']")
+    violations = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert violations == []
+    seen += urls_seen(browser)
+    shot(browser, "7_api_docs")
+    assert any("/openapi.json" in url for url in seen) and any("/artifacts/" in url for url in seen)
+    assert [url for url in seen if WRITE_KEY in url or "key=" in url] == []
+    assert all(url.startswith(base) for url in seen if url.startswith("http")), seen  # nothing from a CDN
+
+
+def test_a_key_form_sent_before_the_script_runs_puts_no_key_in_the_url(server: ServerProcess, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    base = f"http://127.0.0.1:{server.port}"
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/ui/static/app.js"]})  # app.js never runs
+    try:
+        browser.get(f"{base}/ui")
+        assert browser.execute_script("return typeof headers") == "undefined"  # app.js did not load
+        button = browser.find_element(By.CSS_SELECTOR, "#key-form button")
+        assert not button.is_enabled()  # Enter and clicks do not submit while it is disabled
+        browser.execute_script("window.sameDocument = true;")
+        browser.find_element(By.ID, "api-key").send_keys(WRITE_KEY + Keys.ENTER)
+        button.click()
+        assert browser.execute_script("return window.sameDocument === true;")
+        assert browser.current_url == f"{base}/ui"
+        # Even a form submitted by force sends no key: its field has no name.
+        browser.execute_script("document.querySelector('#key-form button').disabled = false;")
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        wait_for(browser, lambda b: b.execute_script("return window.sameDocument !== true;"))
+        assert browser.current_url in (f"{base}/ui?", f"{base}/ui")
+        assert WRITE_KEY not in browser.current_url
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        browser.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": False})

@@ -79,7 +79,8 @@ def _folder(settings: SettingsDep, study: Study) -> Path:
 
 def _read(settings: SettingsDep, study: Study, name: str) -> Any:
     """A study file's JSON (None before it is written; 409 when unreadable)."""
-    return read_json(settings, _folder(settings, study) / name, "it is rewritten after the study's next trial")
+    folder = _folder(settings, study)
+    return read_json(settings, folder / name, "it is rewritten after the study's next trial", inside=folder)
 
 
 def _public(settings: SettingsDep, study: Study) -> StudyPublic:
@@ -169,7 +170,7 @@ def get_top_k(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> 
 def list_plots(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> PlotsPublic:
     study = _study_or_404(session, study_id)
     folder = _folder(settings, study)
-    found = set(listing(settings, folder, ".png"))
+    found = set(listing(settings, folder, ".png", inside=folder))
     names = [n for n in HPO_PLOTS if n in found]
     data = [PlotPublic(name=n, fold=None, url=f"/hpo/{study_id}/plots/{n}") for n in names]
     return PlotsPublic(data=data, count=len(data))
@@ -183,7 +184,8 @@ def list_plots(study_id: StudyId, session: SessionDep, settings: SettingsDep) ->
 )
 def get_plot(study_id: StudyId, name: str, session: SessionDep, settings: SettingsDep) -> Response:
     study = _study_or_404(session, study_id)
-    response = file_response(settings, _folder(settings, study) / name, "image/png") if name in HPO_PLOTS else None
+    folder = _folder(settings, study)
+    response = file_response(settings, folder / name, "image/png", inside=folder) if name in HPO_PLOTS else None
     if response is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
     return response

@@ -1,14 +1,16 @@
-"""/ui: the built-in dashboard. Page shells are rendered here; every number on them is fetched
-from the public REST API by the browser, with the same key, so the UI can do nothing the
-API would refuse. No build step, no CDN."""
+"""/ui: the built-in dashboard, and /docs: the API's Swagger UI. Page shells are rendered here;
+every number on them is fetched from the public REST API by the browser, with the same key, so
+the UI can do nothing the API would refuse. No build step, no CDN: Swagger UI's files come
+from the `swagger-ui-bundle` package (pinned), and /redoc leads to /docs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+import swagger_ui_bundle
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from app.api.routes.hpo import StudyId
@@ -18,6 +20,15 @@ from core.shipped import shipped_config
 HERE = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
+docs = APIRouter(tags=["docs"], include_in_schema=False)
+
+SWAGGER_UI = Path(str(swagger_ui_bundle.swagger_ui_path))
+# Only what /docs loads: the package's folder also holds a demo page that would load another site's schema.
+SWAGGER_FILES = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
 
 
 @router.get("", response_class=HTMLResponse)
@@ -49,3 +60,22 @@ def workers_page(request: Request) -> HTMLResponse:
 def submit_page(request: Request) -> HTMLResponse:
     example = json.dumps(json.loads(shipped_config("example")[1]), indent=2)
     return templates.TemplateResponse(request, "submit.html", {"example": example})
+
+
+@docs.get("/docs", response_class=HTMLResponse)
+def docs_page(request: Request) -> HTMLResponse:
+    return templates.TemplateResponse(request, "docs.html", {"openapi_url": request.app.openapi_url})
+
+
+@docs.get("/docs/static/{name}", response_class=FileResponse)
+def docs_file(name: str) -> FileResponse:
+    if name not in SWAGGER_FILES:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no docs file {name!r}")
+    return FileResponse(SWAGGER_UI / name, media_type=SWAGGER_FILES[name])
+
+
+@docs.get("/redoc", response_class=RedirectResponse)
+def redoc() -> RedirectResponse:
+    """ReDoc needs inline styles the pages' CSP forbids, and no registry package ships it for
+    Python: the one API browser is /docs."""
+    return RedirectResponse("/docs", status_code=307)

@@ -107,6 +107,34 @@ async function showImage(container, url, caption) {
 
 function link(href, text) { return el("a", {href, text}); }
 
+// A file link (`data-download`) fetched with the key, then saved from a blob: a plain link sends
+// no key, and a key in the URL would land in the history and the server's logs.
+async function download(anchor) {
+  const response = await api(anchor.getAttribute("href"));
+  if (!response.ok) {
+    let detail = `${response.status}`;
+    try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+    if (response.status !== 401 && response.status !== 403) notice(`${anchor.dataset.download}: ${detail}`);
+    return;
+  }
+  const named = /filename="([^"]+)"/.exec(response.headers.get("content-disposition") || "");
+  const url = URL.createObjectURL(await response.blob());
+  const save = el("a", {href: url, download: named ? named[1] : anchor.dataset.download, hidden: ""});
+  document.body.append(save);
+  save.click();
+  save.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000); // the browser may still be reading it
+}
+
+function downloadLinks() {
+  document.addEventListener("click", (event) => {
+    const anchor = event.target.closest && event.target.closest("a[data-download]");
+    if (!anchor || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    download(anchor).catch(report);
+  });
+}
+
 async function sweepsPage() {
   const body = document.querySelector("#sweeps tbody");
   const data = await json("/sweeps?limit=200");
@@ -283,6 +311,7 @@ async function workersStatus() {
 function report(error) { notice(String(error.message || error)); }
 
 document.addEventListener("DOMContentLoaded", () => {
+  downloadLinks();
   const input = document.getElementById("api-key");
   input.value = sessionStorage.getItem(KEY) || "";
   document.getElementById("key-form").addEventListener("submit", (event) => {
@@ -296,4 +325,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const page = pages[document.body.dataset.page];
   if (page) page().catch(report);
   topkForm();
+  // The forms' buttons wait for this script (templates/base.html): every submit now stays on the page.
+  document.querySelectorAll("form button[type=submit]").forEach((button) => { button.disabled = false; });
 });
