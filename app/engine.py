@@ -10,9 +10,9 @@ callers of these functions.
 
 Files go through the `core.store.Store` they are given: the data root itself, or an object
 store of which the data root is this machine's copy. There a run fetches its dataset (once
-per fingerprint), trains on the local disk and uploads its model version before it is
-recorded; a report build fetches the model versions other machines published and uploads
-the reports.
+per fingerprint), trains on the local disk, uploads its model version and removes its local
+copy (a worker's disk stays bounded) before it is recorded; a report build fetches the model
+versions the workers published and uploads the reports.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from app.db.lifecycle import (
     release_publisher,
     release_run,
     renew_lease,
+    reports_wanted,
     settle_sweep_status,
     submit_sweep,
 )
@@ -61,9 +62,10 @@ from app.db.sweeps import (
 from app.db.workers import lease_owner
 from core.config import SweepConfig
 from core.datasets import check_dataset_for_sweep, dataset_dir, dataset_fingerprint
-from core.errors import StoreError, SweepFolderError
+from core.errors import StoreError, SweepFolderError, UnsafePath
 from core.feature_sets import resolve_features
 from core.paths import ensure_inside, sweep_dir, version_dir
+from core.plan import check_plan_size
 from core.runs import RunOutcome, RunSpec, Trainer
 from core.store import SWEEP_INPUT_FILES, Store
 from core.sweep_folder import (
@@ -123,6 +125,7 @@ def submit(
         StoreError: the object store failed.
     """
     root = store.root
+    check_plan_size(config, max_runs)  # arithmetic, before the dataset is fetched or read
     store.fetch(dataset_dir(root, asset))
     check_dataset_for_sweep(root, asset, config)
     dataset = dataset_fingerprint(root, asset)
@@ -389,17 +392,25 @@ def fetch_inputs(store: Store, spec: RunSpec) -> RunOutcome | None:
 
 
 def upload_outputs(store: Store, spec: RunSpec, outcome: RunOutcome) -> RunOutcome:
-    """Publish a trained run's model version (objects, then its manifest); the outcome, or a
-    failed one when the upload failed."""
+    """Publish a trained run's model version (objects, then its manifest), then drop this
+    machine's copy of it when the store is remote; the outcome, or a failed one when the
+    upload failed (the local copy then stays: a retry trains over it)."""
     if outcome.metrics is None or outcome.model_version is None:
         return outcome
     started = time.perf_counter()
+    folder = version_dir(Path(spec.sweep_dir), spec.fold["name"], spec.config_id, spec.seed)
     try:
-        store.publish(version_dir(Path(spec.sweep_dir), spec.fold["name"], spec.config_id, spec.seed))
+        store.publish(folder)
     except StoreError as exc:
         return RunOutcome(spec.run_id, error=f"StoreError: {exc}", timings=outcome.timings)
     if store.remote:
         outcome.timings["upload_seconds"] = time.perf_counter() - started
+    # Dropped before the run is recorded: until then no report build reads the version (the
+    # run is not succeeded yet), so a build on this machine never sees its files vanish.
+    try:
+        store.drop_local(folder)
+    except (OSError, UnsafePath) as exc:  # the version is published: a leftover copy must not fail the run
+        log.warning("run %s: the local copy of %s was not removed: %s", spec.run_id, folder.name, exc)
     return outcome
 
 
@@ -436,19 +447,30 @@ def _snapshot(factory: sessionmaker[Session], sweep_id: int) -> _Snapshot:
 
 
 def publish_sweep(
-    factory: sessionmaker[Session], store: Store, sweep_id: int, *, publisher: str, plots: bool = True
+    factory: sessionmaker[Session],
+    store: Store,
+    sweep_id: int,
+    *,
+    publisher: str,
+    plots: bool = True,
+    when_wanted: bool = False,
 ) -> dict[str, Any] | None:
     """Write the sweep's files (`analysis_config.json`, `sweep_runs`, reports, drift, plots)
     from one consistent state of its runs, one build per sweep at a time.
 
     `reports_at` is set only by a build that read the sweep's final state (no run queued or
     running) and only while that state is still current. A build that finds another one
-    running returns None: the running build publishes any newer state before it lets go.
-    Returns the summary of the last state written.
+    running returns None: the running build publishes any newer state, and serves any
+    request that came meanwhile (`reports_wanted_at`), before it lets go. `when_wanted` (a
+    queued build's message) returns None without building when there is nothing to do: the
+    request it was sent for was served by a build that started after it. Returns the
+    summary of the last state written.
     """
     summary = None
     while True:
         with session_scope(factory) as session:
+            if when_wanted and summary is None and not reports_wanted(session, sweep_id):
+                return None
             if not acquire_publisher(session, sweep_id, publisher, PUBLISH_LOCK_SECONDS):
                 return summary
         try:
@@ -461,10 +483,12 @@ def publish_sweep(
         finally:
             with session_scope(factory) as session:
                 release_publisher(session, sweep_id, publisher)
-        # A change that came while the lock was held found it taken and left the build to us.
+        # A change or a request that came while the lock was held found it taken and left the
+        # build to us: one more pass serves all of them (the dirty flag of the reports).
         with session_scope(factory) as session:
             sweep = session.get_one(Sweep, sweep_id)
-            if sweep.reports_at is not None or not sweep_is_done(session, sweep_id):
+            stale = sweep.reports_at is None and sweep_is_done(session, sweep_id)
+            if sweep.reports_wanted_at is None and not stale:
                 return summary
 
 

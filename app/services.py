@@ -10,10 +10,20 @@ import logging
 import threading
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import engine
-from app.db.lifecycle import cancel_sweep, mark_enqueued, reap, retry_sweep, settle_sweep_status
+from app.db.lifecycle import (
+    cancel_sweep,
+    forget_report_request,
+    lock_study_name,
+    mark_enqueued,
+    reap,
+    request_reports,
+    retry_sweep,
+    settle_sweep_status,
+)
 from app.db.models import Run, Study, StudyStatus, Sweep
 from app.db.session import session_scope
 from app.db.sweeps import sweep_is_done, utcnow
@@ -87,8 +97,27 @@ def submit_study(
     check_dataset_shapes(settings.data_root, asset, config, study_shapes(config))
     parallel = parallel_trials_ok(settings.hpo_storage_url(config.storage))
     tasks = min(config.n_trials, settings.hpo_parallel_tasks) if parallel else 1
+    try:
+        study_id, continued = _record_study(factory, asset, config, tasks)
+    except IntegrityError as exc:  # the name lock makes this unreachable; should it not, a 409, never a 500
+        raise StudyExists(
+            f"study {asset}/{config.output_subdir} was created by a concurrent submission: submit again to continue it"
+        ) from exc
+    queue.enqueue_study(study_id, tasks)
+    with session_scope(factory) as session:
+        return session.get_one(Study, study_id), continued
+
+
+def _record_study(factory: sessionmaker[Session], asset: str, config: HpoConfig, tasks: int) -> tuple[int, bool]:
+    """Create the study row, or continue the stored one; its id, and whether it continued.
+
+    Raises:
+        StudyExists: the stored study has another config (nothing is written).
+    """
     now = utcnow()
     with session_scope(factory) as session:
+        # Concurrent identical submissions: one creates, the others wait here and continue it.
+        lock_study_name(session, asset, config.output_subdir)
         study = session.scalars(
             select(Study).where(Study.asset == asset, Study.output_subdir == config.output_subdir)
         ).first()
@@ -111,10 +140,7 @@ def submit_study(
         study.error = None
         study.updated_at = now
         session.flush()
-        study_id = study.id
-    queue.enqueue_study(study_id, tasks)
-    with session_scope(factory) as session:
-        return session.get_one(Study, study_id), continued
+        return study.id, continued
 
 
 def cancel_study(factory: sessionmaker[Session], study_id: int) -> Study:
@@ -167,8 +193,24 @@ def retry(factory: sessionmaker[Session], queue: RunQueue, sweep_id: int) -> lis
     return ids
 
 
-def regenerate(queue: RunQueue, sweep_id: int) -> None:
-    queue.enqueue_reports(sweep_id)
+def regenerate(factory: sessionmaker[Session], queue: RunQueue, settings: Settings, sweep_id: int) -> bool:
+    """Ask for a build of the sweep's reports. True when this request queued the build; False
+    when it joined one already asked for that has not started (requests during a build cost
+    at most one more build: `app.db.lifecycle.request_reports`).
+
+    The flag is committed before the message is sent; a message that cannot be sent clears
+    it again (the next request sends) and the error propagates.
+    """
+    with session_scope(factory) as session:
+        if not request_reports(session, sweep_id, settings.requeue_after_seconds):
+            return False
+    try:
+        queue.enqueue_reports(sweep_id)
+    except Exception:
+        with session_scope(factory) as session:
+            forget_report_request(session, sweep_id)
+        raise
+    return True
 
 
 def _reports(queue: RunQueue, sweep_id: int) -> None:

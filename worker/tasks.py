@@ -3,7 +3,8 @@
 `train_run(run_id)` claims, trains and records one run (`app.engine.process_run`) and, when
 that was the sweep's last run, queues its reports; a duplicate message, a cancelled or
 finished run makes it return at once. `write_reports(sweep_id)` publishes a sweep's files
-(`app.engine.publish_sweep`). `run_study(study_id)` runs trials of an Optuna study.
+(`app.engine.publish_sweep`), unless a later build already served the request it was sent
+for. `run_study(study_id)` runs trials of an Optuna study.
 """
 
 from __future__ import annotations
@@ -173,16 +174,25 @@ def train_run(self: Any, run_id: int) -> str:
     return train_one(_context(), run_id, str(self.request.id))
 
 
-@celery.task(name=WRITE_REPORTS, acks_late=True)
-def write_reports(sweep_id: int) -> str:
-    ctx = _context()
+def build_reports(ctx: WorkerContext, sweep_id: int) -> str:
+    """Publish the sweep's files, unless nothing asks for them any more: a message whose
+    request a later build already served (coalesced regenerate requests) returns at once."""
     summary = engine.publish_sweep(
-        ctx.factory, ctx.settings.store(), sweep_id, publisher=lease_owner(ctx.worker_pid, "reports")
+        ctx.factory,
+        ctx.settings.store(),
+        sweep_id,
+        publisher=lease_owner(ctx.worker_pid, "reports"),
+        when_wanted=True,
     )
     if summary is None:
-        return "another build of these reports is running; it publishes the newest state"
+        return "nothing built: the reports are current, or the build that is running publishes the newest state"
     best = summary.get("best_config") or {}
     return f"reports written (best {best.get('config_id')})"
+
+
+@celery.task(name=WRITE_REPORTS, acks_late=True)
+def write_reports(sweep_id: int) -> str:
+    return build_reports(_context(), sweep_id)
 
 
 @celery.task(name=RUN_STUDY, acks_late=True)
@@ -191,4 +201,12 @@ def run_study_task(study_id: int) -> str:
     return process_study(study_id, ctx.factory, ctx.settings)
 
 
-__all__ = ["WorkerContext", "process_study", "run_study_task", "train_one", "train_run", "write_reports"]
+__all__ = [
+    "WorkerContext",
+    "build_reports",
+    "process_study",
+    "run_study_task",
+    "train_one",
+    "train_run",
+    "write_reports",
+]

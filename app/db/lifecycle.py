@@ -1,5 +1,6 @@
 """The run state machine in the database: submit (merge, adopt), claim, lease, finish, release,
-cancel, retry, reap, and the one-at-a-time lock of a sweep's report build.
+cancel, retry, reap, the name locks of submissions, and the one-at-a-time lock and pending
+requests of a sweep's report build.
 
 A run is `queued -> running -> succeeded | failed | cancelled`. Every change is a
 conditional update (`... WHERE state = 'queued'`), so a duplicate message or a second
@@ -97,17 +98,26 @@ def submit_sweep(
 
 def lock_sweep_name(session: Session, asset: str, output_subdir: str) -> None:
     """Serialise submissions of one sweep for the rest of the transaction: concurrent merges
-    each see the runs the previous one added (never a duplicate run key, never a 500).
+    each see the runs the previous one added (never a duplicate run key, never a 500)."""
+    _lock_name(session, f"tftsweep.sweep:{asset}/{output_subdir}")
 
-    SQLite: BEGIN IMMEDIATE (the first statement of the transaction) takes the write lock,
-    and a concurrent submission waits for it (busy timeout). PostgreSQL: a transaction-scoped
-    advisory lock on the sweep's name, which also covers a sweep that does not exist yet.
-    """
+
+def lock_study_name(session: Session, asset: str, output_subdir: str) -> None:
+    """Serialise submissions of one HPO study for the rest of the transaction: of concurrent
+    identical submissions one creates the study and the others continue it (never a
+    unique-key violation, never a 500)."""
+    _lock_name(session, f"tftsweep.study:{asset}/{output_subdir}")
+
+
+def _lock_name(session: Session, key: str) -> None:
+    """SQLite: BEGIN IMMEDIATE (it must be the transaction's first statement) takes the write
+    lock, and a concurrent submission waits for it (busy timeout). PostgreSQL: a
+    transaction-scoped advisory lock on the name, which also covers a row that does not
+    exist yet (a row lock could not)."""
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
         session.connection().exec_driver_sql("BEGIN IMMEDIATE")
     elif dialect == "postgresql":
-        key = f"tftsweep.sweep:{asset}/{output_subdir}"
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
 
 
@@ -450,7 +460,8 @@ def reap(session: Session, max_attempts: int, requeue_after_seconds: float) -> R
     - A queued run whose message is older than `requeue_after_seconds` (or was never
       sent) is sent again; a duplicate message is harmless (claims are conditional).
     - A finished sweep whose reports were not published for its last change (the build's
-      message was lost, or its builder died) gets a new build.
+      message was lost, or its builder died) gets a new build, and so does a sweep whose
+      report request no build took within `requeue_after_seconds`.
     """
     now = utcnow()
     expired = session.execute(
@@ -489,7 +500,7 @@ def reap(session: Session, max_attempts: int, requeue_after_seconds: float) -> R
     )
     resend = [r for r in resend if r not in set(requeued)]
     touch_sweeps(session, touched)
-    unpublished = _unpublished_sweeps(session, now, cutoff)
+    unpublished = sorted(set(_unpublished_sweeps(session, now, cutoff)) | set(_unbuilt_requests(session, now, cutoff)))
     return ReapResult(requeued, failed, resend, sorted(touched), unpublished)
 
 
@@ -516,16 +527,83 @@ def _unpublished_sweeps(session: Session, now: datetime, cutoff: datetime) -> li
     return ids
 
 
-# -- one report build at a time per sweep ------------------------------------------------------
+def _unbuilt_requests(session: Session, now: datetime, cutoff: datetime) -> list[int]:
+    """Sweeps whose report request (`reports_wanted_at`) is older than `cutoff` and that no
+    live build holds: the request's message was lost (or its build died before it took the
+    request). Their request moves to now, so each is re-sent once per period."""
+    ids = list(
+        session.scalars(
+            select(Sweep.id).where(
+                Sweep.reports_wanted_at < cutoff,
+                or_(Sweep.publisher.is_(None), Sweep.publisher_until < now),
+            )
+        )
+    )
+    if ids:
+        session.execute(
+            update(Sweep).where(Sweep.id.in_(ids)).values(reports_wanted_at=now),
+            execution_options={"synchronize_session": False},
+        )
+    return ids
+
+
+# -- one report build at a time per sweep, and the requests it has not taken yet --------------
+#
+# `Sweep.reports_wanted_at` is the dirty flag of the sweep's reports: set by a request for a
+# build (POST /regenerate), cleared by the build that takes it, in the statement that takes the
+# build's lock and before the build reads the sweep. So any number of requests while no build
+# has taken the flag are one build, and requests during a build cost at most one more.
+
+
+def request_reports(session: Session, sweep_id: int, stale_after: float) -> bool:
+    """Ask for a build of the sweep's reports. True when this request set the flag (the
+    caller sends the build's message after its commit); False when an earlier request's
+    build has not started yet, and this one joins it. A flag older than `stale_after`
+    seconds (its message lost) is set again, and the caller sends a new message."""
+    now = utcnow()
+    result = session.execute(
+        update(Sweep)
+        .where(
+            Sweep.id == sweep_id,
+            or_(Sweep.reports_wanted_at.is_(None), Sweep.reports_wanted_at < now - timedelta(seconds=stale_after)),
+        )
+        .values(reports_wanted_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def forget_report_request(session: Session, sweep_id: int) -> None:
+    """Clear the flag a request set when its message could not be sent: the next request sends again."""
+    session.execute(
+        update(Sweep).where(Sweep.id == sweep_id).values(reports_wanted_at=None),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def reports_wanted(session: Session, sweep_id: int) -> bool:
+    """Whether a build of the sweep's reports has anything to do: a request is pending, or the
+    sweep is finished and its published reports do not describe its last change. False for a
+    message whose build already ran (it was coalesced into a build that started after it)."""
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None:
+        return False
+    if sweep.reports_wanted_at is not None:
+        return True
+    active = session.scalar(
+        select(func.count()).where(Run.sweep_id == sweep_id, Run.state.in_((RunState.QUEUED, RunState.RUNNING)))
+    )
+    return sweep.reports_at is None and not active
 
 
 def acquire_publisher(session: Session, sweep_id: int, publisher: str, seconds: float) -> bool:
-    """Take the sweep's report lock for `publisher`; False while another live build holds it."""
+    """Take the sweep's report lock for `publisher`, and with it the pending request (the
+    build about to read the sweep serves it); False while another live build holds it."""
     now = utcnow()
     result = session.execute(
         update(Sweep)
         .where(Sweep.id == sweep_id, or_(Sweep.publisher.is_(None), Sweep.publisher_until < now))
-        .values(publisher=publisher, publisher_until=now + timedelta(seconds=seconds)),
+        .values(publisher=publisher, publisher_until=now + timedelta(seconds=seconds), reports_wanted_at=None),
         execution_options={"synchronize_session": False},
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -65,6 +65,9 @@ class Sweep(Base):
     # Who is writing the sweep's reports, until when: one build at a time (app.engine.publish_sweep).
     publisher: Mapped[str | None] = mapped_column(String(200), nullable=True)
     publisher_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When a build of the reports was asked for that no build has taken yet (POST /regenerate):
+    # further requests join it instead of queueing builds of their own (app.db.lifecycle.request_reports).
+    reports_wanted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep", order_by="Run.ordinal")
 

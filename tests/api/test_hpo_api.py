@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,9 @@ from app.api.main import create_app
 from app.queue import RecordingQueue
 from tests.unit.test_hpo_config import hpo_dict
 from tests.utils.data import ASSET, tiny_sweep
+from tests.utils.processes import create_postgres_database
 from tests.utils.server import api_client, server_settings
+from tests.utils.services import service_url
 
 
 def post(client: TestClient, config: dict[str, Any]) -> Any:
@@ -65,6 +69,51 @@ def test_resubmitting_continues_or_refuses(client: TestClient, queue: RecordingQ
     changed = post(client, hpo_dict(objective="robust_score"))
     assert changed.status_code == 409 and "objective" in changed.json()["detail"]
     assert len(queue.studies) == 2
+
+
+def at_once(client: TestClient, configs: list[dict[str, Any]]) -> list[int]:
+    """POST every config to /hpo at the same moment (a thread each, released together); the statuses."""
+    start = threading.Barrier(len(configs))
+    codes: list[int] = []
+
+    def send(config: dict[str, Any]) -> None:
+        start.wait(timeout=30)
+        codes.append(post(client, config).status_code)
+
+    threads = [threading.Thread(target=send, args=(config,)) for config in configs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return sorted(codes)
+
+
+def check_concurrent_submissions(settings: Any) -> None:
+    """Rounds of 6 identical submissions at once: one creates the study (201), the others
+    continue it (202); then 6 at once with another config, refused (409). Never a 500."""
+    queue = RecordingQueue()
+    app = create_app(settings, queue=queue, reaper=False)
+    with api_client(app, raise_server_exceptions=False) as client:
+        started = time.perf_counter()
+        for name in ("s1", "s2", "s3"):
+            assert at_once(client, [hpo_dict(output_subdir=name)] * 6) == [201] + [202] * 5
+        assert at_once(client, [hpo_dict(output_subdir="s1", objective="robust_score")] * 6) == [409] * 6
+        elapsed = time.perf_counter() - started
+        listed = client.get("/hpo")
+        assert listed.status_code == 200, listed.text
+        studies = listed.json()
+    assert sorted(s["output_subdir"] for s in studies["data"]) == ["s1", "s2", "s3"]
+    assert len(queue.studies) == 18  # each accepted submission queued its task, after its commit
+    assert elapsed < 30, f"24 submissions took {elapsed:.1f}s"
+
+
+def test_concurrent_submissions_of_one_study_are_serialised(root: Path) -> None:
+    check_concurrent_submissions(server_settings(root))
+
+
+def test_concurrent_submissions_of_one_study_are_serialised_on_postgres(root: Path) -> None:
+    url = create_postgres_database(service_url("TFTSWEEP_TEST_DATABASE_URL"))
+    check_concurrent_submissions(server_settings(root, database_url=url))
 
 
 def test_invalid_studies_are_422(client: TestClient, queue: RecordingQueue) -> None:

@@ -85,14 +85,11 @@ def test_a_sweep_across_machines_that_share_no_disk(
     with session_scope(factory) as session:
         assert all(run.state == "succeeded" for run in session.scalars(select(Run)))
 
-    # Each machine holds only what it worked on: the API no report, the workers their own versions.
+    # Each machine holds only what it is working on: the API no report, a worker no version it
+    # uploaded (the store holds them; a worker's disk stays bounded).
     sweep_path = Path("models/SYN/sweeps/apart")
     assert not (api.root / sweep_path / "summary.json").exists()
-    trained = {
-        w.root.name: {p.relative_to(w.root) for p in w.root.glob(f"{sweep_path}/folds/*/models/*/model.ckpt")}
-        for w in (first, second)
-    }
-    assert trained[survivor.root.name] and not trained[first.root.name] & trained[second.root.name]
+    assert not list(survivor.root.glob(f"{sweep_path}/folds/*/models/*/model.ckpt"))
 
     # Every artifact and plot is served over HTTP, from the store.
     served: dict[str, bytes] = {}

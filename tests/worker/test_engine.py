@@ -22,7 +22,7 @@ from app.queue import RecordingQueue
 from app.services import submit
 from core.config import validate_sweep_config
 from core.datasets import dataset_fingerprint
-from core.store import Store
+from core.store import ObjectStore, Store
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
 from tests.utils.fakes import FailingTrainer, fake_train
 from tests.utils.server import api_client, server_settings
@@ -308,14 +308,14 @@ def test_machines_that_share_only_the_database_and_the_object_store(
     for i, run_id in enumerate(list(queue.runs)):
         ctx = WorkerContext(0, 0, factory, queue, machines[f"w{1 + i % 2}"], fake_train)
         assert train_one(ctx, run_id, f"task-{run_id}") == "succeeded"
-    # Nothing is shared but the database and the store: each worker holds the versions it trained.
-    versions = {
-        name: {
-            p.relative_to(tmp_path / name) for p in (tmp_path / name).glob("models/SYN/sweeps/tiny/folds/*/models/*")
-        }
-        for name in ("w1", "w2")
-    }
-    assert len(versions["w1"]) == len(versions["w2"]) == 6 and not versions["w1"] & versions["w2"]
+    # Nothing is shared but the database and the store: the store holds every version, and a
+    # worker keeps none of those it uploaded (its disk is scratch).
+    store = machines["api"].store()
+    assert isinstance(store, ObjectStore)
+    published = store.fs.glob(f"{store.key(store.root / 'models/SYN/sweeps/tiny')}/folds/*/models/*/_manifest.json")
+    assert len(published) == 12
+    for name in ("w1", "w2"):
+        assert not list((tmp_path / name).glob("models/SYN/sweeps/tiny/folds/*/models/*"))
     assert queue.reports == [submitted.sweep_id]
     assert engine.publish_sweep(factory, machines["w2"].store(), submitted.sweep_id, publisher="reports") is not None
     assert not (tmp_path / "api" / "models/SYN/sweeps/tiny/summary.json").exists()

@@ -1,24 +1,35 @@
 """The object store (core.store) against a real S3 server on loopback (moto, started by
 scripts/services.sh): manifest-last publishing, checked reads, the dataset cache, the
-reports' file set, and clear errors."""
+reports' file set, clear errors, and a worker's disk that holds no version it uploaded."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from app import engine
+from app.queue import RecordingQueue
+from app.services import submit
 from app.settings import Settings
+from core.config import validate_sweep_config
 from core.datasets import dataset_dir
 from core.errors import StoreError
+from core.paths import version_dir
+from core.runs import RunOutcome, RunSpec
 from core.store import MANIFEST, ObjectStore, parse_store_url
-from tests.utils.data import ASSET, make_data_root
+from tests.utils.data import ASSET, make_data_root, tiny_sweep
+from tests.utils.fakes import fake_train
 from tests.utils.services import object_store, use_s3
 from worker.cli import main
+from worker.local_sweep import open_database
+from worker.tasks import WorkerContext, train_one
 
 SWEEP = Path("models/SYN/sweeps/tiny")
 VERSION = SWEEP / "folds/f1/models/baseline__seed1"
@@ -197,3 +208,61 @@ def test_regenerate_from_the_store_needs_the_store(
     monkeypatch.delenv("TFTSWEEP_STORE_URL")
     assert main(["compare", "--sweep-dir", f"{url}/a", "--sweep-dir", f"{url}/b"]) == 2
     assert "set TFTSWEEP_STORE_URL" in capsys.readouterr().err
+
+
+def heavy_train(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome:
+    """The fake trainer plus a checkpoint the size of a real tiny TFT's (~300 kB)."""
+    outcome = fake_train(spec, stop_requested)
+    (version_dir(Path(spec.sweep_dir), spec.fold["name"], spec.config_id, spec.seed) / "model.ckpt").write_bytes(
+        os.urandom(300_000)
+    )
+    return outcome
+
+
+def bytes_under(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("remote", [True, False], ids=["store", "local"])
+def test_a_worker_keeps_no_model_version_it_uploaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: bool
+) -> None:
+    """With an object store a worker's disk is scratch: once a run's version is uploaded its
+    local copy goes, and a report build reads the versions from the store. Without one the
+    data root is the store: every version stays."""
+    url = use_s3(monkeypatch) if remote else None
+    root = tmp_path / "worker"
+    if url:
+        staging = make_data_root(tmp_path / "staging")
+        object_store(staging, url).publish(dataset_dir(staging, ASSET))  # `tftsweep dataset import` elsewhere
+    else:
+        make_data_root(root)
+    settings = Settings(data_dir=root, database_url=None, redis_url=None, store_url=url)
+    factory = open_database(root)
+    queue = RecordingQueue()
+    config = validate_sweep_config(tiny_sweep(replica_seeds=[1, 2, 3, 4, 5]))
+    submitted = submit(factory, queue, settings, ASSET, config, merge=False, continue_on_error=False)
+    ctx = WorkerContext(0, 0, factory, queue, settings, heavy_train)
+    started = time.perf_counter()
+    for run_id in list(queue.runs):
+        assert train_one(ctx, run_id, f"task-{run_id}") == "succeeded"
+    elapsed = time.perf_counter() - started
+    runs = len(queue.runs)
+    folds = root / "models" / ASSET / "sweeps" / "tiny" / "folds"
+    assert runs == 10 and elapsed < 60, f"{runs} runs took {elapsed:.1f}s"
+    if url:
+        store = settings.store()
+        assert isinstance(store, ObjectStore)
+        manifests = store.fs.glob(f"{store.key(folds)}/*/models/*/{MANIFEST}")
+        assert len(manifests) == runs  # the store holds every version, checkpoint included
+        assert all("model.ckpt" in json.loads(store.fs.cat_file(key))["files"] for key in manifests)
+        assert bytes_under(folds) == 0  # 10 x 300 kB trained here, none kept
+    else:
+        assert len(list(folds.glob("*/models/*/model.ckpt"))) == runs
+        assert bytes_under(folds) > runs * 300_000
+
+    # The report build (here, on the worker's own disk) reads what it needs of each version.
+    summary = engine.publish_sweep(factory, settings.store(), submitted.sweep_id, publisher="reports")
+    assert summary is not None and summary["counts"]["runs_by_status"]["succeeded"] == runs
+    kept = list(folds.glob("*/models/*/model.ckpt"))
+    assert len(kept) == (0 if url else runs)  # a build fetches the small files, never a checkpoint
