@@ -84,6 +84,21 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON request body (413 above).")
     max_upload_bytes: int = Field(200 * 1_048_576, ge=1024, description="Largest dataset upload (413 above).")
+    max_dataset_rows: int = Field(
+        1_000_000,
+        ge=100,
+        description="Most rows an uploaded dataset may have (413 above; a parquet's are counted from its "
+        "metadata, a CSV's by reading one more). A million rows is 2,700 years of daily data.",
+    )
+    max_dataset_columns: int = Field(
+        256, ge=8, description="Most columns an uploaded dataset may have (413 above, from its header or metadata)."
+    )
+    max_dataset_bytes: int = Field(
+        256 * 1_048_576,
+        ge=1_048_576,
+        description="Most bytes an uploaded parquet may take once decoded (413 above; from its metadata, "
+        "then its text columns measured as dictionaries): compressed size bounds nothing.",
+    )
     max_json_depth: int = Field(32, ge=4, description="Deepest JSON nesting accepted (422 above).")
     api_threads: int = Field(
         8,
@@ -92,6 +107,43 @@ class Settings(BaseSettings):
         description="Threads that run the API's blocking handlers (database reads, report builds). Fewer "
         "threads contend less for the GIL: cached answers came back at ~1,000/s with 8 against ~800/s with "
         "anyio's default 40 (docs/benchmarks.md).",
+    )
+    db_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="How long a request waits for a database session (or a pool connection) when every one "
+        "is in use (TFTSWEEP_DB_WAIT_SECONDS); then 503 with Retry-After. The pool holds two sessions per API "
+        "thread, so only a sustained overload waits this long.",
+    )
+    health_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Deadline of the database and broker checks of /healthz and /metrics "
+        "(TFTSWEEP_HEALTH_TIMEOUT_SECONDS); a check that misses it reports an error (healthz: 503).",
+    )
+    max_connections: int = Field(
+        256,
+        ge=2,
+        le=100_000,
+        description="`tftsweep serve`: open connections and requests in progress beyond which uvicorn answers "
+        "503 with Retry-After and closes the connection (TFTSWEEP_MAX_CONNECTIONS; uvicorn's limit_concurrency).",
+    )
+    request_read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="`tftsweep serve`: a client has this long after connecting (or after starting a request) "
+        "to send the request's line and headers, and this long between two pieces of a body; then 408 "
+        "and the connection is closed (TFTSWEEP_REQUEST_READ_TIMEOUT_SECONDS).",
+    )
+    keep_alive_seconds: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="`tftsweep serve`: an idle keep-alive connection is closed after this many seconds "
+        "(TFTSWEEP_KEEP_ALIVE_SECONDS; uvicorn's timeout_keep_alive).",
     )
     hpo_storages: dict[str, str] = Field(
         default_factory=dict,

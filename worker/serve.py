@@ -20,11 +20,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.queue import CPU_QUEUE, GPU_QUEUE
 from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("tftsweep.serve")
 
@@ -232,6 +236,27 @@ class WorkerSupervisor(threading.Thread):
         self.join(timeout=WORKER_STOP_SECONDS + 15)
 
 
+def server_config(app: Any, host: str, port: int, loglevel: str, settings: Settings) -> uvicorn.Config:
+    """uvicorn's settings for `serve`: slow clients are dropped (a deadline on reading each
+    request, `TFTSWEEP_REQUEST_READ_TIMEOUT_SECONDS`; idle keep-alive connections closed after
+    `TFTSWEEP_KEEP_ALIVE_SECONDS`), and past `TFTSWEEP_MAX_CONNECTIONS` open connections or
+    requests in progress the answer is 503 with Retry-After."""
+    import uvicorn
+
+    from worker.http_protocol import read_timeout_protocol
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=loglevel.lower(),
+        timeout_graceful_shutdown=10,
+        http=read_timeout_protocol(settings.request_read_timeout_seconds),
+        timeout_keep_alive=settings.keep_alive_seconds,
+        limit_concurrency=settings.max_connections,
+    )
+
+
 def serve(host: str, port: int, concurrency: int, loglevel: str, worker: bool = True) -> int:
     """Run the API in this process and, unless `worker` is off, a supervised embedded Celery
     worker beside it, until interrupted (exit 0) or the worker cannot be kept alive (exit 1)."""
@@ -261,11 +286,7 @@ def serve(host: str, port: int, concurrency: int, loglevel: str, worker: bool = 
     broker = settings.redis_url or f"filesystem ({settings.broker_dir})"
     database = settings.db_url.split("@")[-1] if "@" in settings.db_url else settings.db_url
     print(f"tftsweep: data {settings.data_root}; database {database}; broker {broker}", flush=True)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host=host, port=port, log_level=loglevel.lower(), timeout_graceful_shutdown=10
-        )
-    )
+    server = uvicorn.Server(server_config(create_app(settings), host, port, loglevel, settings))
     gave_up: list[str] = []
 
     def give_up(why: str) -> None:

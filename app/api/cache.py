@@ -34,6 +34,14 @@ class BuildOnce:
         self._size = size
         self._lock = threading.Lock()
 
+    def peek(self, key: Hashable) -> Any | None:
+        """The value of `key` if it is built (None otherwise); never builds, never waits."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
     def get(self, key: Hashable, build: Callable[[], T]) -> T:
         with self._lock:
             if key in self._entries:
@@ -71,6 +79,16 @@ def json_answer(request: Request, cache: BuildOnce, key: tuple[Any, ...], build:
         return build(), '"' + hashlib.blake2b(repr(key).encode(), digest_size=12).hexdigest() + '"'
 
     body, etag = cache.get(("answer", *key), body_and_tag)
+    return respond(request, body, etag)
+
+
+def cached_answer(request: Request, cache: BuildOnce, key: tuple[Any, ...]) -> Response | None:
+    """The answer for `key` if its body is built already (no build, no wait), else None."""
+    found = cache.peek(("answer", *key))
+    return None if found is None else respond(request, *found)
+
+
+def respond(request: Request, body: bytes, etag: str) -> Response:
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)

@@ -1,8 +1,11 @@
-"""Domain exceptions mapped to HTTP status codes, in one place: routes raise, never catch them.
+"""Domain exceptions mapped to HTTP status codes, in one place: routes raise, never catch them;
+and the two middlewares that shape answers by method (`Allow` on a 405, `HEAD` as GET).
 
 InvalidSweepConfig 422 (each problem with its field), DatasetError 422 (its field: asset,
-file or dataset); SweepExists, StudyExists, DatasetExists, MergeRejected, SweepFolderError,
-Conflict and UnsafePath 409; StoreError 503 (the object store failed: try again).
+file or dataset), DatasetTooLarge 413 (an upload over a dataset limit); SweepExists,
+StudyExists, DatasetExists, MergeRejected, SweepFolderError, Conflict and UnsafePath 409;
+StoreError 503 (the object store failed: try again); sqlalchemy's pool TimeoutError 503
+with Retry-After (every database connection is in use).
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from core.config import loc_path
 from core.errors import (
     Conflict,
     DatasetError,
     DatasetExists,
+    DatasetTooLarge,
     InvalidSweepConfig,
     MergeRejected,
     StoreError,
@@ -51,6 +56,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def bad_dataset(_request: Request, exc: DatasetError) -> JSONResponse:
         return JSONResponse({"detail": [{"field": exc.field, "message": str(exc)}]}, status_code=422)
 
+    @app.exception_handler(DatasetTooLarge)
+    async def dataset_too_large(_request: Request, exc: DatasetTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": [{"field": exc.field, "message": str(exc)}]}, status_code=413)
+
     @app.exception_handler(SweepExists)
     @app.exception_handler(StudyExists)
     @app.exception_handler(DatasetExists)
@@ -66,6 +75,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def store_failed(_request: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(PoolTimeoutError)
+    async def pool_exhausted(_request: Request, _exc: PoolTimeoutError) -> JSONResponse:
+        detail = "the server is busy: every database connection is in use; retry shortly"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(MergeRejected)
     async def merge_refused(_request: Request, exc: MergeRejected) -> JSONResponse:
@@ -94,7 +108,8 @@ class AllowHeaderMiddleware:
             self._table = [
                 (
                     re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", template) + "$"),
-                    ", ".join(sorted(m.upper() for m in operations)),
+                    # HEAD is answered wherever GET is (HeadAsGetMiddleware).
+                    ", ".join(sorted({m.upper() for m in operations} | ({"HEAD"} if "get" in operations else set()))),
                 )
                 for template, operations in self._spec()["paths"].items()
             ]
@@ -114,3 +129,25 @@ class AllowHeaderMiddleware:
             await send(message)
 
         await self.app(scope, receive, patched)
+
+
+class HeadAsGetMiddleware:
+    """`HEAD` answers on every GET route (HTTP requires it; routes declare only GET): the request
+    runs as a GET and the body is dropped, its headers (`content-length` too) kept as they are."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Any) -> None:
+            if message["type"] in ("http.response.body", "http.response.pathsend"):
+                if message.get("more_body", False):
+                    return  # a streamed body: only its end is sent, empty
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)

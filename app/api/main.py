@@ -14,7 +14,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.api.cache import BuildOnce
-from app.api.errors import AllowHeaderMiddleware, install_error_handlers
+from app.api.deps import close_database, open_database
+from app.api.errors import AllowHeaderMiddleware, HeadAsGetMiddleware, install_error_handlers
+from app.api.metrics import ApiMetrics, MetricsMiddleware
+from app.api.metrics import router as metrics_router
 from app.api.models import ErrorPublic
 from app.api.routes import datasets, health, hpo, sweeps, ui
 from app.api.security import (
@@ -27,7 +30,7 @@ from app.api.security import (
     parse_api_keys,
 )
 from app.db.migrate import upgrade_database
-from app.db.session import make_engine, make_session_factory
+from app.db.session import make_session_factory
 from app.queue import CeleryQueue, RunQueue, make_celery
 from app.services import Reaper
 from app.settings import Settings, get_settings
@@ -62,7 +65,7 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
         settings.data_root.mkdir(parents=True, exist_ok=True)
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         upgrade_database(settings.db_url)
-        engine = make_engine(settings.db_url)
+        engine = open_database(app.state, settings)  # pool sized from the threads; /healthz's own engine
         app.state.settings = settings
         app.state.cache = BuildOnce()
         app.state.session_factory = make_session_factory(engine)
@@ -75,11 +78,17 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
         finally:
             if thread is not None:
                 thread.stop()
-            engine.dispose()
+            close_database(app.state)
 
     keys = parse_api_keys(settings.api_keys)
     app = FastAPI(
-        title="tftsweep", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, responses=COMMON_RESPONSES
+        title="tftsweep",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses=COMMON_RESPONSES,
+        docs_url=None,  # /docs and /redoc: app.api.routes.ui, from packaged files under the pages' CSP
+        redoc_url=None,
     )
     # Starlette runs the middleware added last first (app.api.security lists them outermost first).
     app.add_middleware(
@@ -94,14 +103,19 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.allowed_hosts))
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AllowHeaderMiddleware, spec=app.openapi)
+    app.add_middleware(HeadAsGetMiddleware)
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts refusals too
     if not keys:
         log.warning("no API keys configured (TFTSWEEP_API_KEYS): every client that reaches this port has full access")
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics_router)
     app.include_router(sweeps.router)
     app.include_router(hpo.router)
     app.include_router(datasets.router)
     app.include_router(ui.router)
+    app.include_router(ui.docs)
     app.mount("/ui/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
 

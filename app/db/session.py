@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -13,36 +14,96 @@ from sqlalchemy.pool import NullPool
 from app.db.revisions import install_revision_listeners
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-SQLITE_POOL_SIZE = 16  # above the API's threads (TFTSWEEP_API_THREADS), where its handlers run
 
 
-def make_engine(url: str, *, pooled: bool = True) -> Engine:
+@dataclass(frozen=True)
+class PoolSize:
+    """Connections an engine keeps open (`size`), may open beyond them (`overflow`), and how
+    long a checkout waits for one before `sqlalchemy.exc.TimeoutError` (`timeout`, seconds)."""
+
+    size: int
+    overflow: int
+    timeout: float = 30.0
+
+    @property
+    def most(self) -> int:
+        return self.size + self.overflow
+
+
+# A process other than the API (a worker, a CLI command): a handful of threads at most.
+DEFAULT_POOL = PoolSize(size=16, overflow=8)
+
+
+def request_sessions(threads: int) -> int:
+    """Requests of the API that may hold a database session at once: two per API thread (one
+    running its handler, one waiting for a thread to encode its answer), so every thread has
+    work and the pool is never asked for more than it holds (app.api.deps)."""
+    return 2 * threads
+
+
+def api_pool(threads: int, timeout: float) -> PoolSize:
+    """The API's pool: a connection for each request that may hold a session and one for the
+    reaper; overflow for the threads that open a session of their own beside it (services
+    called with the session factory, background tasks). /healthz and /metrics use a probe
+    engine of their own (`make_probe_engine`)."""
+    return PoolSize(size=request_sessions(threads) + 1, overflow=threads, timeout=timeout)
+
+
+def make_engine(url: str, *, pooled: bool = True, pool: PoolSize = DEFAULT_POOL) -> Engine:
     """An engine for `url`; SQLite connections get WAL, a busy timeout and foreign keys.
 
     `pooled=False` opens a connection per use and keeps none open (a heartbeat thread in a
-    process that forks must not hand its connections to the children).
+    process that forks must not hand its connections to the children). `pool` sizes the
+    pool (SQLite and PostgreSQL alike): past it a checkout waits `pool.timeout` seconds.
     """
-    pool: dict[str, Any] = {"poolclass": NullPool} if not pooled else {}
+    options: dict[str, Any] = (
+        {"pool_size": pool.size, "max_overflow": pool.overflow, "pool_timeout": pool.timeout}
+        if pooled
+        else {"poolclass": NullPool}
+    )
     if url.startswith("sqlite"):
-        if pooled:
-            # A pooled connection per API thread: past the pool, SQLAlchemy opens and closes
-            # a connection per checkout (with the pragmas below), which a loaded API pays per request.
-            pool = {"pool_size": SQLITE_POOL_SIZE, "max_overflow": 8}
-        engine = create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **pool
-        )
+        return _sqlite_engine(url, SQLITE_BUSY_TIMEOUT_MS, options)
+    return create_engine(url, pool_pre_ping=True, **options)
 
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
 
-        return engine
-    return create_engine(url, pool_pre_ping=True, **pool)
+def make_probe_engine(url: str, timeout: float) -> Engine:
+    """A small engine of its own for health checks and metrics, so that they answer while the
+    API's pool is busy: one connection (two at most), a checkout waits `timeout` seconds, and
+    a statement waits no longer than that for a lock (SQLite busy timeout, PostgreSQL
+    `statement_timeout` and `connect_timeout`)."""
+    options: dict[str, Any] = {"pool_size": 1, "max_overflow": 1, "pool_timeout": timeout}
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, int(timeout * 1000), options)
+    connect: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        connect = {"connect_timeout": max(1, round(timeout)), "options": f"-c statement_timeout={int(timeout * 1000)}"}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect, **options)
+
+
+def make_loop_engine(url: str) -> Engine | None:
+    """For SQLite, an engine whose reads may run on the API's event loop: one connection
+    (the loop reads one statement at a time) and no busy timeout, so a read that would wait
+    for a lock fails at once (the caller retries it on a thread). In WAL mode readers never
+    wait for writers, so that is rare. None for a server database: a network round trip
+    does not belong on the loop."""
+    if not url.startswith("sqlite"):
+        return None
+    return _sqlite_engine(url, 0, {"pool_size": 1, "max_overflow": 0, "pool_timeout": 1})
+
+
+def _sqlite_engine(url: str, busy_ms: int, options: dict[str, Any]) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": busy_ms / 1000, "check_same_thread": False}, **options)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

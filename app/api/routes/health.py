@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-from sqlalchemy import func, select, text
+from functools import partial
+from typing import Any
 
-from app.api.deps import QueueDep, SessionDep, SettingsDep
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from app.api.deps import SessionDep, SettingsDep, probe
 from app.api.models import HealthPublic, WorkerPublic, WorkersPublic
 from app.db.models import Run, RunState
 from app.db.sweeps import as_utc, utcnow
 from app.db.workers import is_live, list_workers, live_worker_count
+from app.queue import RunQueue
+from app.settings import Settings
 
 router = APIRouter(tags=["health"])
+
+
+def _database_facts(engine: Engine, heartbeat_seconds: float) -> tuple[int, int]:
+    """(live workers, queued runs), read through the probe engine."""
+    with Session(engine) as session:
+        live = live_worker_count(session, heartbeat_seconds)
+        queued = int(session.scalar(select(func.count()).where(Run.state == RunState.QUEUED)) or 0)
+    return live, queued
 
 
 @router.head("/healthz", operation_id="healthz_head", summary="Health, headers only (status code as GET)")
@@ -22,33 +37,47 @@ router = APIRouter(tags=["health"])
     responses={503: {"model": HealthPublic, "description": "The database or the broker does not answer."}},
     summary="Health: database, broker, live workers",
 )
-def healthz(session: SessionDep, queue: QueueDep, settings: SettingsDep) -> JSONResponse:
+async def healthz(request: Request) -> JSONResponse:
     """200 while the API can serve (its database and broker answer), 503 otherwise. The body
     says `degraded` also when runs are queued and no worker has been seen for two heartbeat
     intervals: nothing will train them, but the API itself is fine (a container health
-    check should not restart it for that)."""
+    check should not restart it for that).
+
+    Never waits behind other requests: both checks run at once on threads and a database
+    connection of their own (not the API's), each within `TFTSWEEP_HEALTH_TIMEOUT_SECONDS`
+    (a check that misses it is an error)."""
+    state = request.app.state
+    settings: Settings = state.settings
+    queue: RunQueue = state.queue
     checks: dict[str, str] = {}
-    live = queued = 0
-    try:
-        session.execute(text("SELECT 1"))
-        live = live_worker_count(session, settings.heartbeat_seconds)
-        queued = int(session.scalar(select(func.count()).where(Run.state == RunState.QUEUED)) or 0)
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {type(exc).__name__}"
-    try:
-        queue.ping()
-        checks["broker"] = "ok"
-    except Exception as exc:
-        checks["broker"] = f"error: {type(exc).__name__}"
+    found: dict[str, Any] = {}
+
+    async def check(name: str, call: Any) -> None:
+        try:
+            found[name] = await probe(request, call)
+            checks[name] = "ok"
+        except TimeoutError:
+            checks[name] = f"error: no answer within {settings.health_timeout_seconds:g} s"
+        except Exception as exc:
+            checks[name] = f"error: {type(exc).__name__}"
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(check, "database", partial(_database_facts, state.probe_engine, settings.heartbeat_seconds))
+        group.start_soon(check, "broker", queue.ping)
+    live, queued = found.get("database", (0, 0))
     serving = all(v == "ok" for v in checks.values())
     detail = None
     if not serving:
-        detail = "; ".join(f"{k} {v}" for k, v in checks.items() if v != "ok")
+        detail = "; ".join(f"{k} {checks[k]}" for k in ("database", "broker") if checks[k] != "ok")
     elif queued and not live:
         detail = f"{queued} runs are queued and no worker has been seen for {2 * settings.heartbeat_seconds:g} s"
     body = HealthPublic(
-        status="degraded" if detail else "ok", live_workers=live, queued_runs=queued, detail=detail, **checks
+        status="degraded" if detail else "ok",
+        live_workers=live,
+        queued_runs=queued,
+        detail=detail,
+        database=checks["database"],
+        broker=checks["broker"],
     )
     return JSONResponse(body.model_dump(), status_code=200 if serving else 503)
 

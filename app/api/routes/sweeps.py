@@ -189,10 +189,10 @@ def list_sweeps(
 
 
 @router.get("/{sweep_id}", response_model=SweepDetail, responses=CACHED, summary="A sweep: status and runs per state")
-def get_sweep(sweep_id: SweepId, session: SessionDep, tables: TablesDep, request: Request) -> Response:
+async def get_sweep(sweep_id: SweepId, session: SessionDep, tables: TablesDep, request: Request) -> Response:
     """The sweep, its runs per state and its best config so far. Cached until the sweep or
     one of its runs changes; carries an `ETag` (send it back in `If-None-Match` for a 304)."""
-    head = tables.head(sweep_id)
+    head = await tables.head_now(sweep_id)  # async: a cached answer needs no thread
 
     def build() -> bytes:
         sweep = _sweep_or_404(session, sweep_id)
@@ -200,7 +200,7 @@ def get_sweep(sweep_id: SweepId, session: SessionDep, tables: TablesDep, request
         return detail.model_dump_json().encode()
 
     key = (*tables.key("sweep", head), head.status, head.updated_at, head.reports_at, head.continue_on_error)
-    return tables.answer(request, key, build)
+    return await tables.answer_now(request, key, build)
 
 
 @router.get(
@@ -233,7 +233,7 @@ def list_runs(
     responses=CACHED,
     summary="Configs ranked by robust score (mean + std of val RMSE)",
 )
-def ranking(
+async def ranking(
     sweep_id: SweepId, session: SessionDep, tables: TablesDep, request: Request, fold: FoldQuery = None
 ) -> Response:
     """Configs ranked by `robust_score` (the rows of `config_ranking.csv`, computed from the
@@ -242,7 +242,7 @@ def ranking(
     at sweep level, the relative view (error relative to the naive forecast, mean rank within
     folds). Cached until a run of the sweep changes; carries an `ETag` (send it back in
     `If-None-Match` for a 304)."""
-    head = tables.head(sweep_id)
+    head = await tables.head_now(sweep_id)  # async: a cached answer needs no thread
 
     def build() -> bytes:
         sweep = _sweep_or_404(session, sweep_id)
@@ -250,7 +250,7 @@ def ranking(
         table = tables.ranking(sweep, fold)
         return RankingPublic(fold=fold, data=table_rows(table), count=len(table)).model_dump_json().encode()
 
-    return tables.answer(request, tables.key("ranking-body", head, fold), build)
+    return await tables.answer_now(request, tables.key("ranking-body", head, fold), build)
 
 
 @router.get(
@@ -311,7 +311,8 @@ def summary(
     _check_fold(tables, sweep, fold)
     config = stored_config(sweep)
     plots = [p.url for p in _plots(settings, sweep, fold)]
-    stored = read_json(settings, _folder(settings, sweep) / "summary.json", REBUILD)
+    folder = _folder(settings, sweep)
+    stored = read_json(settings, folder / "summary.json", REBUILD, inside=folder)
     if stored is not None and not isinstance(stored, dict):
         raise HTTPException(status.HTTP_409_CONFLICT, f"summary.json is not a JSON object: {REBUILD}")
     drift_headline = stored.get("drift", {}) if stored else {"available": False, "reason": "not computed yet"}
@@ -332,7 +333,7 @@ def summary(
 def _plots(settings: SettingsDep, sweep: Sweep, fold: str | None) -> list[PlotPublic]:
     base = _folder(settings, sweep)
     folder = base / "folds" / fold / "plots" if fold else base / "plots"
-    names = listing(settings, folder, ".png")
+    names = listing(settings, folder, ".png", inside=base)
     suffix = f"?fold={fold}" if fold else ""
     return [PlotPublic(name=n, fold=fold, url=f"/sweeps/{sweep.id}/plots/{n}{suffix}") for n in names]
 
@@ -370,7 +371,7 @@ def get_plot(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
     base = _folder(settings, sweep)
     path = (base / "folds" / fold / "plots" / name) if fold else (base / "plots" / name)
-    response = file_response(settings, path, "image/png")
+    response = file_response(settings, path, "image/png", inside=base)  # not the whole data root
     if response is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
     return response
@@ -394,7 +395,7 @@ def get_artifact(
     base = _folder(settings, sweep)
     download = f"{sweep.asset}_{sweep.output_subdir}_{fold + '_' if fold else ''}{file}"
     path = base / "folds" / fold / file if fold else base / file
-    response = file_response(settings, path, SWEEP_ARTIFACTS[file], filename=download)
+    response = file_response(settings, path, SWEEP_ARTIFACTS[file], filename=download, inside=base)
     if response is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{file} has not been written yet")
     return response
@@ -438,11 +439,19 @@ def retry(sweep_id: SweepId, session: SessionDep, factory: FactoryDep, queue: Qu
     responses={**NOT_FOUND, 409: {"model": ErrorPublic, "description": "A report folder leads outside the data root."}},
     summary="Rebuild reports and plots from what is stored (no training)",
 )
-def regenerate(sweep_id: SweepId, session: SessionDep, queue: QueueDep, settings: SettingsDep) -> ActionPublic:
-    """Refused (409) when a folder the reports go into leads outside the data root."""
+def regenerate(
+    sweep_id: SweepId, session: SessionDep, factory: FactoryDep, queue: QueueDep, settings: SettingsDep
+) -> ActionPublic:
+    """Refused (409) when a folder the reports go into leads outside the data root. Requests
+    coalesce: while a build asked for earlier has not started, a request joins it, and the
+    requests that come during a build cost one more build after it (`detail` says which)."""
     sweep = _sweep_or_404(session, sweep_id)
     folder = _folder(settings, sweep)
     ensure_inside(settings.data_root, folder)
     check_report_folders(folder, stored_config(sweep))
-    services.regenerate(queue, sweep_id)
-    return ActionPublic(id=sweep_id, status=sweep.status, detail="reports queued on the cpu queue")
+    session.close()  # its connection goes back to the pool before the request's own write
+    if services.regenerate(factory, queue, settings, sweep_id):
+        detail = "reports queued on the cpu queue"
+    else:
+        detail = "already building: a build of these reports is queued or running and serves this request too"
+    return ActionPublic(id=sweep_id, status=sweep.status, detail=detail)
