@@ -34,23 +34,12 @@ from core.datasets import (
     read_dataset_parquet,
     read_ohlcv_csv,
     synthetic_dataset,
-    synthetic_ohlcv,
 )
 from core.errors import DatasetError, DatasetTooLarge
 from core.features import WARMUP_ROWS
-from tests.utils.data import make_data_root, tiny_fold, tiny_sweep
+from tests.utils.data import csv_bytes, make_data_root, prices, tiny_fold, tiny_sweep
 
 MB = 1_048_576
-
-
-def csv_bytes(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False).encode()
-
-
-def prices(n: int = 300) -> pd.DataFrame:
-    frame = synthetic_ohlcv(n, seed=3)
-    frame["date"] = frame["date"].dt.strftime("%Y-%m-%d")
-    return frame.rename(columns=str.capitalize)
 
 
 def parquet_bytes(table: pa.Table, **options: object) -> bytes:

@@ -25,17 +25,7 @@ from core.datasets import (
 from core.errors import DatasetError
 from core.feature_sets import FEATURE_SETS
 from core.features import WARMUP_ROWS, compute_features
-from tests.utils.data import make_data_root, tiny_fold_model
-
-
-def csv_bytes(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False).encode()
-
-
-def prices(n: int = 300) -> pd.DataFrame:
-    frame = synthetic_ohlcv(n, seed=3)
-    frame["date"] = frame["date"].dt.strftime("%Y-%m-%d")
-    return frame.rename(columns=str.capitalize)
+from tests.utils.data import csv_bytes, make_data_root, prices, tiny_fold_model
 
 
 def test_import_builds_dataset_and_sidecar(tmp_path: Path) -> None:

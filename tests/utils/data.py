@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from core.config import Fold, TrainingConfig
-from core.datasets import save_dataset, synthetic_dataset
+from core.datasets import save_dataset, synthetic_dataset, synthetic_ohlcv
 
 ASSET = "SYN"
 
@@ -85,3 +87,15 @@ def tiny_study(**overrides: Any) -> dict[str, Any]:
     data["top_k"] = 2
     data.update(overrides)
     return data
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """`frame` as the CSV a user would upload."""
+    return frame.to_csv(index=False).encode()
+
+
+def prices(n: int = 300) -> pd.DataFrame:
+    """An OHLCV price table with the column names and ISO dates of a downloaded CSV."""
+    frame = synthetic_ohlcv(n, seed=3)
+    frame["date"] = frame["date"].dt.strftime("%Y-%m-%d")
+    return frame.rename(columns=str.capitalize)
