@@ -187,6 +187,14 @@ def urls_seen(browser: Any) -> list[str]:
     return list(browser.execute_script("return [location.href, ...performance.getEntries().map((e) => e.name)];"))
 
 
+def click(browser: Any, element: Any) -> None:
+    """Click `element` as the page's own handlers see a click. The sweep page's plots arrive
+    (fetched with the key) while the test runs and move the links below them, so a pointer
+    click at coordinates read a moment earlier can land on a plot (seen once in a clean run);
+    the element's own click event cannot."""
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", element)
+
+
 def test_downloads_and_docs_work_with_a_key_that_never_lands_in_a_url(
     server: ServerProcess, browser: Any, tmp_path: Path
 ) -> None:
@@ -202,7 +210,7 @@ def test_downloads_and_docs_work_with_a_key_that_never_lands_in_a_url(
     browser.get(f"{base}/ui/sweeps/{sweep_id}")
     wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#ranking tbody tr td.num")) > 0)
     # A plain link would get 401 (it sends no key): the click fetches with the key and saves a blob.
-    browser.find_element(By.LINK_TEXT, "config_ranking.csv").click()
+    click(browser, browser.find_element(By.LINK_TEXT, "config_ranking.csv"))
     saved = downloads / "SYN_finished_config_ranking.csv"
     wait_for(browser, lambda b: saved.is_file() and saved.stat().st_size > 0)
     want = server.client.get(f"/sweeps/{sweep_id}/artifacts/config_ranking.csv")
@@ -211,7 +219,7 @@ def test_downloads_and_docs_work_with_a_key_that_never_lands_in_a_url(
     seen += urls_seen(browser)
     browser.get_log("browser")  # what came before the docs
 
-    browser.find_element(By.LINK_TEXT, "API").click()  # /docs: Swagger UI loads the schema with the key
+    click(browser, browser.find_element(By.LINK_TEXT, "API"))  # /docs: Swagger UI loads the schema with the key
     wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock")) >= 20)
     assert browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/sweeps/{sweep_id}']")
     violations = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
