@@ -13,6 +13,10 @@ store of which the data root is this machine's copy. There a run fetches its dat
 per fingerprint), trains on the local disk, uploads its model version and removes its local
 copy (a worker's disk stays bounded) before it is recorded; a report build fetches the model
 versions the workers published and uploads the reports.
+
+Three jobs live here (submission, a run's execution, report publication): the planned
+service layer splits them into modules of their own; until then they stay in the one place
+every caller already goes through.
 """
 
 from __future__ import annotations

@@ -2,6 +2,12 @@
 
 Layout (SPEC): `{data_root}/processed/dataset_tft/{ASSET}/dataset_tft_{ASSET}.parquet`
 with a JSON sidecar `dataset_tft_{ASSET}.json` (target definition, feature sets, source).
+
+Two jobs share this module today: reading untrusted files (CSV and parquet under
+`DatasetLimits`, date parsing, column-name checks) and the stored dataset (save, load,
+fingerprint, fold checks). The first is the seam to split along (a module of its own that
+returns a checked frame); it was grown in place with the upload limits, and moving it is
+left to a change that only moves code.
 """
 
 from __future__ import annotations

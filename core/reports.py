@@ -3,6 +3,10 @@
 A run record is a dict with the `sweep_runs` columns plus `params` (the run's full
 training config). Every table here is a pure function of the records, so reports can be
 rebuilt at any time from `sweep_runs.json` without training.
+
+Over 500 lines because the tables and their writer share the columnar formatting (and the
+CSV-injection escaping) that keeps a 100,000-run build near 2.5 s; the statistics live in
+`core.significance`.
 """
 
 from __future__ import annotations

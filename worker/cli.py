@@ -2,6 +2,9 @@
 
 Subcommands import what they need when they run, so `tftsweep plan` never pays for torch.
 Exit codes: 0 success, 1 a run or sweep failed, 2 bad input (config, data, flags), 130 interrupted.
+
+One job, the entry points: each subcommand is a short adapter over core and app; the length is
+the count of the guide's commands and their flags, kept in one parser.
 """
 
 from __future__ import annotations

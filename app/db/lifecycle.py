@@ -6,6 +6,9 @@ A run is `queued -> running -> succeeded | failed | cancelled`. Every change is 
 conditional update (`... WHERE state = 'queued'`), so a duplicate message or a second
 worker can never record a run twice. Callers commit; `app.engine` and `app.services` are
 the entry points over these functions.
+
+Over 500 lines: planning, merge validation and adoption still happen here beside the state
+changes; they move to the planned service layer, leaving this module the conditional updates.
 """
 
 from __future__ import annotations
