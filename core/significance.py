@@ -47,10 +47,18 @@ def smallest_pvalue(n: int) -> float:
     return 2.0 / 2.0**n
 
 
-def pairs_needed(alpha: float) -> int:
-    """The fewest pairs with which the exact test can reach a p-value below `alpha`."""
+def smallest_adjusted_pvalue(n: int, family: int = 1) -> float:
+    """The smallest Holm-adjusted p-value a variant with `n` pairs can reach in a family of
+    `family` tests: Holm multiplies the smallest p-value of the family by its size, and no
+    later step goes below it, so `min(1, family * 2 / 2**n)`."""
+    return min(1.0, max(family, 1) * smallest_pvalue(n))
+
+
+def pairs_needed(alpha: float, family: int = 1) -> int:
+    """The fewest pairs with which the exact test can reach a Holm-adjusted p-value below
+    `alpha` in a family of `family` tests."""
     n = 1
-    while smallest_pvalue(n) >= alpha:
+    while smallest_adjusted_pvalue(n, family) >= alpha:
         n += 1
     return n
 
