@@ -47,13 +47,22 @@ class Settings(BaseSettings):
     )
     max_runs: int = Field(DEFAULT_MAX_RUNS, ge=1, description="Largest plan a sweep may have.")
     worker_concurrency: int = Field(1, ge=1, description="Concurrent runs per worker process (runs per GPU).")
+    worker_processes: int = Field(
+        1,
+        ge=1,
+        description="Worker processes side by side on this machine (set by `tftsweep worker --gpus`, one per GPU); "
+        "the default torch threads split the cores between all their runs.",
+    )
     gpu: str | None = Field(
         None,
         validation_alias="CUDA_VISIBLE_DEVICES",
         description="The GPU a worker process sees (set per worker by `tftsweep worker --gpus`).",
     )
     torch_threads: int | None = Field(
-        None, ge=1, description="Torch threads per training process; default: the cores split evenly between them."
+        None,
+        ge=1,
+        description="Torch threads per training process; default: the machine's cores split evenly between "
+        "every run training at once (worker processes x concurrency).",
     )
     precision: str = Field(
         "32-true", description='Lightning precision of training ("16-mixed" or "bf16-mixed" on GPUs).'
@@ -197,8 +206,9 @@ class Settings(BaseSettings):
         return self.hpo_storages[name]
 
     def threads_per_process(self, processes: int) -> int:
-        """Torch threads for each of `processes` training side by side."""
-        return threads_per_process(processes, self.torch_threads)
+        """Torch threads for each of `processes` training side by side in each of this machine's
+        `worker_processes` worker processes."""
+        return threads_per_process(processes * self.worker_processes, self.torch_threads)
 
 
 def threads_per_process(processes: int, configured: int | None = None) -> int:

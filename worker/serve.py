@@ -62,12 +62,16 @@ def celery_worker_argv(concurrency: int, queues: Sequence[str], name: str, logle
     ]
 
 
-def start_worker(concurrency: int, queues: Sequence[str], gpu: str | None, loglevel: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    concurrency: int, queues: Sequence[str], gpu: str | None, loglevel: str, processes: int = 1
+) -> subprocess.Popen[bytes]:
     """One Celery worker process (on GPU `gpu` via `CUDA_VISIBLE_DEVICES`, or the CPU) in a
-    process group of its own, killed if the thread that started it ends."""
+    process group of its own, killed if the thread that started it ends; one of `processes`
+    started side by side, which share the machine's cores."""
     host = socket.gethostname()
     env = dict(os.environ)
     env["TFTSWEEP_WORKER_CONCURRENCY"] = str(concurrency)
+    env["TFTSWEEP_WORKER_PROCESSES"] = str(processes)
     # Unique per launcher: two `tftsweep worker` on one host are two Celery nodes.
     name = f"tftsweep-cpu.{os.getpid()}@{host}"
     if gpu is not None:
@@ -322,7 +326,7 @@ def run_workers(concurrency: int, queues: Sequence[str], gpus: Sequence[str], lo
 
     upgrade_database(get_settings().db_url)
     devices: list[str | None] = list(gpus) or [None]
-    procs = [start_worker(concurrency, queues, gpu, loglevel.upper()) for gpu in devices]
+    procs = [start_worker(concurrency, queues, gpu, loglevel.upper(), len(devices)) for gpu in devices]
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM here means: stop the workers gracefully
     interrupted = False
     try:
