@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -220,8 +221,16 @@ def _reports(queue: RunQueue, sweep_id: int) -> None:
         log.exception("could not enqueue the reports of sweep %s", sweep_id)
 
 
-def reap_once(factory: sessionmaker[Session], queue: RunQueue, settings: Settings) -> dict[str, list[int]]:
-    """One reaper pass: expired leases, runs out of attempts, lost messages."""
+def reap_once(
+    factory: sessionmaker[Session], queue: RunQueue, settings: Settings, told: dict[int, float] | None = None
+) -> dict[str, list[int]]:
+    """One reaper pass: expired leases, runs out of attempts, lost messages.
+
+    A queued run whose message is older than `requeue_after_seconds` is sent again each period
+    until a worker takes it, which is harmless (a run trains once) and, with busy workers, the
+    usual case: the log names it once, with why. `told` (kept by the caller between passes)
+    holds the runs already named, with when they were last sent again; a run not sent again for
+    two periods (a worker took it) is forgotten."""
     finished: list[int] = []
     with session_scope(factory) as session:
         result = reap(session, settings.max_attempts, settings.requeue_after_seconds)
@@ -237,12 +246,29 @@ def reap_once(factory: sessionmaker[Session], queue: RunQueue, settings: Setting
     send_runs(factory, queue, result.requeued + result.resend)
     for sweep_id in sorted(set(finished) | set(result.unpublished)):
         _reports(queue, sweep_id)
-    if result.requeued or result.failed or result.resend or result.unpublished:
+    waited = [r for r in result.resend if r not in set(result.unsent)]
+    told = {} if told is None else told
+    first_time = [r for r in waited if r not in told]
+    now = time.monotonic()
+    for run_id in [r for r, seen in told.items() if now - seen > 2 * settings.requeue_after_seconds]:
+        del told[run_id]
+    told.update(dict.fromkeys(waited, now))
+    if first_time:
+        log.info(
+            "reaper: runs %s have been queued over %.0f s without a worker taking them (all busy, or the "
+            "message was lost); their messages are sent again every %.0f s until one does (harmless: a run "
+            "trains once; each run is named here once)",
+            first_time,
+            settings.requeue_after_seconds,
+            settings.requeue_after_seconds,
+        )
+    if result.requeued or result.failed or result.unsent or result.unpublished:
         log.warning(
-            "reaper: requeued %s, failed %s, re-sent %s, reports rebuilt for sweeps %s",
+            "reaper: requeued %s (lease expired), failed %s (out of attempts), sent %s (never sent), "
+            "reports rebuilt for sweeps %s",
             result.requeued,
             result.failed,
-            result.resend,
+            result.unsent,
             result.unpublished,
         )
     return {
@@ -262,11 +288,12 @@ class Reaper(threading.Thread):
         self.queue = queue
         self.settings = settings
         self._stop_event = threading.Event()
+        self._told: dict[int, float] = {}  # queued runs whose long wait was logged
 
     def run(self) -> None:
         while not self._stop_event.wait(self.settings.reaper_interval_seconds):
             try:
-                reap_once(self.factory, self.queue, self.settings)
+                reap_once(self.factory, self.queue, self.settings, self._told)
             except Exception:
                 log.exception("reaper pass failed")
 

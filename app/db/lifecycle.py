@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -452,6 +452,8 @@ class ReapResult:
     resend: list[int]
     touched_sweeps: list[int]
     unpublished: list[int]
+    # Those of `resend` whose first message was never sent (the rest waited past the period).
+    unsent: list[int] = field(default_factory=list)
 
 
 def reap(session: Session, max_attempts: int, requeue_after_seconds: float) -> ReapResult:
@@ -493,18 +495,18 @@ def reap(session: Session, max_attempts: int, requeue_after_seconds: float) -> R
     cutoff = now - timedelta(seconds=requeue_after_seconds)
     # Never-sent runs get a grace period: the submitter sends right after its commit.
     unsent_cutoff = now - timedelta(seconds=min(30.0, requeue_after_seconds))
-    resend = list(
-        session.scalars(
-            select(Run.id).where(
-                Run.state == RunState.QUEUED,
-                (Run.enqueued_at.is_(None) & (Run.queued_at < unsent_cutoff)) | (Run.enqueued_at < cutoff),
-            )
+    stale = session.execute(
+        select(Run.id, Run.enqueued_at.is_(None)).where(
+            Run.state == RunState.QUEUED,
+            (Run.enqueued_at.is_(None) & (Run.queued_at < unsent_cutoff)) | (Run.enqueued_at < cutoff),
         )
-    )
-    resend = [r for r in resend if r not in set(requeued)]
+    ).all()
+    again = set(requeued)
+    resend = [r for r, _ in stale if r not in again]
+    unsent = [r for r, never in stale if never and r not in again]
     touch_sweeps(session, touched)
     unpublished = sorted(set(_unpublished_sweeps(session, now, cutoff)) | set(_unbuilt_requests(session, now, cutoff)))
-    return ReapResult(requeued, failed, resend, sorted(touched), unpublished)
+    return ReapResult(requeued, failed, resend, sorted(touched), unpublished, unsent)
 
 
 FINISHED_STATUSES = (SweepStatus.SUCCEEDED, SweepStatus.PARTIAL, SweepStatus.FAILED, SweepStatus.CANCELLED)

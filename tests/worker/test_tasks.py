@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -160,6 +161,29 @@ def test_reaper_resends_lost_messages(env: dict[str, Any]) -> None:
         session.execute(update(Run).values(enqueued_at=utcnow() - timedelta(hours=1)))
     assert reap_once(env["factory"], env["queue"], env["settings"])["resent"] == ids
     assert env["queue"].runs == ids
+
+
+def test_a_run_that_waits_long_is_logged_once_with_why(env: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    ids = submit_tiny(env)
+    told: dict[int, float] = {}
+    for _ in range(3):  # three periods: each time the messages are old again and sent again
+        with session_scope(env["factory"]) as session:
+            session.execute(update(Run).values(enqueued_at=utcnow() - timedelta(hours=1)))
+        with caplog.at_level(logging.INFO, logger="tftsweep.server"):
+            assert reap_once(env["factory"], env["queue"], env["settings"], told)["resent"] == ids
+    named = [r for r in caplog.records if "queued over" in r.getMessage()]
+    assert len(named) == 1 and named[0].levelno == logging.INFO
+    assert str(ids) in named[0].getMessage() and "without a worker taking them" in named[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # not a fault
+
+
+def test_a_run_never_sent_is_a_warning(env: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    ids = submit_tiny(env)
+    with session_scope(env["factory"]) as session:
+        session.execute(update(Run).values(enqueued_at=None, queued_at=utcnow() - timedelta(hours=1)))
+    with caplog.at_level(logging.INFO, logger="tftsweep.server"):
+        assert reap_once(env["factory"], env["queue"], env["settings"])["resent"] == ids
+    assert [r.levelno for r in caplog.records if "never sent" in r.getMessage()] == [logging.WARNING]
 
 
 def test_reaper_rebuilds_reports_whose_build_was_lost(env: dict[str, Any]) -> None:
