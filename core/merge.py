@@ -1,4 +1,4 @@
-"""Merge rules (SPEC section 2, "Merge"): what a new config may add to a stored sweep."""
+"""Merge rules (docs/config.md, "Merging"): what a new config may add to a stored sweep."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from core.errors import MergeRejected, MergeViolation
 from core.plan import PlannedRun, SweepPlan, expand_sweep
 
 # Only these may differ between the stored config and the new one (`stats` changes no run:
-# only how the reports judge the runs).
-MERGEABLE = ("param_ranges", "walk_forward", "replica_seeds", "stats")
+# only how the reports judge the runs; `configs` only by additions, see `_configs`).
+MERGEABLE = ("param_ranges", "walk_forward", "replica_seeds", "stats", "configs")
+OTHERS_RULE = "may not change (only param_ranges, walk_forward.folds, replica_seeds, configs and stats may)"
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,16 @@ class MergeResult:
 def validate_merge(old: SweepConfig, new: SweepConfig, max_runs: int | None = None) -> MergeResult:
     """Check `new` against the stored `old` config.
 
-    Allowed: new values in `param_ranges` (and new params), new folds, new seeds.
+    Allowed: new values in `param_ranges` (and new params), new folds, new seeds, new
+    explicit `configs` (an Optuna top-k joining the sweep that holds the baseline).
     Everything else that differs is a violation.
 
     Raises:
         MergeRejected: listing every violation (field path, old value, new value, rule).
     """
-    violations = _other_fields(old, new) + _param_ranges(old, new) + _folds(old, new) + _seeds(old, new)
+    violations = (
+        _other_fields(old, new) + _param_ranges(old, new) + _configs(old, new) + _folds(old, new) + _seeds(old, new)
+    )
     if violations:
         raise MergeRejected(violations)
     plan = expand_sweep(new, max_runs=max_runs)
@@ -56,19 +60,15 @@ def _other_fields(old: SweepConfig, new: SweepConfig) -> list[MergeViolation]:
     return out
 
 
-def _diff(path: str, old: Any, new: Any) -> list[MergeViolation]:
+def _diff(path: str, old: Any, new: Any, rule: str = OTHERS_RULE) -> list[MergeViolation]:
     """Leaf-level differences, so a violation names `training_config.hidden_size`, not the whole block."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[MergeViolation] = []
         for key in sorted(set(old) | set(new)):
-            out.extend(_diff(f"{path}.{key}", old.get(key), new.get(key)))
+            out.extend(_diff(f"{path}.{key}", old.get(key), new.get(key), rule))
         return out
     if old != new or type(old) is not type(new):
-        return [
-            MergeViolation(
-                path, old, new, "may not change (only param_ranges, walk_forward.folds, replica_seeds and stats may)"
-            )
-        ]
+        return [MergeViolation(path, old, new, rule)]
     return []
 
 
@@ -92,6 +92,29 @@ def _param_ranges(old: SweepConfig, new: SweepConfig) -> list[MergeViolation]:
 def _normalised(config: SweepConfig, name: str, values: list[Any]) -> list[Any]:
     # Compare values as the schema reads them, so 0.1 and 1e-1 are the same value.
     return [getattr(training_with(config.training_config, {name: v}), name) for v in values]
+
+
+def _configs(old: SweepConfig, new: SweepConfig) -> list[MergeViolation]:
+    """Old explicit configs stay, by name, with the same params (compared as the schema reads
+    them, so 0.01 and 1e-2 are one value); new ones may be added. `source` is provenance (a
+    continued study re-ranks its trials), trains nothing, and takes the new config's value."""
+    out: list[MergeViolation] = []
+    new_by_name = {c.name: c for c in new.configs}
+    for i, cand in enumerate(old.configs):
+        path = f"configs[{i}]"
+        match = new_by_name.get(cand.name)
+        if match is None:
+            out.append(MergeViolation(path, cand.model_dump(), None, f"config {cand.name!r} may not be removed"))
+            continue
+        old_params = _normalised_params(old, cand.params)
+        new_params = _normalised_params(new, match.params)
+        out.extend(_diff(f"{path}.params", old_params, new_params, f"config {cand.name!r} may not be changed"))
+    return out
+
+
+def _normalised_params(config: SweepConfig, params: dict[str, Any]) -> dict[str, Any]:
+    training = training_with(config.training_config, params)
+    return {key: getattr(training, key) for key in params}
 
 
 def _folds(old: SweepConfig, new: SweepConfig) -> list[MergeViolation]:

@@ -121,10 +121,54 @@ def test_walk_forward_switch_and_split_config_are_violations() -> None:
     assert "walk_forward.enabled" in violations(old, switched)
 
 
-def test_explicit_configs_may_not_change() -> None:
+def test_an_explicit_config_may_not_change() -> None:
     old = sweep_dict(configs=[{"name": "c1", "params": {"hidden_size": 24}}])
     new = sweep_dict(configs=[{"name": "c1", "params": {"hidden_size": 25}}])
-    assert "configs" in violations(old, new)
+    found = violations(old, new)
+    assert set(found) == {"configs[0].params.hidden_size"}
+    assert (found["configs[0].params.hidden_size"].old, found["configs[0].params.hidden_size"].new) == (24, 25)
+    assert "config 'c1' may not be changed" in found["configs[0].params.hidden_size"].rule
+
+
+def test_an_explicit_config_may_not_lose_or_gain_a_param() -> None:
+    old = sweep_dict(configs=[{"name": "c1", "params": {"hidden_size": 24, "dropout": 0.3}}])
+    new = sweep_dict(configs=[{"name": "c1", "params": {"hidden_size": 24, "learning_rate": 0.003}}])
+    assert set(violations(old, new)) == {"configs[0].params.dropout", "configs[0].params.learning_rate"}
+
+
+def test_an_explicit_config_may_not_be_removed() -> None:
+    old = sweep_dict(
+        configs=[{"name": "c1", "params": {"hidden_size": 24}}, {"name": "c2", "params": {"dropout": 0.3}}]
+    )
+    new = sweep_dict(configs=[{"name": "c2", "params": {"dropout": 0.3}}])
+    found = violations(old, new)
+    assert set(found) == {"configs[0]"}
+    assert "config 'c1' may not be removed" in found["configs[0]"].rule and found["configs[0]"].new is None
+
+
+def test_adding_configs_queues_only_their_runs() -> None:
+    """An OFAT sweep, then a study's top-k merged into it: the old configs run nothing again."""
+    top_k = [
+        {"name": "optuna_t003", "params": {"hidden_size": 24, "dropout": 0.15}, "source": {"trial": 3, "rank": 1}},
+        {"name": "optuna_t007", "params": {"learning_rate": 0.004}, "source": {"trial": 7, "rank": 2}},
+    ]
+    result = merge(sweep_dict(), sweep_dict(configs=top_k))
+    assert {r.config_id for r in result.new_runs} == {"optuna_t003", "optuna_t007"}
+    assert len(result.new_runs) == 2 * 2 * 2  # two configs x folds x seeds
+    assert len(result.plan.runs) == 16 + 8
+
+
+def test_kept_configs_may_be_respelled_reranked_and_joined_by_new_ones() -> None:
+    old = sweep_dict(configs=[{"name": "c1", "params": {"learning_rate": 0.01}, "source": {"rank": 1}}])
+    new = sweep_dict(
+        configs=[
+            {"name": "c2", "params": {"hidden_size": 24}},
+            {"name": "c1", "params": {"learning_rate": 1e-2}, "source": {"rank": 2}},
+        ]
+    )
+    result = merge(old, new)
+    assert {r.config_id for r in result.new_runs} == {"c2"}
+    assert [c.source for c in result.config.configs if c.name == "c1"] == [{"rank": 2}]
 
 
 def test_a_refused_merge_combines_rule_and_field_violations() -> None:
