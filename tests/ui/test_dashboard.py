@@ -1,37 +1,22 @@
-"""The dashboard in a real headless Chromium (Debian's chromium + chromedriver, no browser download).
-
-Screenshots land in $TFTSWEEP_TEST_ARTIFACTS (default: tests/artifacts/).
-"""
+"""The dashboard in a real headless Chromium over a server that really trains (tests/ui/conftest.py
+starts the browser; screenshots land in $TFTSWEEP_TEST_ARTIFACTS, default tests/artifacts/)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.ui.browser import fits_at_every_width, shot, wait_for
 from tests.utils.data import make_data_root, tiny_sweep
 from tests.utils.processes import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 WRITE_KEY = "ui-write-key-0123456789"
-ARTIFACTS = Path(os.environ.get("TFTSWEEP_TEST_ARTIFACTS", "tests/artifacts"))
-
-
-def _browser_paths() -> tuple[str, str]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        if os.environ.get("CI"):
-            pytest.fail("chromium and chromium-driver must be installed (.ci/run installs them)")
-        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
-    return chromium, driver
 
 
 @pytest.fixture(scope="module")
@@ -45,48 +30,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.wait_sweep(sweep.json()["id"])
     yield proc
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver = _browser_paths()
-    profile = tempfile.mkdtemp(prefix="tftsweep-chrome-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--window-size=1366,900",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations land in the console
-    chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
-    chrome.implicitly_wait(0)
-    yield chrome
-    chrome.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def wait_for(browser: Any, condition: Any, timeout: float = 30) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)
-
-
-def shot(browser: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
 def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
@@ -126,7 +69,8 @@ def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
     assert browser.find_elements(
         By.CSS_SELECTOR, "#drift tbody tr.band-stable, #drift tbody tr.band-moderate, #drift tbody tr.band-significant"
     )
-    shot(browser, "2_sweep_page")
+    assert not browser.find_element(By.ID, "ranking-partial").is_displayed()  # every run finished
+    fits_at_every_width(browser, "2_sweep_page")
 
     browser.get(f"{base}/ui/submit")
     area = wait_for(browser, lambda b: b.find_element(By.ID, "config"))

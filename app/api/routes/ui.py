@@ -18,6 +18,7 @@ from app.api.routes.sweeps import SWEEP_ARTIFACTS, SweepId
 from core.shipped import shipped_config
 
 HERE = Path(__file__).resolve().parent.parent
+STATIC = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
 docs = APIRouter(tags=["docs"], include_in_schema=False)
@@ -72,6 +73,12 @@ def docs_file(name: str) -> FileResponse:
     if name not in SWAGGER_FILES:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no docs file {name!r}")
     return FileResponse(SWAGGER_UI / name, media_type=SWAGGER_FILES[name])
+
+
+@docs.get("/favicon.ico", response_class=FileResponse)
+def favicon() -> FileResponse:
+    """For clients that ask the root for it; the pages themselves link `/ui/static/favicon.svg`."""
+    return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon", headers={"cache-control": "max-age=86400"})
 
 
 @docs.get("/redoc", response_class=RedirectResponse)

@@ -52,50 +52,101 @@ function fmt(value) {
   return String(value);
 }
 
+// A column name that may break after its underscores: long names like
+// avg_delta_rmse_vs_baseline would otherwise set the width of their whole column.
+function label(name) {
+  const parts = String(name).split("_");
+  return parts.flatMap((part, i) => (i < parts.length - 1 ? [`${part}_`, el("wbr")] : [part]));
+}
+
 function renderTable(table, rows, columns, decorate) {
   const thead = table.querySelector("thead");
   const tbody = table.querySelector("tbody");
-  if (!thead.children.length) {
+  const names = columns.map(String).join("\n");
+  if (thead.dataset.columns !== names) { // a study's trials gain parameter columns as trials come in
     const tr = el("tr");
     columns.forEach((col, i) => {
       const th = el("th", {scope: "col"});
       if (table.classList.contains("sortable")) {
-        const button = el("button", {type: "button", text: col});
+        const button = el("button", {type: "button"}, label(col));
         button.addEventListener("click", () => sortBy(table, i, th));
         th.append(button);
-      } else th.textContent = col;
+      } else th.append(...label(col));
       tr.append(th);
     });
-    thead.append(tr);
+    thead.replaceChildren(tr);
+    thead.dataset.columns = names;
   }
   tbody.replaceChildren(...rows.map((row) => {
     const tr = el("tr");
     columns.forEach((col) => {
       const value = row[col];
-      tr.append(el("td", {class: typeof value === "number" ? "num" : "", "data-value": fmt(value), text: fmt(value)}));
+      tr.append(el("td", {class: typeof value === "number" ? "num" : "", "data-column": col, "data-value": fmt(value),
+        text: fmt(value)}));
     });
     if (decorate) decorate(tr, row);
     return tr;
   }));
   if (!rows.length) tbody.append(el("tr", {}, [el("td", {colspan: String(columns.length), text: "nothing yet"})]));
+  applySort(table);
+}
+
+// A table with `data-collapse="N"` and more than N rows shows its first N, says how many there
+// are, and has a button to show them all (and back). The choice survives the page's refreshes.
+function collapse(table) {
+  const limit = Number(table.dataset.collapse || 0);
+  const rows = [...table.tBodies[0].rows];
+  let bar = document.getElementById(`${table.id}-more`);
+  if (!limit || rows.length <= limit) {
+    rows.forEach((tr) => { tr.hidden = false; });
+    if (bar) bar.hidden = true;
+    return;
+  }
+  if (!bar) {
+    bar = el("p", {id: `${table.id}-more`, class: "table-more"},
+      [el("span"), " ", el("button", {type: "button", "aria-controls": table.id})]);
+    bar.querySelector("button").addEventListener("click", () => {
+      table.dataset.expanded = table.dataset.expanded === "true" ? "false" : "true";
+      collapse(table);
+    });
+    (table.closest(".table-scroll") || table).after(bar);
+  }
+  const all = table.dataset.expanded === "true";
+  rows.forEach((tr, i) => { tr.hidden = !all && i >= limit; });
+  bar.hidden = false;
+  bar.querySelector("span").textContent = all ? `All ${rows.length} rows shown.` : `${limit} of ${rows.length} rows shown.`;
+  const button = bar.querySelector("button");
+  button.textContent = all ? `Show the first ${limit}` : `Show all ${rows.length}`;
+  button.setAttribute("aria-expanded", String(all));
 }
 
 function sortBy(table, index, th) {
   const descending = th.getAttribute("aria-sort") === "ascending";
   table.querySelectorAll("th").forEach((h) => h.removeAttribute("aria-sort"));
   th.setAttribute("aria-sort", descending ? "descending" : "ascending");
-  const rows = [...table.querySelector("tbody").rows];
-  const key = (tr) => {
-    const raw = tr.cells[index]?.dataset.value ?? "";
-    const num = Number(raw);
-    return raw !== "" && !Number.isNaN(num) ? num : raw;
-  };
-  rows.sort((a, b) => {
-    const x = key(a), y = key(b);
-    const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
-    return descending ? -order : order;
-  });
-  table.querySelector("tbody").append(...rows);
+  applySort(table);
+}
+
+// Rows in the order the sorted column's header says (`aria-sort`), so a refresh keeps the user's sort.
+function applySort(table) {
+  const th = table.querySelector("thead th[aria-sort]");
+  if (th) {
+    const index = th.cellIndex;
+    const descending = th.getAttribute("aria-sort") === "descending";
+    const rows = [...table.querySelector("tbody").rows];
+    const key = (tr) => {
+      const raw = tr.cells[index]?.dataset.value ?? "";
+      const num = Number(raw);
+      return raw !== "" && !Number.isNaN(num) ? num : raw;
+    };
+    rows.sort((a, b) => {
+      const x = key(a), y = key(b);
+      const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+      return descending ? -order : order;
+    });
+    table.querySelector("tbody").append(...rows);
+  }
+  collapse(table);
 }
 
 async function showImage(container, url, caption) {
@@ -158,7 +209,7 @@ const IMPACT = ["param_name", "param_value", "verdict", "n_pairs", "avg_delta_rm
 
 // A verdict cell as a badge (its colour says better, worse, indistinguishable, insufficient).
 function badge(tr, row) {
-  const cell = [...tr.cells].find((td) => td.dataset.value === row.verdict);
+  const cell = tr.querySelector('td[data-column="verdict"]'); // not the baseline's config_id, also "baseline"
   if (cell && row.verdict) {
     cell.replaceChildren(el("span", {class: `badge verdict-${row.verdict}`, text: row.verdict}));
   }
@@ -176,19 +227,48 @@ async function sweepPage() {
   const bar = document.getElementById("progress-bar");
   bar.max = Math.max(1, sweep.total_runs);
   bar.value = done;
+  const partial = partialText(sweep);
+  for (const tag of document.querySelectorAll("#ranking-partial, #significance-partial")) {
+    tag.textContent = partial;
+    tag.hidden = !partial;
+  }
   renderTable(document.getElementById("ranking"), (await json(`/sweeps/${id}/ranking`)).data, RANKING, badge);
   renderTable(document.getElementById("impact"), (await json(`/sweeps/${id}/param-impact`)).summary, IMPACT, badge);
   const summary = await json(`/sweeps/${id}/summary`);
   document.getElementById("significance").textContent = summary.significance.sentence;
-  try {
-    renderTable(document.getElementById("drift"), (await json(`/sweeps/${id}/drift`)).data, DRIFT,
-      (tr, row) => tr.classList.add(`band-${row.psi_band}`));
-  } catch (e) { /* no dataset: no drift */ }
+  await driftTable(id);
   const plots = document.getElementById("plots");
   if (!plots.children.length) {
     for (const plot of (await json(`/sweeps/${id}/plots`)).data) await showImage(plots, plot.url, plot.name);
   }
   if (r.queued || r.running || !sweep.reports_at) setTimeout(() => sweepPage().catch(report), 3000);
+}
+
+// "partial: k of n runs" while the ranking rests on fewer runs than the sweep has (k = succeeded),
+// with why: runs still to come, or runs that failed or were cancelled. Empty for a complete sweep.
+function partialText(sweep) {
+  const r = sweep.runs;
+  if (r.succeeded >= sweep.total_runs) return "";
+  const pending = r.queued + r.running;
+  const why = pending ? `${pending} still to run; the ranking and the verdicts can change`
+    : `${sweep.total_runs - r.succeeded} failed or cancelled, not counted`;
+  return `partial: ${r.succeeded} of ${sweep.total_runs} runs (${why})`;
+}
+
+// Largest PSI first, so the collapsed table shows the features that moved most.
+async function driftTable(id) {
+  const table = document.getElementById("drift");
+  const note = document.getElementById("drift-note");
+  let drift;
+  try { drift = await json(`/sweeps/${id}/drift`); } catch (e) { note.textContent = `No drift: ${e.message}`; return; }
+  if (drift.available === false) { note.textContent = `No drift: ${drift.reason}`; return; }
+  const rows = [...drift.data].sort((a, b) => (b.psi ?? -Infinity) - (a.psi ?? -Infinity));
+  if (!table.querySelector("thead th")) {
+    renderTable(table, [], DRIFT);
+    table.querySelectorAll("thead th")[DRIFT.indexOf("psi")].setAttribute("aria-sort", "descending");
+  }
+  renderTable(table, rows, DRIFT, (tr, row) => tr.classList.add(`band-${row.psi_band}`));
+  note.textContent = `${rows.length} rows (feature × fold × window), largest PSI first; click a column to sort.`;
 }
 
 async function studiesPage() {
@@ -204,6 +284,94 @@ async function studiesPage() {
   if (!data.data.length) body.replaceChildren(el("tr", {}, [el("td", {colspan: "6", text: "No studies yet."})]));
 }
 
+// The keys of a study's config that a sweep takes too: its folds, seeds, features and baseline.
+const SWEEP_KEYS = ["output_subdir", "features", "replica_seeds", "walk_forward", "split_config", "training_config"];
+const BEST_METRICS = ["mean_val_rmse", "std_val_rmse", "mean_test_rmse", "mean_val_naive_rmse"];
+
+function keyValueRows(table, entries) {
+  table.tBodies[0].replaceChildren(...entries.map(([key, value]) => el("tr", {}, [
+    el("th", {scope: "row", text: key}),
+    el("td", {class: typeof value === "number" ? "num" : "", text: fmt(value)}),
+  ])));
+}
+
+function paramsText(params) {
+  return Object.entries(params || {}).map(([k, v]) => `${k}=${fmt(v)}`).join(", ");
+}
+
+function bestTrial(best) {
+  const caption = document.getElementById("best-caption");
+  const details = document.getElementById("best-training");
+  if (!best) {
+    caption.textContent = "No complete trial yet.";
+    keyValueRows(document.getElementById("best"), []);
+    details.hidden = true;
+    return;
+  }
+  caption.textContent = `Trial ${best.number}: ${best.objective || "objective"} ${fmt(best.value)}.`;
+  const objective = best.objective || "objective";
+  const params = Object.entries(best.params || {});
+  const metrics = BEST_METRICS.filter((k) => k !== objective && best[k] !== undefined && best[k] !== null)
+    .map((k) => [k, best[k]]);
+  keyValueRows(document.getElementById("best"), [...params, [objective, best.value], ...metrics]);
+  details.hidden = !best.training_config;
+  if (best.training_config) keyValueRows(document.getElementById("best-config"), Object.entries(best.training_config));
+}
+
+// Trials with complete and pruned values in columns of their own: a pruned trial's value is the
+// last intermediate value it reported (one epoch of one run), not the objective over all runs.
+function trialRows(trials) {
+  const params = [...new Set(trials.flatMap((t) => Object.keys(t).filter((k) => k.startsWith("params_"))))];
+  const columns = ["number", "state", "objective", "last intermediate value", "last_step", "mean_val_rmse",
+    "std_val_rmse", "mean_test_rmse", "mean_val_naive_rmse", "n_runs", ...params.map((k) => k.slice(7)), "duration_s"];
+  const rows = trials.map((t) => {
+    const row = {number: t.number, state: t.state, last_step: t.last_step, n_runs: t.n_runs, duration_s: t.duration_s,
+      objective: t.state === "complete" ? t.value : null,
+      "last intermediate value": t.state === "pruned" ? (t.last_intermediate_value ?? t.value) : null};
+    for (const k of ["mean_val_rmse", "std_val_rmse", "mean_test_rmse", "mean_val_naive_rmse"]) row[k] = t[k];
+    for (const k of params) row[k.slice(7)] = t[k];
+    return row;
+  });
+  return [rows, columns];
+}
+
+// The top-k sweep's config, from the study's own (its folds, seeds, features and baseline
+// training_config), under a new output_subdir; null when the study's answer carries no config.
+function topkSweepConfig(study) {
+  if (!study.config) return null;
+  const sweep = Object.fromEntries(SWEEP_KEYS.filter((k) => study.config[k] != null).map((k) => [k, study.config[k]]));
+  sweep.output_subdir = `${study.output_subdir}_top_k`.slice(0, 64);
+  return sweep;
+}
+
+function prefillTopk(study) {
+  const area = document.getElementById("topk-config");
+  const source = document.getElementById("topk-source");
+  if (area.dataset.filled) return; // never overwrite what the user typed
+  area.dataset.filled = "true";
+  const sweep = topkSweepConfig(study);
+  if (sweep) {
+    area.value = JSON.stringify(sweep, null, 2);
+    source.textContent = `Filled from study ${study.id}: its folds, seeds, features and baseline training_config, ` +
+      `written to ${sweep.output_subdir}. Edit anything before you start it.`;
+  } else {
+    source.textContent = "This study's answer carries no config: paste a sweep config (its walk_forward folds, " +
+      "replica_seeds and baseline training_config).";
+  }
+}
+
+// Helper notes a study may carry (a sentence on the best trial against the baseline and the naive
+// forecast; whether parameter importances could be computed), at the top level or in its summary.
+function studyNote(study, name) {
+  return study[name] || (study.summary && study.summary[name]) || null;
+}
+
+function importancesText(importances) {
+  if (!importances || !importances.status || /^(ok|computed|available)$/.test(importances.status)) return "";
+  const detail = importances.reason || importances.message || importances.sentence || "";
+  return `Parameter importances: ${String(importances.status).replaceAll("_", " ")}${detail ? ` (${detail})` : ""}.`;
+}
+
 async function studyPage() {
   const id = document.body.dataset.studyId;
   const study = await json(`/hpo/${id}`);
@@ -211,13 +379,22 @@ async function studyPage() {
   const n = (study.summary && study.summary.n_trials) || {};
   document.getElementById("study-status").textContent =
     `${study.status}: ${n.complete || 0} complete, ${n.pruned || 0} pruned, ${n.fail || 0} failed`;
+  const comparison = studyNote(study, "comparison");
+  const sentence = document.getElementById("comparison");
+  sentence.textContent = (comparison && comparison.sentence) || "";
+  sentence.hidden = !sentence.textContent;
+  const importances = document.getElementById("importances-note");
+  importances.textContent = importancesText(studyNote(study, "importances"));
+  importances.hidden = !importances.textContent;
+  prefillTopk(study);
   const best = await api(`/hpo/${id}/best`);
-  document.getElementById("best").textContent = best.ok ? JSON.stringify(await best.json(), null, 2) : "no complete trial yet";
+  bestTrial(best.ok ? await best.json() : null);
   const top = (await json(`/hpo/${id}/top-k`)).data;
-  renderTable(document.getElementById("topk"), top.map((t) => ({name: t.name, value: t.source.value, params: t.params})),
-    ["name", "value", "params"]);
-  const trials = (await json(`/hpo/${id}/trials`)).data;
-  if (trials.length) renderTable(document.getElementById("trials"), trials, Object.keys(trials[0]));
+  renderTable(document.getElementById("topk"),
+    top.map((t) => ({rank: t.source.rank, name: t.name, value: t.source.value, params: paramsText(t.params)})),
+    ["rank", "name", "value", "params"]);
+  const [rows, columns] = trialRows((await json(`/hpo/${id}/trials?limit=1000`)).data);
+  if (rows.length) renderTable(document.getElementById("trials"), rows, columns, (tr, row) => tr.classList.add(`trial-${row.state}`));
   const plots = document.getElementById("plots");
   if (!plots.children.length) for (const p of (await json(`/hpo/${id}/plots`)).data) await showImage(plots, p.url, p.name);
   if (study.status === "queued" || study.status === "running") setTimeout(() => studyPage().catch(report), 5000);
@@ -274,7 +451,8 @@ function topkForm() {
     let config;
     try { config = JSON.parse(document.getElementById("topk-config").value); }
     catch (e) { errors.replaceChildren(el("li", {text: `(json): ${e.message}`})); return; }
-    const [response, body] = await postJson(`/hpo/${document.body.dataset.studyId}/sweep`, {config});
+    const [response, body] = await postJson(`/hpo/${document.body.dataset.studyId}/sweep`,
+      {config, merge_tests: document.getElementById("topk-merge").checked});
     if (response.ok) window.location = `/ui/sweeps/${body.id}`; else showErrors(errors, response, body);
   });
 }
