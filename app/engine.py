@@ -1,7 +1,8 @@
 """The run engine: a run's life from its spec to its recorded outcome, and a sweep's published files.
 
 One place for each step, whoever drives it: `submit` (adopting a folder the database does
-not know, recording the sweep, writing `analysis_config.json`), `claim` (the run and its
+not know, recording the sweep, writing `analysis_config.json`), `dry_run` (the same checks,
+nothing written), `claim` (the run and its
 spec), `LeaseKeeper` (the lease while it trains), the trainer (passed in: the real one is
 `worker.run_executor.execute_run`), `record` (the outcome, and the stop-after-first-failure
 rule) and `publish_sweep` (every report, drift file and plot, one build at a time). The
@@ -56,6 +57,7 @@ from app.db.sweeps import (
     find_sweep,
     folder_config,
     is_stopped,
+    past_runs,
     queued_run_ids,
     run_counts,
     run_records,
@@ -66,10 +68,12 @@ from app.db.sweeps import (
 from app.db.workers import lease_owner
 from core.config import SweepConfig
 from core.datasets import check_dataset_for_sweep, dataset_dir, dataset_fingerprint
-from core.errors import StoreError, SweepFolderError, UnsafePath
+from core.dry_run import dry_run_report
+from core.errors import DatasetError, StoreError, SweepExists, SweepFolderError, UnsafePath
 from core.feature_sets import resolve_features
+from core.merge import validate_merge
 from core.paths import ensure_inside, sweep_dir, version_dir
-from core.plan import check_plan_size
+from core.plan import check_plan_size, expand_sweep
 from core.runs import RunOutcome, RunSpec, Trainer
 from core.store import SWEEP_INPUT_FILES, Store
 from core.sweep_folder import (
@@ -107,6 +111,8 @@ class Submitted:
     adopted_run_ids: list[int]
     # No run is queued or running: the sweep's files can be published now (a merge that added no run).
     done: bool
+    # With walk_forward.clip_to_data: the folds' windows cut to the dataset (else None).
+    effective_folds: list[dict[str, Any]] | None = None
 
 
 def submit(
@@ -164,11 +170,76 @@ def submit(
             result.merged,
             adopted.queued_run_ids if adopted else [],
             done,
+            folder.effective_folds,
         )
     ensure_inside(root, folder_path)
     write_analysis_config(folder_path, folder)
     store.put(folder_path / ANALYSIS_CONFIG)
     return submitted
+
+
+def dry_run(
+    factory: sessionmaker[Session],
+    store: Store,
+    asset: str,
+    config: SweepConfig,
+    *,
+    merge: bool,
+    max_runs: int | None = None,
+) -> dict[str, Any]:
+    """The checks `submit` makes (plan cap, dataset, folds, an existing sweep, the merge rules,
+    a changed dataset), and what the plan would be, cost and detect (`core.dry_run`); nothing
+    is recorded, queued or written to the sweep's folder. A folder the database does not know
+    is read, not adopted. (With an object store the dataset is fetched to this machine, as any
+    read of it is.)
+
+    Raises:
+        DatasetError, SweepFolderError, InvalidSweepConfig, SweepExists, MergeRejected: as `submit`.
+        StoreError: the object store failed.
+    """
+    root = store.root
+    check_plan_size(config, max_runs)
+    store.fetch(dataset_dir(root, asset))
+    check_dataset_for_sweep(root, asset, config)
+    dataset = dataset_fingerprint(root, asset)
+    with session_scope(factory) as session:
+        existing = find_sweep(session, asset, config.output_subdir)
+        known: tuple[int | None, SweepConfig, dict[str, Any] | None] | None = None
+        if existing is not None:
+            known = (existing.id, stored_config(existing), stored_dataset(existing))
+        past = past_runs(session)
+    folder_path = sweep_dir(root, asset, config.output_subdir)
+    if known is None and is_sweep_folder(folder_path):  # what `submit` would adopt
+        analysis = read_analysis_config(folder_path, asset)
+        known = (None, analysis.config, analysis.dataset)
+    effective = config
+    if known is None:
+        plan = expand_sweep(config, max_runs=max_runs)
+        new_runs = plan.runs
+    else:
+        sweep_id, old, recorded = known
+        if not merge:
+            where = f"id {sweep_id}" if sweep_id is not None else "its folder"
+            raise SweepExists(
+                f"sweep {asset}/{config.output_subdir} exists ({where}); "
+                "submit with merge_tests (--merge-tests) to add runs to it"
+            )
+        result = validate_merge(old, config, max_runs=max_runs)
+        if result.new_runs and recorded and recorded.get("sha256") != dataset.get("sha256"):
+            raise DatasetError(
+                f"the dataset {dataset.get('file')} changed since sweep {asset}/{config.output_subdir} was recorded: "
+                "its runs would not be comparable; restore that dataset or submit under a new output_subdir"
+            )
+        plan, new_runs, effective = result.plan, result.new_runs, result.config
+    report = dry_run_report(asset, plan, new_runs, effective.stats.alpha, past)
+    return {
+        "dry_run": True,
+        "asset": asset,
+        "output_subdir": config.output_subdir,
+        "merged": known is not None,
+        **report,
+        "effective_folds": SweepFolderConfig(asset, dataset, effective).effective_folds,
+    }
 
 
 @dataclass(frozen=True)

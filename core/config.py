@@ -62,6 +62,9 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
+SPLIT_REQUIRED = "split_config is required when walk_forward is not enabled"
+
+
 def duplicates(values: Iterable[H]) -> list[H]:
     """The values that occur more than once, in first-seen order (one pass, a Counter)."""
     return [v for v, n in Counter(values).items() if n > 1]
@@ -127,6 +130,22 @@ class Window(StrictModel):
 
 
 _WINDOW_KEYS = ("train_start", "train_end", "val_start", "val_end", "test_start", "test_end")
+WINDOW_KEYS = _WINDOW_KEYS
+
+
+def clipped_window(fold: Window, name: str, first: date, last: date) -> dict[str, Any]:
+    """`fold`'s windows cut to the dataset's dates `first..last`: every start is at least
+    `first`, every end at most `last` (YYYYMMDD); `clipped` lists the keys that changed."""
+    out: dict[str, Any] = {"name": name}
+    clipped = []
+    for key in _WINDOW_KEYS:
+        day = parse_date(getattr(fold, key))
+        cut = max(day, first) if key.endswith("_start") else min(day, last)
+        out[key] = cut.strftime("%Y%m%d")
+        if cut != day:
+            clipped.append(key)
+    out["clipped"] = clipped
+    return out
 
 
 class SplitConfig(Window):
@@ -142,6 +161,13 @@ class Fold(Window):
 class WalkForward(StrictModel):
     enabled: bool = False
     folds: list[Fold] = Field(default_factory=list, max_length=MAX_LIST)
+    # Off by default: a window outside the dataset's dates is refused, never cut silently. A
+    # config stored before this key existed reads as false.
+    clip_to_data: bool = Field(
+        False,
+        description="Allow windows that start before the dataset's first date or end after its last; they are cut "
+        "to the data and the cut windows are reported (`effective_folds`).",
+    )
 
     @field_validator("folds")
     @classmethod
@@ -227,7 +253,7 @@ class ExperimentConfig(StrictModel):
     @model_validator(mode="after")
     def _split_present(self) -> ExperimentConfig:
         if not self.walk_forward.enabled and self.split_config is None:
-            raise ValueError("split_config is required when walk_forward is not enabled")
+            raise ValueError(SPLIT_REQUIRED)
         return self
 
     @property
@@ -422,7 +448,12 @@ def validate_config(model: type[M], data: Any, checks: Callable[[dict[str, Any]]
         schema_errors = field_errors(exc)
     else:
         schema_errors = []
-    for error in schema_errors + checks(data):
+    required = _check_split_required(data) if issubclass(model, ExperimentConfig) else []
+    if required:
+        # The schema says it only once every other field is valid, and at the root: the raw
+        # check says it beside the other missing keys, at its own path.
+        schema_errors = [e for e in schema_errors if e.message != SPLIT_REQUIRED]
+    for error in schema_errors + required + checks(data):
         # The schema's own word on a non-finite float ("finite number") would say it twice.
         if error not in seen and error.field not in reported:
             seen.add(error)
@@ -430,6 +461,23 @@ def validate_config(model: type[M], data: Any, checks: Callable[[dict[str, Any]]
     if errors or config is None:
         raise InvalidSweepConfig(_at_most(errors, MAX_ERRORS))
     return config
+
+
+def _check_split_required(data: dict[str, Any]) -> list[FieldError]:
+    """`split_config` missing while walk-forward is off, found from the raw data: the schema's
+    own check runs only when every field is valid, so `{}` would name `output_subdir` alone."""
+    walk = data.get("walk_forward")
+    enabled = isinstance(walk, dict) and walk.get("enabled") is True
+    if enabled or "split_config" in data:
+        return []
+    return [
+        FieldError("split_config", "required key is missing (walk_forward is not enabled, so the single split is used)")
+    ]
+
+
+def at_most(errors: list[FieldError], limit: int = MAX_ERRORS) -> list[FieldError]:
+    """`errors` cut to `limit`, the rest counted in one last entry (field `(more)`)."""
+    return _at_most(errors, limit)
 
 
 def _at_most(errors: list[FieldError], limit: int) -> list[FieldError]:

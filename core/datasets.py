@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,8 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pandas.tseries.api import guess_datetime_format
 
-from core.config import ExperimentConfig, Fold, SweepConfig, TrainingConfig, parse_date
-from core.errors import DatasetError, DatasetExists, DatasetTooLarge
+from core.config import WINDOW_KEYS, ExperimentConfig, Fold, SweepConfig, TrainingConfig, at_most, parse_date
+from core.errors import DatasetError, DatasetExists, DatasetTooLarge, FieldError, InvalidSweepConfig
 from core.feature_sets import FEATURE_SETS, resolve_features
 from core.features import FEATURE_DOCS, TARGET_DEFINITION, WARMUP_ROWS, compute_features
 from core.files import file_sha256, write_bytes_atomic, write_json_atomic
@@ -634,8 +634,23 @@ def synthetic_ohlcv(n_days: int = 1500, seed: int = 0, start: str = "2010-01-04"
     return pd.DataFrame({"date": dates, "open": open_, "high": high, "low": low, "close": close, "volume": volume})
 
 
+# The first date of `synthetic_dataset`: folds of tests start on a year's first day, and a
+# window that starts before a dataset's first date is refused.
+SYNTHETIC_FIRST_DATE = "2010-01-01"
+
+
 def synthetic_dataset(asset: str = "SYN", n_days: int = 1500, seed: int = 0) -> pd.DataFrame:
-    return build_dataset(synthetic_ohlcv(n_days, seed), asset)
+    """A dataset from `synthetic_ohlcv(n_days, seed)` (prices from 2010-01-04) whose rows start
+    on `SYNTHETIC_FIRST_DATE`: the feature warm-up is a price history of its own (drawn from
+    `seed + 1`, scaled to close where the first price opens) in the business days up to that
+    date, so the dataset holds `n_days + 1` rows."""
+    days = pd.bdate_range(end=SYNTHETIC_FIRST_DATE, periods=WARMUP_ROWS + 1)
+    history = synthetic_ohlcv(WARMUP_ROWS + 1, seed + 1, start=str(days[0].date()))
+    main = synthetic_ohlcv(n_days, seed)
+    price_cols = ["open", "high", "low", "close"]
+    history[price_cols] *= main["open"].iloc[0] / history["close"].iloc[-1]
+    prices = pd.concat([history, main], ignore_index=True)
+    return build_dataset(prices, asset)
 
 
 # -- loading and validation ------------------------------------------------------------------
@@ -844,11 +859,58 @@ def check_fold_fits(frame: pd.DataFrame, fold: Fold, training: TrainingConfig) -
         raise DatasetError(problem)
 
 
+def fold_paths(keys: ExperimentConfig) -> list[str]:
+    """Where each effective fold is written in the config: `walk_forward.folds[i]`, or
+    `split_config` for the one `default` fold."""
+    if keys.walk_forward.enabled:
+        return [f"walk_forward.folds[{i}]" for i in range(len(keys.walk_forward.folds))]
+    return ["split_config"]
+
+
+def folds_out_of_range(keys: ExperimentConfig, asset: str, first: date, last: date) -> list[FieldError]:
+    """The folds of `keys` whose windows reach before `first` or after `last` (the dataset's
+    first and last dates), each by the path of its date at the edge: the latest before the
+    data (`train_start` when only the start is early) and the earliest after it (`test_end`
+    when only the end is late; `train_start` when the whole fold is after). O(folds), from
+    the two dates alone."""
+    errors: list[FieldError] = []
+    span = f"{asset}'s dataset runs {first:%Y%m%d}..{last:%Y%m%d}"
+    fix = "move the window inside the data, or set walk_forward.clip_to_data: true to cut windows to it"
+    for path, fold in zip(fold_paths(keys), keys.folds, strict=True):
+        days = {key: parse_date(getattr(fold, key)) for key in WINDOW_KEYS}
+        before = [key for key in WINDOW_KEYS if days[key] < first]
+        after = [key for key in WINDOW_KEYS if days[key] > last]
+        found = []
+        if before:
+            found.append((before[-1], "before the dataset's first date", len(before)))
+        if after:
+            found.append((after[0], "after the dataset's last date", len(after)))
+        for key, side, count in found:
+            whole = " (the whole fold)" if count == len(WINDOW_KEYS) else ""
+            message = f"fold {fold.name}: {key} {getattr(fold, key)} is {side}{whole} ({span}); {fix}"
+            errors.append(FieldError(f"{path}.{key}", message))
+    return errors
+
+
+def check_folds_in_range(keys: ExperimentConfig, asset: str, first: date, last: date) -> None:
+    """Refuse folds whose windows reach outside the dataset's dates (`walk_forward.clip_to_data`
+    off): a window cut to the data without a word trains on other dates than it says.
+
+    Raises:
+        InvalidSweepConfig: every date outside `first..last`, each by its path
+            (`walk_forward.folds[0].train_start`) with the dataset's range.
+    """
+    errors = folds_out_of_range(keys, asset, first, last)
+    if errors:
+        raise InvalidSweepConfig(at_most(errors))
+
+
 def check_dataset_for_sweep(root: Path, asset: str, config: SweepConfig) -> None:
     """Fail before any training when the dataset cannot serve every (fold, config) shape.
 
     Raises:
         DatasetError: missing dataset or features, bad values, too-short windows.
+        InvalidSweepConfig: a window outside the dataset's dates (unless `clip_to_data`).
     """
     shapes = {(c.training.max_encoder_length, c.training.max_prediction_length) for c in plan_configs(config)}
     check_dataset_shapes(root, asset, config, shapes)
@@ -859,14 +921,18 @@ def check_dataset_shapes(root: Path, asset: str, keys: ExperimentConfig, shapes:
 
     O(rows + folds x shapes): the dataset is read once, each fold's windows are counted once
     by binary search, and each distinct shape is then two comparisons per window (a plan of
-    100 folds x 100 encoder lengths filtered the frame 10,000 times before: 16 s).
+    100 folds x 100 encoder lengths filtered the frame 10,000 times before: 16 s). Windows
+    outside the dataset's dates are refused first, unless `walk_forward.clip_to_data`.
 
     Raises:
+        InvalidSweepConfig: every window date outside the dataset's range (`check_folds_in_range`).
         DatasetError: the first (fold, shape) in fold order and sorted shape order that does
             not fit, as `check_fold_fits` words it.
     """
     frame = load_dataset(root, asset, keys.features)
     dates = pd.DatetimeIndex(frame["date"])
+    if not keys.walk_forward.clip_to_data:
+        check_folds_in_range(keys, asset, dates[0].date(), dates[-1].date())
     ordered = sorted(shapes)
     for fold in keys.folds:
         counts = fold_counts(dates, fold)

@@ -1,8 +1,9 @@
 """What a sweep folder says about itself, so it can be rebuilt or adopted wherever it lies.
 
 `analysis_config.json` holds the effective (merged) sweep config plus the asset and the
-fingerprint of the dataset the runs trained on; `sweep_runs.json` holds every run. Nothing
-here reads the folder's position under a data root.
+fingerprint of the dataset the runs trained on and, with `walk_forward.clip_to_data`, the
+folds' windows cut to that dataset's dates (`effective_folds`); `sweep_runs.json` holds every
+run. Nothing here reads the folder's position under a data root.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import SweepConfig, validate_sweep_config
+from core.config import SweepConfig, clipped_window, parse_date, validate_sweep_config
 from core.errors import InvalidSweepConfig, SweepFolderError
 from core.files import write_json_atomic
 from core.names import check_safe_name
@@ -21,7 +22,7 @@ from core.reports import records_from_rows
 ANALYSIS_CONFIG = "analysis_config.json"
 SWEEP_RUNS_JSON = "sweep_runs.json"
 # Keys of analysis_config.json that describe the folder rather than the sweep config.
-FOLDER_KEYS = ("asset", "dataset")
+FOLDER_KEYS = ("asset", "dataset", "effective_folds")
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,29 @@ class SweepFolderConfig:
     dataset: dict[str, Any] | None
     config: SweepConfig
 
+    @property
+    def effective_folds(self) -> list[dict[str, Any]] | None:
+        """With `walk_forward.clip_to_data`, each fold's windows cut to the dataset's first and
+        last dates (`clipped_window`), from the fingerprint alone; None without clipping (every
+        window lies inside the data: submission refuses any other) or without a fingerprint."""
+        return effective_folds(self.config, self.dataset)
+
     def to_json_dict(self) -> dict[str, Any]:
-        return {"asset": self.asset, "dataset": self.dataset, **self.config.to_json_dict()}
+        data = {"asset": self.asset, "dataset": self.dataset, **self.config.to_json_dict()}
+        folds = self.effective_folds
+        if folds is not None:
+            data["effective_folds"] = folds
+        return data
+
+
+def effective_folds(config: SweepConfig, dataset: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """`config`'s folds cut to the dates of the dataset `dataset` fingerprints, when
+    `walk_forward.clip_to_data` is on (else None)."""
+    if not config.walk_forward.clip_to_data or not dataset or not dataset.get("first_date"):
+        return None
+    first = parse_date(str(dataset["first_date"]).replace("-", ""))
+    last = parse_date(str(dataset["last_date"]).replace("-", ""))
+    return [clipped_window(fold, fold.name, first, last) for fold in config.folds]
 
 
 def write_analysis_config(folder: Path, analysis: SweepFolderConfig) -> None:

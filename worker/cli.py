@@ -1,10 +1,10 @@
-"""The `tftsweep` command line: the guide's commands and flags over the same core services.
+"""The `tftsweep` command line: the commands and flags of the original pipeline over the same core services.
 
 Subcommands import what they need when they run, so `tftsweep plan` never pays for torch.
 Exit codes: 0 success, 1 a run or sweep failed, 2 bad input (config, data, flags), 130 interrupted.
 
 One job, the entry points: each subcommand is a short adapter over core and app; the length is
-the count of the guide's commands and their flags, kept in one parser.
+the count of the commands and their flags, kept in one parser.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class UsageError(TftsweepError):
 
 
 def config_text(path: str | None, default: str) -> str:
-    """The text of `--config-json`, or of the shipped config `default` (the guide's default
-    when the flag is left out); says on stderr which file it used."""
+    """The text of `--config-json`, or of the shipped config `default` when the flag is left
+    out; says on stderr which file it used."""
     if path:
         return read_text_file(path, "--config-json")
     from core.shipped import shipped_config
@@ -80,16 +80,21 @@ def read_text_file(path: str, field: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from core.datasets import check_asset, check_dataset_for_sweep, dataset_dir
+    from core.datasets import check_asset, check_dataset_for_sweep, dataset_dir, dataset_fingerprint
+    from core.dry_run import dry_run_lines, dry_run_report
     from core.merge import validate_merge
     from core.plan import check_plan_size, expand_sweep
+    from core.sweep_folder import effective_folds
 
     config = load_sweep_config(config_text(args.config_json, "sweep"))
     current = settings()
     check_plan_size(config, current.max_runs)  # arithmetic, before the dataset is read
+    fingerprint = None
     if args.asset:
         current.store().fetch(dataset_dir(current.data_root, check_asset(args.asset)))
         check_dataset_for_sweep(current.data_root, args.asset, config)
+        fingerprint = dataset_fingerprint(current.data_root, args.asset)
+    effective = config
     if args.merge_with:
         old = read_merge_with(args.merge_with)
         try:
@@ -100,12 +105,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
             else:
                 _print_violations(exc)
             return EXIT_USAGE
-        plan, runs = result.plan, result.new_runs
+        plan, runs, effective = result.plan, result.new_runs, result.config
     else:
         plan = expand_sweep(config, max_runs=current.max_runs)
         runs = plan.runs
+    report = dry_run_report(args.asset or "", plan, runs, effective.stats.alpha, _past_runs(current))
+    folds = effective_folds(effective, fingerprint)
     if args.json:
-        print(json.dumps({"runs": [r.to_dict() for r in runs], "violations": []}, indent=2))
+        extra = {k: report[k] for k in ("plan", "estimate", "estimate_reason", "detectability")}
+        print(
+            json.dumps(
+                {"runs": [r.to_dict() for r in runs], "violations": [], **extra, "effective_folds": folds}, indent=2
+            )
+        )
         return EXIT_OK
     print(f"output_subdir: {config.output_subdir}")
     print(f"configs ({len(plan.configs)}): {', '.join(c.config_id for c in plan.configs)}")
@@ -114,11 +126,38 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"runs: {len(plan.runs)}")
     if args.asset:
         print(f"dataset {args.asset}: every fold has rows for every config")
+    for fold in folds or []:
+        cut = ", ".join(fold["clipped"]) or "nothing"
+        windows = "  ".join(f"{p} {fold[p + '_start']}..{fold[p + '_end']}" for p in ("train", "val", "test"))
+        print(f"  fold {fold['name']} cut to the data ({cut} clipped): {windows}")
     if args.merge_with:
         print(f"new runs after merge: {len(runs)}")
         for run in runs:
             print(f"  {run.config_id}  fold={run.fold}  seed={run.seed}  {run.run_key}")
+    for line in dry_run_lines(report):
+        print(line)
     return EXIT_OK
+
+
+def _past_runs(current: Settings) -> list[Any] | None:
+    """The succeeded runs of this machine's database, when there is one to read (None if not:
+    `plan` never creates or migrates a database)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db.session import make_engine, make_session_factory, session_scope
+    from app.db.sweeps import past_runs
+
+    url = current.db_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    engine = make_engine(url, pooled=False)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            return list(past_runs(session))
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
 
 
 def read_top_k(hpo_dir: str) -> list[dict[str, Any]]:
@@ -431,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="validate a sweep config and print its OFAT plan")
-    p.add_argument("--config-json", help="sweep config JSON file (default: the guide's model_analysis.default.json)")
+    p.add_argument("--config-json", help="sweep config JSON file (default: the shipped model_analysis.default.json)")
     p.add_argument("--asset", help="also check every fold against this asset's dataset")
     p.add_argument("--merge-with", help="the stored config to merge into: a config file or a sweep folder")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -439,7 +478,7 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
     p = sub.add_parser("sweep", help="run a whole sweep in this process (resumable)")
     p.add_argument("--asset", required=True, help="asset symbol, e.g. AAPL")
-    p.add_argument("--config-json", help="sweep config JSON file (default: the guide's model_analysis.default.json)")
+    p.add_argument("--config-json", help="sweep config JSON file (default: the shipped model_analysis.default.json)")
     p.add_argument("--output-subdir", help="override the config's output_subdir")
     p.add_argument("--merge-tests", action="store_true", help="add the config's new runs to the existing sweep")
     p.add_argument("--continue-on-error", action="store_true", help="keep going after a failed run")
@@ -449,7 +488,7 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
     p = sub.add_parser("hpo", help="run (or continue) an Optuna study in this process")
     p.add_argument("--asset", required=True)
-    p.add_argument("--config-json", help="HPO config JSON file (default: the guide's default_tft_optuna_sweep.json)")
+    p.add_argument("--config-json", help="HPO config JSON file (default: the shipped default_tft_optuna_sweep.json)")
     p.add_argument("--output-subdir", help="override the config's output_subdir")
     p.set_defaults(handler=cmd_hpo)
 

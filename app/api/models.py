@@ -63,18 +63,25 @@ class MergeRefusedPublic(BaseModel):
 
 
 class SweepCreate(BaseModel):
-    """A sweep submission. `config` follows the sweep config schema (docs/config.md)."""
+    """A sweep submission. `config` follows the sweep config schema (docs/config.md); with
+    `dry_run` it is checked and planned, and nothing is recorded."""
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"asset": "MSFT", "config": EXAMPLE_CONFIG}]}
     )
 
     asset: SafeName = Field(description="Asset symbol; its dataset must exist (see /datasets).", examples=["MSFT"])
-    config: dict[str, Any] = Field(description="The sweep config (SPEC section 2).")
+    config: dict[str, Any] = Field(description="The sweep config (docs/config.md).")
     merge_tests: bool = Field(
         False, description="Add this config's new runs to the existing sweep (merge rules apply)."
     )
     continue_on_error: bool = Field(False, description="Keep going after a failed run instead of cancelling the rest.")
+    dry_run: bool = Field(
+        False,
+        description="Validate and plan only: the same 4xx answers as a real submission, nothing recorded, queued or "
+        "written; 200 with the plan, a training-time estimate from runs recorded on this server, and what the "
+        "design can detect.",
+    )
 
 
 class SweepSubmitted(BaseModel):
@@ -85,6 +92,39 @@ class SweepSubmitted(BaseModel):
     new_runs: int = Field(description="Runs queued by this request.")
     total_runs: int = Field(description="Runs of the whole (merged) plan.")
     merged: bool
+    effective_folds: list[dict[str, Any]] | None = Field(
+        None,
+        description="With `walk_forward.clip_to_data`: each fold's windows cut to the dataset's dates (YYYYMMDD), "
+        "`clipped` naming the keys that changed (as in analysis_config.json); null otherwise.",
+    )
+
+
+class DryRunPublic(BaseModel):
+    """The answer to a dry run (`POST /sweeps` with `dry_run: true`): nothing was recorded."""
+
+    dry_run: bool = True
+    asset: str
+    output_subdir: str
+    merged: bool = Field(description="The sweep exists and this config would merge into it.")
+    plan: dict[str, Any] = Field(
+        description="`runs_new`, `runs_total`, and the same per config (`config_id`, `kind`, `param_name`, "
+        "`param_value`), per fold and per seed."
+    )
+    estimate: dict[str, Any] | None = Field(
+        description="`seconds` of training for the new runs one after another, and `per_config` (`seconds_per_run`, "
+        "`basis`: `similar` = median of succeeded runs of this asset with the same max_epochs, max_encoder_length "
+        "and hidden_size, `any` = median of every succeeded run, `from_runs`); null when no run has a duration."
+    )
+    estimate_reason: str | None = Field(description="Why there is no estimate (`no estimate: ...`).")
+    detectability: dict[str, Any] = Field(
+        description="`pairs_per_variant` (folds x seeds), `family` (configs compared with the baseline), "
+        "`smallest_pvalue_after_holm` = min(1, family * 2 / 2**pairs), `better_reachable`, `pairs_needed`, "
+        "`seed_sd` (pooled std of val_rmse across seeds in past runs of the asset), `min_detectable_delta` = "
+        "t.ppf(0.975, n-1) * sqrt(2) * seed_sd / sqrt(n) and its simultaneous (Bonferroni) version, `sentence`."
+    )
+    effective_folds: list[dict[str, Any]] | None = Field(
+        None, description="With `walk_forward.clip_to_data`: the windows cut to the dataset's dates."
+    )
 
 
 class SweepPublic(BaseModel):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Run, RunState, Sweep, SweepStatus
 from core.config import SweepConfig, validate_sweep_config
+from core.dry_run import PastRun
 from core.runs import RUN_COLUMNS
 from core.sweep_folder import SweepFolderConfig
 
@@ -121,3 +122,32 @@ def run_records(
     if limit is not None:
         query = query.limit(limit)
     return [_record(row._mapping) for row in session.execute(query)]
+
+
+# The most past runs a dry run reads (newest first): enough for medians and a pooled spread,
+# and a bound on what one request reads whatever the server holds.
+PAST_RUNS_LIMIT = 20_000
+
+
+def past_runs(session: Session, limit: int = PAST_RUNS_LIMIT) -> list[PastRun]:
+    """Succeeded runs recorded on this server, newest first: what a dry run estimates from."""
+    query = (
+        select(
+            Sweep.asset,
+            Run.sweep_id,
+            Run.config_id,
+            Run.fold,
+            Run.seed,
+            Run.params_json,
+            Run.train_seconds,
+            Run.val_rmse,
+        )
+        .join(Sweep, Sweep.id == Run.sweep_id)
+        .where(Run.state == RunState.SUCCEEDED)
+        .order_by(Run.id.desc())
+        .limit(limit)
+    )
+    return [
+        PastRun(asset, sweep_id, config_id, fold, seed, json.loads(params), seconds, rmse)
+        for asset, sweep_id, config_id, fold, seed, params, seconds, rmse in session.execute(query)
+    ]

@@ -43,6 +43,7 @@ def test_submit_creates_the_sweep_and_enqueues_its_runs(client: TestClient, queu
         "new_runs": 2,
         "total_runs": 2,
         "merged": False,
+        "effective_folds": None,
     }
     assert response.headers["location"] == f"/sweeps/{body['id']}"
     assert len(queue.runs) == 2
@@ -290,3 +291,169 @@ def test_cancel_retry_regenerate(client: TestClient, queue: RecordingQueue) -> N
     assert queue.reports == [sweep_id, sweep_id]
     for action in ("cancel", "retry", "regenerate"):
         assert client.post(f"/sweeps/999/{action}").status_code == 404
+
+
+# -- folds outside the data (issue 22 item 2) -------------------------------------------------
+
+
+def outside_sweep(**walk: Any) -> dict[str, Any]:
+    """f1 trains from 2005 on data that starts 2010-01-01; f2 tests to 2019 on data that ends 2014-01."""
+    early = {**tiny_fold("f1", 2012), "train_start": "20050101"}
+    late = {**tiny_fold("f2", 2013), "test_end": "20191231"}
+    return tiny_sweep(walk_forward={"enabled": True, "folds": [early, late], **walk})
+
+
+def test_a_fold_outside_the_dataset_is_refused_and_nothing_is_written(
+    client: TestClient, queue: RecordingQueue, root: Path
+) -> None:
+    response = submit(client, outside_sweep())
+    assert response.status_code == 422, response.text
+    problems = {p["field"]: p["message"] for p in response.json()["detail"]}
+    assert set(problems) == {"config.walk_forward.folds[0].train_start", "config.walk_forward.folds[1].test_end"}
+    first = problems["config.walk_forward.folds[0].train_start"]
+    assert first.startswith(
+        "fold f1: train_start 20050101 is before the dataset's first date (SYN's dataset runs 20100101.."
+    )
+    assert "after the dataset's last date" in problems["config.walk_forward.folds[1].test_end"]
+    assert "walk_forward.clip_to_data: true" in first
+    assert client.get("/sweeps").json()["count"] == 0
+    assert queue.runs == []
+    assert not (root / "models" / ASSET / "sweeps" / "tiny").exists()
+
+
+def test_the_single_split_outside_the_dataset_is_named_by_its_path(client: TestClient) -> None:
+    split = {k: v for k, v in tiny_fold("x", 2012).items() if k != "name"} | {"train_start": "20000101"}
+    response = submit(client, tiny_sweep(walk_forward={"enabled": False}, split_config=split))
+    assert response.status_code == 422
+    assert [p["field"] for p in response.json()["detail"]] == ["config.split_config.train_start"]
+
+
+def test_clip_to_data_accepts_the_fold_and_reports_the_cut_windows(client: TestClient, root: Path) -> None:
+    response = submit(client, outside_sweep(clip_to_data=True))
+    assert response.status_code == 201, response.text
+    folds = response.json()["effective_folds"]
+    dataset = client.get("/datasets").json()["data"][0]
+    first, last = (dataset[k].replace("-", "") for k in ("first_date", "last_date"))
+    assert [(f["name"], f["train_start"], f["test_end"], f["clipped"]) for f in folds] == [
+        ("f1", first, "20121231", ["train_start"]),
+        ("f2", "20110101", last, ["test_end"]),
+    ]
+    analysis = json.loads((root / "models" / ASSET / "sweeps" / "tiny" / "analysis_config.json").read_text())
+    assert analysis["effective_folds"] == folds
+    assert analysis["walk_forward"]["clip_to_data"] is True
+    assert analysis["walk_forward"]["folds"][0]["train_start"] == "20050101"  # the config as given
+
+
+# -- dry run (issue 22 item 7) ----------------------------------------------------------------
+
+
+def three_variants_six_pairs(**overrides: Any) -> dict[str, Any]:
+    """3 variants of hidden_size, 2 folds x 3 seeds: 6 pairs each."""
+    return tiny_sweep(
+        replica_seeds=[1, 2, 3],
+        walk_forward={"enabled": True, "folds": [tiny_fold("f1", 2012), tiny_fold("f2", 2013)]},
+        param_ranges={"hidden_size": [6, 8, 10]},
+        **overrides,
+    )
+
+
+def test_a_dry_run_plans_and_writes_nothing(client: TestClient, queue: RecordingQueue, root: Path) -> None:
+    response = submit(client, three_variants_six_pairs(), dry_run=True)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["dry_run"] is True and body["merged"] is False
+    plan = body["plan"]
+    assert (plan["runs_new"], plan["runs_total"]) == (24, 24)
+    assert [(c["config_id"], c["runs_new"]) for c in plan["configs"]] == [
+        ("baseline", 6),
+        ("hidden_size=6", 6),
+        ("hidden_size=8", 6),
+        ("hidden_size=10", 6),
+    ]
+    assert [(f["fold"], f["runs_total"]) for f in plan["folds"]] == [("f1", 12), ("f2", 12)]
+    assert [(s["seed"], s["runs_total"]) for s in plan["seeds"]] == [(1, 8), (2, 8), (3, 8)]
+    # 6 pairs, 3 variants: 3 * 2 / 2**6 = 0.094 >= 0.05, so "better" cannot be reached; 7 pairs could.
+    d = body["detectability"]
+    assert (d["pairs_per_variant"], d["family"]) == (6, 3)
+    assert d["smallest_pvalue_after_holm"] == pytest.approx(3 * 2 / 2**6)
+    assert d["better_reachable"] is False and d["pairs_needed"] == 7
+    assert "no outcome can give 'better'" in d["sentence"]
+    assert body["estimate"] is None and body["estimate_reason"].startswith("no estimate")
+    assert d["min_detectable_delta"] is None  # no past runs to take a seed spread from
+    # Nothing recorded, queued or written.
+    assert client.get("/sweeps").json()["count"] == 0
+    assert queue.runs == [] and queue.reports == []
+    assert not (root / "models").exists()
+    # The same body without dry_run is a real submission.
+    assert submit(client, three_variants_six_pairs()).status_code == 201
+
+
+def test_a_dry_run_answers_the_same_refusals_as_a_submission(client: TestClient) -> None:
+    assert submit(client, outside_sweep(), dry_run=True).status_code == 422
+    assert submit(client, tiny_sweep(param_ranges={"nope": [1]}), dry_run=True).status_code == 422
+    assert submit(client, dry_run=True).status_code == 200
+    assert submit(client).status_code == 201
+    exists = submit(client, dry_run=True)
+    assert exists.status_code == 409 and "merge_tests" in exists.json()["detail"]
+    fewer = tiny_sweep(param_ranges={"hidden_size": [6]})
+    assert submit(client, fewer, merge_tests=True, dry_run=True).status_code == 409  # a value removed
+    more = submit(client, tiny_sweep(param_ranges={"hidden_size": [4, 6, 8]}), merge_tests=True, dry_run=True)
+    assert more.status_code == 200, more.text
+    assert more.json()["merged"] is True
+    assert (more.json()["plan"]["runs_new"], more.json()["plan"]["runs_total"]) == (1, 3)
+    assert client.get("/sweeps/1").json()["total_runs"] == 2  # the merge was not made
+
+
+def test_a_dry_run_estimates_from_recorded_runs(client: TestClient, queue: RecordingQueue) -> None:
+    from scipy import stats
+
+    first = submit(client, two_fold_sweep()).json()["id"]
+    runs = client.get(f"/sweeps/{first}/runs").json()["data"]
+    # val RMSE by (config, fold): seed 1 and seed 2 differ by a known spread.
+    spread = {1: 0.010, 2: 0.013}
+    finish_runs(factory(client), {r["run_id"]: spread[r["seed"]] + 0.001 * (r["fold"] == "f2") for r in runs})
+    body = submit(client, three_variants_six_pairs(output_subdir="next"), dry_run=True).json()
+    guess = body["estimate"]
+    # finish_runs records 0.5 s per run; the baseline (hidden_size 4) has similar runs, 8 and 10 none.
+    assert guess["seconds"] == pytest.approx(0.5 * 24)
+    bases = {c["config_id"]: (c["basis"], c["from_runs"]) for c in guess["per_config"]}
+    assert bases["baseline"] == ("similar", 4) and bases["hidden_size=6"] == ("similar", 4)
+    assert bases["hidden_size=10"] == ("any", 8)
+    # Every (config, fold) group has the two seeds 0.003 apart: sd = 0.003 / sqrt(2).
+    d = body["detectability"]
+    sd = 0.003 / 2**0.5
+    assert d["seed_sd"] == pytest.approx(sd) and d["seed_sd_runs"] == 8
+    assert d["min_detectable_delta"] == pytest.approx(stats.t.ppf(0.975, 5) * 2**0.5 * sd / 6**0.5)
+    assert d["min_detectable_delta_simultaneous"] == pytest.approx(stats.t.ppf(1 - 0.05 / 6, 5) * 2**0.5 * sd / 6**0.5)
+
+
+def test_an_empty_body_and_an_empty_config_list_every_missing_key(client: TestClient) -> None:
+    body = client.post("/sweeps", json={})
+    assert body.status_code == 422
+    assert {p["field"] for p in body.json()["detail"]} == {"asset", "config"}
+    config = client.post("/sweeps", json={"asset": ASSET, "config": {}, "dry_run": True})
+    assert config.status_code == 422
+    assert [p["field"] for p in config.json()["detail"]] == ["config.output_subdir", "config.split_config"]
+
+
+def test_a_sweep_stored_before_clip_to_data_merges_and_may_turn_it_on(client: TestClient) -> None:
+    from app.db.models import Sweep
+    from app.db.session import session_scope
+
+    sweep_id = submit(client).json()["id"]
+    with session_scope(factory(client)) as session:  # as a sweep recorded before the key existed
+        sweep = session.get_one(Sweep, sweep_id)
+        stored = json.loads(sweep.config_json)
+        del stored["walk_forward"]["clip_to_data"]
+        sweep.config_json = json.dumps(stored)
+    assert client.get(f"/sweeps/{sweep_id}").json()["config"]["walk_forward"] == {
+        "enabled": True,
+        "folds": [tiny_fold("f1", 2012)],
+    }
+    seeds = submit(client, tiny_sweep(replica_seeds=[1, 2]), merge_tests=True)
+    assert seeds.status_code == 202, seeds.text
+    assert seeds.json()["new_runs"] == 2
+    walk = {"enabled": True, "folds": [tiny_fold("f1", 2012)], "clip_to_data": True}
+    clipped = submit(client, tiny_sweep(replica_seeds=[1, 2], walk_forward=walk), merge_tests=True)
+    assert clipped.status_code == 202, clipped.text
+    assert clipped.json()["new_runs"] == 0 and clipped.json()["effective_folds"][0]["clipped"] == []

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from core.config import load_sweep_config, validate_sweep_config
+from core.config import Fold, clipped_window, load_sweep_config, validate_sweep_config
 from core.errors import InvalidSweepConfig
 from tests.utils.configs import fold, sweep_dict
 
@@ -44,7 +45,54 @@ def test_split_config_gives_one_default_fold() -> None:
 
 
 def test_split_config_required_without_walk_forward() -> None:
-    assert "(root)" in errors_of(sweep_dict(walk_forward={"enabled": False}))
+    errors = errors_of(sweep_dict(walk_forward={"enabled": False}))
+    assert list(errors) == ["split_config"]
+    assert errors["split_config"].startswith("required key is missing")
+
+
+def test_an_empty_config_lists_every_missing_key_at_once() -> None:
+    """Issue 22 item 7: `{}` named only `output_subdir`; the split it also lacks came after a fix."""
+    assert errors_of({}) == {
+        "output_subdir": "required key is missing",
+        "split_config": "required key is missing (walk_forward is not enabled, so the single split is used)",
+    }
+    empty_fold = errors_of({"walk_forward": {"enabled": True, "folds": [{}]}})
+    window = ["train_start", "train_end", "val_start", "val_end", "test_start", "test_end"]
+    assert set(empty_fold) == {
+        "output_subdir",
+        "walk_forward.folds[0].name",
+        *(f"walk_forward.folds[0].{k}" for k in window),
+    }
+    assert "split_config" not in empty_fold  # walk-forward is on: no split needed
+
+
+def test_clip_to_data_is_off_by_default_and_old_configs_load() -> None:
+    data = sweep_dict()
+    assert "clip_to_data" not in data["walk_forward"]  # a config stored before the key existed
+    config = validate_sweep_config(data)
+    assert config.walk_forward.clip_to_data is False
+    assert config.to_json_dict()["walk_forward"]["clip_to_data"] is False
+    on = validate_sweep_config(sweep_dict(walk_forward={**data["walk_forward"], "clip_to_data": True}))
+    assert on.walk_forward.clip_to_data is True
+    assert errors_of(sweep_dict(walk_forward={**data["walk_forward"], "clip_to_data": "yes"})) == {
+        "walk_forward.clip_to_data": "Input should be a valid boolean (got 'yes')"
+    }
+
+
+def test_clipped_window_cuts_only_what_lies_outside() -> None:
+    window = Fold.model_validate(fold("wf", 2016))  # train 2013..2015, val 2016, test 2017
+    cut = clipped_window(window, "wf", date(2014, 3, 3), date(2017, 6, 30))
+    assert cut == {
+        "name": "wf",
+        "train_start": "20140303",
+        "train_end": "20151231",
+        "val_start": "20160101",
+        "val_end": "20161231",
+        "test_start": "20170101",
+        "test_end": "20170630",
+        "clipped": ["train_start", "test_end"],
+    }
+    assert clipped_window(window, "wf", date(2000, 1, 1), date(2030, 1, 1))["clipped"] == []
 
 
 def test_invalid_json_names_line_and_column() -> None:

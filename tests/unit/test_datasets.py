@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.config import TrainingConfig
+from core.config import SweepConfig, TrainingConfig
 from core.datasets import (
+    check_dataset_for_sweep,
     check_fold_fits,
     dataset_path,
     import_dataset_parquet,
@@ -22,10 +23,10 @@ from core.datasets import (
     synthetic_dataset,
     synthetic_ohlcv,
 )
-from core.errors import DatasetError
+from core.errors import DatasetError, InvalidSweepConfig
 from core.feature_sets import FEATURE_SETS
 from core.features import WARMUP_ROWS, compute_features
-from tests.utils.data import csv_bytes, make_data_root, prices, tiny_fold_model
+from tests.utils.data import csv_bytes, make_data_root, prices, tiny_fold, tiny_fold_model, tiny_sweep
 
 
 def test_import_builds_dataset_and_sidecar(tmp_path: Path) -> None:
@@ -118,7 +119,8 @@ def test_load_dataset_checks_features_and_values(tmp_path: Path) -> None:
         load_dataset(tmp_path, "SYN", ["rsi_14", "nope"])
     with pytest.raises(DatasetError, match="no dataset for asset 'MISSING'"):
         load_dataset(tmp_path, "MISSING")
-    assert len(load_dataset(tmp_path, "SYN", "BASELINE_FEATURES")) == 300 - WARMUP_ROWS
+    # A synthetic dataset holds its n_days rows and the first day of 2010 (its warm-up comes before).
+    assert len(load_dataset(tmp_path, "SYN", "BASELINE_FEATURES")) == 300 + 1
 
 
 def test_parquet_upload_is_validated(tmp_path: Path) -> None:
@@ -143,3 +145,47 @@ def test_windows_too_short_for_the_encoder(tmp_path: Path) -> None:
     late = tiny_fold_model("late", 2020)
     with pytest.raises(DatasetError, match="fold late: train window"):
         check_fold_fits(frame, late, TrainingConfig(max_encoder_length=10))
+
+
+def test_synthetic_datasets_start_on_the_first_day_of_2010() -> None:
+    """The test folds start on 20100101; a dataset that began in April would be refused under them."""
+    frame = synthetic_dataset(n_days=300)
+    assert str(frame["date"].iloc[0].date()) == "2010-01-01"
+    assert len(frame) == 301
+    assert frame["target"].abs().max() < 0.1  # the warm-up history joins the prices without a jump
+
+
+def folds_config(*folds: dict[str, str], clip: bool = False) -> SweepConfig:
+    return SweepConfig.model_validate(
+        tiny_sweep(walk_forward={"enabled": True, "folds": list(folds), "clip_to_data": clip})
+    )
+
+
+def test_windows_outside_the_dataset_are_refused_by_path(tmp_path: Path) -> None:
+    """Issue 22 item 2: a 2005 train_start and a 2019 test_end on 2010-01..2014-01 data were cut silently."""
+    make_data_root(tmp_path)
+    early = {**tiny_fold("early", 2012), "train_start": "20050101"}
+    late = {**tiny_fold("late", 2013), "test_end": "20191231"}
+    after = tiny_fold("after", 2030)
+    config = folds_config(tiny_fold("inside", 2012), early, late, after)
+    with pytest.raises(InvalidSweepConfig) as info:
+        check_dataset_for_sweep(tmp_path, "SYN", config)
+    found = {e.field: e.message for e in info.value.errors}
+    span = "(SYN's dataset runs 20100101..20140110)"
+    fix = "move the window inside the data, or set walk_forward.clip_to_data: true to cut windows to it"
+    assert found == {
+        "walk_forward.folds[1].train_start": f"fold early: train_start 20050101 is before the dataset's first date "
+        f"{span}; {fix}",
+        "walk_forward.folds[2].test_end": f"fold late: test_end 20191231 is after the dataset's last date "
+        f"{span}; {fix}",
+        "walk_forward.folds[3].train_start": f"fold after: train_start 20280101 is after the dataset's last date "
+        f"(the whole fold) {span}; {fix}",
+    }
+
+
+def test_clip_to_data_lets_the_row_counts_decide(tmp_path: Path) -> None:
+    make_data_root(tmp_path)
+    early = {**tiny_fold("early", 2012), "train_start": "20050101"}
+    check_dataset_for_sweep(tmp_path, "SYN", folds_config(early, clip=True))  # cut to 2010-01-01: enough rows
+    with pytest.raises(DatasetError, match=re.escape("fold after: train window 20280101..20291231 has 0 rows")):
+        check_dataset_for_sweep(tmp_path, "SYN", folds_config(tiny_fold("after", 2030), clip=True))

@@ -74,3 +74,19 @@ def test_dataset_example_builds_msft(data_dir: Path, capsys: pytest.CaptureFixtu
     assert "dataset MSFT: 7920 rows, 1986-06-12..2017-11-10" in capsys.readouterr().out
     sidecar = json.loads((data_dir / "processed/dataset_tft/MSFT/dataset_tft_MSFT.json").read_text())
     assert sidecar["source"]["origin"] == "pmdarima.datasets.load_msft"
+
+
+def test_sweep_with_a_fold_outside_the_data_exits_2(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 22 item 2: the windows were cut to the data without a word; now refused before training."""
+    from tests.utils.data import tiny_fold
+
+    make_data_root(data_dir)
+    late = {**tiny_fold("f1", 2013), "test_end": "20191231"}
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(tiny_sweep(walk_forward={"enabled": True, "folds": [late]})))
+    assert main(["sweep", "--asset", "SYN", "--config-json", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "walk_forward.folds[0].test_end: fold f1: test_end 20191231 is after the dataset's last date" in err
+    assert not (data_dir / "models").exists()

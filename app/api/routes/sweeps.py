@@ -11,12 +11,13 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import func, select
 
-from app import services
+from app import engine, services
 from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep, TablesDep
 from app.api.files import file_response, listing, read_json
 from app.api.models import (
     ActionPublic,
     DriftPublic,
+    DryRunPublic,
     ErrorPublic,
     MergeRefusedPublic,
     ParamImpactPublic,
@@ -119,6 +120,10 @@ def _public(tables: TablesDep, sweep: Sweep) -> dict[str, Any]:
     response_model=SweepSubmitted,
     summary="Submit a sweep (or merge into an existing one)",
     responses={
+        200: {
+            "description": "A dry run (`dry_run: true`): the plan, estimate and detectability.",
+            "model": DryRunPublic,
+        },
         201: {"description": "A new sweep was created and its runs queued."},
         202: {"description": "Merged into the existing sweep; only the new runs were queued.", "model": SweepSubmitted},
         409: {
@@ -132,8 +137,19 @@ def create_sweep(
     body: SweepCreate, factory: FactoryDep, queue: QueueDep, settings: SettingsDep, background: BackgroundTasks
 ) -> JSONResponse:
     """Validate the config (and, with `merge_tests`, the merge against the stored sweep), record the
-    sweep and its runs, commit, then enqueue one task per new run."""
+    sweep and its runs, commit, then enqueue one task per new run. A fold whose windows reach
+    outside the dataset's dates is refused (422, naming it and the dataset's range) unless
+    `walk_forward.clip_to_data`; then `effective_folds` gives the cut windows.
+
+    With `dry_run: true`: the same checks and 4xx answers, nothing recorded, queued or written,
+    and 200 with the plan (runs new and total, per config, fold and seed), an estimate of its
+    training time from runs recorded on this server, and what the design can detect."""
     config = validate_sweep_config(body.config)
+    if body.dry_run:
+        report = engine.dry_run(
+            factory, settings.store(), body.asset, config, merge=body.merge_tests, max_runs=settings.max_runs
+        )
+        return JSONResponse(DryRunPublic(**report).model_dump(mode="json"), status_code=status.HTTP_200_OK)
     return submit_sweep_response(
         factory, queue, settings, background, body.asset, config, body.merge_tests, body.continue_on_error
     )
@@ -164,6 +180,7 @@ def submit_sweep_response(
         new_runs=len(result.new_run_ids),
         total_runs=result.total_runs,
         merged=result.merged,
+        effective_folds=result.effective_folds,
     )
     code = status.HTTP_202_ACCEPTED if result.merged else status.HTTP_201_CREATED
     return JSONResponse(payload.model_dump(), status_code=code, headers={"Location": f"/sweeps/{result.sweep_id}"})
