@@ -10,16 +10,24 @@ epochs any trial may train. Step `k` therefore means the same (fold, seed, epoch
 every trial, so the median pruner compares a trial only with other trials at the same
 point of the same fold, never a hard fold with an easy one. Reporting goes through
 `optuna_integration`'s Lightning pruning callback.
+
+Trial 0 of a new study is the baseline (`training_config`, enqueued with its values of the
+searched parameters); the summary's `comparison` says whether the best trial beats it and
+the naive forecast, with the paired signed-rank test where both have the same runs.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.storages import RDBStorage
@@ -33,6 +41,17 @@ from core.files import write_json_atomic
 from core.hpo_config import HpoConfig, SearchParam, study_shapes
 from core.paths import ensure_inside
 from core.reports import json_safe, write_csv
+from core.significance import (
+    BETTER,
+    DEFAULT_ALPHA,
+    INDISTINGUISHABLE,
+    INSUFFICIENT,
+    WORSE,
+    holm,
+    pairs_needed,
+    smallest_adjusted_pvalue,
+    wilcoxon_pvalues,
+)
 from core.store import Store
 from core.training import DatasetCache, quiet_lightning, train_and_evaluate
 
@@ -44,6 +63,14 @@ DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 PLOT_HISTORY = "optuna_history.png"
 PLOT_IMPORTANCES = "optuna_param_importances.png"
 PLOT_PARALLEL = "optuna_parallel_coordinates.png"
+
+# fANOVA fits a random forest to the complete trials; below this many its shares are noise.
+MIN_TRIALS_FOR_IMPORTANCES = 5
+NOT_ENOUGH_TRIALS = "not enough trials"
+# The user attribute that marks the baseline trial (trial 0 of a study created since it exists).
+BASELINE_ATTR = "baseline"
+
+log = logging.getLogger("tftsweep.hpo")
 
 
 class _ShiftedEpoch:
@@ -76,7 +103,89 @@ class FoldAwarePruning(PyTorchLightningPruningCallback):
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if self.cancelled():
             raise StudyCancelled("the study was cancelled")
-        super().on_validation_end(trainer, _ShiftedEpoch(pl_module, self.step_offset))
+        try:
+            super().on_validation_end(trainer, _ShiftedEpoch(pl_module, self.step_offset))
+        except optuna.TrialPruned:
+            decision = getattr(self._trial.study.pruner, "last_decision", None)
+            if decision is None or decision.trial != self._trial.number:
+                raise
+            self._trial.set_user_attr("pruned_at", decision.as_dict())
+            raise optuna.TrialPruned(decision.text()) from None
+
+
+@dataclass(frozen=True)
+class PruneDecision:
+    """One comparison the pruner made: the trial's value at a step against the median of the
+    complete trials' values at the same step (the same fold, seed and epoch)."""
+
+    trial: int
+    step: int
+    fold: str
+    seed: int
+    epoch: int
+    value: float
+    median: float
+    compared: int
+    pruned: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        change = f" ({self.value / self.median - 1:+.2%})" if self.median else ""
+        return (
+            f"trial {self.trial} step {self.step} (fold {self.fold}, seed {self.seed}, epoch {self.epoch}): "
+            f"val loss {self.value:.6g} vs median {self.median:.6g} of {self.compared} complete trials{change}: "
+            + ("pruned" if self.pruned else "kept")
+        )
+
+
+class FoldAwareMedianPruner(optuna.pruners.BasePruner):
+    """Prune a trial whose value at step `k` is above the median of the complete trials'
+    values at step `k` (Optuna's median rule, but on the value at the step, not the trial's
+    best so far: that best may come from another fold).
+
+    No pruning before `n_startup_trials` trials are complete, before step `n_warmup_steps`,
+    at the last step a trial can reach (nothing would be saved), nor of the baseline trial
+    (every trial is compared with it). Each comparison is logged, and kept as `last_decision`.
+    """
+
+    def __init__(self, n_startup_trials: int, n_warmup_steps: int, stride: int, pairs: list[tuple[str, int]]) -> None:
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_steps = n_warmup_steps
+        self.stride = stride
+        self.pairs = pairs
+        self.last_decision: PruneDecision | None = None
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps or step >= len(self.pairs) * self.stride - 1:
+            return False
+        if trial.user_attrs.get(BASELINE_ATTR):
+            return False
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(complete) < self.n_startup_trials:
+            return False
+        others = [v for t in complete if math.isfinite(v := t.intermediate_values.get(step, math.nan))]
+        if not others:
+            return False
+        value = trial.intermediate_values[step]
+        median = statistics.median(others)
+        fold, seed = self.pairs[min(step // self.stride, len(self.pairs) - 1)]
+        decision = PruneDecision(
+            trial=trial.number,
+            step=step,
+            fold=fold,
+            seed=seed,
+            epoch=step % self.stride,
+            value=value,
+            median=median,
+            compared=len(others),
+            pruned=not math.isfinite(value) or value > median,
+        )
+        self.last_decision = decision
+        log.info("pruning check: %s", decision.text())
+        return decision.pruned
 
 
 def study_storage(out_dir: Path, url: str | None) -> str:
@@ -95,14 +204,23 @@ def open_study(config: HpoConfig, out_dir: Path, storage_url: str | None = None)
     storage = RDBStorage(
         study_storage(out_dir, storage_url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
     )
-    return optuna.create_study(
-        study_name=config.output_subdir,
-        storage=storage,
-        direction="minimize",
-        sampler=make_sampler(config),
-        pruner=make_pruner(config),
-        load_if_exists=True,
-    )
+    sampler, pruner = make_sampler(config), make_pruner(config)
+    try:
+        study = optuna.create_study(
+            study_name=config.output_subdir, storage=storage, direction="minimize", sampler=sampler, pruner=pruner
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        # A continued study (or another worker created it first): its baseline is already in it.
+        return optuna.load_study(study_name=config.output_subdir, storage=storage, sampler=sampler, pruner=pruner)
+    # Only the process that created the study gets here (the name is unique in the storage),
+    # so the baseline is enqueued once however many workers start together.
+    study.enqueue_trial(baseline_params(config), user_attrs={BASELINE_ATTR: True})
+    return study
+
+
+def baseline_params(config: HpoConfig) -> dict[str, Any]:
+    """The baseline's values of the searched parameters (validation checked the space holds them)."""
+    return {name: getattr(config.training_config, name) for name in config.search_space}
 
 
 def make_sampler(config: HpoConfig) -> optuna.samplers.BaseSampler:
@@ -119,7 +237,22 @@ def make_pruner(config: HpoConfig) -> optuna.pruners.BasePruner:
     p = config.pruner
     if p.type == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    pairs = [(fold.name, seed) for fold, seed in run_pairs(config)]
+    return FoldAwareMedianPruner(p.n_startup_trials, warmup_steps(config), epoch_stride(config), pairs)
+
+
+def run_pairs(config: HpoConfig) -> list[tuple[Fold, int]]:
+    """The (fold, seed) of each run of a trial, in training order: fold by fold, seed by seed."""
+    return [(f, s) for f in config.folds for s in config.seeds]
+
+
+def warmup_steps(config: HpoConfig) -> int:
+    """The first step at which a trial may be pruned: `pruner.n_warmup_steps` when set, else
+    the last epoch of the first run of the last fold, so the first run of every fold has
+    been trained to its end: `((folds - 1) * seeds + 1) * E - 1`."""
+    if config.pruner.n_warmup_steps is not None:
+        return config.pruner.n_warmup_steps
+    return ((len(config.folds) - 1) * len(config.seeds) + 1) * epoch_stride(config) - 1
 
 
 def suggest(trial: optuna.trial.Trial, name: str, param: SearchParam) -> Any:
@@ -152,7 +285,7 @@ class Objective:
         self.features = resolve_features(config.features)
         self.cache = DatasetCache()
         self.stride = epoch_stride(config)
-        self.pairs: list[tuple[Fold, int]] = [(f, s) for f in config.folds for s in config.seeds]
+        self.pairs = run_pairs(config)
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
         params = {name: suggest(trial, name, p) for name, p in self.config.search_space.items()}
@@ -285,7 +418,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "mean_test_rmse": t.user_attrs.get("mean_test_rmse"),
             "mean_val_naive_rmse": t.user_attrs.get("mean_val_naive_rmse"),
             "n_runs": len(t.user_attrs.get("runs", [])),
+            "baseline": bool(t.user_attrs.get(BASELINE_ATTR, False)),
             "last_step": steps[-1] if steps else None,
+            "last_intermediate_value": t.intermediate_values[steps[-1]] if steps else None,
+            "pruned_median": (t.user_attrs.get("pruned_at") or {}).get("median"),
             "datetime_start": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
             "duration_s": round(t.duration.total_seconds(), 3) if t.duration else None,
         }
@@ -296,9 +432,17 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def top_k_configs(study: optuna.Study, config: HpoConfig) -> list[dict[str, Any]]:
-    """The best `top_k` complete trials as sweep candidates (`{name, params, source}`)."""
+    """The best `top_k` complete trials as sweep candidates (`{name, params, source}`). A trial
+    that trains the baseline (trial 0, or one the sampler led back to its values) is left
+    out: the sweep trains the baseline anyway, and a candidate equal to it is refused there."""
+    base = config.training_config
     complete = sorted(
-        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: (t.value, t.number)
+        (
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if not t.user_attrs.get(BASELINE_ATTR) and training_with(base, t.params) != base
+        ),
+        key=lambda t: (t.value, t.number),
     )
     return [
         {
@@ -343,7 +487,8 @@ def write_hpo_artifacts(
             "runs": best.user_attrs.get("runs"),
         }
     write_json_atomic(out_dir / "optuna_best_trial.json", json_safe(best_json or {}))
-    plot_files = _write_plots(study, trials, config, out_dir) if plots else _existing_plots(out_dir)
+    importances = param_importances(study, config)
+    plot_files = _write_plots(trials, importances, config, out_dir) if plots else _existing_plots(out_dir)
     counts = {
         s: int((trials["state"] == s).sum()) if len(trials) else 0 for s in ("complete", "pruned", "fail", "running")
     }
@@ -362,7 +507,9 @@ def write_hpo_artifacts(
         "top_k": [c["name"] for c in top],
         "search_space": {k: v.model_dump(exclude_none=True) for k, v in config.search_space.items()},
         "sampler": config.sampler.model_dump(),
-        "pruner": config.pruner.model_dump(),
+        "pruner": {**config.pruner.model_dump(), "warmup_steps_in_effect": warmup_steps(config)},
+        "comparison": compare_with_baseline(study.get_trials(deepcopy=False), best),
+        "importances": importances,
         "folds": [f.name for f in config.folds],
         "seeds": config.seeds,
         "plots": plot_files,
@@ -376,16 +523,12 @@ def _existing_plots(out_dir: Path) -> list[str]:
     return [n for n in (PLOT_HISTORY, PLOT_IMPORTANCES, PLOT_PARALLEL) if (out_dir / n).is_file()]
 
 
-def _write_plots(study: optuna.Study, trials: pd.DataFrame, config: HpoConfig, out_dir: Path) -> list[str]:
+def _write_plots(trials: pd.DataFrame, importances: dict[str, Any], config: HpoConfig, out_dir: Path) -> list[str]:
     from core import plots
 
-    try:
-        importances = optuna.importance.get_param_importances(study)
-    except (RuntimeError, ValueError):  # too few complete trials, or no variation
-        importances = {}
     figures = {
         PLOT_HISTORY: plots.plot_optuna_history(trials, f"{config.output_subdir}: objective per trial"),
-        PLOT_IMPORTANCES: plots.plot_param_importances(importances, f"{config.output_subdir}: parameter importances"),
+        PLOT_IMPORTANCES: importances_figure(importances, config.output_subdir),
         PLOT_PARALLEL: plots.plot_parallel_coordinates(
             trials, list(config.search_space), f"{config.output_subdir}: trials in parameter space"
         ),
@@ -395,4 +538,198 @@ def _write_plots(study: optuna.Study, trials: pd.DataFrame, config: HpoConfig, o
     return list(figures)
 
 
-__all__ = ["FoldAwarePruning", "open_study", "run_stored_study", "run_study", "top_k_configs", "write_hpo_artifacts"]
+def importances_figure(importances: dict[str, Any], title: str) -> Any:
+    """The importances plot; below the minimum its title says how many trials are missing."""
+    from core import plots
+
+    if importances["status"] == "ok":
+        return plots.plot_param_importances(importances["values"], f"{title}: parameter importances")
+    note = importances["status"]
+    if note == NOT_ENOUGH_TRIALS:
+        note = f"{NOT_ENOUGH_TRIALS} ({importances['complete']} of {importances['needed']} complete)"
+    return plots.plot_param_importances({}, f"{title}: parameter importances: {note}")
+
+
+def param_importances(study: optuna.Study, config: HpoConfig) -> dict[str, Any]:
+    """fANOVA importances (seeded with the sampler's seed) once `MIN_TRIALS_FOR_IMPORTANCES`
+    trials are complete: `{"status": "ok", "complete", "needed", "values"}`; below that,
+    `{"status": "not enough trials", "complete", "needed"}`; `"no variation"` when every
+    complete trial has the same objective or parameters."""
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    out: dict[str, Any] = {"status": NOT_ENOUGH_TRIALS, "complete": complete, "needed": MIN_TRIALS_FOR_IMPORTANCES}
+    if complete < MIN_TRIALS_FOR_IMPORTANCES:
+        return out
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=config.sampler.seed)
+    try:
+        values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError):  # no variation to explain
+        return {**out, "status": "no variation"}
+    return {**out, "status": "ok", "values": {k: float(v) for k, v in values.items()}}
+
+
+def compare_with_baseline(
+    trials: list[optuna.trial.FrozenTrial], best: optuna.trial.FrozenTrial | None, alpha: float = DEFAULT_ALPHA
+) -> dict[str, Any]:
+    """Whether the best trial beats the baseline trial and the naive forecast (docs/hpo.md).
+
+    `beats_baseline`: the best trial's objective is below the baseline's (False when the
+    baseline is the best); `beats_naive`: its mean val RMSE is below the naive forecast's on
+    the same runs. `test`: the paired signed-rank test of their per-run val-RMSE deltas (best
+    minus baseline, matched by fold and seed), Holm-adjusted over every complete trial with
+    the same runs (the best was picked from them), or None when not testable.
+    """
+    baseline = next((t for t in trials if t.user_attrs.get(BASELINE_ATTR)), None)
+    done = baseline is not None and baseline.state == TrialState.COMPLETE
+    out: dict[str, Any] = {
+        "baseline_trial": baseline.number if baseline is not None else None,
+        "baseline_value": baseline.value if done and baseline is not None else None,
+        "best_trial": best.number if best is not None else None,
+        "best_value": best.value if best is not None else None,
+        "beats_baseline": None,
+        "beats_naive": None,
+        "test": None,
+        "naive_test": None,
+        "alpha": alpha,
+    }
+    if best is None:
+        return {**out, "sentence": "No trial is complete yet: nothing to compare."}
+    naive = _naive_comparison(best, alpha)
+    out |= {"beats_naive": naive and naive["mean_delta"] < 0, "naive_test": naive}
+    naive_text = _naive_sentence(naive)
+    if baseline is None:
+        why = "this study has no baseline trial (it began before the baseline was enqueued as trial 0)"
+        return {**out, "sentence": f"Best trial {best.number} ({best.value:.6g}): {why}. {naive_text}"}
+    if not done or baseline.value is None:
+        state = baseline.state.name.lower()
+        return {**out, "sentence": f"The baseline (trial {baseline.number}) is {state}: not compared. {naive_text}"}
+    if best.number == baseline.number:
+        text = (
+            f"No trial beat the baseline: the best trial is the baseline itself "
+            f"(trial {baseline.number}, {best.value:.6g})."
+        )
+        return {**out, "beats_baseline": False, "sentence": f"{text} {naive_text}"}
+    out["beats_baseline"] = bool(best.value is not None and best.value < baseline.value)
+    out["test"] = _baseline_test(trials, best, baseline, alpha)
+    return {**out, "sentence": _baseline_sentence(out, best, baseline) + " " + naive_text}
+
+
+def _runs_by_pair(trial: optuna.trial.FrozenTrial) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(r["fold"], r["seed"]): r for r in trial.user_attrs.get("runs", [])}
+
+
+def _verdict(n: int, mean: float, adjusted: float, family: int, alpha: float) -> str:
+    # As the sweep reports judge a variant: 'better' must be reachable after Holm at all.
+    if smallest_adjusted_pvalue(n, family) >= alpha:
+        return INSUFFICIENT
+    if adjusted < alpha:
+        return BETTER if mean < 0 else WORSE
+    return INDISTINGUISHABLE
+
+
+def _baseline_test(
+    trials: list[optuna.trial.FrozenTrial],
+    best: optuna.trial.FrozenTrial,
+    baseline: optuna.trial.FrozenTrial,
+    alpha: float,
+) -> dict[str, Any] | None:
+    """The paired test of `best` against `baseline`, or None when their runs differ."""
+    base_runs = _runs_by_pair(baseline)
+    pairs = sorted(base_runs)
+    if not pairs or sorted(_runs_by_pair(best)) != pairs:
+        return None
+    family = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.number != baseline.number and sorted(_runs_by_pair(t)) == pairs
+    ]
+    deltas = [
+        np.array([_runs_by_pair(t)[k]["val_rmse"] - base_runs[k]["val_rmse"] for k in pairs], dtype="float64")
+        for t in family
+    ]
+    pvalues = wilcoxon_pvalues(deltas)
+    adjusted = holm(pvalues)
+    i = next(i for i, t in enumerate(family) if t.number == best.number)
+    n, mean = len(pairs), float(np.mean(deltas[i]))
+    return {
+        "pairs": n,
+        "family": len(family),
+        "mean_delta": mean,
+        "wilcoxon_pvalue": float(pvalues[i]),
+        "holm_pvalue": float(adjusted[i]),
+        "smallest_reachable_pvalue": smallest_adjusted_pvalue(n, len(family)),
+        "pairs_needed": pairs_needed(alpha, len(family)),
+        "verdict": _verdict(n, mean, float(adjusted[i]), len(family), alpha),
+    }
+
+
+def _naive_comparison(trial: optuna.trial.FrozenTrial, alpha: float) -> dict[str, Any] | None:
+    """The trial's val RMSE against the naive forecast's on each of its runs (one test)."""
+    runs = [r for r in trial.user_attrs.get("runs", []) if r.get("val_naive_rmse") is not None]
+    if not runs:
+        return None
+    deltas = np.array([r["val_rmse"] - r["val_naive_rmse"] for r in runs], dtype="float64")
+    pvalue = float(wilcoxon_pvalues([deltas])[0])
+    n, mean = len(runs), float(np.mean(deltas))
+    return {
+        "pairs": n,
+        "mean_delta": mean,
+        "mean_val_rmse": float(np.mean([r["val_rmse"] for r in runs])),
+        "mean_val_naive_rmse": float(np.mean([r["val_naive_rmse"] for r in runs])),
+        "wilcoxon_pvalue": pvalue,
+        "verdict": _verdict(n, mean, pvalue, 1, alpha),
+    }
+
+
+def _naive_sentence(naive: dict[str, Any] | None) -> str:
+    if naive is None:
+        return "No naive forecast was recorded for its runs."
+    side = "below" if naive["mean_delta"] < 0 else "not below"
+    return (
+        f"Against the naive forecast on the same {naive['pairs']} runs, its mean val RMSE "
+        f"{naive['mean_val_rmse']:.6g} is {side} the naive {naive['mean_val_naive_rmse']:.6g} "
+        f"({_verdict_text(naive['verdict'], naive['wilcoxon_pvalue'])})."
+    )
+
+
+def _verdict_text(verdict: str, pvalue: float) -> str:
+    p = "n/a" if math.isnan(pvalue) else f"{pvalue:.3g}"
+    return f"paired test: {verdict}, p = {p}"
+
+
+def _baseline_sentence(out: dict[str, Any], best: optuna.trial.FrozenTrial, baseline: optuna.trial.FrozenTrial) -> str:
+    change = best.value / baseline.value - 1 if best.value is not None and baseline.value else math.nan
+    head = (
+        f"The best trial ({best.number}, {best.value:.6g}) is {abs(change):.2%} "
+        f"{'below' if change < 0 else 'above'} the baseline (trial {baseline.number}, {baseline.value:.6g})"
+    )
+    test = out["test"]
+    if test is None:
+        return f"{head}; not testable: the two trials do not have the same fold x seed runs."
+    judged = (
+        f"over {test['pairs']} fold x seed pairs, Holm-adjusted over the {test['family']} complete trials "
+        f"it was picked from (p = {test['holm_pvalue']:.3g}; Wilcoxon {test['wilcoxon_pvalue']:.3g})"
+    )
+    if test["verdict"] == INSUFFICIENT:
+        return (
+            f"{head}; {judged}: insufficient: with {test['family']} trials compared, the smallest reachable "
+            f"p-value is {test['smallest_reachable_pvalue']:.3g}, and 'better' needs at least "
+            f"{test['pairs_needed']} pairs. A top-k sweep on more seeds or folds can tell."
+        )
+    return (
+        f"{head}; {judged}: {test['verdict']}. It was picked on these same runs: a top-k sweep on new "
+        "seeds or folds is the fair check."
+    )
+
+
+__all__ = [
+    "MIN_TRIALS_FOR_IMPORTANCES",
+    "FoldAwareMedianPruner",
+    "FoldAwarePruning",
+    "compare_with_baseline",
+    "open_study",
+    "param_importances",
+    "run_stored_study",
+    "run_study",
+    "top_k_configs",
+    "write_hpo_artifacts",
+]

@@ -1,4 +1,4 @@
-"""The Optuna HPO config (SPEC section 4): the sweep's data keys plus a search space.
+"""The Optuna HPO config (docs/hpo.md): the sweep's data keys plus a search space.
 
 Free of optuna, so the API validates studies without importing the ML stack.
 """
@@ -16,6 +16,7 @@ from core.config import (
     MAX_LIST,
     ExperimentConfig,
     StrictModel,
+    TrainingConfig,
     check_training_key,
     check_training_value,
     parse_json_text,
@@ -130,6 +131,20 @@ class SearchParam(StrictModel):
         """The values to check against the training config's own limits."""
         return list(self.choices or []) if self.type == "categorical" else [self.low, self.high]
 
+    def holds(self, value: Any) -> bool:
+        """Whether a trial may take `value`: one of the choices, or within the bounds (a step
+        need not land on it: Optuna trains an enqueued value as given)."""
+        if self.type == "categorical":
+            # As Optuna finds a choice (by ==), but a bool is never a number here.
+            return any(isinstance(c, bool) == isinstance(value, bool) and c == value for c in self.choices or [])
+        assert self.low is not None and self.high is not None
+        return isinstance(value, int | float) and not isinstance(value, bool) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        if self.type == "categorical":
+            return f"choices {self.choices}"
+        return f"{self.low}..{self.high}"
+
 
 class SamplerConfig(StrictModel):
     type: Literal["tpe", "random", "grid"] = "tpe"
@@ -140,7 +155,12 @@ class SamplerConfig(StrictModel):
 class PrunerConfig(StrictModel):
     type: Literal["median", "none"] = "median"
     n_startup_trials: int = Field(2, ge=0, description="Trials completed before pruning starts.")
-    n_warmup_steps: int = Field(1, ge=0, description="Steps (epochs) of a trial before it can be pruned.")
+    n_warmup_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Steps of a trial before it can be pruned (a step is one epoch of one run). Default: the "
+        "first run of every fold is trained to its last epoch before any pruning (docs/hpo.md).",
+    )
 
 
 def grid_over_cap(points: int, factors: list[int] | None = None) -> str:
@@ -206,10 +226,45 @@ def study_shapes(config: HpoConfig) -> set[tuple[int, int]]:
     return {(e, p) for e in values("max_encoder_length") for p in values("max_prediction_length")}
 
 
+def _baseline(data: dict[str, Any]) -> TrainingConfig | None:
+    """The study's base training config, or None while it is invalid (the schema reports it)."""
+    try:
+        return TrainingConfig.model_validate(data.get("training_config", {}))
+    except ValidationError:
+        return None
+
+
+def _bound_errors(key: str, param: SearchParam, where: str) -> tuple[list[FieldError], bool]:
+    """Each bound or choice that is not a valid value of `key`, and whether all are sound."""
+    errors: list[FieldError] = []
+    finite = True
+    for value in param.bounds():
+        if isinstance(value, float) and not math.isfinite(value):
+            finite = False
+            continue  # reported as not finite, by its path
+        _, why = check_training_value(key, value)
+        if why is not None:
+            errors.append(FieldError(where, f"value {value!r}: {why}"))
+    return errors, finite and not errors
+
+
+def _baseline_outside(key: str, param: SearchParam, baseline: TrainingConfig, where: str) -> list[FieldError]:
+    """Trial 0 trains the baseline (enqueued with its values), so the space must hold them."""
+    value = getattr(baseline, key)
+    if param.holds(value):
+        return []
+    why = (
+        f"the baseline's value {value!r} (training_config.{key}) is outside {param.describe()}: "
+        "trial 0 trains the baseline, so the search space must hold its value"
+    )
+    return [FieldError(where, why)]
+
+
 def _check_search_space(data: dict[str, Any]) -> list[FieldError]:
     space = data.get("search_space")
     if not isinstance(space, dict):
         return []  # the schema reports the wrong type
+    baseline = _baseline(data)
     sampler = data.get("sampler")
     grid = isinstance(sampler, dict) and sampler.get("type") == "grid"
     errors: list[FieldError] = []
@@ -224,12 +279,10 @@ def _check_search_space(data: dict[str, Any]) -> list[FieldError]:
             param = SearchParam.model_validate(raw)
         except ValidationError:
             continue  # the schema reports it
-        for value in param.bounds():
-            if isinstance(value, float) and not math.isfinite(value):
-                continue  # reported as not finite, by its path
-            _, why = check_training_value(key, value)
-            if why is not None:
-                errors.append(FieldError(where, f"value {value!r}: {why}"))
+        wrong, sound = _bound_errors(key, param, where)
+        errors.extend(wrong)
+        if sound and baseline is not None:
+            errors.extend(_baseline_outside(key, param, baseline, where))
         if grid:
             # Counted, never listed: a step of 1e-300 is a count, not 5e299 values in memory.
             try:

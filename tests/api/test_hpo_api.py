@@ -162,3 +162,64 @@ def test_artifacts_and_top_k_into_a_sweep(client: TestClient, queue: RecordingQu
     assert client.post(f"/hpo/{study_id}/sweep", json=with_configs).status_code == 422
     for path in ("", "/trials", "/top-k", "/plots", "/best"):
         assert client.get(f"/hpo/999{path}").status_code == 404
+
+
+def test_a_studys_top_k_joins_the_ofat_sweep_that_holds_the_baseline(
+    client: TestClient, queue: RecordingQueue, root: Path
+) -> None:
+    """An OFAT sweep first; then the study's top-k merged into it: only the new configs' runs."""
+    ofat = tiny_sweep(output_subdir="ofat")  # baseline and hidden_size=6, one fold, one seed
+    first = client.post("/sweeps", json={"asset": ASSET, "config": ofat})
+    assert first.status_code == 201, first.text
+    study_id = post(client, hpo_dict()).json()["id"]
+    out = root / "models/SYN/optuna/study"
+    out.mkdir(parents=True)
+    top = [
+        {"name": "optuna_t003", "params": {"hidden_size": 8, "learning_rate": 0.02}, "source": {"trial": 3}},
+        {"name": "optuna_t001", "params": {"learning_rate": 0.05}, "source": {"trial": 1}},
+    ]
+    (out / "optuna_top_k_configs.json").write_text(json.dumps(top))
+    merged = client.post(f"/hpo/{study_id}/sweep", json={"config": ofat, "merge_tests": True})
+    assert merged.status_code == 202, merged.text  # a merge answers 202 (a new sweep 201)
+    body = merged.json()
+    assert (body["id"], body["merged"], body["new_runs"], body["total_runs"]) == (first.json()["id"], True, 2, 4)
+    sweep = client.get(f"/sweeps/{body['id']}").json()
+    assert [c["name"] for c in sweep["config"]["configs"]] == ["optuna_t003", "optuna_t001"]
+    # The same top-k again adds nothing; a study whose top-k lost a config is refused by its path.
+    again = client.post(f"/hpo/{study_id}/sweep", json={"config": ofat, "merge_tests": True})
+    assert (again.status_code, again.json()["new_runs"]) == (202, 0)
+    (out / "optuna_top_k_configs.json").write_text(json.dumps(top[:1]))
+    refused = client.post(f"/hpo/{study_id}/sweep", json={"config": ofat, "merge_tests": True})
+    assert refused.status_code == 409
+    assert "configs[1]" in refused.text and "'optuna_t001' may not be removed" in refused.text
+
+
+def test_the_study_answer_says_whether_the_best_beats_the_baseline(client: TestClient, root: Path) -> None:
+    import optuna
+    from optuna.distributions import BaseDistribution, FloatDistribution
+    from optuna.trial import create_trial
+
+    from core.hpo import write_hpo_artifacts
+    from core.hpo_config import validate_hpo_config
+
+    config = hpo_dict(search_space={"learning_rate": {"type": "float", "low": 0.001, "high": 0.1, "log": True}})
+    study_id = post(client, config).json()["id"]
+    study = optuna.create_study(direction="minimize")
+    for lr, rmse, attrs in ((0.01, 1.0, {"baseline": True}), (0.02, 0.9, {})):
+        runs = [{"fold": "f1", "seed": 1, "val_rmse": rmse, "val_naive_rmse": 1.2, "test_rmse": rmse}]
+        distributions: dict[str, BaseDistribution] = {"learning_rate": FloatDistribution(0.001, 0.1, log=True)}
+        study.add_trial(
+            create_trial(
+                params={"learning_rate": lr},
+                distributions=distributions,
+                value=rmse,
+                user_attrs={**attrs, "runs": runs},
+            )
+        )
+    write_hpo_artifacts(study, validate_hpo_config(config), root / "models/SYN/optuna/study", asset=ASSET, plots=False)
+    summary = client.get(f"/hpo/{study_id}").json()["summary"]
+    comparison = summary["comparison"]
+    assert (comparison["baseline_trial"], comparison["best_trial"], comparison["beats_baseline"]) == (0, 1, True)
+    assert comparison["beats_naive"] is True and comparison["test"]["verdict"] == "insufficient"  # one pair
+    assert "insufficient" in comparison["sentence"]
+    assert summary["importances"] == {"status": "not enough trials", "complete": 2, "needed": 5}

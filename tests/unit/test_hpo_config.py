@@ -104,3 +104,33 @@ def test_a_config_names_a_storage_and_never_carries_a_url() -> None:
 def test_round_trip() -> None:
     config = validate_hpo_config(hpo_dict())
     assert validate_hpo_config(json.loads(json.dumps(config.to_json_dict()))) == config
+
+
+@pytest.mark.parametrize(
+    ("space", "value"),
+    [
+        ({"hidden_size": {"type": "int", "low": 8, "high": 16}}, "6"),
+        ({"learning_rate": {"type": "float", "low": 0.02, "high": 0.1, "log": True}}, "0.01"),
+        ({"loss": {"type": "categorical", "choices": ["mae", "quantile"]}}, "'rmse'"),
+    ],
+)
+def test_the_search_space_must_hold_the_baseline_trial_0_trains(space: dict[str, Any], value: str) -> None:
+    data = hpo_dict(search_space=space)
+    data["training_config"] |= {"hidden_size": 6}
+    ((field, message),) = errors_of(data).items()
+    assert field == f"search_space.{next(iter(space))}"
+    assert f"the baseline's value {value} (training_config.{next(iter(space))}) is outside" in message
+    assert "trial 0 trains the baseline" in message
+
+
+def test_a_baseline_off_the_step_or_a_numeric_choice_is_held() -> None:
+    space = {
+        "hidden_size": {"type": "int", "low": 3, "high": 9, "step": 3},  # 4 lies between the steps
+        "dropout": {"type": "categorical", "choices": [0, 0.1]},  # the baseline's 0.1
+    }
+    assert validate_hpo_config(hpo_dict(search_space=space)).search_space["hidden_size"].holds(4)
+
+
+def test_the_pruner_warm_up_defaults_to_every_fold_seen() -> None:
+    pruner = validate_hpo_config(hpo_dict()).pruner
+    assert (pruner.type, pruner.n_startup_trials, pruner.n_warmup_steps) == ("median", 2, None)

@@ -64,12 +64,36 @@ def test_hopeless_trials_are_pruned_at_fold_aware_steps(finished: tuple[Path, Pa
 
 
 def test_top_k_are_sweep_configs(finished: tuple[Path, Path, dict[str, Any]]) -> None:
-    _, out, _ = finished
+    _, out, summary = finished
     top = json.loads((out / "optuna_top_k_configs.json").read_text())
-    assert [t["source"]["rank"] for t in top] == [1, 2]
-    assert top[0]["source"]["value"] <= top[1]["source"]["value"]
+    candidates = summary["n_trials"]["complete"] - 1  # every complete trial but the baseline
+    assert 1 <= len(top) == min(2, candidates)
+    assert [t["source"]["rank"] for t in top] == list(range(1, len(top) + 1))
+    assert [t["source"]["value"] for t in top] == sorted(t["source"]["value"] for t in top)
+    assert 0 not in {t["source"]["trial"] for t in top}  # the baseline is not a candidate
     assert set(top[0]["params"]) == {"learning_rate", "hidden_size"}
     assert top[0]["name"].startswith("optuna_t")
+
+
+def test_trial_0_trains_the_baseline_and_the_summary_compares_with_it(
+    finished: tuple[Path, Path, dict[str, Any]],
+) -> None:
+    _, out, summary = finished
+    trials = json.loads((out / "optuna_trials.json").read_text())
+    assert trials[0]["baseline"] is True and trials[0]["state"] == "complete"
+    assert (trials[0]["params_learning_rate"], trials[0]["params_hidden_size"]) == (0.01, 4)
+    assert not any(t["baseline"] for t in trials[1:])
+    comparison = summary["comparison"]
+    assert comparison["baseline_trial"] == 0 and comparison["baseline_value"] == trials[0]["value"]
+    assert comparison["best_value"] == min(t["value"] for t in trials if t["state"] == "complete")
+    assert isinstance(comparison["beats_naive"], bool) and comparison["sentence"]
+    if comparison["best_trial"] != 0:  # two folds x one seed: 2 pairs, never enough for 'better'
+        assert comparison["test"]["pairs"] == 2 and comparison["test"]["verdict"] == "insufficient"
+    needed = summary["importances"]["needed"]
+    assert summary["importances"]["complete"] == summary["n_trials"]["complete"]
+    assert summary["importances"]["status"] == (
+        "ok" if summary["n_trials"]["complete"] >= needed else "not enough trials"
+    )
 
 
 def test_rerun_continues_the_study(finished: tuple[Path, Path, dict[str, Any]]) -> None:

@@ -48,7 +48,12 @@ class StudyPublic(BaseModel):
     error: str | None
     created_at: Any
     updated_at: Any
-    summary: dict[str, Any] | None = Field(None, description="optuna_summary.json once a trial has finished.")
+    summary: dict[str, Any] | None = Field(
+        None,
+        description="optuna_summary.json once a trial has finished; `comparison` says whether the best trial beats "
+        "the baseline (trial 0) and the naive forecast, with `sentence`; `importances` has a `status` "
+        "('not enough trials' below the documented minimum of complete trials).",
+    )
 
 
 class StudiesPublic(BaseModel):
@@ -62,7 +67,11 @@ class StudySweepCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     config: dict[str, Any] = Field(description="A sweep config; its `configs` is filled with the study's top-k.")
-    merge_tests: bool = False
+    merge_tests: bool = Field(
+        False,
+        description="Merge the top-k into the existing sweep of the same `output_subdir` (e.g. the OFAT sweep that "
+        "holds the baseline): only the new configs' runs are queued; configs merged before must stay.",
+    )
     continue_on_error: bool = False
 
 
