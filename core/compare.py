@@ -1,4 +1,4 @@
-"""Fair comparison between sweeps (the guide's section 8.3): only what they have in common counts.
+"""Fair comparison between sweeps: only what they have in common counts.
 
 Two sweeps are compared on the intersection of their folds (same name and same dates),
 their seeds and their config ids; each sweep's configs are ranked by robust score over
@@ -10,13 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.config import SweepConfig
 from core.errors import NothingToCompare
 from core.files import write_json_atomic
 from core.reports import build_config_ranking, json_safe, runs_table, write_csv
-from core.significance import grouped_values, holm, pair_statistics, verdicts
+from core.significance import (
+    grouped_values,
+    holm,
+    holm_families,
+    pair_statistics,
+    simultaneous_intervals,
+    verdicts,
+)
 from core.sweep_folder import read_analysis_config, read_run_records
 
 COMPARE_COLUMNS = (
@@ -50,6 +58,9 @@ SIGNIFICANCE_COLUMNS = (
     "wilcoxon_pvalue",
     "holm_pvalue",
     "verdict",
+    "holm_family",
+    "simultaneous_ci_low",
+    "simultaneous_ci_high",
 )
 
 
@@ -142,15 +153,18 @@ def _significance(kept: dict[str, pd.DataFrame], alpha: float) -> pd.DataFrame:
                 ci95_low=found["ci95_low"],
                 ci95_high=found["ci95_high"],
                 wilcoxon_pvalue=found["wilcoxon_pvalue"],
+                _std=found["std"],
             )
         )
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SIGNIFICANCE_COLUMNS))
     table["holm_pvalue"] = holm(table["wilcoxon_pvalue"].to_numpy(dtype="float64"))
-    table["verdict"] = verdicts(
-        table["n_pairs"].to_numpy(dtype="int64"),
-        table["mean_delta"].to_numpy(dtype="float64"),
-        table["holm_pvalue"].to_numpy(),
-        alpha,
+    counts, means = table["n_pairs"].to_numpy(dtype="int64"), table["mean_delta"].to_numpy(dtype="float64")
+    families = holm_families(table["holm_pvalue"].to_numpy())
+    table["holm_family"] = families
+    table["verdict"] = verdicts(counts, means, table["holm_pvalue"].to_numpy(), alpha, families)
+    stds = table["_std"].to_numpy(dtype="float64") if "_std" in table else np.full(len(table), np.nan)
+    table["simultaneous_ci_low"], table["simultaneous_ci_high"] = simultaneous_intervals(
+        means, stds, counts, families, alpha
     )
     return table[list(SIGNIFICANCE_COLUMNS)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,10 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from core import significance as sig
 from core.files import write_bytes_atomic
-from core.significance import paired_intervals
 
 BETTER = "#2a9d8f"
 WORSE = "#e76f51"
@@ -46,9 +46,61 @@ def _figure(width: float, height: float) -> tuple[Figure, Any]:
 
 def save_figure(fig: Figure, path: Path) -> None:
     buffer = io.BytesIO()
-    # No timestamps in the metadata: the same data draws the same file.
-    fig.savefig(buffer, format="png", metadata={"Software": None})
+    # No timestamps in the metadata: the same data draws the same file. A tight box keeps any
+    # text the layout could not place inside the image rather than cut at its edge.
+    fig.savefig(buffer, format="png", metadata={"Software": None}, bbox_inches="tight", pad_inches=0.08)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+# Tick labels are wrapped at this many characters a line, and the figure sized to the longest line
+# and to the number of lines, so that no count of configs or length of name runs labels together.
+LABEL_CHARS = 36
+_INCH_PER_CHAR = 0.075  # at the tick labels' 9 pt
+_INCH_PER_LINE = 0.19
+
+
+def _wrapped(text: str, width: int = LABEL_CHARS) -> str:
+    """`text` broken into lines of at most `width` characters (at spaces, commas or `=` where it
+    can, mid-word where it must); its own line breaks are kept."""
+    lines: list[str] = []
+    for part in text.split("\n"):
+        words = re.split(r"(?<=[ ,=_])", part) if len(part) > width else [part]
+        line = ""
+        for word in words:
+            while len(word) > width:  # a word longer than a line: cut it
+                if line:
+                    lines.append(line.rstrip())
+                    line = ""
+                lines.append(word[:width])
+                word = word[width:]
+            if len(line) + len(word) > width and line:
+                lines.append(line.rstrip())
+                line = ""
+            line += word
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def _label_block(labels: list[str]) -> tuple[float, float]:
+    """(width, height) in inches of a column of wrapped tick labels."""
+    lines = [line for label in labels for line in label.split("\n")]
+    longest = max((len(line) for line in lines), default=0)
+    return longest * _INCH_PER_CHAR + 0.3, len(lines) * _INCH_PER_LINE + 0.12 * len(labels)
+
+
+def _bar_figure(labels: list[str], plot_width: float = 6.0, extra_height: float = 1.9) -> tuple[Figure, Any]:
+    """A figure for horizontal bars with these y tick labels: as wide as the labels plus the
+    plot, as tall as their lines."""
+    width, height = _label_block(labels)
+    return _figure(plot_width + width, max(3.0, height + extra_height))
+
+
+def _few_ticks(axis: Any, bins: int = 5) -> None:
+    """At most `bins` ticks on a numeric axis, numbers short (a common power of ten aside)."""
+    axis.set_major_locator(MaxNLocator(nbins=bins))
+    formatter = ScalarFormatter(useMathText=True)
+    formatter.set_powerlimits((-3, 4))
+    axis.set_major_formatter(formatter)
 
 
 def _note(ax: Any, text: str) -> None:
@@ -57,11 +109,20 @@ def _note(ax: Any, text: str) -> None:
     ax.set_yticks([])
 
 
+def _interval_columns(table: pd.DataFrame) -> tuple[str, str]:
+    """The interval that agrees with the verdict (simultaneous over the Holm family), or the
+    unadjusted one for a table written before it existed."""
+    if "simultaneous_ci_low" in table.columns:
+        return "simultaneous_ci_low", "simultaneous_ci_high"
+    return "ci95_low", "ci95_high"
+
+
 def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25) -> Figure:
     """Robust score per config (best at the top), coloured by its verdict against the baseline,
     with mean ± std of val RMSE and the naive forecast."""
     data = ranking[ranking["n_runs"] > 0].head(top)
-    fig, ax = _figure(9, max(3.0, 0.38 * len(data) + 1.6))
+    labels = [_wrapped(f"{c}  (n={n})") for c, n in zip(data["config_id"], data["n_runs"], strict=True)]
+    fig, ax = _bar_figure(labels)
     if data.empty:
         _note(ax, "no succeeded runs yet")
         ax.set_title(title)
@@ -81,36 +142,46 @@ def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25) -> Fig
     naive = data["mean_val_naive_rmse"].mean()
     if math.isfinite(naive):
         ax.axvline(naive, color=WORSE, linestyle="--", linewidth=1, label=f"naive (zero return) {naive:.4g}")
-    ax.set_yticks(y, [f"{c}  (n={n})" for c, n in zip(data["config_id"], data["n_runs"], strict=True)])
+    ax.set_yticks(y, labels, fontsize=9)
+    ax.set_ylim(-0.6, len(data) - 0.4)
     low = float(np.nanmin(data["mean_val_rmse"] - data["std_val_rmse"]))
     high = float(np.nanmax(np.r_[data["robust_score"].to_numpy(), [naive if math.isfinite(naive) else 0]]))
     pad = (high - low) * 0.15 or abs(high) * 0.05 or 1e-6
     ax.set_xlim(low - pad, high + pad)
-    ax.set_xlabel("validation RMSE")
-    ax.set_title(title)
+    _few_ticks(ax.xaxis)
+    ax.set_xlabel("validation RMSE (bar: robust score = mean + std)")
+    ax.set_title(_wrapped(title, 70))
     verdicts = [
         Patch(color=VERDICT_COLORS.get(v, NEUTRAL), alpha=0.55, label=f"robust score: {v}")
         for v in dict.fromkeys(data["verdict"])
     ]
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=[*verdicts, *handles], loc="lower right", fontsize=8)
+    ax.legend(handles=[*verdicts, *handles], loc="best", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
-def plot_param_impact(summary: pd.DataFrame, title: str) -> Figure:
-    """Average val-RMSE change vs baseline per parameter value (negative is better), with its 95%
-    interval; the values whose difference is significant (Holm) are solid and starred."""
-    fig, ax = _figure(9, max(3.0, 0.38 * len(summary) + 1.6))
+def plot_param_impact(summary: pd.DataFrame, title: str, alpha: float = sig.DEFAULT_ALPHA) -> Figure:
+    """Average val-RMSE change vs baseline per parameter value (negative is better), with the
+    simultaneous interval that agrees with its verdict; the values whose difference is
+    significant (Holm-adjusted Wilcoxon) are solid and starred."""
+    significant = summary["verdict"].isin([sig.BETTER, sig.WORSE]).to_numpy()
+    labels = [
+        _wrapped(f"{'* ' if s else ''}{c}") + f"\n(win {w:.0%}, n={n}, {v})"
+        for c, w, n, v, s in zip(
+            summary["config_id"], summary["win_rate"], summary["n_pairs"], summary["verdict"], significant, strict=True
+        )
+    ]
+    fig, ax = _bar_figure(labels, extra_height=2.2)
     if summary.empty:
         _note(ax, "no variant/baseline pairs yet")
         ax.set_title(title)
         return fig
     y = np.arange(len(summary))[::-1]
-    delta = summary["avg_delta_rmse_vs_baseline"].to_numpy()
-    significant = summary["verdict"].isin([sig.BETTER, sig.WORSE]).to_numpy()
-    low = np.nan_to_num(delta - summary["ci95_low"].to_numpy(), nan=0.0)
-    high = np.nan_to_num(summary["ci95_high"].to_numpy() - delta, nan=0.0)
+    delta = summary["avg_delta_rmse_vs_baseline"].to_numpy(dtype="float64")
+    low_column, high_column = _interval_columns(summary)
+    low = np.nan_to_num(delta - summary[low_column].to_numpy(dtype="float64"), nan=0.0)
+    high = np.nan_to_num(summary[high_column].to_numpy(dtype="float64") - delta, nan=0.0)
     ax.barh(
         y,
         delta,
@@ -123,58 +194,89 @@ def plot_param_impact(summary: pd.DataFrame, title: str) -> Figure:
     if significant.any():
         ax.barh(y[significant], delta[significant], color=[BETTER if d < 0 else WORSE for d in delta[significant]])
     ax.axvline(0, color="black", linewidth=0.8)
-    labels = [
-        f"{'* ' if s else ''}{c}  (win {w:.0%}, n={n}, {v})"
-        for c, w, n, v, s in zip(
-            summary["config_id"], summary["win_rate"], summary["n_pairs"], summary["verdict"], significant, strict=True
-        )
-    ]
-    ax.set_yticks(y, labels)
-    ax.set_xlabel("val RMSE − baseline val RMSE (same fold and seed), mean and 95% CI; * significant (Holm)")
-    ax.set_title(title)
+    ax.set_yticks(y, labels, fontsize=9)
+    ax.set_ylim(-0.6, len(summary) - 0.4)
+    _few_ticks(ax.xaxis)
+    interval = "simultaneous" if low_column.startswith("simultaneous") else "unadjusted"
+    ax.set_xlabel(
+        "val RMSE − baseline val RMSE (same fold and seed)\n"
+        f"mean with its {interval} {1 - alpha:.0%} interval; * significant (Holm-adjusted Wilcoxon)"
+    )
+    ax.set_title(_wrapped(title, 70))
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
-def plot_response_curve(runs: pd.DataFrame, param: str, baseline_value: Any, title: str) -> Figure:
-    """Val RMSE against the swept value: each run a point (coloured by fold), the mean a line with
-    its 95% interval as a band, and the naive forecast's level."""
-    ok = runs[(runs["status"] == "succeeded") & ((runs["param_name"] == param) | (runs["config_id"] == "baseline"))]
-    fig, ax = _figure(8, 4.5)
-    if ok.empty:
-        _note(ax, "no succeeded runs yet")
-        ax.set_title(title)
+def _spelled(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def plot_response_curve(
+    detail: pd.DataFrame,
+    summary: pd.DataFrame,
+    param: str,
+    baseline_value: Any,
+    title: str,
+    alpha: float = sig.DEFAULT_ALPHA,
+) -> Figure:
+    """The paired effect of each value of `param`: every variant run's val RMSE minus the baseline
+    run's of the same fold and seed (a point, coloured by fold), each value's mean with the
+    simultaneous interval that agrees with its verdict (coloured by it), and the baseline at 0.
+    Values are ordered (by size when numeric) and evenly spaced."""
+    pairs = detail[detail["param_name"] == param] if len(detail) else detail
+    rows = summary[summary["param_name"] == param] if len(summary) else summary
+    count = len(set(map(_spelled, pairs["param_value"]))) + 1 if len(pairs) else 1
+    fig, ax = _figure(max(8.0, 0.28 * count + 3), 4.8 + (0.6 if count > 8 else 0))
+    if pairs.empty:
+        _note(ax, "no variant run paired with a baseline run yet")
+        ax.set_title(_wrapped(title, 70))
         return fig
-    values = [baseline_value if c == "baseline" else v for c, v in zip(ok["config_id"], ok["param_raw"], strict=True)]
+    values = [baseline_value, *pairs["param_value"].tolist()]
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-    if numeric:
-        x = np.asarray(values, dtype="float64")
-        order = sorted(set(values))
-        positions = {v: float(v) for v in order}
-    else:
-        order = sorted({json.dumps(v) for v in values})
-        positions = {v: float(i) for i, v in enumerate(order)}
-        x = np.asarray([positions[json.dumps(v)] for v in values])
+    distinct = {_spelled(v): v for v in values}
+    order = sorted(distinct, key=(lambda k: float(distinct[k])) if numeric else None)
+    position = {k: float(i) for i, k in enumerate(order)}
+    folds = list(dict.fromkeys(pairs["fold"]))
     colors = matplotlib.colormaps["tab10"]
-    for i, fold in enumerate(dict.fromkeys(ok["fold"])):
-        mask = (ok["fold"] == fold).to_numpy()
-        ax.scatter(x[mask], ok["val_rmse"].to_numpy()[mask], color=colors(i % 10), s=22, alpha=0.8, label=fold)
-    grouped = pd.DataFrame({"x": x, "val_rmse": ok["val_rmse"].to_numpy()}).groupby("x")["val_rmse"]
-    mean, std, count = grouped.mean(), grouped.std(), grouped.count()
-    low, high = paired_intervals(mean.to_numpy(), std.fillna(0.0).to_numpy(), count.to_numpy())
-    ax.fill_between(mean.index, low, high, color="black", alpha=0.12, label="mean's 95% interval")
-    ax.plot(mean.index, mean.to_numpy(), color="black", linewidth=2, marker="D", label="mean")
-    naive = float(ok["val_naive_rmse"].mean())
-    if math.isfinite(naive):
-        ax.axhline(naive, color=WORSE, linestyle="--", linewidth=1, label=f"naive (zero return) {naive:.4g}")
-    base_x = float(baseline_value) if numeric else positions[json.dumps(baseline_value)]
-    ax.axvline(base_x, color=BASELINE, linestyle=":", label=f"baseline {param}={baseline_value}")
-    if not numeric:
-        ax.set_xticks(list(positions.values()), [json.loads(v) if isinstance(json.loads(v), str) else v for v in order])
+    spread = min(0.3, 0.6 / max(len(folds), 1))  # each fold's points a little apart
+    x = np.array([position[_spelled(v)] for v in pairs["param_value"]])
+    deltas = pairs["delta_rmse_vs_baseline"].to_numpy(dtype="float64")
+    for i, fold in enumerate(folds):
+        mask = (pairs["fold"] == fold).to_numpy()
+        offset = (i - (len(folds) - 1) / 2) * spread / max(len(folds) - 1, 1)
+        label = fold if len(folds) <= 8 else ("pair (colour: fold)" if i == 0 else None)
+        ax.scatter(x[mask] + offset, deltas[mask], color=colors(i % 10), s=20, alpha=0.75, label=label)
+    low_column, high_column = _interval_columns(rows) if len(rows) else ("ci95_low", "ci95_high")
+    interval = "simultaneous" if low_column.startswith("simultaneous") else "unadjusted"
+    for i, (_, row) in enumerate(rows.iterrows()):
+        at, mean = position[_spelled(row["param_value"])], float(row["avg_delta_rmse_vs_baseline"])
+        low, high = float(row[low_column]), float(row[high_column])
+        err = [[mean - low], [high - mean]] if math.isfinite(low) and math.isfinite(high) else None
+        ax.errorbar(
+            [at],
+            [mean],
+            yerr=err,
+            fmt="D",
+            markersize=7,
+            color=VERDICT_COLORS.get(row["verdict"], NEUTRAL),
+            ecolor="black",
+            capsize=5,
+            linewidth=1.5,
+            zorder=3,
+            label=f"mean, {interval} {1 - alpha:.0%} interval (colour: verdict)" if i == 0 else None,
+        )
+    base = position[_spelled(baseline_value)]
+    ax.axhline(0, color=BASELINE, linewidth=1)
+    ax.scatter([base], [0], marker="s", s=60, color=BASELINE, zorder=3, label=f"baseline {param}={baseline_value}")
+    ticks = [_wrapped(k, 14) for k in order]
+    turned = len(order) > 8  # upright they would touch
+    ax.set_xticks(list(position.values()), ticks, rotation=90 if turned else 0)
+    ax.set_xlim(-0.6, len(order) - 0.4)
+    _few_ticks(ax.yaxis, 6)
     ax.set_xlabel(param)
-    ax.set_ylabel("validation RMSE")
-    ax.set_title(title)
-    ax.legend(fontsize=8, ncol=2)
+    ax.set_ylabel("val RMSE − baseline's\n(same fold and seed)")
+    ax.set_title(_wrapped(title, 70))
+    ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     return fig
 
@@ -193,7 +295,13 @@ def plot_drift_heatmap(drift: pd.DataFrame, title: str) -> Figure:
     values = table.to_numpy()
     image = ax.imshow(np.clip(values, 0, 0.5), cmap="YlOrRd", vmin=0, vmax=0.5, aspect="auto")
     ax.set_yticks(range(len(table.index)), table.index)
-    ax.set_xticks(range(len(table.columns)), [f"{f}\n{c}" for f, c in table.columns])
+    many = len(table.columns) > 8  # side by side they would touch: turned
+    ax.set_xticks(
+        range(len(table.columns)),
+        [f"{f} {c}" if many else f"{f}\n{c}" for f, c in table.columns],
+        rotation=45 if many else 0,
+        ha="right" if many else "center",
+    )
     for (i, j), v in np.ndenumerate(values):
         if math.isfinite(v):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="black" if v < 0.3 else "white")
@@ -246,23 +354,25 @@ def plot_loss_curves(histories: dict[str, list[dict[str, float]]], title: str) -
 
 def plot_compare(table: pd.DataFrame, title: str) -> Figure:
     """Robust score per config, one bar per sweep, on the sweeps' common folds and seeds."""
-    fig, ax = _figure(9, max(3.0, 0.45 * table["config_id"].nunique() + 1.6))
+    configs = list(dict.fromkeys(table.sort_values("robust_score")["config_id"])) if len(table) else []
+    labels = [_wrapped(str(c)) for c in configs]
+    sweeps = list(dict.fromkeys(table["sweep"])) if len(table) else []
+    fig, ax = _bar_figure(labels, extra_height=1.9 + 0.1 * len(configs) * max(len(sweeps) - 1, 0))
     if table.empty:
         _note(ax, "nothing in common")
         ax.set_title(title)
         return fig
-    configs = list(dict.fromkeys(table.sort_values("robust_score")["config_id"]))
-    sweeps = list(dict.fromkeys(table["sweep"]))
     height = 0.8 / len(sweeps)
     colors = matplotlib.colormaps["tab10"]
     for i, sweep in enumerate(sweeps):
         part = table[table["sweep"] == sweep].set_index("config_id").reindex(configs)
         y = np.arange(len(configs))[::-1] + (i - (len(sweeps) - 1) / 2) * height
-        ax.barh(y, part["robust_score"], height=height, color=colors(i), label=sweep)
-    ax.set_yticks(np.arange(len(configs))[::-1], configs)
-    ax.set_xlabel("robust score (mean + std of val RMSE) on common folds and seeds")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+        ax.barh(y, part["robust_score"], height=height, color=colors(i % 10), label=_wrapped(sweep, 50))
+    ax.set_yticks(np.arange(len(configs))[::-1], labels, fontsize=9)
+    _few_ticks(ax.xaxis)
+    ax.set_xlabel("robust score (mean + std of val RMSE)\non common folds and seeds")
+    ax.set_title(_wrapped(title, 70))
+    ax.legend(fontsize=8, loc="best")
     ax.grid(axis="x", alpha=0.3)
     return fig
 

@@ -28,7 +28,16 @@ from core.files import write_bytes_atomic, write_text_atomic
 from core.plan import BASELINE_ID, format_value
 from core.runs import FLOAT_COLUMNS, INT_COLUMNS, RUN_COLUMNS
 from core.significance import BASELINE as VERDICT_BASELINE
-from core.significance import DEFAULT_ALPHA, grouped_values, holm, pair_statistics, skill, verdicts
+from core.significance import (
+    DEFAULT_ALPHA,
+    grouped_values,
+    holm,
+    holm_families,
+    pair_statistics,
+    simultaneous_intervals,
+    skill,
+    verdicts,
+)
 
 # training_config columns beside the run columns; `seed` is already there (the run's seed).
 PARAM_COLUMNS: tuple[str, ...] = tuple(k for k in TRAINING_KEYS if k not in RUN_COLUMNS)
@@ -217,8 +226,35 @@ def _csv_cells(values: list[Any]) -> list[str]:
     return [_cell(v) for v in values]
 
 
+# Report tables keep a parameter's value with its type (JSON answers serve it so); CSV files
+# spell it as config ids do (`60`, `0.1`, `mae`, `true`).
+PARAM_VALUE = "param_value"
+
+
+def spelled_cells(values: list[Any]) -> list[str]:
+    """`param_value` cells of a CSV: each value spelled as in config ids (missing: empty), each
+    distinct value once."""
+    spelled: dict[tuple[type, Any], str] = {}
+    out: list[str] = []
+    for value in values:
+        if value is None or (isinstance(value, float) and value != value):
+            out.append("")
+        elif type(value) in (int, float, str, bool) and value != 0:  # hashable, and 0.0 == -0.0 as a key
+            key = (type(value), value)
+            if key not in spelled:
+                spelled[key] = _csv_field(format_value(value))
+            out.append(spelled[key])
+        else:
+            out.append(_csv_field(format_value(value)))
+    return out
+
+
+def _column_cells(name: str, values: list[Any]) -> list[str]:
+    return spelled_cells(values) if name == PARAM_VALUE else _csv_cells(values)
+
+
 def _csv_lines(columns: list[tuple[str, list[Any]]]) -> list[str]:
-    return _formatted_lines([name for name, _ in columns], [_csv_cells(values) for _, values in columns])
+    return _formatted_lines([name for name, _ in columns], [_column_cells(name, values) for name, values in columns])
 
 
 def _formatted_lines(names: list[str], cells: list[list[str]]) -> list[str]:
@@ -233,7 +269,8 @@ def csv_lines(frame: pd.DataFrame) -> list[str]:
     """The lines of `frame` as CSV (header first, no index), one line per row.
 
     The same text pandas writes with `float_format="%.10g"`, several times faster on
-    100,000-row tables: each column is formatted once, as a whole.
+    100,000-row tables: each column is formatted once, as a whole; a `param_value` column is
+    spelled as in config ids (`spelled_cells`).
     """
     return _csv_lines([(str(name), frame[name].tolist()) for name in frame.columns])
 
@@ -348,6 +385,9 @@ RANKING_SIGNIFICANCE_COLUMNS = (
     "n_pairs",
 )
 RANKING_RELATIVE_COLUMNS = ("mean_val_rel_rmse", "std_val_rel_rmse", "robust_rel_score", "mean_fold_rank")
+# The interval that agrees with the verdict: simultaneous over the row's Holm family (last, so
+# that the columns before keep their places).
+RANKING_FAMILY_COLUMNS = ("holm_family", "simultaneous_ci_low", "simultaneous_ci_high")
 IMPACT_DETAIL_COLUMNS = (
     "config_id",
     "param_name",
@@ -379,17 +419,28 @@ IMPACT_SIGNIFICANCE_COLUMNS = (
     "wilcoxon_pvalue",
     "holm_pvalue",
     "verdict",
+    "holm_family",
+    "simultaneous_ci_low",
+    "simultaneous_ci_high",
 )
 
 
-_CI = "95% paired t-interval of the mean delta (NaN with fewer than 2 pairs)"
+_CI = (
+    "95% paired t-interval of the mean delta, unadjusted for the other rows: the verdict is decided by the "
+    "Holm-adjusted Wilcoxon test, and the simultaneous interval is the one that agrees with it (NaN with fewer "
+    "than 2 pairs)"
+)
+_SIMULTANEOUS = (
+    "Bonferroni simultaneous interval of the mean delta over the row's Holm family (t.ppf(1 - alpha / (2 * "
+    "holm_family), n - 1)): it excludes 0 only for a difference that survives testing every row"
+)
 # Each ranking and impact-summary column: its JSON type and what it means (the API documents
 # them from here; docs/reports.md explains them at length).
 COLUMN_DOCS: dict[str, tuple[type, str]] = {
     "rank": (int, "Position by robust_score, best first."),
     "config_id": (str, "`baseline`, `{param}={value}` or a candidate's name."),
     "param_name": (str, "The training_config key the variant changes (null for the baseline and candidates)."),
-    "param_value": (str, "Its value, spelled as in the config id."),
+    "param_value": (object, "Its value, with its type (a number stays a number; CSV files spell it as the config id)."),
     "n_runs": (int, "Succeeded runs (the statistics use only these)."),
     "n_failed": (int, "Failed runs."),
     "n_total": (int, "Every run of the config."),
@@ -408,9 +459,15 @@ COLUMN_DOCS: dict[str, tuple[type, str]] = {
     "holm_pvalue": (float, "Wilcoxon signed-rank p-value of the deltas, Holm-adjusted over the table's rows."),
     "verdict": (
         str,
-        "baseline, better, worse, indistinguishable (Holm p not below alpha) or insufficient "
-        "(too few pairs for the exact test to reach alpha).",
+        "baseline, better or worse (Holm p below alpha: it decides), indistinguishable, or insufficient "
+        "(with n_pairs pairs and holm_family tests even a one-sided outcome could not reach alpha after Holm).",
     ),
+    "holm_family": (
+        int,
+        "Tests Holm adjusts together in this table (rows with a p-value; a row without counts itself).",
+    ),
+    "simultaneous_ci_low": (float, f"Low end of the {_SIMULTANEOUS}."),
+    "simultaneous_ci_high": (float, f"High end of the {_SIMULTANEOUS}."),
     "mean_test_skill": (float, "Mean of 1 - test_rmse / test_naive_rmse over its runs."),
     "dm_better_share": (float, "Share of its runs that beat the naive forecast by the Diebold-Mariano test."),
     "n_pairs": (int, "Its runs paired with a baseline run of the same fold and seed."),
@@ -459,7 +516,7 @@ def build_config_ranking(
     keys = _keys(per_fold)
     configs = runs.groupby(keys, sort=False)
     table = configs.agg(
-        param_name=("param_name", "first"), param_value=("param_value", "first"), n_total=("status", "size")
+        param_name=("param_name", "first"), param_value=("param_raw", "first"), n_total=("status", "size")
     )
     table["n_failed"] = (runs["status"] == "failed").groupby([runs[k] for k in keys], sort=False).sum()
     ok = runs[runs["status"] == "succeeded"]
@@ -487,13 +544,16 @@ def build_config_ranking(
     if relative:
         table = table.join(_relative_view(ok), how="left")
         columns += RANKING_RELATIVE_COLUMNS
+    columns += RANKING_FAMILY_COLUMNS
     table = _sorted(table, "robust_score", per_fold)
     rank = table.groupby("fold", sort=False).cumcount() + 1 if per_fold else range(1, len(table) + 1)
     table.insert(0, "rank", rank)
     table["holm_pvalue"] = _holm_per_table(table, "_pvalue", per_fold)
     table["n_pairs"] = table["_pairs"].fillna(0).astype(int)
-    table["verdict"] = _verdicts(table, "delta_vs_baseline", alpha)
-    table.loc[table["config_id"] == BASELINE_ID, "verdict"] = VERDICT_BASELINE
+    _judge(table, "delta_vs_baseline", "_std", per_fold, alpha)
+    is_baseline = table["config_id"] == BASELINE_ID
+    table.loc[is_baseline, "verdict"] = VERDICT_BASELINE
+    table["holm_family"] = table["holm_family"].astype("Int64").mask(is_baseline)  # the baseline is not tested
     if relative:
         folds = (
             fold_ranking
@@ -517,6 +577,7 @@ def _against_baseline(pairs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         ci95_high=found["ci95_high"],
         _pvalue=found["wilcoxon_pvalue"],
         _pairs=found["n"],
+        _std=found["std"],
     )
     return table.set_index(keys)
 
@@ -550,9 +611,23 @@ def _holm_per_table(table: pd.DataFrame, column: str, per_fold: bool) -> np.ndar
     return out
 
 
-def _verdicts(table: pd.DataFrame, mean_column: str, alpha: float) -> list[str]:
+def _judge(table: pd.DataFrame, mean_column: str, std_column: str, per_fold: bool, alpha: float) -> None:
+    """Add each row's `holm_family`, `verdict` and simultaneous interval (after `holm_pvalue`),
+    the family being the rows of its table (each fold's with `per_fold`)."""
+    pvalues = table["holm_pvalue"].to_numpy()
+    families = np.zeros(len(table), dtype="int64")
+    if per_fold:
+        for rows in table.groupby("fold", sort=False).indices.values():
+            families[rows] = holm_families(pvalues[rows])
+    else:
+        families = holm_families(pvalues)
     counts = table["n_pairs"].to_numpy()
-    return verdicts(counts, table[mean_column].to_numpy(), table["holm_pvalue"].to_numpy(), alpha)
+    means = table[mean_column].to_numpy(dtype="float64")
+    table["holm_family"] = families
+    table["verdict"] = verdicts(counts, means, pvalues, alpha, families)
+    low, high = simultaneous_intervals(means, table[std_column].to_numpy(dtype="float64"), counts, families, alpha)
+    table["simultaneous_ci_low"] = low
+    table["simultaneous_ci_high"] = high
 
 
 def baseline_pairs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -582,6 +657,7 @@ def _impact_pairs(runs: pd.DataFrame, every: pd.DataFrame) -> pd.DataFrame:
     """The detail rows, unsorted, with the plan-order keys of both orders (`_c`, `_f`, `_s`
     overall; `_fc`, `_fs` within the fold)."""
     pairs = every[every["param_name"].notna()].reset_index(drop=True)  # the OFAT variants
+    pairs[PARAM_VALUE] = pairs["param_raw"]  # typed (CSV files spell it)
     for name, keys in (
         ("_c", ["config_id"]),
         ("_f", ["fold"]),
@@ -629,7 +705,10 @@ class ImpactDetail:
             for metric in ("val_rmse", "test_rmse"):
                 known[metric] = [cells[metric][i] for i in runs]
                 known[f"baseline_{metric}"] = [cells[metric][i] for i in bases]
-        return [known[name] if name in known else _csv_cells(by_fold[name].tolist()) for name in IMPACT_DETAIL_COLUMNS]
+        return [
+            known[name] if name in known else _column_cells(name, by_fold[name].tolist())
+            for name in IMPACT_DETAIL_COLUMNS
+        ]
 
     def overall_csv(self) -> str:
         return "\n".join([self._header, *(self._lines[i] for i in self._overall_order)]) + "\n"
@@ -682,7 +761,7 @@ def build_param_impact_summary(
     )
     table = _sorted(table, "avg_delta_rmse_vs_baseline", per_fold)
     table["holm_pvalue"] = _holm_per_table(table, "wilcoxon_pvalue", per_fold)
-    table["verdict"] = _verdicts(table, "avg_delta_rmse_vs_baseline", alpha)
+    _judge(table, "avg_delta_rmse_vs_baseline", "std_delta_rmse_vs_baseline", per_fold, alpha)
     return table[[*keys[:-1], *IMPACT_SUMMARY_COLUMNS, *IMPACT_SIGNIFICANCE_COLUMNS]].reset_index(drop=True)
 
 

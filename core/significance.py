@@ -5,17 +5,24 @@ The definitions (docs/reports.md) are exact, so an independent check with scipy 
 them. Pairs are a config's run and the baseline's run with the same fold and seed, both
 succeeded; `d` are their val-RMSE deltas (config minus baseline), `n` their count:
 
-- interval: `mean(d) ± t.ppf(0.975, n-1) * std(d, ddof=1) / sqrt(n)` (NaN when n < 2);
-  its half-width is the smallest delta the pairs could show;
+- interval: `mean(d) ± t.ppf(0.975, n-1) * std(d, ddof=1) / sqrt(n)` (NaN when n < 2),
+  unadjusted; its half-width is the smallest delta the pairs could show;
+- simultaneous interval: the same with `t.ppf(1 - alpha / (2 * m), n-1)`, `m` the row's Holm
+  family (Bonferroni): the intervals of a table cover every true delta at once with
+  probability at least `1 - alpha`, so one that excludes zero is not a multiple-testing
+  artefact;
 - Wilcoxon: `scipy.stats.wilcoxon(d)` with its defaults (NaN when n < 2 or every d is 0),
   computed here in batches (a sweep of 100,000 runs has thousands of groups; scipy takes
   0.6 ms a call) and by scipy itself where its default is a permutation test (ties or
   zeros among at most 13 pairs);
 - Holm: the step-down adjustment over the rows of one table (NaN rows left out), capped
   at 1 and monotone;
-- verdict: `insufficient` when the smallest p-value the exact test can give with n pairs,
-  `2 / 2**n`, is not below alpha; else `better` / `worse` when the Holm p-value is below
-  alpha and the mean delta is negative / positive; else `indistinguishable`.
+- Holm family of a row: `m`, the rows of its table with a p-value (the tests Holm adjusts
+  together), counting the row itself when it has none;
+- verdict: `better` / `worse` when the Holm p-value is below alpha and the mean delta is
+  negative / positive; else `insufficient` when the smallest Holm-adjusted p-value the row
+  could reach, `min(1, m * 2 / 2**n)` (every pair on one side), is not below alpha: no outcome
+  of its pairs could have given `better`; else `indistinguishable`.
 """
 
 from __future__ import annotations
@@ -86,16 +93,45 @@ def holm(pvalues: np.ndarray) -> np.ndarray:
     return out
 
 
-def verdicts(counts: np.ndarray, means: np.ndarray, holm_pvalues: np.ndarray, alpha: float) -> list[str]:
-    """The verdict of each group (see the module's docstring)."""
+def holm_families(holm_pvalues: np.ndarray) -> np.ndarray:
+    """The Holm family size of each row of one table: how many of its rows have a p-value
+    (the tests Holm adjusts together), plus one for a row without (were it tested, it would
+    join them)."""
+    missing = np.isnan(np.asarray(holm_pvalues, dtype="float64"))
+    return np.asarray((~missing).sum() + missing, dtype="int64")
+
+
+def simultaneous_intervals(
+    means: np.ndarray, stds: np.ndarray, counts: np.ndarray, families: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of the Bonferroni simultaneous t-interval per group: `mean ± t.ppf(1 - alpha /
+    (2 * m), n - 1) * std / sqrt(n)` with `m` the group's Holm family; NaN with fewer than 2 pairs."""
+    counts = np.asarray(counts, dtype="float64")
+    families = np.maximum(np.asarray(families, dtype="float64"), 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(1 - alpha / (2 * families), counts - 1) * stds / np.sqrt(counts)
+    half = np.where(counts >= 2, half, np.nan)
+    return means - half, means + half
+
+
+def verdicts(
+    counts: np.ndarray,
+    means: np.ndarray,
+    holm_pvalues: np.ndarray,
+    alpha: float,
+    families: np.ndarray | None = None,
+) -> list[str]:
+    """The verdict of each group (see the module's docstring). `families`: each row's Holm family
+    size; by default `holm_families(holm_pvalues)` (the rows are one table)."""
+    families = holm_families(holm_pvalues) if families is None else np.asarray(families)
     out = []
-    for n, mean, p in zip(counts, means, holm_pvalues, strict=True):
-        if smallest_pvalue(int(n)) >= alpha:
-            out.append(INSUFFICIENT)
-        elif p < alpha and mean < 0:
+    for n, mean, p, m in zip(counts, means, holm_pvalues, families, strict=True):
+        if p < alpha and mean < 0:
             out.append(BETTER)
         elif p < alpha and mean > 0:
             out.append(WORSE)
+        elif smallest_adjusted_pvalue(int(n), int(m)) >= alpha:
+            out.append(INSUFFICIENT)
         else:
             out.append(INDISTINGUISHABLE)
     return out

@@ -17,7 +17,7 @@ import pandas as pd
 from core.config import SweepConfig
 from core.plan import BASELINE_ID
 from core.reports import json_safe
-from core.significance import BETTER, INSUFFICIENT, WORSE, pairs_needed, smallest_pvalue
+from core.significance import BETTER, INSUFFICIENT, WORSE, pairs_needed, smallest_adjusted_pvalue
 
 STATS_KEYS = (
     "config_id",
@@ -40,6 +40,22 @@ STATS_KEYS = (
     "n_pairs",
     "mean_test_skill",
     "dm_better_share",
+    "holm_family",
+    "simultaneous_ci_low",
+    "simultaneous_ci_high",
+)
+# The best config's keys in the `significance` block: its verdict and the intervals beside it.
+VERDICT_KEYS = (
+    "config_id",
+    "delta_vs_baseline",
+    "ci95_low",
+    "ci95_high",
+    "holm_pvalue",
+    "verdict",
+    "n_pairs",
+    "holm_family",
+    "simultaneous_ci_low",
+    "simultaneous_ci_high",
 )
 BEST_VALUE_CRITERION = (
     "the lowest robust_score (config_ranking.csv) among the baseline and this parameter's variants; "
@@ -164,18 +180,27 @@ def _typed_value(runs: pd.DataFrame, config_id: str) -> Any:
 
 def significance(ranking: pd.DataFrame, alpha: float) -> dict[str, Any]:
     """Is the winner real? The best config against the baseline and the naive forecast, how
-    many pairs the test needs, whether the relative view agrees, and one plain sentence."""
-    variants = ranking[(ranking["config_id"] != BASELINE_ID) & (ranking["n_runs"] > 0)]
+    many pairs the test needs with this many variants, whether the relative view agrees, and
+    one plain sentence."""
+    others = ranking[ranking["config_id"] != BASELINE_ID]
+    variants = others[others["n_runs"] > 0]
     compared = variants[variants["n_pairs"] > 0]
     best_row = best_config(ranking)
     holm_min = float(compared["holm_pvalue"].min()) if compared["holm_pvalue"].notna().any() else None
     most_pairs = int(compared["n_pairs"].max()) if len(compared) else 0
+    # Holm adjusts every config against the baseline together: once all have pairs, this many.
+    family = max(len(others), 1)
     block: dict[str, Any] = {
         "alpha": alpha,
         "test": "Wilcoxon signed-rank on paired val-RMSE deltas (same fold and seed), Holm-adjusted over the "
-        "ranking's configs; Diebold-Mariano (HLN) of each run's test forecasts against the naive forecast",
-        "pairs_needed": pairs_needed(alpha),
+        "ranking's configs (it decides the verdicts; the simultaneous intervals are Bonferroni over the same "
+        "family, the ci95 ones unadjusted); Diebold-Mariano (HLN) of each run's test forecasts against the naive "
+        "forecast",
+        "variants": family,
+        "holm_family": int(ranking["holm_pvalue"].notna().sum()),
+        "pairs_needed": pairs_needed(alpha, family),
         "most_pairs": most_pairs,
+        "smallest_reachable_holm_pvalue": smallest_adjusted_pvalue(most_pairs, family) if most_pairs else None,
         "smallest_holm_pvalue": holm_min,
         "better": compared.loc[compared["verdict"] == BETTER, "config_id"].tolist(),
         "worse": compared.loc[compared["verdict"] == WORSE, "config_id"].tolist(),
@@ -184,14 +209,27 @@ def significance(ranking: pd.DataFrame, alpha: float) -> dict[str, Any]:
         "relative_view": _relative_view(ranking, best_row),
     }
     if best_row is not None:
-        block["best_config"] = {
-            k: json_safe(best_row[k])
-            for k in ("config_id", "delta_vs_baseline", "ci95_low", "ci95_high", "holm_pvalue", "verdict", "n_pairs")
-        }
+        block["best_config"] = {k: json_safe(best_row[k]) for k in VERDICT_KEYS}
         block["best_beats_naive"] = _beats_naive(best_row)
         block["best_dm_better_share"] = json_safe(best_row["dm_better_share"])
     block["sentence"] = _sentence(block, compared, best_row, alpha)
     return block
+
+
+def _interval(row: pd.Series, alpha: float) -> str:
+    """The simultaneous interval of a row, in words (empty statistics: none)."""
+    low, high = row["simultaneous_ci_low"], row["simultaneous_ci_high"]
+    if not (_finite(low) and _finite(high)):
+        return "no interval with one pair"
+    over = f" over {int(row['holm_family'])} variants" if _finite(row["holm_family"]) and row["holm_family"] > 1 else ""
+    return f"simultaneous {1 - alpha:.0%} CI{over} [{low:.3g}, {high:.3g}]"
+
+
+def _unadjusted_only(compared: pd.DataFrame) -> list[str]:
+    """Configs whose unadjusted interval excludes 0 while their verdict is no finding."""
+    low, high = compared["ci95_low"], compared["ci95_high"]
+    excludes = ((low > 0) | (high < 0)) & ~compared["verdict"].isin([BETTER, WORSE])
+    return [str(c) for c in compared.loc[excludes, "config_id"]]
 
 
 def _relative_view(ranking: pd.DataFrame, best_row: pd.Series | None) -> dict[str, Any] | None:
@@ -218,7 +256,7 @@ def _sentence(block: dict[str, Any], compared: pd.DataFrame, best_row: pd.Series
         parts.append(
             f"{len(block['better'])} of {len(compared)} variants beat the baseline at alpha {alpha:g}; the best of "
             f"them, {winner['config_id']}, by {winner['delta_vs_baseline']:.3g} val RMSE "
-            f"(95% CI [{winner['ci95_low']:.3g}, {winner['ci95_high']:.3g}], Holm p {winner['holm_pvalue']:.2g})."
+            f"(Holm-adjusted Wilcoxon p {winner['holm_pvalue']:.2g}; {_interval(winner, alpha)})."
         )
     else:
         least = block["smallest_holm_pvalue"]
@@ -228,13 +266,26 @@ def _sentence(block: dict[str, Any], compared: pd.DataFrame, best_row: pd.Series
         if block["worse"]:
             text += f"; {len(block['worse'])} are worse"
         if (compared["verdict"] == INSUFFICIENT).any():
-            n = block["most_pairs"]
-            text += (
-                f"; with {n} pair{'' if n == 1 else 's'} the test cannot go below {smallest_pvalue(n):.3g}: "
-                "add seeds or folds "
-                f"({block['pairs_needed']} pairs are needed)"
-            )
+            n, m = block["most_pairs"], block["variants"]
+            pairs = f"{n} pair{'' if n == 1 else 's'}"
+            needed = f"{block['pairs_needed']} pairs are needed"
+            if m == 1:
+                text += f"; with {pairs} the test cannot go below {block['smallest_reachable_holm_pvalue']:.3g}"
+            else:
+                text += (
+                    f"; with {pairs} and {m} variants the Holm-adjusted test cannot go below "
+                    f"{block['smallest_reachable_holm_pvalue']:.3g}"
+                )
+                needed += f" with {m} variants"
+            text += f": add seeds or folds ({needed})"
         parts.append(text + ".")
+    unadjusted = _unadjusted_only(compared)
+    if unadjusted:
+        parts.append(
+            f"The unadjusted 95% interval of {', '.join(unadjusted)} excludes 0, but the verdict (Holm-adjusted "
+            f"Wilcoxon) and the simultaneous interval account for the {block['variants']} variants tested: "
+            "not a finding."
+        )
     if best_row is not None:
         share = best_row["dm_better_share"]
         if _finite(share):
@@ -261,12 +312,13 @@ def ranking_text(rows: list[dict[str, Any]], sentence: str | None = None) -> str
 
     lines = [
         "ranking (robust_score = mean_val_rmse + std_val_rmse; delta: vs the baseline on the same folds and seeds, "
-        "95% CI; p: Holm-adjusted Wilcoxon; naive = zero-return forecast):",
+        "with its simultaneous interval over the variants; p: Holm-adjusted Wilcoxon, which decides the verdict; "
+        "naive = zero-return forecast):",
         f"  {'rank':>4}  {'config_id':<24} {'n':>3} {'mean_val_rmse':>13} {'std':>9} {'robust_score':>12} "
-        f"{'delta [95% CI]':>30} {'p':>6}  {'verdict':<17} {'naive_rmse':>10}",
+        f"{'delta [simultaneous CI]':>30} {'p':>6}  {'verdict':<17} {'naive_rmse':>10}",
     ]
     for row in rows:
-        low, high = num(row.get("ci95_low"), ".1e"), num(row.get("ci95_high"), ".1e")
+        low, high = (num(row.get(f"simultaneous_ci_{end}", row.get(f"ci95_{end}")), ".1e") for end in ("low", "high"))
         delta = row.get("delta_vs_baseline")
         interval = "-" if delta is None else f"{num(delta, '+.2e')} [{low}, {high}]"
         lines.append(

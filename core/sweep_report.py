@@ -12,7 +12,7 @@ import gc
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,9 @@ def write_sweep_reports(
 
     plot_files: list[str] = []
     if plots:
-        plot_files += _draw_plots(sweep, sweep / "plots", "", runs, ranking, impact, drift, config)
+        plot_files += _draw_plots(
+            sweep, sweep / "plots", "", runs, ranking, ReportTables(detail.overall, impact), drift, config
+        )
         for name in names:
             plot_files += _draw_plots(
                 sweep,
@@ -200,7 +202,7 @@ def write_sweep_reports(
                 f"fold {name}: ",
                 runs[runs["fold"] == name],
                 fold_rankings[name],
-                fold_impacts[name],
+                ReportTables(detail.per_fold[detail.per_fold["fold"] == name], fold_impacts[name]),
                 drift[drift["fold"] == name] if drift is not None else None,
                 config,
             )
@@ -278,26 +280,40 @@ def build_all_models_ranked(sweep: Path) -> pd.DataFrame:
     return table
 
 
+@dataclass(frozen=True)
+class ReportTables:
+    """The paired tables one set of plots draws: `param_impact_detail` and `param_impact_summary`."""
+
+    detail: pd.DataFrame
+    impact: pd.DataFrame
+
+
 def _draw_plots(
     sweep: Path,
     out: Path,
     prefix: str,
     runs: pd.DataFrame,
     ranking: pd.DataFrame,
-    impact: pd.DataFrame,
+    paired: ReportTables,
     drift: pd.DataFrame | None,
     config: SweepConfig,
 ) -> list[str]:
     from core import plots
 
+    alpha = config.stats.alpha
     drawn: dict[str, Any] = {
         PLOT_CONFIG_RANKING: plots.plot_config_ranking(ranking, f"{prefix}configs ranked by robust score"),
-        PLOT_PARAM_IMPACT: plots.plot_param_impact(impact, f"{prefix}parameter impact vs baseline"),
+        PLOT_PARAM_IMPACT: plots.plot_param_impact(paired.impact, f"{prefix}parameter impact vs baseline", alpha),
     }
     for param in config.param_ranges:
         baseline_value = getattr(config.training_config, param)
         drawn[response_plot_name(param)] = plots.plot_response_curve(
-            runs, param, baseline_value, f"{prefix}val RMSE vs {param}"
+            paired.detail,
+            paired.impact,
+            param,
+            baseline_value,
+            f"{prefix}paired effect of {param} on val RMSE vs the baseline",
+            alpha,
         )
     if drift is not None:
         drawn[PLOT_DRIFT] = plots.plot_drift_heatmap(drift, f"{prefix}feature drift (PSI) vs train window")

@@ -119,7 +119,8 @@ def test_impact_summary_by_hand(runs: pd.DataFrame) -> None:
     assert lr["avg_delta_rmse_vs_baseline"] == pytest.approx(-1 / 6)
     assert lr["std_delta_rmse_vs_baseline"] == pytest.approx(math.sqrt(1 / 3))
     assert lr["win_rate"] == pytest.approx(2 / 3)
-    assert lr["param_name"] == "learning_rate" and lr["param_value"] == "0.01"
+    assert lr["param_name"] == "learning_rate" and lr["param_value"] == 0.01  # typed; CSV files spell it
+    assert "learning_rate,0.01,learning_rate=0.01" in to_csv_text(summary)
     hs = summary.set_index("config_id").loc["hidden_size=8"]
     assert (hs["n_pairs"], hs["std_delta_rmse_vs_baseline"], hs["win_rate"]) == (1, 0.0, 1.0)
 

@@ -124,12 +124,25 @@ def holm_by_hand(pvalues: list[float]) -> list[float]:
     return out
 
 
-def verdict_by_hand(n: float, mean: float, holm_p: float) -> str:
-    if 2 / 2 ** int(n) >= ALPHA:
-        return "insufficient"
+def family_by_hand(pvalues: list[float], own: float) -> int:
+    """The tests Holm adjusts together, counting a row without a p-value itself."""
+    return sum(not math.isnan(p) for p in pvalues) + math.isnan(own)
+
+
+def verdict_by_hand(n: float, mean: float, holm_p: float, family: int) -> str:
     if holm_p < ALPHA:
         return "better" if mean < 0 else "worse"
+    if min(1.0, family * 2 / 2 ** int(n)) >= ALPHA:  # not even every pair on one side reaches alpha after Holm
+        return "insufficient"
     return "indistinguishable"
+
+
+def simultaneous_by_hand(d: np.ndarray, family: int) -> tuple[float, float]:
+    n = len(d)
+    if n < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf(1 - ALPHA / (2 * family), n - 1) * d.std(ddof=1) / math.sqrt(n)
+    return d.mean() - half, d.mean() + half
 
 
 def test_impact_summary_statistics_match_a_hand_computation(written: tuple[Path, dict[str, Any]]) -> None:
@@ -137,14 +150,18 @@ def test_impact_summary_statistics_match_a_hand_computation(written: tuple[Path,
     table = pd.read_csv(folder / "param_impact_summary.csv").set_index("config_id")
     hand = {c: by_hand(deltas(c)) for c in VARIANTS}
     holms = dict(zip(hand, holm_by_hand([h["wilcoxon_pvalue"] for h in hand.values()]), strict=True))
-    assert list(table.columns)[-6:] == [
+    assert list(table.columns)[-9:] == [
         "ci95_low",
         "ci95_high",
         "min_detectable_delta",
         "wilcoxon_pvalue",
         "holm_pvalue",
         "verdict",
+        "holm_family",
+        "simultaneous_ci_low",
+        "simultaneous_ci_high",
     ]
+    pvalues = [h["wilcoxon_pvalue"] for h in hand.values()]
     for config_id, h in hand.items():
         row = table.loc[config_id]
         assert row["n_pairs"] == h["n"]
@@ -153,7 +170,12 @@ def test_impact_summary_statistics_match_a_hand_computation(written: tuple[Path,
         assert (math.isnan(holms[config_id]) and math.isnan(row["holm_pvalue"])) or row["holm_pvalue"] == pytest.approx(
             holms[config_id], rel=1e-9
         )
-        assert row["verdict"] == verdict_by_hand(h["n"], h["mean"], holms[config_id])
+        family = family_by_hand(pvalues, h["wilcoxon_pvalue"])
+        assert row["holm_family"] == family
+        assert row["verdict"] == verdict_by_hand(h["n"], h["mean"], holms[config_id], family)
+        low, high = simultaneous_by_hand(deltas(config_id), family)
+        assert row["simultaneous_ci_low"] == pytest.approx(low, rel=1e-9, nan_ok=True)
+        assert row["simultaneous_ci_high"] == pytest.approx(high, rel=1e-9, nan_ok=True)
     # The pair whose baseline failed is left out; a single pair has no interval and no test.
     assert table.loc["hidden_size=8", "n_pairs"] == 7
     assert table.loc["learning_rate=0.01", "verdict"] == "insufficient"
@@ -166,12 +188,14 @@ def test_per_fold_tables_adjust_within_the_fold(written: tuple[Path, dict[str, A
     table = pd.read_csv(folder / "folds/f1/param_impact_summary.csv").set_index("config_id")
     hand = {c: by_hand(deltas(c, ("f1",))) for c in VARIANTS}
     holms = dict(zip(hand, holm_by_hand([h["wilcoxon_pvalue"] for h in hand.values()]), strict=True))
+    pvalues = [h["wilcoxon_pvalue"] for h in hand.values()]
     for config_id, h in hand.items():
         row = table.loc[config_id]
         assert (math.isnan(holms[config_id]) and math.isnan(row["holm_pvalue"])) or row["holm_pvalue"] == pytest.approx(
             holms[config_id], rel=1e-9
         )
-        assert row["verdict"] == verdict_by_hand(h["n"], h["mean"], holms[config_id])
+        family = family_by_hand(pvalues, h["wilcoxon_pvalue"])
+        assert row["verdict"] == verdict_by_hand(h["n"], h["mean"], holms[config_id], family)
     assert table.loc["hidden_size=8", "verdict"] == "insufficient"  # 4 pairs: the test cannot reach 0.05
 
 
@@ -181,11 +205,16 @@ def test_ranking_statistics_match_a_hand_computation(written: tuple[Path, dict[s
     hand = {c: by_hand(deltas(c)) for c in VARIANTS}
     holms = dict(zip(hand, holm_by_hand([h["wilcoxon_pvalue"] for h in hand.values()]), strict=True))
     runs = pd.DataFrame([r for r in records() if r["status"] == "succeeded"])
+    pvalues = [h["wilcoxon_pvalue"] for h in hand.values()]
     for config_id, h in hand.items():
         row = table.loc[config_id]
         assert row["delta_vs_baseline"] == pytest.approx(h["mean"], rel=1e-9)
         assert row["n_pairs"] == h["n"]
-        assert row["verdict"] == verdict_by_hand(h["n"], h["mean"], holms[config_id])
+        family = family_by_hand(pvalues, h["wilcoxon_pvalue"])
+        assert row["verdict"] == verdict_by_hand(h["n"], h["mean"], holms[config_id], family)
+        low, high = simultaneous_by_hand(deltas(config_id), family)
+        assert row["simultaneous_ci_low"] == pytest.approx(low, rel=1e-9, nan_ok=True)
+        assert row["simultaneous_ci_high"] == pytest.approx(high, rel=1e-9, nan_ok=True)
         mine = runs[runs["config_id"] == config_id]
         assert row["mean_test_skill"] == pytest.approx((1 - mine["test_rmse"] / mine["test_naive_rmse"]).mean())
         beats = ((mine["test_dm_stat"] < 0) & (mine["test_dm_pvalue"] < ALPHA)).mean()
@@ -194,7 +223,7 @@ def test_ranking_statistics_match_a_hand_computation(written: tuple[Path, dict[s
         assert row["mean_val_rel_rmse"] == pytest.approx(rel.mean())
         assert row["std_val_rel_rmse"] == pytest.approx(rel.std(ddof=1) if len(rel) > 1 else 0.0)
         assert row["robust_rel_score"] == pytest.approx(row["mean_val_rel_rmse"] + row["std_val_rel_rmse"])
-    assert table.loc["baseline", "verdict"] == "baseline"
+    assert table.loc["baseline", "verdict"] == "baseline" and math.isnan(table.loc["baseline", "holm_family"])
     for config_id in table.index:  # the mean of its rank within each fold it has runs in
         ranks = [
             pd.read_csv(folder / f"folds/{f}/config_ranking.csv").set_index("config_id").loc[config_id, "rank"]
@@ -220,7 +249,9 @@ def test_ranking_statistics_match_a_hand_computation(written: tuple[Path, dict[s
 def test_summary_says_whether_the_winner_is_real(written: tuple[Path, dict[str, Any]]) -> None:
     _, summary = written
     sig = summary["significance"]
-    assert sig["alpha"] == ALPHA and sig["pairs_needed"] == 6
+    # Three variants: Holm multiplies the smallest p by 3, so 3 * 2 / 2**n < 0.05 needs n = 7.
+    assert sig["alpha"] == ALPHA and sig["variants"] == 3 and sig["pairs_needed"] == 7
+    assert sig["holm_family"] == 2  # learning_rate=0.01 has one pair: no p-value
     assert sig["better"] == ["hidden_size=8"]
     best = summary["best_config"]
     assert best["config_id"] == "hidden_size=8" and best["beats_baseline"] is True
@@ -228,6 +259,10 @@ def test_summary_says_whether_the_winner_is_real(written: tuple[Path, dict[str, 
     assert sig["sentence"].startswith(
         "1 of 3 variants beat the baseline at alpha 0.05; the best of them, hidden_size=8"
     )
+    low, high = simultaneous_by_hand(deltas("hidden_size=8"), 2)
+    assert sig["best_config"]["simultaneous_ci_low"] == pytest.approx(low)
+    assert f"simultaneous 95% CI over 2 variants [{low:.3g}, {high:.3g}]" in sig["sentence"]
+    assert "Holm-adjusted Wilcoxon p" in sig["sentence"]
     per_param = summary["best_value_per_param"]
     assert per_param["hidden_size"]["value"] == 8 and "robust_score" in per_param["hidden_size"]["criterion"]
     assert per_param["dropout"]["config_id"] == "baseline" and per_param["dropout"]["value"] == 0.1
