@@ -13,6 +13,7 @@ from core.reports import (
     IMPACT_SIGNIFICANCE_COLUMNS,
     IMPACT_SUMMARY_COLUMNS,
     RANKING_COLUMNS,
+    RANKING_FAMILY_COLUMNS,
     RANKING_RELATIVE_COLUMNS,
     RANKING_SIGNIFICANCE_COLUMNS,
 )
@@ -176,7 +177,7 @@ def _row_model(name: str, doc: str, columns: tuple[str, ...]) -> Any:
 RankingRow = _row_model(
     "RankingRow",
     "A row of config_ranking.csv (the relative view only at sweep level).",
-    (*RANKING_COLUMNS, *RANKING_SIGNIFICANCE_COLUMNS, *RANKING_RELATIVE_COLUMNS),
+    (*RANKING_COLUMNS, *RANKING_SIGNIFICANCE_COLUMNS, *RANKING_RELATIVE_COLUMNS, *RANKING_FAMILY_COLUMNS),
 )
 ImpactRow = _row_model(
     "ImpactRow", "A row of param_impact_summary.csv.", (*IMPACT_SUMMARY_COLUMNS, *IMPACT_SIGNIFICANCE_COLUMNS)

@@ -205,6 +205,10 @@ def test_rankings_impact_and_summary_say_whether_a_difference_is_real(
     assert variant["ci95_low"] < variant["delta_vs_baseline"] < variant["ci95_high"]
     assert variant["verdict"] == "insufficient"  # 3 pairs: the exact test cannot go below 0.25
     assert ranking["baseline"]["verdict"] == "baseline" and ranking["baseline"]["holm_pvalue"] is None
+    # One variant: the simultaneous interval of its Holm family of 1 is the 95% interval.
+    assert variant["holm_family"] == 1 and ranking["baseline"]["holm_family"] is None
+    assert variant["simultaneous_ci_low"] == pytest.approx(variant["ci95_low"])
+    assert variant["simultaneous_ci_high"] == pytest.approx(variant["ci95_high"])
     # Runs below 0.015 val RMSE beat the naive forecast (tests/utils/server.finish_runs).
     assert ranking["baseline"]["dm_better_share"] == pytest.approx(2 / 4)
     assert variant["dm_better_share"] == pytest.approx(2 / 3)

@@ -218,7 +218,7 @@ def test_non_dates_name_the_column_and_the_value(tmp_path: Path) -> None:
         import_dataset_parquet(tmp_path, "BAD", parquet_bytes(listed), origin="test")
     with pytest.raises(DatasetError, match="'not-a-date' at row 9 is not a date"):  # line 9: header + 7 rows before
         import_ohlcv_csv(tmp_path, "BAD", csv_bytes(csv), origin="test")
-    with pytest.raises(DatasetError, match="number 1270080000 at row 1 is not a YYYYMMDD date"):  # epoch seconds
+    with pytest.raises(DatasetError, match="number 1262304000 at row 1 is not a YYYYMMDD date"):  # epoch seconds
         import_dataset_parquet(
             tmp_path, "BAD", frame.assign(date=frame["date"].astype("int64") // 10**6).to_parquet(), origin="test"
         )
@@ -241,7 +241,7 @@ def test_integer_yyyymmdd_dates_are_dates(tmp_path: Path) -> None:
     )
     for asset, data in (("INT", as_int), ("TEXT", as_text)):
         info = import_dataset_parquet(tmp_path, asset, data.to_parquet(index=False), origin="test")
-        assert (info.first_date, info.last_date) == ("2010-04-01", "2011-02-25")
+        assert (info.first_date, info.last_date) == ("2010-01-01", "2011-02-25")
     assert time.perf_counter() - started < 2
 
 
@@ -263,7 +263,7 @@ def test_timezone_aware_parquet_and_stored_dates_are_naive(tmp_path: Path) -> No
     aware = frame.assign(date=frame["date"].dt.tz_localize("Asia/Karachi"))
     info = import_dataset_parquet(tmp_path, "TZ", aware.to_parquet(index=False), origin="test")
     assert pd.read_parquet(info.path)["date"].dt.tz is None
-    assert info.first_date == "2010-04-01"
+    assert info.first_date == "2010-01-01"
     # A dataset stored with a zone (before this fix) loads with the same wall-clock dates.
     root = make_data_root(tmp_path / "old", n_days=900)
     path = dataset_path(root, "SYN")
