@@ -61,6 +61,10 @@ def test_hopeless_trials_are_pruned_at_fold_aware_steps(finished: tuple[Path, Pa
     assert all(set(t.intermediate_values) <= {0, 1, 2, 3, 4, 5} for t in study.trials)
     assert any(set(t.intermediate_values) >= {0, 3} for t in complete)
     assert all(len(t.intermediate_values) < len(complete[0].intermediate_values) for t in pruned)
+    for t in pruned:  # each pruning decision kept with the values it compared
+        decision = t.user_attrs["pruned_at"]
+        assert decision["step"] == max(t.intermediate_values) and decision["pruned"] is True
+        assert decision["value"] == t.intermediate_values[decision["step"]] > decision["median"]
 
 
 def test_top_k_are_sweep_configs(finished: tuple[Path, Path, dict[str, Any]]) -> None:
