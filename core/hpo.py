@@ -42,14 +42,12 @@ from core.hpo_config import HpoConfig, SearchParam, study_shapes
 from core.paths import ensure_inside
 from core.reports import json_safe, write_csv
 from core.significance import (
-    BETTER,
     DEFAULT_ALPHA,
-    INDISTINGUISHABLE,
     INSUFFICIENT,
-    WORSE,
     holm,
     pairs_needed,
     smallest_adjusted_pvalue,
+    verdicts,
     wilcoxon_pvalues,
 )
 from core.store import Store
@@ -618,12 +616,8 @@ def _runs_by_pair(trial: optuna.trial.FrozenTrial) -> dict[tuple[str, int], dict
 
 
 def _verdict(n: int, mean: float, adjusted: float, family: int, alpha: float) -> str:
-    # As the sweep reports judge a variant: 'better' must be reachable after Holm at all.
-    if smallest_adjusted_pvalue(n, family) >= alpha:
-        return INSUFFICIENT
-    if adjusted < alpha:
-        return BETTER if mean < 0 else WORSE
-    return INDISTINGUISHABLE
+    """As the sweep reports judge a variant with `n` pairs in a Holm family of `family`."""
+    return verdicts(np.array([n]), np.array([mean]), np.array([adjusted]), alpha, np.array([family]))[0]
 
 
 def _baseline_test(
