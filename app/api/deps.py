@@ -4,16 +4,19 @@ API's engines and the probe threads that /healthz and /metrics use beside the AP
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, TypeVar
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
-from app.api.tables import SweepTables
-from app.db.session import api_pool, make_engine, make_loop_engine, make_probe_engine, request_sessions
+from app.api.cache import cached_answer
+from app.api.tables import SweepHead, SweepTables, head_on_loop
+from app.db.session import api_pool, make_engine, make_loop_reader, make_probe_engine, request_sessions
 from app.queue import RunQueue
 from app.settings import Settings
 
@@ -28,7 +31,7 @@ PROBE_THREADS = 4
 def open_database(state: State, settings: Settings) -> Engine:
     """The API's engine, its pool sized from `settings.api_threads`, and the request session
     slots that keep demand within it; the probe engine and threads of /healthz and /metrics;
-    the loop engine of cached answers (SQLite). Kept on the app's `state`; returns the API's
+    the loop reader of cached answers (SQLite). Kept on the app's `state`; returns the API's
     engine."""
     state.pool = api_pool(settings.api_threads, settings.db_wait_seconds)
     state.engine = make_engine(settings.db_url, pool=state.pool)
@@ -36,7 +39,7 @@ def open_database(state: State, settings: Settings) -> Engine:
     state.db_slots = anyio.Semaphore(state.db_slot_count)
     state.probe_engine = make_probe_engine(settings.db_url, settings.health_timeout_seconds)
     state.probe_threads = anyio.CapacityLimiter(PROBE_THREADS)
-    state.loop_engine = make_loop_engine(settings.db_url)  # cached answers read on the loop (SQLite)
+    state.loop_reader = make_loop_reader(settings.db_url)  # cached answers read on the loop (SQLite)
     engine: Engine = state.engine
     return engine
 
@@ -44,8 +47,8 @@ def open_database(state: State, settings: Settings) -> Engine:
 def close_database(state: State) -> None:
     state.engine.dispose()
     state.probe_engine.dispose()
-    if state.loop_engine is not None:
-        state.loop_engine.dispose()
+    if state.loop_reader is not None:
+        state.loop_reader.close()
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -61,7 +64,14 @@ def get_factory(request: Request) -> sessionmaker[Session]:
 async def get_db(request: Request) -> AsyncIterator[Session]:
     """A session for the endpoint, closed (its connection back in the pool) as soon as the
     endpoint and the encoding of its answer are done, before the answer is sent (function
-    scope, below): a slow client never holds a connection.
+    scope, below): a slow client never holds a connection. See `request_session`."""
+    async with request_session(request) as session:
+        yield session
+
+
+@asynccontextmanager
+async def request_session(request: Request) -> AsyncIterator[Session]:
+    """A session of the request, in one of the app's session slots.
 
     A request first takes one of the app's session slots (`db_slots`, sized with the pool in
     app.db.session), so however many requests arrive the pool is never asked for more
@@ -83,6 +93,34 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
             session.close()
     finally:
         slots.release()
+
+
+async def cached_json(
+    request: Request,
+    sweep_id: int,
+    key_of: Callable[[SweepHead], tuple[Any, ...]],
+    build: Callable[[SweepTables], bytes],
+) -> Response:
+    """The JSON answer of a sweep's cached GET: `key_of` its head (what changes in the sweep)
+    names the answer, `build` makes it from the sweep's tables on a miss.
+
+    A built answer is sent from the event loop with no session, no thread and no dependency
+    (SQLite: the head is read on the loop, app.api.tables.head_on_loop), which
+    is most of a cached answer's cost (docs/benchmarks.md). Otherwise the head is read, and
+    the answer built, on one API thread with a session of the request."""
+    state = request.app.state
+    head = head_on_loop(state.loop_reader, sweep_id)
+    if head is not None:
+        found = cached_answer(request, state.cache, key_of(head))
+        if found is not None:
+            return found
+    async with request_session(request) as session:
+        tables = SweepTables(session, state.cache)
+
+        def answer() -> Response:
+            return tables.answer(request, key_of(head or tables.head(sweep_id)), lambda: build(tables))
+
+        return await run_in_threadpool(answer)
 
 
 async def _wait_for_slot(slots: anyio.Semaphore, seconds: float) -> None:
@@ -117,7 +155,7 @@ async def probe(request: Request, call: Callable[[], T]) -> T:
 
 
 async def get_tables(request: Request, session: SessionDep) -> SweepTables:
-    return SweepTables(session, request.app.state.cache, request.app.state.loop_engine)
+    return SweepTables(session, request.app.state.cache)
 
 
 def get_queue(request: Request) -> RunQueue:

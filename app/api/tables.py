@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from fastapi import HTTPException, Request, Response, status
-from sqlalchemy import Engine, Row, bindparam, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
-from app.api.cache import BuildOnce, cached_answer, json_answer
+from app.api.cache import BuildOnce, json_answer
 from app.db.models import RunState, Sweep
+from app.db.session import LoopReader
 from app.db.sweeps import run_counts, run_records, stored_config
 from core.reports import (
     build_config_ranking,
@@ -46,10 +46,9 @@ class SweepTables:
     (`BuildOnce`): `Sweep.revision` changes with every change to the sweep's runs.
     """
 
-    def __init__(self, session: Session, cache: BuildOnce, loop_engine: Engine | None = None) -> None:
+    def __init__(self, session: Session, cache: BuildOnce) -> None:
         self.session = session
         self.cache = cache
-        self.loop_engine = loop_engine
 
     @staticmethod
     def key(what: str, sweep: Sweep | SweepHead, fold: str | None = None) -> tuple[Any, ...]:
@@ -62,22 +61,6 @@ class SweepTables:
         if head is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"sweep {sweep_id} not found")
         return head
-
-    async def head_now(self, sweep_id: int) -> SweepHead:
-        """`head()` for an async route: read on the event loop where that read cannot wait
-        (SQLite: `loop_engine`, no busy wait, app.db.session.make_loop_engine), else, or when
-        the database is locked, on an API thread. A cached answer then costs no thread hop,
-        which is most of its cost (docs/benchmarks.md)."""
-        if self.loop_engine is not None:
-            try:
-                with self.loop_engine.connect() as conn:
-                    head = conn.execute(_HEAD, {"sweep_id": sweep_id}).one_or_none()
-            except OperationalError:  # locked: a thread may wait for it, the loop may not
-                return await run_in_threadpool(self.head, sweep_id)
-            if head is None:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, f"sweep {sweep_id} not found")
-            return head
-        return await run_in_threadpool(self.head, sweep_id)
 
     def folds(self, sweep: Sweep) -> set[str]:
         return self.cache.get(self.key("folds", sweep), lambda: {f.name for f in stored_config(sweep).folds})
@@ -127,9 +110,18 @@ class SweepTables:
         """The cached JSON body for `key`, with an ETag (304 on `If-None-Match`)."""
         return json_answer(request, self.cache, key, build)
 
-    async def answer_now(self, request: Request, key: tuple[Any, ...], build: Callable[[], bytes]) -> Response:
-        """`answer()` for an async route: a built answer at once, a build on an API thread."""
-        found = cached_answer(request, self.cache, key)
-        if found is not None:
-            return found
-        return await run_in_threadpool(self.answer, request, key, build)
+
+def head_on_loop(reader: LoopReader | None, sweep_id: int) -> SweepHead | None:
+    """`SweepTables.head()` read on the event loop, where that read cannot wait (SQLite:
+    `reader`, no busy wait, app.db.session.make_loop_reader); None where it cannot be read
+    so (no reader, or the database is locked): then a thread reads it. 404 if there is no
+    such sweep."""
+    if reader is None:
+        return None
+    try:
+        head = reader.one_or_none(_HEAD, {"sweep_id": sweep_id})
+    except OperationalError:  # locked: a thread may wait for it, the loop may not
+        return None
+    if head is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"sweep {sweep_id} not found")
+    return cast(SweepHead, head)  # the columns of _HEAD

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, Row, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -80,15 +80,42 @@ def make_probe_engine(url: str, timeout: float) -> Engine:
     return create_engine(url, pool_pre_ping=True, connect_args=connect, **options)
 
 
-def make_loop_engine(url: str) -> Engine | None:
-    """For SQLite, an engine whose reads may run on the API's event loop: one connection
+def make_loop_reader(url: str) -> LoopReader | None:
+    """For SQLite, a reader whose reads may run on the API's event loop: one connection
     (the loop reads one statement at a time) and no busy timeout, so a read that would wait
     for a lock fails at once (the caller retries it on a thread). In WAL mode readers never
     wait for writers, so that is rare. None for a server database: a network round trip
     does not belong on the loop."""
     if not url.startswith("sqlite"):
         return None
-    return _sqlite_engine(url, 0, {"pool_size": 1, "max_overflow": 0, "pool_timeout": 1})
+    return LoopReader(_sqlite_engine(url, 0, {"pool_size": 1, "max_overflow": 0, "pool_timeout": 1}))
+
+
+class LoopReader:
+    """One-row reads on the API's event loop (SQLite), through one connection kept open: a
+    checkout from a pool per read costs as much as the read. Each read ends its transaction at
+    once, so it never holds a snapshot (a later read sees later commits) nor blocks a
+    checkpoint. Only the loop's thread uses it, one statement at a time.
+
+    Raises (from `one_or_none`) `sqlalchemy.exc.OperationalError` at once where the read
+    would wait for a lock (no busy timeout: the caller reads on a thread instead)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+
+    def one_or_none(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect()
+        try:
+            return self._conn.execute(statement, params).one_or_none()
+        finally:
+            self._conn.rollback()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self.engine.dispose()
 
 
 def _sqlite_engine(url: str, busy_ms: int, options: dict[str, Any]) -> Engine:

@@ -124,6 +124,33 @@ def test_requests_wait_for_a_free_session_then_get_503_with_retry_after(root: Pa
         portal.call(slots.release)
 
 
+def test_a_cached_answer_needs_no_session(root: Path) -> None:
+    """With SQLite a built answer is sent from the event loop: no session slot, no pool
+    connection, no thread (app.api.deps.cached_json), so it answers when all are taken."""
+    with loaded_client(root, api_threads=1, db_wait_seconds=0.3) as client:
+        sweep_id = submit(client, "s")["id"]
+        cached = [f"/sweeps/{sweep_id}", f"/sweeps/{sweep_id}/ranking"]
+        built = {path: client.get(path).json() for path in cached}
+        slots: anyio.Semaphore = state(client).db_slots
+        portal = client.portal
+        assert portal is not None
+        for _ in range(request_sessions(1)):
+            portal.call(slots.acquire_nowait)  # every session slot taken
+        try:
+            for path in cached:
+                response = client.get(path)
+                assert response.status_code == 200 and response.json() == built[path]
+            assert client.get(f"/sweeps/{sweep_id}/runs").status_code == 503  # needs a session
+            assert client.get(f"/sweeps/{sweep_id + 1}").status_code == 404  # read on the loop too
+        finally:
+            for _ in range(request_sessions(1)):
+                portal.call(slots.release)
+        # A change to the sweep: its answer is built again (with a session), not served stale.
+        assert client.post(f"/sweeps/{sweep_id}/cancel").status_code == 200
+        after = client.get(f"/sweeps/{sweep_id}")
+        assert after.status_code == 200 and after.json()["status"] == "cancelled"
+
+
 def test_healthz_answers_while_every_api_thread_is_busy(root: Path) -> None:
     with loaded_client(root, api_threads=2) as client:
         portal = client.portal

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import func, select
 
 from app import engine, services
-from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep, TablesDep
+from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep, TablesDep, cached_json
 from app.api.files import file_response, listing, read_json
 from app.api.models import (
     ActionPublic,
@@ -32,6 +32,7 @@ from app.api.models import (
     SweepsPublic,
     SweepSubmitted,
 )
+from app.api.tables import SweepHead, SweepTables
 from app.db.models import Run, RunState, Sweep
 from app.db.sweeps import as_utc, folder_config, run_records, stored_config, stored_dataset
 from core.config import SweepConfig, validate_sweep_config
@@ -206,18 +207,19 @@ def list_sweeps(
 
 
 @router.get("/{sweep_id}", response_model=SweepDetail, responses=CACHED, summary="A sweep: status and runs per state")
-async def get_sweep(sweep_id: SweepId, session: SessionDep, tables: TablesDep, request: Request) -> Response:
+async def get_sweep(sweep_id: SweepId, request: Request) -> Response:
     """The sweep, its runs per state and its best config so far. Cached until the sweep or
     one of its runs changes; carries an `ETag` (send it back in `If-None-Match` for a 304)."""
-    head = await tables.head_now(sweep_id)  # async: a cached answer needs no thread
 
-    def build() -> bytes:
-        sweep = _sweep_or_404(session, sweep_id)
+    def key(head: SweepHead) -> tuple[Any, ...]:
+        return (*SweepTables.key("sweep", head), head.status, head.updated_at, head.reports_at, head.continue_on_error)
+
+    def build(tables: SweepTables) -> bytes:
+        sweep = _sweep_or_404(tables.session, sweep_id)
         detail = SweepDetail(**_public(tables, sweep), config=json.loads(sweep.config_json))
         return detail.model_dump_json().encode()
 
-    key = (*tables.key("sweep", head), head.status, head.updated_at, head.reports_at, head.continue_on_error)
-    return await tables.answer_now(request, key, build)
+    return await cached_json(request, sweep_id, key, build)  # async: a cached answer needs no thread
 
 
 @router.get(
@@ -250,24 +252,21 @@ def list_runs(
     responses=CACHED,
     summary="Configs ranked by robust score (mean + std of val RMSE)",
 )
-async def ranking(
-    sweep_id: SweepId, session: SessionDep, tables: TablesDep, request: Request, fold: FoldQuery = None
-) -> Response:
+async def ranking(sweep_id: SweepId, request: Request, fold: FoldQuery = None) -> Response:
     """Configs ranked by `robust_score` (the rows of `config_ranking.csv`, computed from the
     database now), each with its verdict against the baseline: the mean paired delta, its 95%
     interval, the Holm-adjusted Wilcoxon p-value, its skill against the naive forecast and,
     at sweep level, the relative view (error relative to the naive forecast, mean rank within
     folds). Cached until a run of the sweep changes; carries an `ETag` (send it back in
     `If-None-Match` for a 304)."""
-    head = await tables.head_now(sweep_id)  # async: a cached answer needs no thread
 
-    def build() -> bytes:
-        sweep = _sweep_or_404(session, sweep_id)
+    def build(tables: SweepTables) -> bytes:
+        sweep = _sweep_or_404(tables.session, sweep_id)
         _check_fold(tables, sweep, fold)  # a fold once valid stays valid: merges only add folds
         table = tables.ranking(sweep, fold)
         return RankingPublic(fold=fold, data=table_rows(table), count=len(table)).model_dump_json().encode()
 
-    return await tables.answer_now(request, tables.key("ranking-body", head, fold), build)
+    return await cached_json(request, sweep_id, lambda head: SweepTables.key("ranking-body", head, fold), build)
 
 
 @router.get(
