@@ -537,7 +537,7 @@ def _write_plots(trials: pd.DataFrame, importances: dict[str, Any], config: HpoC
 
 
 def importances_figure(importances: dict[str, Any], title: str) -> Any:
-    """The importances plot; below the minimum its title says how many trials are missing."""
+    """The importances plot; below the minimum it says how many trials are complete and needed."""
     from core import plots
 
     if importances["status"] == "ok":
@@ -545,7 +545,7 @@ def importances_figure(importances: dict[str, Any], title: str) -> Any:
     note = importances["status"]
     if note == NOT_ENOUGH_TRIALS:
         note = f"{NOT_ENOUGH_TRIALS} ({importances['complete']} of {importances['needed']} complete)"
-    return plots.plot_param_importances({}, f"{title}: parameter importances: {note}")
+    return plots.plot_param_importances({}, f"{title}: parameter importances", note)
 
 
 def param_importances(study: optuna.Study, config: HpoConfig) -> dict[str, Any]:

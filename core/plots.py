@@ -403,11 +403,12 @@ def plot_optuna_history(trials: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def plot_param_importances(importances: dict[str, float], title: str) -> Figure:
-    """Share of the objective's variance each parameter explains (Optuna's fANOVA)."""
+def plot_param_importances(importances: dict[str, float], title: str, note: str | None = None) -> Figure:
+    """Share of the objective's variance each parameter explains (Optuna's fANOVA); with no
+    importances, `note` says why (default: too few trials that differ)."""
     fig, ax = _figure(8, max(3.0, 0.45 * len(importances) + 1.6))
     if not importances:
-        _note(ax, "needs at least two complete trials that differ")
+        _note(ax, note or "needs at least two complete trials that differ")
         ax.set_title(title)
         return fig
     names = list(importances)[::-1]

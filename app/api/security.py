@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 READ = "read"
 WRITE = "write"
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/favicon.ico"})
 # The pages: the dashboard and the API docs (and what lies under them). Their shells and static
 # files hold no data, so they need no key (a plain link to them works on a keyed server): the
 # browser then calls the API, `/openapi.json` included, with its key. They get the strict CSP.

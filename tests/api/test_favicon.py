@@ -40,3 +40,10 @@ def test_every_page_links_an_icon_that_loads_without_a_key(keyed: TestClient, pa
     assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
     assert svg.text.startswith("<svg")
     assert ico.status_code == 200 and ico.content[:4] == b"\x00\x00\x01\x00"
+
+
+def test_favicon_ico_needs_no_key_on_a_keyed_server(keyed: TestClient) -> None:
+    """Browsers ask for /favicon.ico on their own, with no key: it answers, and holds no data."""
+    response = keyed.get("/favicon.ico")
+    assert response.status_code == 200 and response.content[:4] == b"\x00\x00\x01\x00"
+    assert keyed.get("/sweeps").status_code == 401  # the API itself still needs the key
