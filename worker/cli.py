@@ -402,6 +402,9 @@ def cmd_hpo(args: argparse.Namespace) -> int:
     if best:
         print(f"  best trial {best['number']}: {config.objective}={best['value']:.6g}")
         print(f"  params {json.dumps(best['params'])}")
+    comparison = summary.get("comparison") or {}
+    if comparison.get("sentence"):
+        print(f"  {comparison['sentence']}")
     print(f"  top-{config.top_k} configs for a sweep: {out / 'optuna_top_k_configs.json'}")
     return EXIT_OK if best else EXIT_FAILED
 

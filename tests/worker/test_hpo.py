@@ -123,6 +123,8 @@ def test_cli_hpo_and_a_sweep_from_its_top_k(
     assert main(["hpo", "--asset", ASSET, "--config-json", str(config_file)]) == 0
     captured = capsys.readouterr()
     assert "trial 1" in captured.err and "top-2 configs for a sweep" in captured.out
+    summary = json.loads((root / "models/SYN/optuna/cli_study/optuna_summary.json").read_text())
+    assert summary["comparison"]["sentence"] in captured.out  # beats the baseline / naive, or not
 
     sweep_file = tmp_path / "sweep.json"
     sweep_file.write_text(json.dumps(tiny_sweep(output_subdir="from_hpo", param_ranges={})))
