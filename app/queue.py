@@ -6,7 +6,6 @@ when `REDIS_URL` is set. Messages are hints; the database decides what runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from celery import Celery
@@ -102,24 +101,3 @@ class CeleryQueue:
     def ping(self) -> None:
         with self.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
-
-
-@dataclass
-class RecordingQueue:
-    """A queue that only remembers what was sent (tests, dry runs)."""
-
-    runs: list[int] = field(default_factory=list)
-    reports: list[int] = field(default_factory=list)
-    studies: list[int] = field(default_factory=list)
-
-    def enqueue_runs(self, run_ids: list[int]) -> None:
-        self.runs.extend(run_ids)
-
-    def enqueue_reports(self, sweep_id: int) -> None:
-        self.reports.append(sweep_id)
-
-    def enqueue_study(self, study_id: int, tasks: int) -> None:
-        self.studies.extend([study_id] * tasks)
-
-    def ping(self) -> None:
-        return None

@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
-from app.queue import RecordingQueue
 from tests.utils.data import make_data_root
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, server_settings
 
 

@@ -31,9 +31,9 @@ from app.db.lifecycle import (
 from app.db.models import Run, Sweep
 from app.db.session import session_scope
 from app.db.sweeps import utcnow
-from app.queue import RecordingQueue
 from core.config import validate_sweep_config
 from tests.utils.data import ASSET, make_data_root, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, finish_runs, server_settings
 from worker.local_sweep import open_database
 

@@ -18,11 +18,10 @@ from app.db.lifecycle import reap
 from app.db.models import Sweep
 from app.db.session import session_scope
 from app.db.sweeps import utcnow
-from app.queue import RecordingQueue
 from app.services import regenerate
 from core.sweep_report import write_sweep_reports
 from tests.utils.data import ASSET, tiny_sweep
-from tests.utils.fakes import fake_train
+from tests.utils.fakes import RecordingQueue, fake_train
 from tests.utils.server import finish_runs
 from worker.tasks import WorkerContext, build_reports
 

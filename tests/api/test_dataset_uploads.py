@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
-from app.queue import RecordingQueue
 from core.datasets import synthetic_dataset, synthetic_ohlcv
 from core.features import WARMUP_ROWS
 from tests.utils.data import tiny_fold, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, server_settings
 
 MB = 1_048_576

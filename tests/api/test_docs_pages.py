@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.engine import publish_sweep
-from app.queue import RecordingQueue
 from core.store import Store
 from tests.unit.test_hpo_config import hpo_dict
 from tests.utils.data import ASSET, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, finish_runs, server_settings
 
 READ_KEY = "docs-read-key-0123456789"

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
-from app.queue import RecordingQueue
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, server_settings
 
 PAGES = ("/ui", "/ui/hpo", "/ui/submit", "/ui/workers", "/ui/sweeps/1", "/ui/hpo/1")

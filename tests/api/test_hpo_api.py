@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
-from app.queue import RecordingQueue
 from tests.unit.test_hpo_config import hpo_dict
 from tests.utils.data import ASSET, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.processes import create_postgres_database
 from tests.utils.server import api_client, server_settings
 from tests.utils.services import service_url

@@ -22,8 +22,8 @@ from sqlalchemy import event
 
 from app.api.main import create_app
 from app.db.session import api_pool, request_sessions
-from app.queue import RecordingQueue
 from tests.utils.data import ASSET, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.processes import free_port
 from tests.utils.server import api_client, server_settings
 from worker.serve import server_config

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from app.queue import RecordingQueue
 from tests.utils.data import ASSET, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import finish_runs
 
 

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.api.main import create_app
-from app.queue import RecordingQueue
 from tests.utils.data import ASSET, make_data_root, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, server_settings
 
 WRITE_KEY = "fuzz-write-key-0123456789"

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.api.security import json_depth, parse_api_keys, scope_of
-from app.queue import RecordingQueue
 from tests.utils.data import ASSET, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, finish_runs, server_settings
 
 READ_KEY = "r" * 24

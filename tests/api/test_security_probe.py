@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
-from app.queue import RecordingQueue
 from core.datasets import dataset_path, synthetic_ohlcv
 from core.store import Store
 from tests.utils.data import ASSET, tiny_fold, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, finish_runs, server_settings
 
 READ_KEY = "probe-read-key-0123456789"

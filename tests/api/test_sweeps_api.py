@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.queue import RecordingQueue
 from core.store import Store
 from tests.utils.data import ASSET, tiny_fold, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, finish_runs
 
 

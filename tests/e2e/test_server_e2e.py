@@ -138,10 +138,10 @@ def test_cancel_stops_a_running_run(server: ServerProcess) -> None:
 
 def test_reaper_recovers_a_run_whose_message_was_lost(server: ServerProcess) -> None:
     """Runs recorded in the database with no broker message get sent by the reaper."""
-    from app.queue import RecordingQueue
     from app.services import submit as submit_service
     from app.settings import Settings
     from core.config import validate_sweep_config
+    from tests.utils.fakes import RecordingQueue
     from worker.local_sweep import open_database
 
     settings = Settings(data_dir=server.root, database_url=None, redis_url=None)

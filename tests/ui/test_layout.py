@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from app.api.main import create_app
-from app.queue import RecordingQueue
 from core.feature_sets import resolve_features
 from tests.ui.browser import fits_at_every_width, page_overflow, wait_for
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_study, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.processes import free_port
 from tests.utils.server import finish_runs, server_settings
 

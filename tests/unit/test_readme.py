@@ -11,8 +11,8 @@ import pytest
 
 from app.api.main import create_app
 from app.api.routes import ui
-from app.queue import RecordingQueue
 from tests.utils.data import csv_bytes, prices
+from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, server_settings
 
 DOCS = ("README.md", "docs/deploy.md", "docs/operations.md", "docs/benchmarks.md")

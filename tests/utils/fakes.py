@@ -1,4 +1,5 @@
-"""Fake trainers (`core.runs.Trainer`) for tests of the run engine: no torch, deterministic results.
+"""Test doubles: fake trainers (`core.runs.Trainer`), no torch, deterministic results, and
+`RecordingQueue`, a queue (`app.queue.RunQueue`) that only remembers what was sent.
 
 `fake_train` publishes a model version the way the real trainer does (metrics, run record,
 test predictions), with metrics derived from the run key, so two ways of running the same
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,24 @@ class FailingTrainer:
         if spec.config_id in self.fail:
             return RunOutcome(spec.run_id, error="RuntimeError: injected failure")
         return self.trainer(spec, stop_requested)
+
+
+@dataclass
+class RecordingQueue:
+    """A queue that only remembers what was sent: tests read the ids a service enqueued."""
+
+    runs: list[int] = field(default_factory=list)
+    reports: list[int] = field(default_factory=list)
+    studies: list[int] = field(default_factory=list)
+
+    def enqueue_runs(self, run_ids: list[int]) -> None:
+        self.runs.extend(run_ids)
+
+    def enqueue_reports(self, sweep_id: int) -> None:
+        self.reports.append(sweep_id)
+
+    def enqueue_study(self, study_id: int, tasks: int) -> None:
+        self.studies.extend([study_id] * tasks)
+
+    def ping(self) -> None:
+        return None

@@ -18,13 +18,12 @@ from app import engine
 from app.db.lifecycle import acquire_publisher, release_publisher
 from app.db.models import Run, Sweep
 from app.db.session import session_scope
-from app.queue import RecordingQueue
 from app.services import submit
 from core.config import validate_sweep_config
 from core.datasets import dataset_fingerprint
 from core.store import ObjectStore, Store
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
-from tests.utils.fakes import FailingTrainer, fake_train
+from tests.utils.fakes import FailingTrainer, RecordingQueue, fake_train
 from tests.utils.server import api_client, server_settings
 from worker.cli import main
 from worker.local_sweep import open_database, run_local_sweep

@@ -141,9 +141,9 @@ def test_a_cancelled_study_stops_at_the_next_pruning_check(tmp_path: Path) -> No
     import threading
     import time
 
-    from app.queue import RecordingQueue
     from app.services import cancel_study, submit_study
     from core.hpo_config import validate_hpo_config
+    from tests.utils.fakes import RecordingQueue
     from tests.utils.server import server_settings
     from worker.local_sweep import open_database
     from worker.tasks import process_study
@@ -182,10 +182,10 @@ def test_a_study_continued_on_another_machine_through_the_object_store(
     """A study's folder (its SQLite storage included) lives in the store: a second worker with
     an empty disk continues it, and an API on a third machine serves its files."""
     from app.api.main import create_app
-    from app.queue import RecordingQueue
     from app.services import submit_study
     from app.settings import Settings
     from core.datasets import dataset_dir
+    from tests.utils.fakes import RecordingQueue
     from tests.utils.server import api_client
     from tests.utils.services import object_store, use_s3
     from worker.local_sweep import open_database

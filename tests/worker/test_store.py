@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from app import engine
-from app.queue import RecordingQueue
 from app.services import submit
 from app.settings import Settings
 from core.config import validate_sweep_config
@@ -25,7 +24,7 @@ from core.paths import version_dir
 from core.runs import RunOutcome, RunSpec
 from core.store import MANIFEST, ObjectStore, parse_store_url
 from tests.utils.data import ASSET, make_data_root, tiny_sweep
-from tests.utils.fakes import fake_train
+from tests.utils.fakes import RecordingQueue, fake_train
 from tests.utils.services import object_store, use_s3
 from worker.cli import main
 from worker.local_sweep import open_database

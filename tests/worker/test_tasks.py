@@ -19,13 +19,12 @@ from app.db.lifecycle import claim_run
 from app.db.models import Run, Sweep
 from app.db.session import session_scope
 from app.db.sweeps import run_counts, utcnow
-from app.queue import RecordingQueue
 from app.services import reap_once, submit
 from core.config import validate_sweep_config
 from core.runs import RunOutcome, RunSpec, Trainer
 from core.store import Store
 from tests.utils.data import ASSET, make_data_root, tiny_sweep
-from tests.utils.fakes import FailingTrainer, fake_train
+from tests.utils.fakes import FailingTrainer, RecordingQueue, fake_train
 from tests.utils.server import server_settings
 from worker.local_sweep import open_database
 from worker.run_executor import execute_run
