@@ -184,14 +184,6 @@ ImpactRow = _row_model(
 )
 
 
-class TablePublic(BaseModel):
-    """Rows of a report table (the same columns as its CSV file)."""
-
-    fold: str | None
-    data: list[dict[str, Any]]
-    count: int
-
-
 class RankingPublic(BaseModel):
     """`config_ranking.csv` as JSON: configs by robust score, each with its verdict against the baseline."""
 
