@@ -124,6 +124,32 @@ def test_invalid_studies_are_422(client: TestClient, queue: RecordingQueue) -> N
     assert queue.studies == []
 
 
+def test_a_study_answers_its_effective_config_for_the_top_k_form(client: TestClient) -> None:
+    """GET /hpo/{id} (and the list, and the submission's own answer) carry the study's config with
+    its defaults filled in: the folds, seeds, features and baseline a top-k sweep starts from. A
+    continued study answers the config it continues with."""
+    from core.hpo_config import validate_hpo_config
+
+    config = hpo_dict(replica_seeds=[3, 4])
+    created = post(client, config)
+    assert created.status_code == 201, created.text
+    study_id = created.json()["id"]
+    effective = validate_hpo_config(config).to_json_dict()
+    answered = client.get(f"/hpo/{study_id}").json()["config"]
+    assert answered == effective == created.json()["config"]
+    assert answered["replica_seeds"] == [3, 4]
+    assert answered["walk_forward"]["folds"] == config["walk_forward"]["folds"]
+    assert answered["training_config"]["learning_rate"] == config["training_config"]["learning_rate"]
+    assert "max_encoder_length" in answered["training_config"]  # defaults filled in
+    assert client.get("/hpo").json()["data"][0]["config"] == effective
+
+    continued = post(client, {**config, "n_trials": config["n_trials"] + 5})
+    assert continued.status_code == 202, continued.text
+    assert client.get(f"/hpo/{study_id}").json()["config"]["n_trials"] == config["n_trials"] + 5
+    described = client.get("/openapi.json").json()["components"]["schemas"]["StudyPublic"]["properties"]["config"]
+    assert "top-k sweep" in described["description"]
+
+
 def test_artifacts_and_top_k_into_a_sweep(client: TestClient, queue: RecordingQueue, root: Path) -> None:
     study_id = post(client, hpo_dict()).json()["id"]
     assert client.get(f"/hpo/{study_id}/trials").json() == {"data": [], "count": 0}

@@ -48,6 +48,12 @@ class StudyPublic(BaseModel):
     error: str | None
     created_at: Any
     updated_at: Any
+    config: dict[str, Any] | None = Field(
+        None,
+        description="The study's effective HPO config (defaults filled in), as last submitted: its `walk_forward` "
+        "folds, `replica_seeds`, `features`, `split_config` and baseline `training_config` are what a top-k sweep "
+        "(POST /hpo/{id}/sweep) takes to run on the same folds and seeds.",
+    )
     summary: dict[str, Any] | None = Field(
         None,
         description="optuna_summary.json once a trial has finished; `comparison` says whether the best trial beats "
@@ -102,6 +108,7 @@ def _public(settings: SettingsDep, study: Study) -> StudyPublic:
         error=study.error,
         created_at=as_utc(study.created_at),
         updated_at=as_utc(study.updated_at),
+        config=json.loads(study.config_json) if study.config_json else None,
         summary=_read(settings, study, "optuna_summary.json"),
     )
 
