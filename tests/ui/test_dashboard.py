@@ -62,10 +62,11 @@ def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
         ),
     )
     assert "succeeded: 2 of 2 runs finished" in browser.find_element(By.ID, "progress-text").text
-    header = browser.find_element(By.CSS_SELECTOR, "#ranking th:nth-child(8) button")  # robust_score
+    header = browser.find_element(By.CSS_SELECTOR, "#ranking th[data-column='robust_score'] button")
     header.click()
     header.click()
-    assert browser.find_element(By.CSS_SELECTOR, "#ranking th:nth-child(8)").get_attribute("aria-sort") == "descending"
+    sorted_by = browser.find_element(By.CSS_SELECTOR, "#ranking th[data-column='robust_score']")
+    assert sorted_by.get_attribute("aria-sort") == "descending"
     assert browser.find_elements(
         By.CSS_SELECTOR, "#drift tbody tr.band-stable, #drift tbody tr.band-moderate, #drift tbody tr.band-significant"
     )

@@ -66,15 +66,21 @@ class Served:
     study_config: dict[str, Any]
 
 
+# The median each pruned trial was compared with when it was pruned (as the pruner records it).
+PRUNED_MEDIANS = {1: 0.0181, 3: 0.0173}
+
+
 def _study_files(root: Path, config: dict[str, Any]) -> None:
     """The study's files as a worker leaves them after 2 complete and 2 pruned trials, written by
     `core.hpo.write_hpo_artifacts` from trials made by hand (Optuna gives a pruned trial its last
-    intermediate value as its value, as here)."""
+    intermediate value as its value, as here). Trial 0 is the baseline (its training_config's
+    values, marked as the study marks the trial it enqueues); each pruned trial records the
+    decision it was pruned on."""
     import optuna
     from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
     from optuna.trial import TrialState, create_trial
 
-    from core.hpo import write_hpo_artifacts
+    from core.hpo import BASELINE_ATTR, baseline_params, write_hpo_artifacts
     from core.hpo_config import validate_hpo_config
     from core.paths import hpo_dir
 
@@ -85,17 +91,25 @@ def _study_files(root: Path, config: dict[str, Any]) -> None:
         "hidden_size": IntDistribution(4, 8, step=2),
     }
     trials = [
-        (TrialState.COMPLETE, 0.0123, {"learning_rate": 0.02, "hidden_size": 8}),  # not the baseline's
+        (TrialState.COMPLETE, 0.0123, baseline_params(hpo)),
         (TrialState.PRUNED, 0.9, {"learning_rate": 0.4, "hidden_size": 8}),
         (TrialState.COMPLETE, 0.0119, {"learning_rate": 0.003, "hidden_size": 6}),
         (TrialState.PRUNED, 0.8, {"learning_rate": 0.3, "hidden_size": 4}),
     ]
-    for state, value, params in trials:
+    for number, (state, value, params) in enumerate(trials):
         complete = state == TrialState.COMPLETE
+        runs = [
+            {"fold": fold, "seed": 1, "val_rmse": value + shift, "val_naive_rmse": 0.0125}
+            for fold, shift in (("f1", -0.0002), ("f2", 0.0002))
+        ]
         attrs: dict[str, Any] = {"mean_val_rmse": value, "std_val_rmse": 0.0004, "mean_test_rmse": value + 0.001}
-        attrs |= {"mean_val_naive_rmse": 0.0125, "runs": [{}, {}]}
+        attrs |= {"mean_val_naive_rmse": 0.0125, "runs": runs}
         if complete:
             attrs["training_config"] = {**hpo.training_config.model_dump(), **params}
+        if number == 0:
+            attrs[BASELINE_ATTR] = True
+        pruned_at = {"trial": number, "step": 1, "fold": "f1", "seed": 1, "epoch": 1, "value": value, "compared": 2}
+        pruned_at |= {"median": PRUNED_MEDIANS.get(number), "pruned": True}
         study.add_trial(
             create_trial(
                 state=state,
@@ -103,7 +117,7 @@ def _study_files(root: Path, config: dict[str, Any]) -> None:
                 params=params,
                 distributions=space,
                 intermediate_values={0: value * 1.1, 1: value} if not complete else {0: 0.02, 5: 0.015},
-                user_attrs=attrs if complete else {},
+                user_attrs=attrs if complete else {"pruned_at": pruned_at},
             )
         )
     out = hpo_dir(root, ASSET, hpo.output_subdir)
@@ -168,6 +182,63 @@ def card_scrolls(browser: Any, table: str) -> bool:
     )
 
 
+def headings(browser: Any, table: str) -> list[tuple[str, str, str]]:
+    """Each header cell of `table`: (its column, the text shown, its tooltip)."""
+    from selenium.webdriver.common.by import By
+
+    return [
+        (th.get_attribute("data-column"), th.text.replace("\n", ""), th.get_attribute("title") or "")
+        for th in browser.find_elements(By.CSS_SELECTOR, f"#{table} thead th")
+    ]
+
+
+def check_verdict_intervals(served: Served, browser: Any) -> None:
+    """Beside each verdict the simultaneous interval (Bonferroni over its Holm family); the ci95
+    columns are named unadjusted; a note under each table says which decides, over how many."""
+    from selenium.webdriver.common.by import By
+
+    ranking = served.client.get(f"/sweeps/{served.sweep_id}/ranking").json()["data"]
+    impact = served.client.get(f"/sweeps/{served.sweep_id}/param-impact").json()["summary"]
+    for table, rows, key, noun in (("ranking", ranking, "config_id", "variants"), ("impact", impact, None, "values")):
+        shown = headings(browser, table)
+        columns = [c for c, _, _ in shown]
+        verdict = columns.index("verdict")
+        assert columns[verdict + 2 : verdict + 6] == [
+            "simultaneous_ci_low",
+            "simultaneous_ci_high",
+            "holm_pvalue",
+            "holm_family",
+        ], columns
+        text = {c: (t, title) for c, t, title in shown}
+        for end in ("low", "high"):
+            assert text[f"ci95_{end}"][0] == f"unadjusted 95% CI {end}"
+            assert "does not decide the verdict" in text[f"ci95_{end}"][1]
+            assert text[f"simultaneous_ci_{end}"][0] == f"simultaneous CI {end}"
+            assert "Bonferroni" in text[f"simultaneous_ci_{end}"][1]
+        tested = [r for r in rows if r["holm_pvalue"] is not None]
+        assert len(tested) >= 2, f"{table}: too few tested rows for the family to show"
+        family = {r["holm_family"] for r in tested}
+        assert family == {len(tested)}  # one table, one Holm family
+        note = browser.find_element(By.ID, f"{table}-note").text
+        assert note.startswith(
+            f"verdict: Holm-adjusted Wilcoxon over {len(tested)} {noun}; "
+            "interval shown: simultaneous (Bonferroni) for that family."
+        ), note
+        untested = [r for r in rows if r["holm_pvalue"] is None and r.get("verdict") != "baseline"]
+        assert ("without a p-value" in note) == bool(untested), note
+        assert all(r["holm_family"] == len(tested) + 1 for r in untested)
+        if key is not None:  # the cells hold the API's values for each row
+            for row in tested:
+                tr = browser.find_element(
+                    By.XPATH, f"//table[@id='{table}']//tr[td[@data-column='{key}']='{row[key]}']"
+                )
+                for end in ("low", "high"):
+                    cell = tr.find_element(By.CSS_SELECTOR, f"td[data-column='simultaneous_ci_{end}']")
+                    assert float(cell.get_attribute("data-value")) == pytest.approx(
+                        row[f"simultaneous_ci_{end}"], rel=1e-5
+                    )
+
+
 def test_sweep_list_and_sweep_page_fit_at_both_widths(served: Served, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
@@ -184,6 +255,8 @@ def test_sweep_list_and_sweep_page_fit_at_both_widths(served: Served, browser: A
     baseline = browser.find_element(By.XPATH, "//table[@id='ranking']//tr[td[@data-column='config_id']='baseline']")
     assert baseline.find_elements(By.CSS_SELECTOR, "td[data-column='verdict'] .badge.verdict-baseline")
     assert not baseline.find_elements(By.CSS_SELECTOR, "td[data-column='config_id'] .badge")
+
+    check_verdict_intervals(served, browser)
 
     partial = f"partial: {served.finished} of {served.total_runs} runs"
     for tag in ("ranking-partial", "significance-partial"):
@@ -246,40 +319,52 @@ def test_study_page_reads_as_tables_and_fills_the_top_k_form(served: Served, bro
     }
     assert not browser.find_elements(By.CSS_SELECTOR, "pre")
 
-    # Pruned trials' values sit in their own column, never under "objective".
+    # Pruned trials' values sit in their own column, never under "objective", beside the median
+    # they were compared with when pruned (as the API's trial rows carry it).
     headers = [th.text.replace("\n", "") for th in browser.find_elements(By.CSS_SELECTOR, "#trials thead th")]
     objective, last = headers.index("objective"), headers.index("last intermediate value")
+    median = headers.index("median at pruning")
     cells = {
-        row.find_elements(By.TAG_NAME, "td")[0].text: [
+        row.find_elements(By.TAG_NAME, "td")[0].get_attribute("data-value"): [
             td.get_attribute("data-value") for td in row.find_elements(By.TAG_NAME, "td")
         ]
         for row in browser.find_elements(By.CSS_SELECTOR, "#trials tbody tr")
     }
-    assert [(cells[n][1], cells[n][objective], cells[n][last]) for n in "0123"] == [
-        ("complete", "0.0123000", ""),
-        ("pruned", "", "0.900000"),
-        ("complete", "0.0119000", ""),
-        ("pruned", "", "0.800000"),
+    api_trials = served.client.get(f"/hpo/{served.study_id}/trials").json()["data"]
+    assert [t["pruned_median"] for t in api_trials] == [None, PRUNED_MEDIANS[1], None, PRUNED_MEDIANS[3]]
+    assert [(cells[n][1], cells[n][objective], cells[n][last], cells[n][median]) for n in "0123"] == [
+        ("complete", "0.0123000", "", ""),
+        ("pruned", "", "0.900000", "0.0181000"),
+        ("complete", "0.0119000", "", ""),
+        ("pruned", "", "0.800000", "0.0173000"),
     ]
     assert len(browser.find_elements(By.CSS_SELECTOR, "#trials tbody tr.trial-pruned")) == 2
+    # The baseline trial (trial 0, the study's own training_config) is marked, and only it.
+    assert [t["baseline"] for t in api_trials] == [True, False, False, False]
+    marked = browser.find_elements(By.CSS_SELECTOR, "#trials tbody tr.trial-baseline")
+    assert [row.find_element(By.TAG_NAME, "td").text for row in marked] == ["0 baseline"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#trials tbody .badge.verdict-baseline")) == 1
 
-    # The top-k form starts from the study's folds, seeds, features and baseline (when the study's
-    # answer carries its config), under a new output_subdir; submitted as it stands it is a valid sweep.
+    # The top-k form starts from the study's own config as GET /hpo/{id} answers it: its folds,
+    # seeds, features and baseline training_config, under `{output_subdir}_top_k`, nothing of the search.
     area = browser.find_element(By.ID, "topk-config")
-    expected = browser.execute_script("return topkSweepConfig(arguments[0]);", {**study, "config": served.study_config})
-    assert expected["walk_forward"] == served.study_config["walk_forward"]
-    assert expected["training_config"] == served.study_config["training_config"]
-    assert expected["replica_seeds"] == served.study_config["replica_seeds"]
-    assert expected["output_subdir"] == f"{served.study_config['output_subdir']}_top_k"
-    assert not {"search_space", "n_trials", "sampler", "pruner", "top_k"} & set(expected)
-    if "config" in study:
-        assert json.loads(area.get_attribute("value")) == browser.execute_script(
-            "return topkSweepConfig(arguments[0]);", study
-        )
-        assert "Filled from study" in browser.find_element(By.ID, "topk-source").text
-    else:
-        assert "carries no config" in browser.find_element(By.ID, "topk-source").text
-        browser.execute_script("arguments[0].value = JSON.stringify(arguments[1]);", area, expected)
+    filled = json.loads(area.get_attribute("value"))
+    assert "Filled from study" in browser.find_element(By.ID, "topk-source").text
+    effective = study["config"]  # the config with its defaults filled in
+    assert filled["walk_forward"]["folds"] == effective["walk_forward"]["folds"]
+    assert [f["name"] for f in filled["walk_forward"]["folds"]] == ["f1", "f2"]
+    assert filled["training_config"] == effective["training_config"]
+    assert filled["training_config"]["learning_rate"] == served.study_config["training_config"]["learning_rate"]
+    assert filled["replica_seeds"] == served.study_config["replica_seeds"] == [1]
+    assert filled["features"] == effective["features"]
+    assert filled["output_subdir"] == f"{served.study_config['output_subdir']}_top_k"
+    assert not {"search_space", "n_trials", "sampler", "pruner", "top_k", "objective", "storage"} & set(filled)
+
+    # It stays editable: what the user types survives the page's refresh, and is what is submitted.
+    edited = {**filled, "output_subdir": "edited_top_k", "replica_seeds": [1, 2]}
+    browser.execute_script("arguments[0].value = JSON.stringify(arguments[1], null, 2);", area, edited)
+    browser.execute_async_script("const done = arguments[arguments.length - 1]; studyPage().then(done, done);")
+    assert json.loads(area.get_attribute("value")) == edited
 
     fits_at_every_width(browser, "layout_study")
 
@@ -287,10 +372,13 @@ def test_study_page_reads_as_tables_and_fills_the_top_k_form(served: Served, bro
     wait_for(browser, lambda b: "/ui/sweeps/" in b.current_url)
     sweep_id = int(browser.current_url.rsplit("/", 1)[1])
     sweep = served.client.get(f"/sweeps/{sweep_id}").json()
-    assert sweep["output_subdir"] == expected["output_subdir"]
+    assert (sweep["asset"], sweep["output_subdir"]) == (ASSET, "edited_top_k")
+    assert sweep["config"]["replica_seeds"] == [1, 2]
     top = served.client.get(f"/hpo/{served.study_id}/top-k").json()["data"]
-    assert [c["name"] for c in sweep["config"]["configs"]] == [t["name"] for t in top] == ["optuna_t002", "optuna_t000"]
-    assert sweep["config"]["walk_forward"]["folds"] == served.study_config["walk_forward"]["folds"]
+    # The baseline (trial 0) is no candidate: the sweep trains it as its baseline anyway.
+    assert [c["name"] for c in sweep["config"]["configs"]] == [t["name"] for t in top] == ["optuna_t002"]
+    assert sweep["config"]["walk_forward"]["folds"] == effective["walk_forward"]["folds"]
+    assert sweep["config"]["training_config"] == effective["training_config"]
 
 
 def test_study_notes_show_when_the_answer_has_them(served: Served, browser: Any) -> None:

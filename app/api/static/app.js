@@ -59,6 +59,27 @@ function label(name) {
   return parts.flatMap((part, i) => (i < parts.length - 1 ? [`${part}_`, el("wbr")] : [part]));
 }
 
+// Headings that say more than a column's name: the text shown (the name stays in `data-column`)
+// and a tooltip. The unadjusted interval is named so wherever it is shown (it does not decide a
+// verdict); the simultaneous one is the interval that goes with the verdict.
+const UNADJUSTED = "Unadjusted 95% t-interval of the paired delta: it ignores the other variants tested " +
+  "and does not decide the verdict.";
+const SIMULTANEOUS = "Simultaneous (Bonferroni) interval over this row's Holm family (holm_family tests): " +
+  "the interval that goes with the verdict.";
+const HEADINGS = {
+  ci95_low: {text: "unadjusted 95% CI low", title: UNADJUSTED},
+  ci95_high: {text: "unadjusted 95% CI high", title: UNADJUSTED},
+  simultaneous_ci_low: {text: "simultaneous CI low", title: SIMULTANEOUS},
+  simultaneous_ci_high: {text: "simultaneous CI high", title: SIMULTANEOUS},
+  holm_pvalue: {text: "holm_pvalue", title: "Wilcoxon p-value, Holm-adjusted over the table's family: it decides the verdict."},
+  holm_family: {text: "holm_family", title: "How many tests Holm adjusts together with this row's."},
+};
+
+function heading(col) {
+  const known = HEADINGS[col];
+  return [label(known ? known.text : col), known ? known.title : null];
+}
+
 function renderTable(table, rows, columns, decorate) {
   const thead = table.querySelector("thead");
   const tbody = table.querySelector("tbody");
@@ -66,12 +87,13 @@ function renderTable(table, rows, columns, decorate) {
   if (thead.dataset.columns !== names) { // a study's trials gain parameter columns as trials come in
     const tr = el("tr");
     columns.forEach((col, i) => {
-      const th = el("th", {scope: "col"});
+      const [text, title] = heading(col);
+      const th = el("th", Object.assign({scope: "col", "data-column": col}, title ? {title} : {}));
       if (table.classList.contains("sortable")) {
-        const button = el("button", {type: "button"}, label(col));
+        const button = el("button", {type: "button"}, text);
         button.addEventListener("click", () => sortBy(table, i, th));
         th.append(button);
-      } else th.append(...label(col));
+      } else th.append(...text);
       tr.append(th);
     });
     thead.replaceChildren(tr);
@@ -201,11 +223,28 @@ async function sweepsPage() {
   if (!data.data.length) body.replaceChildren(el("tr", {}, [el("td", {colspan: "7", text: "No sweeps yet."})]));
 }
 
-const RANKING = ["rank", "config_id", "verdict", "n_runs", "n_failed", "mean_val_rmse", "std_val_rmse", "robust_score",
-  "delta_vs_baseline", "ci95_low", "ci95_high", "holm_pvalue", "mean_test_skill", "dm_better_share",
-  "robust_rel_score", "mean_fold_rank"];
-const IMPACT = ["param_name", "param_value", "verdict", "n_pairs", "avg_delta_rmse_vs_baseline", "ci95_low", "ci95_high",
-  "holm_pvalue", "win_rate", "avg_delta_test_rmse_vs_baseline"];
+// The verdict, then what decides it and the interval that goes with it; the unadjusted interval further on.
+const RANKING = ["rank", "config_id", "verdict", "delta_vs_baseline", "simultaneous_ci_low", "simultaneous_ci_high",
+  "holm_pvalue", "holm_family", "n_runs", "n_failed", "mean_val_rmse", "std_val_rmse", "robust_score",
+  "ci95_low", "ci95_high", "mean_test_skill", "dm_better_share", "robust_rel_score", "mean_fold_rank"];
+const IMPACT = ["param_name", "param_value", "verdict", "avg_delta_rmse_vs_baseline", "simultaneous_ci_low",
+  "simultaneous_ci_high", "holm_pvalue", "holm_family", "n_pairs", "win_rate", "ci95_low", "ci95_high",
+  "avg_delta_test_rmse_vs_baseline"];
+
+// Which statistic decides a table's verdicts and which interval is shown beside them, with the
+// size of the Holm family: the `holm_family` of the rows that were tested (a table is one family).
+// A row without a p-value is judged as one test more (its `holm_family` is one larger).
+function familyNote(rows, noun) {
+  const plural = (n) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+  const tested = rows.filter((r) => r.holm_pvalue !== null && r.holm_pvalue !== undefined);
+  const untested = rows.filter((r) => !tested.includes(r) && r.verdict !== "baseline").length;
+  const family = tested.length ? Math.max(...tested.map((r) => r.holm_family ?? tested.length)) : 0;
+  const over = family ? plural(family) : `the ${noun}s with paired runs (none yet)`;
+  const rest = untested ? ` ${plural(untested)} without a p-value (no pairs, or every difference 0) ` +
+    `${untested === 1 ? "is" : "are"} judged as one test more.` : "";
+  return `verdict: Holm-adjusted Wilcoxon over ${over}; interval shown: simultaneous (Bonferroni) for that family.` +
+    `${rest} The unadjusted 95% CI columns ignore the other ${noun}s and do not decide it.`;
+}
 
 // A verdict cell as a badge (its colour says better, worse, indistinguishable, insufficient).
 function badge(tr, row) {
@@ -232,8 +271,12 @@ async function sweepPage() {
     tag.textContent = partial;
     tag.hidden = !partial;
   }
-  renderTable(document.getElementById("ranking"), (await json(`/sweeps/${id}/ranking`)).data, RANKING, badge);
-  renderTable(document.getElementById("impact"), (await json(`/sweeps/${id}/param-impact`)).summary, IMPACT, badge);
+  const ranking = (await json(`/sweeps/${id}/ranking`)).data;
+  renderTable(document.getElementById("ranking"), ranking, RANKING, badge);
+  document.getElementById("ranking-note").textContent = familyNote(ranking, "variant");
+  const impact = (await json(`/sweeps/${id}/param-impact`)).summary;
+  renderTable(document.getElementById("impact"), impact, IMPACT, badge);
+  document.getElementById("impact-note").textContent = familyNote(impact, "value");
   const summary = await json(`/sweeps/${id}/summary`);
   document.getElementById("significance").textContent = summary.significance.sentence;
   await driftTable(id);
@@ -319,15 +362,19 @@ function bestTrial(best) {
 }
 
 // Trials with complete and pruned values in columns of their own: a pruned trial's value is the
-// last intermediate value it reported (one epoch of one run), not the objective over all runs.
+// last intermediate value it reported (one epoch of one run), not the objective over all runs,
+// beside the median of the other trials' values at that step that it was compared with.
 function trialRows(trials) {
   const params = [...new Set(trials.flatMap((t) => Object.keys(t).filter((k) => k.startsWith("params_"))))];
-  const columns = ["number", "state", "objective", "last intermediate value", "last_step", "mean_val_rmse",
-    "std_val_rmse", "mean_test_rmse", "mean_val_naive_rmse", "n_runs", ...params.map((k) => k.slice(7)), "duration_s"];
+  const columns = ["number", "state", "objective", "last intermediate value", "median at pruning", "last_step",
+    "mean_val_rmse", "std_val_rmse", "mean_test_rmse", "mean_val_naive_rmse", "n_runs", ...params.map((k) => k.slice(7)),
+    "duration_s"];
   const rows = trials.map((t) => {
+    const pruned = t.state === "pruned";
     const row = {number: t.number, state: t.state, last_step: t.last_step, n_runs: t.n_runs, duration_s: t.duration_s,
-      objective: t.state === "complete" ? t.value : null,
-      "last intermediate value": t.state === "pruned" ? (t.last_intermediate_value ?? t.value) : null};
+      baseline: t.baseline === true, objective: t.state === "complete" ? t.value : null,
+      "last intermediate value": pruned ? (t.last_intermediate_value ?? t.value) : null,
+      "median at pruning": pruned ? t.pruned_median : null};
     for (const k of ["mean_val_rmse", "std_val_rmse", "mean_test_rmse", "mean_val_naive_rmse"]) row[k] = t[k];
     for (const k of params) row[k.slice(7)] = t[k];
     return row;
@@ -372,6 +419,15 @@ function importancesText(importances) {
   return `Parameter importances: ${String(importances.status).replaceAll("_", " ")}${detail ? ` (${detail})` : ""}.`;
 }
 
+// A trial's state as a row class; the baseline trial (trial 0: the study's own training_config)
+// carries a "baseline" badge beside its number.
+function trialDecoration(tr, row) {
+  tr.classList.add(`trial-${row.state}`);
+  if (!row.baseline) return;
+  tr.classList.add("trial-baseline");
+  tr.cells[0].append(" ", el("span", {class: "badge verdict-baseline", text: "baseline"}));
+}
+
 async function studyPage() {
   const id = document.body.dataset.studyId;
   const study = await json(`/hpo/${id}`);
@@ -394,7 +450,7 @@ async function studyPage() {
     top.map((t) => ({rank: t.source.rank, name: t.name, value: t.source.value, params: paramsText(t.params)})),
     ["rank", "name", "value", "params"]);
   const [rows, columns] = trialRows((await json(`/hpo/${id}/trials?limit=1000`)).data);
-  if (rows.length) renderTable(document.getElementById("trials"), rows, columns, (tr, row) => tr.classList.add(`trial-${row.state}`));
+  if (rows.length) renderTable(document.getElementById("trials"), rows, columns, trialDecoration);
   const plots = document.getElementById("plots");
   if (!plots.children.length) for (const p of (await json(`/hpo/${id}/plots`)).data) await showImage(plots, p.url, p.name);
   if (study.status === "queued" || study.status === "running") setTimeout(() => studyPage().catch(report), 5000);
