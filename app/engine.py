@@ -2,12 +2,11 @@
 
 One place for each step, whoever drives it: `submit` (adopting a folder the database does
 not know, recording the sweep, writing `analysis_config.json`), `dry_run` (the same checks,
-nothing written), `claim` (the run and its
-spec), `LeaseKeeper` (the lease while it trains), the trainer (passed in: the real one is
-`worker.run_executor.execute_run`), `record` (the outcome, and the stop-after-first-failure
-rule) and `publish_sweep` (every report, drift file and plot, one build at a time). The
-Celery tasks, `tftsweep sweep` (inline and with worker processes) and the reaper are thin
-callers of these functions.
+nothing written), `train_run` (the one run pipeline: `claim` the run and its spec, keep its
+lease with a `LeaseKeeper` while the trainer, passed in, trains it, `record` the outcome and
+the stop-after-first-failure rule) and `publish_sweep` (every report, drift file and plot,
+one build at a time). The Celery tasks, `tftsweep sweep` (inline and in its worker
+processes) and the reaper's re-sent runs are thin callers of these functions.
 
 Files go through the `core.store.Store` they are given: the data root itself, or an object
 store of which the data root is this machine's copy. There a run fetches its dataset (once
@@ -395,8 +394,9 @@ def record(factory: sessionmaker[Session], outcome: RunOutcome, owner: str) -> R
 
 
 @dataclass(frozen=True)
-class Processed:
-    """What `process_run` did with a run: `text` for logs; `recorded` unless it was not trained."""
+class Trained:
+    """What `train_run` did with a run: `text` for logs; `recorded` unless its outcome was not
+    recorded (not taken, or given back to the queue)."""
 
     text: str
     spec: RunSpec | None = None
@@ -404,7 +404,7 @@ class Processed:
     recorded: Recorded | None = None
 
 
-def process_run(
+def train_run(
     factory: sessionmaker[Session],
     store: Store,
     run_id: int,
@@ -413,20 +413,23 @@ def process_run(
     *,
     lease_seconds: float,
     interrupted: Callable[[], bool] = lambda: False,
-) -> Processed:
-    """Claim, train (renewing the lease) and record one run.
+) -> Trained:
+    """Claim, train (renewing the lease) and record one run: the one pipeline of every way a
+    run is trained (a Celery task, `tftsweep sweep` inline or in its worker processes, a run
+    the reaper sent again).
 
-    `interrupted()` true during training (a worker told to shut down) stops it at the next
-    batch and gives the run back to the queue instead of recording the stopped run (a run
-    that completed meanwhile is recorded).
+    The trainer is asked to stop at its next batch once the run is no longer ours (cancelled,
+    or its lease lost: the outcome is then discarded) or once `interrupted()` is true (a
+    worker shutting down, Ctrl-C): the stopped run goes back to the queue instead of being
+    recorded, so a rerun trains it again; a run that completed meanwhile is recorded.
     """
     spec = claim(factory, run_id, owner, lease_seconds, store.root)
     if isinstance(spec, str):
-        return Processed(spec)
+        return Trained(spec)
     keeper = LeaseKeeper(factory, run_id, owner, lease_seconds)
     keeper.start()
     try:
-        outcome = train_and_upload(store, spec, trainer, lambda: keeper.lost.is_set() or interrupted())
+        outcome = _fetch_train_upload(store, spec, trainer, lambda: keeper.lost.is_set() or interrupted())
     except BaseException:
         keeper.stop()
         with session_scope(factory) as session:
@@ -436,27 +439,40 @@ def process_run(
     if interrupted() and outcome.metrics is None and not keeper.lost.is_set():
         with session_scope(factory) as session:
             released = release_run(session, run_id, owner)
-        return Processed("released (worker shutting down)" if released else "discarded", spec, outcome)
+        return Trained("released (interrupted)" if released else "discarded", spec, outcome)
     recorded = record(factory, outcome, owner)
     text = "discarded (cancelled or lease lost)" if recorded.state == "discarded" else recorded.state
-    return Processed(text, spec, outcome, recorded)
+    return Trained(text, spec, outcome, recorded)
 
 
-def train_and_upload(store: Store, spec: RunSpec, trainer: Trainer, stop_requested: Callable[[], bool]) -> RunOutcome:
+def record_lost_process(factory: sessionmaker[Session], run_id: int, owner: str, root: Path, why: str) -> Trained:
+    """Record as failed a run whose process died inside `train_run` (a pool process killed or
+    crashed, so nothing else records it), with the failure rule as for any failure."""
+    outcome = RunOutcome(run_id, error=f"worker process failed: {why}")
+    recorded = record(factory, outcome, owner)
+    with session_scope(factory) as session:
+        spec = run_spec(session, session.get_one(Run, run_id), root)
+    text = "discarded (cancelled or lease lost)" if recorded.state == "discarded" else recorded.state
+    return Trained(text, spec, outcome, recorded)
+
+
+def _fetch_train_upload(
+    store: Store, spec: RunSpec, trainer: Trainer, stop_requested: Callable[[], bool]
+) -> RunOutcome:
     """Fetch the run's dataset, train, and upload its model version: a run is recorded as
     succeeded only once its version is published."""
     started = time.perf_counter()
-    problem = fetch_inputs(store, spec)
+    problem = _fetch_inputs(store, spec)
     if problem is not None:
         return problem
     fetched = time.perf_counter() - started
     outcome = trainer(spec, stop_requested=stop_requested)
     if store.remote:
         outcome.timings["fetch_seconds"] = fetched
-    return upload_outputs(store, spec, outcome)
+    return _upload_outputs(store, spec, outcome)
 
 
-def fetch_inputs(store: Store, spec: RunSpec) -> RunOutcome | None:
+def _fetch_inputs(store: Store, spec: RunSpec) -> RunOutcome | None:
     """Bring the run's dataset to this machine (once per fingerprint); the failed outcome when
     the store fails (the run's error names it; a retry may find the store back)."""
     try:
@@ -466,7 +482,7 @@ def fetch_inputs(store: Store, spec: RunSpec) -> RunOutcome | None:
     return None
 
 
-def upload_outputs(store: Store, spec: RunSpec, outcome: RunOutcome) -> RunOutcome:
+def _upload_outputs(store: Store, spec: RunSpec, outcome: RunOutcome) -> RunOutcome:
     """Publish a trained run's model version (objects, then its manifest), then drop this
     machine's copy of it when the store is remote; the outcome, or a failed one when the
     upload failed (the local copy then stays: a retry trains over it)."""

@@ -1,21 +1,25 @@
 """`tftsweep sweep`: a whole sweep in this process (no server), recorded in the server's database.
 
-Runs train here (`--workers 1`) or in N spawned worker processes, through the same run
-engine as the server's workers (`app.engine`): same submission and adoption, same claims
-and leases, same failure rule, same published files. The database holds every run's state,
+Runs train here (`--workers 1`) or in N spawned worker processes, each run through the
+pipeline the server's workers use (`app.engine.train_run`, called in the process that
+trains): same submission and adoption, same claims and leases, same stop at the next batch
+(a cancel, a lost lease, Ctrl-C), same failure rule, same published files. The database holds every run's state,
 so running the same command again resumes: succeeded runs are skipped, the rest trained.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, TextIO
+from types import FrameType
+from typing import Any, Protocol, TextIO
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,9 +50,14 @@ class SweepOutcome:
     summary: dict[str, Any] | None
 
 
+def database_url(root: Path, url: str | None = None) -> str:
+    """The server's database: `url`, or SQLite under `root`."""
+    return url or f"sqlite:///{root / 'tftsweep.db'}"
+
+
 def open_database(root: Path, url: str | None = None) -> sessionmaker[Session]:
     """The server's database (`url`, default SQLite under `root`), migrated to the newest schema."""
-    url = url or f"sqlite:///{root / 'tftsweep.db'}"
+    url = database_url(root, url)
     upgrade_database(url)
     return make_session_factory(make_engine(url))
 
@@ -92,7 +101,11 @@ def run_local_sweep(
     on_run_finished: Callable[[RunOutcome], None] | None = None,
 ) -> SweepOutcome:
     """Record (or merge, adopt, resume) the sweep, train every run that has not succeeded, and
-    publish its files."""
+    publish its files.
+
+    Ctrl-C (SIGINT) stops the runs in training at their next batch and gives them back to
+    the queue (a rerun resumes them), then raises KeyboardInterrupt; a second one raises at once.
+    """
     factory = open_database(root, setup.database_url)
     store = open_store(root, setup.store_url)
     submitted = engine.submit(
@@ -114,15 +127,23 @@ def run_local_sweep(
     owner = engine.local_owner()
     progress = progress or Progress(total)
     progress.start(total - len(pending))
-    runner = _Runner(factory, store, sweep_id, owner, trainer, setup.lease_seconds, progress, on_run_finished)
+    # Pool processes see the stop through a semaphore of their own start method's kind.
+    stop: StopEvent = get_context("spawn").Event() if workers > 1 else threading.Event()
+    runner = _Runner(factory, store, sweep_id, owner, trainer, setup.lease_seconds, progress, on_run_finished, stop)
     try:
         threads = threads_per_process(workers, setup.threads)
-        if workers <= 1:
-            if setup.threads is not None or setup.precision is not None:
-                init_worker_process(threads, setup.precision)
-            runner.run_inline(pending)
-        else:
-            runner.run_pool(pending, workers, threads, setup.precision)
+        with _StopOnCtrlC(stop, progress):
+            if workers <= 1:
+                if setup.threads is not None or setup.precision is not None:
+                    init_worker_process(threads, setup.precision)
+                runner.run_inline(pending)
+            else:
+                pool = _PoolSetup(
+                    root, database_url(root, setup.database_url), setup.store_url, threads, setup.precision
+                )
+                runner.run_pool(pending, workers, pool)
+        if stop.is_set():
+            raise KeyboardInterrupt
     finally:
         with session_scope(factory) as session:
             for run_id in runner.in_flight:
@@ -137,9 +158,89 @@ def run_local_sweep(
     return SweepOutcome(sweep_id, out, counts, len(submitted.new_run_ids), runner.trained, status, summary)
 
 
+class StopEvent(Protocol):
+    """A `threading.Event` or a `multiprocessing.Event`: the stop a Ctrl-C sets."""
+
+    def set(self) -> None: ...
+    def is_set(self) -> bool: ...
+
+
+class _StopOnCtrlC:
+    """While training: the first SIGINT sets `stop` (the trainings stop at their next batch and
+    their runs go back to the queue); a second raises KeyboardInterrupt at once. Only the main
+    thread can take signals: elsewhere (a test's thread) SIGINT keeps its handler."""
+
+    def __init__(self, stop: StopEvent, progress: Progress) -> None:
+        self.stop = stop
+        self.progress = progress
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+        self.progress.note(
+            "interrupted: stopping the runs in training (they go back to the queue); Ctrl-C again to quit now"
+        )
+
+    def __enter__(self) -> _StopOnCtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@dataclass(frozen=True)
+class _PoolSetup:
+    """What a pool process needs to train runs through the engine on its own."""
+
+    root: Path
+    database_url: str
+    store_url: str | None
+    threads: int
+    precision: str | None
+
+
+@dataclass(frozen=True)
+class _PoolProcess:
+    factory: sessionmaker[Session]
+    store: Store
+    stop: StopEvent
+
+
+_pool_process: _PoolProcess | None = None
+
+
+def _init_pool_process(setup: _PoolSetup, stop: StopEvent) -> None:
+    """Set up a pool process: its torch threads, its own database engine and store (neither
+    crosses a process boundary), and the parent's stop."""
+    global _pool_process
+    # Ctrl-C at a terminal reaches the whole process group: the parent alone decides, and
+    # tells every pool process through `stop`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init_worker_process(setup.threads, setup.precision)
+    factory = make_session_factory(make_engine(setup.database_url))
+    _pool_process = _PoolProcess(factory, open_store(setup.root, setup.store_url), stop)
+
+
+def _train_in_pool(run_id: int, owner: str, trainer: Trainer, lease_seconds: float) -> engine.Trained:
+    """`engine.train_run` in a pool process, as a Celery task calls it in a Celery pool process."""
+    ctx = _pool_process
+    assert ctx is not None, "the pool's initializer sets up every process"
+    return engine.train_run(
+        ctx.factory, ctx.store, run_id, owner, trainer, lease_seconds=lease_seconds, interrupted=ctx.stop.is_set
+    )
+
+
 class _Runner:
-    """Trains the pending runs through the engine; stops starting runs once the sweep stops
-    (the failure rule, or a cancel from the API)."""
+    """Trains the pending runs through the engine (`engine.train_run`), here or in a pool of
+    processes; stops starting runs once the sweep stops (the failure rule, or a cancel from
+    the API) or `stop` is set (Ctrl-C)."""
 
     def __init__(
         self,
@@ -151,6 +252,7 @@ class _Runner:
         lease_seconds: float,
         progress: Progress,
         on_run_finished: Callable[[RunOutcome], None] | None,
+        stop: StopEvent,
     ) -> None:
         self.factory = factory
         self.store = store
@@ -160,76 +262,78 @@ class _Runner:
         self.lease_seconds = lease_seconds
         self.progress = progress
         self.on_run_finished = on_run_finished
+        self.stop = stop
         self.in_flight: set[int] = set()
         self.trained = 0
         self.stopped = False
 
-    def _finished(self, spec: RunSpec, outcome: RunOutcome, recorded: engine.Recorded) -> None:
+    def _took(self, done: engine.Trained) -> None:
+        if done.spec is None or done.outcome is None or done.recorded is None:
+            return  # not taken, or given back to the queue
         self.trained += 1
-        self.progress.advance(spec, outcome, recorded.state)
+        self.progress.advance(done.spec, done.outcome, done.recorded.state)
         if self.on_run_finished is not None:
-            self.on_run_finished(outcome)
-        self.stopped = recorded.sweep_stopped
+            self.on_run_finished(done.outcome)
+        self.stopped = done.recorded.sweep_stopped
 
-    def _sweep_stopped(self) -> bool:
+    def _should_stop(self) -> bool:
+        if self.stopped or self.stop.is_set():
+            return True
         with session_scope(self.factory) as session:
             return is_stopped(session.get_one(Sweep, self.sweep_id))
 
     def run_inline(self, pending: list[int]) -> None:
         for run_id in pending:
-            if self.stopped or self._sweep_stopped():
+            if self._should_stop():
                 return
             self.in_flight.add(run_id)
-            done = engine.process_run(
-                self.factory, self.store, run_id, self.owner, self.trainer, lease_seconds=self.lease_seconds
+            done = engine.train_run(
+                self.factory,
+                self.store,
+                run_id,
+                self.owner,
+                self.trainer,
+                lease_seconds=self.lease_seconds,
+                interrupted=self.stop.is_set,
             )
             self.in_flight.discard(run_id)
-            if done.spec is not None and done.outcome is not None and done.recorded is not None:
-                self._finished(done.spec, done.outcome, done.recorded)
+            self._took(done)
 
-    def run_pool(self, pending: list[int], workers: int, threads: int, precision: str | None) -> None:
+    def run_pool(self, pending: list[int], workers: int, setup: _PoolSetup) -> None:
+        """Each pool process runs `engine.train_run` itself (claim, lease, train, record) and
+        sees `stop`; this process only hands out run ids and reports what came back."""
         todo = list(pending)
         with ProcessPoolExecutor(
             max_workers=workers,
             mp_context=get_context("spawn"),
-            initializer=init_worker_process,
-            initargs=(threads, precision),
+            initializer=_init_pool_process,
+            initargs=(setup, self.stop),
         ) as pool:
-            running: dict[Future[RunOutcome], tuple[RunSpec, engine.LeaseKeeper]] = {}
+            running: dict[Future[engine.Trained], int] = {}
             try:
                 while todo or running:
-                    while todo and len(running) < workers and not self.stopped:
+                    while todo and len(running) < workers and not self._should_stop():
                         run_id = todo.pop(0)
-                        spec = engine.claim(self.factory, run_id, self.owner, self.lease_seconds, self.store.root)
-                        if isinstance(spec, str):
-                            continue
                         self.in_flight.add(run_id)
-                        keeper = engine.LeaseKeeper(self.factory, run_id, self.owner, self.lease_seconds)
-                        keeper.start()
-                        problem = engine.fetch_inputs(self.store, spec)
-                        future: Future[RunOutcome] = Future()
-                        if problem is None:
-                            future = pool.submit(self.trainer, spec)
-                        else:
-                            future.set_result(problem)
-                        running[future] = (spec, keeper)
+                        running[pool.submit(_train_in_pool, run_id, self.owner, self.trainer, self.lease_seconds)] = (
+                            run_id
+                        )
                     if not running:
                         break
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        spec, keeper = running.pop(future)
-                        keeper.stop()
+                        run_id = running.pop(future)
                         try:
-                            outcome = engine.upload_outputs(self.store, spec, future.result())
-                        except Exception as exc:  # the worker process died
-                            outcome = RunOutcome(spec.run_id, error=f"worker process failed: {exc!r}")
-                        recorded = engine.record(self.factory, outcome, self.owner)
-                        self.in_flight.discard(spec.run_id)
-                        self._finished(spec, outcome, recorded)
+                            done = future.result()
+                        except Exception as exc:  # the pool process died under the run
+                            done = engine.record_lost_process(
+                                self.factory, run_id, self.owner, self.store.root, repr(exc)
+                            )
+                        self.in_flight.discard(run_id)
+                        self._took(done)
             except BaseException:
-                for _spec, keeper in running.values():
-                    keeper.stop()
-                pool.shutdown(wait=False, cancel_futures=True)
+                self.stop.set()  # the pool processes give their runs back at the next batch
+                pool.shutdown(wait=True, cancel_futures=True)
                 raise
 
 
@@ -293,6 +397,10 @@ class Progress:
             self.stream.flush()
         else:
             self._line(self._status())
+
+    def note(self, text: str) -> None:
+        """A line of its own (the bar, on a terminal, is drawn again after the next run)."""
+        self._line(text)
 
     def _line(self, text: str) -> None:
         if self.tty:

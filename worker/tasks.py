@@ -1,10 +1,11 @@
 """Celery tasks: thin adapters over the run engine (`app.engine`), with ids in and strings out.
 
-`train_run(run_id)` claims, trains and records one run (`app.engine.process_run`) and, when
-that was the sweep's last run, queues its reports; a duplicate message, a cancelled or
-finished run makes it return at once. `write_reports(sweep_id)` publishes a sweep's files
-(`app.engine.publish_sweep`), unless a later build already served the request it was sent
-for. `run_study(study_id)` runs trials of an Optuna study.
+`train_run(run_id)` claims, trains and records one run (`app.engine.train_run`, the pipeline
+every way of training a run goes through) and, when that was the sweep's last run, queues
+its reports; a duplicate message, a cancelled or finished run makes it return at once.
+`write_reports(sweep_id)` publishes a sweep's files (`app.engine.publish_sweep`), unless a
+later build already served the request it was sent for. `run_study(study_id)` runs trials
+of an Optuna study.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def train_one(ctx: WorkerContext, run_id: int, task_id: str) -> str:
         with session_scope(ctx.factory) as session:
             drop_message(session, run_id)
         return "not started (worker shutting down)"
-    done = engine.process_run(
+    done = engine.train_run(
         ctx.factory,
         ctx.settings.store(),
         run_id,
