@@ -30,6 +30,7 @@ from core.runs import FLOAT_COLUMNS, INT_COLUMNS, RUN_COLUMNS
 from core.significance import BASELINE as VERDICT_BASELINE
 from core.significance import (
     DEFAULT_ALPHA,
+    family_most_pairs,
     grouped_values,
     holm,
     holm_families,
@@ -615,16 +616,19 @@ def _judge(table: pd.DataFrame, mean_column: str, std_column: str, per_fold: boo
     """Add each row's `holm_family`, `verdict` and simultaneous interval (after `holm_pvalue`),
     the family being the rows of its table (each fold's with `per_fold`)."""
     pvalues = table["holm_pvalue"].to_numpy()
+    counts = table["n_pairs"].to_numpy()
     families = np.zeros(len(table), dtype="int64")
+    most = np.zeros(len(table), dtype="int64")
     if per_fold:
         for rows in table.groupby("fold", sort=False).indices.values():
             families[rows] = holm_families(pvalues[rows])
+            most[rows] = family_most_pairs(counts[rows], pvalues[rows])
     else:
         families = holm_families(pvalues)
-    counts = table["n_pairs"].to_numpy()
+        most = family_most_pairs(counts, pvalues)
     means = table[mean_column].to_numpy(dtype="float64")
     table["holm_family"] = families
-    table["verdict"] = verdicts(counts, means, pvalues, alpha, families)
+    table["verdict"] = verdicts(counts, means, pvalues, alpha, families, most)
     low, high = simultaneous_intervals(means, table[std_column].to_numpy(dtype="float64"), counts, families, alpha)
     table["simultaneous_ci_low"] = low
     table["simultaneous_ci_high"] = high

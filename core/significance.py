@@ -21,8 +21,13 @@ succeeded; `d` are their val-RMSE deltas (config minus baseline), `n` their coun
   together), counting the row itself when it has none;
 - verdict: `better` / `worse` when the Holm p-value is below alpha and the mean delta is
   negative / positive; else `insufficient` when the smallest Holm-adjusted p-value the row
-  could reach, `min(1, m * 2 / 2**n)` (every pair on one side), is not below alpha: no outcome
-  of its pairs could have given `better`; else `indistinguishable`.
+  could reach is not below alpha: no outcome of its pairs (nor of the other rows') could have
+  given `better`; else `indistinguishable`. That smallest value is
+  `max(2 / 2**n, min(1, m * 2 / 2**N))`, `N` the most pairs any row of the family has: Holm
+  multiplies the family's smallest p-value (at best `2 / 2**N`) by `m`, and no row's adjusted
+  p-value is below that nor below its own p-value (at best `2 / 2**n`); both bounds are
+  reached when every pair of every row is on one side. With equal pair counts it is
+  `min(1, m * 2 / 2**n)`.
 """
 
 from __future__ import annotations
@@ -54,11 +59,12 @@ def smallest_pvalue(n: int) -> float:
     return 2.0 / 2.0**n
 
 
-def smallest_adjusted_pvalue(n: int, family: int = 1) -> float:
+def smallest_adjusted_pvalue(n: int, family: int = 1, most_pairs: int | None = None) -> float:
     """The smallest Holm-adjusted p-value a variant with `n` pairs can reach in a family of
-    `family` tests: Holm multiplies the smallest p-value of the family by its size, and no
-    later step goes below it, so `min(1, family * 2 / 2**n)`."""
-    return min(1.0, max(family, 1) * smallest_pvalue(n))
+    `family` tests whose rows have at most `most_pairs` pairs (default `n`: equal counts):
+    `max(2 / 2**n, min(1, family * 2 / 2**most_pairs))` (the module's docstring says why)."""
+    most = n if most_pairs is None else max(n, most_pairs)
+    return max(smallest_pvalue(n), min(1.0, max(family, 1) * smallest_pvalue(most)))
 
 
 def pairs_needed(alpha: float, family: int = 1) -> int:
@@ -101,6 +107,15 @@ def holm_families(holm_pvalues: np.ndarray) -> np.ndarray:
     return np.asarray((~missing).sum() + missing, dtype="int64")
 
 
+def family_most_pairs(counts: np.ndarray, holm_pvalues: np.ndarray) -> np.ndarray:
+    """For each row of one table, the most pairs a row of its Holm family has: the rows with
+    a p-value, and the row itself."""
+    counts = np.asarray(counts, dtype="int64")
+    tested = ~np.isnan(np.asarray(holm_pvalues, dtype="float64"))
+    most = int(counts[tested].max()) if tested.any() else 0
+    return np.maximum(counts, most)
+
+
 def simultaneous_intervals(
     means: np.ndarray, stds: np.ndarray, counts: np.ndarray, families: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -120,17 +135,20 @@ def verdicts(
     holm_pvalues: np.ndarray,
     alpha: float,
     families: np.ndarray | None = None,
+    most_pairs: np.ndarray | None = None,
 ) -> list[str]:
     """The verdict of each group (see the module's docstring). `families`: each row's Holm family
-    size; by default `holm_families(holm_pvalues)` (the rows are one table)."""
+    size, `most_pairs`: the most pairs a row of its family has; by default the rows are one
+    table (`holm_families`, `family_most_pairs`)."""
     families = holm_families(holm_pvalues) if families is None else np.asarray(families)
+    most_pairs = family_most_pairs(counts, holm_pvalues) if most_pairs is None else np.asarray(most_pairs)
     out = []
-    for n, mean, p, m in zip(counts, means, holm_pvalues, families, strict=True):
+    for n, mean, p, m, most in zip(counts, means, holm_pvalues, families, most_pairs, strict=True):
         if p < alpha and mean < 0:
             out.append(BETTER)
         elif p < alpha and mean > 0:
             out.append(WORSE)
-        elif smallest_adjusted_pvalue(int(n), int(m)) >= alpha:
+        elif smallest_adjusted_pvalue(int(n), int(m), int(most)) >= alpha:
             out.append(INSUFFICIENT)
         else:
             out.append(INDISTINGUISHABLE)

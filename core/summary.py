@@ -225,11 +225,22 @@ def _interval(row: pd.Series, alpha: float) -> str:
     return f"simultaneous {1 - alpha:.0%} CI{over} [{low:.3g}, {high:.3g}]"
 
 
-def _unadjusted_only(compared: pd.DataFrame) -> list[str]:
-    """Configs whose unadjusted interval excludes 0 while their verdict is no finding."""
-    low, high = compared["ci95_low"], compared["ci95_high"]
-    excludes = ((low > 0) | (high < 0)) & ~compared["verdict"].isin([BETTER, WORSE])
-    return [str(c) for c in compared.loc[excludes, "config_id"]]
+def _unadjusted_only(compared: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Configs whose unadjusted interval excludes 0 while their verdict is no finding: those
+    whose simultaneous interval holds 0, and those whose simultaneous interval excludes it too
+    (the t-intervals and the rank test that decides disagree, mostly with few pairs)."""
+
+    def excludes_zero(low: pd.Series, high: pd.Series) -> pd.Series:
+        return (low > 0) | (high < 0)
+
+    no_finding = ~compared["verdict"].isin([BETTER, WORSE])
+    unadjusted = excludes_zero(compared["ci95_low"], compared["ci95_high"]) & no_finding
+    if "simultaneous_ci_low" in compared:
+        both = unadjusted & excludes_zero(compared["simultaneous_ci_low"], compared["simultaneous_ci_high"])
+    else:
+        both = unadjusted & False
+    names = compared["config_id"].astype(str)
+    return list(names[unadjusted & ~both]), list(names[both])
 
 
 def _relative_view(ranking: pd.DataFrame, best_row: pd.Series | None) -> dict[str, Any] | None:
@@ -279,12 +290,18 @@ def _sentence(block: dict[str, Any], compared: pd.DataFrame, best_row: pd.Series
                 needed += f" with {m} variants"
             text += f": add seeds or folds ({needed})"
         parts.append(text + ".")
-    unadjusted = _unadjusted_only(compared)
+    unadjusted, both = _unadjusted_only(compared)
     if unadjusted:
         parts.append(
             f"The unadjusted 95% interval of {', '.join(unadjusted)} excludes 0, but the verdict (Holm-adjusted "
             f"Wilcoxon) and the simultaneous interval account for the {block['variants']} variants tested: "
             "not a finding."
+        )
+    if both:
+        parts.append(
+            f"The t-intervals of {', '.join(both)} exclude 0, the simultaneous one too, but the verdict is "
+            "decided by the Holm-adjusted Wilcoxon test, which cannot reach alpha with so few pairs: not a "
+            "finding yet; more seeds or folds can tell."
         )
     if best_row is not None:
         share = best_row["dm_better_share"]

@@ -73,6 +73,10 @@ def test_three_variants_with_six_pairs_are_insufficient_not_indistinguishable(tm
         "with 6 pairs and 3 variants the Holm-adjusted test cannot go below 0.0938: add seeds or folds "
         "(7 pairs are needed with 3 variants)." in sig["sentence"]
     )
+    # Their simultaneous intervals exclude 0 (steady deltas), and the sentence says the rank test decides.
+    assert all(ranking.loc[c, "simultaneous_ci_high"] < 0 for c in THREE_VARIANTS)
+    assert "the simultaneous one too, but the verdict is decided by the Holm-adjusted Wilcoxon test" in sig["sentence"]
+    assert "the simultaneous interval account for" not in sig["sentence"]  # that would be false here
 
 
 def test_a_candidate_worse_in_every_pair_among_two_is_insufficient() -> None:
@@ -139,3 +143,24 @@ def test_verdicts_take_each_rows_family() -> None:
     assert verdicts(counts, means, adjusted, 0.05) == ["insufficient"] * 4
     # Told its family is 1 (e.g. a single comparison), the same row is better.
     assert verdicts(counts[:1], means[:1], pvalues[:1], 0.05) == ["better"]
+
+
+def test_unequal_pair_counts_use_the_familys_largest_count() -> None:
+    """A row with 6 pairs beside two with 12 (failed runs, say): Holm multiplies the family's
+    smallest p-value, which a 12-pair row can bring down to 2/2**12, so the 6-pair row can still
+    reach 2/2**6 = 0.031 < 0.05: `insufficient` would overclaim."""
+    rng = np.random.default_rng(0)
+    twelve = -np.arange(1, 13) / 1000  # every pair on one side: p = 2/2**12
+    five_of_six = np.array([-0.001, -0.002, -0.003, -0.004, -0.005, 0.0005])
+    all_six = -np.arange(1, 7) / 1000
+    for six, expected in ((five_of_six, "indistinguishable"), (all_six, "better")):
+        groups = [six, twelve, twelve + rng.normal(0, 1e-6, 12)]
+        pvalues = wilcoxon_pvalues(groups)
+        adjusted = holm(pvalues)
+        means = np.array([g.mean() for g in groups])
+        counts = np.array([6, 12, 12])
+        assert verdicts(counts, means, adjusted, 0.05)[0] == expected, adjusted
+    # With equal counts the bound is m * 2 / 2**n: 3 rows of 6 pairs can never reach 0.05.
+    equal = [all_six, all_six * 2, all_six * 3]
+    adjusted = holm(wilcoxon_pvalues(equal))
+    assert verdicts(np.array([6, 6, 6]), np.full(3, -1.0), adjusted, 0.05) == ["insufficient"] * 3
