@@ -5,23 +5,31 @@ One test trains for real; the others pass a fake trainer (the engine takes it as
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
-from app.db.models import Run
-from app.db.session import session_scope
+from app.db.lifecycle import cancel_sweep
+from app.db.models import Run, Sweep
+from app.db.session import make_engine, make_session_factory, session_scope
 from core.config import validate_sweep_config
 from core.errors import DatasetError, MergeRejected, SweepExists
-from core.runs import RunOutcome
+from core.runs import RunOutcome, RunSpec
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
 from tests.utils.fakes import FailingTrainer, fake_train
 from worker import local_sweep
-from worker.local_sweep import open_database, run_local_sweep
+from worker.local_sweep import LocalSetup, database_url, open_database, run_local_sweep
 
 
 @pytest.fixture
@@ -187,3 +195,67 @@ def test_two_local_worker_processes(root: Path) -> None:
     b = pd.read_csv(double.sweep_dir / "sweep_runs.csv").set_index("run_key")
     # Same runs, same results whichever process trained them.
     pd.testing.assert_series_equal(a["val_rmse"].sort_index(), b["val_rmse"].sort_index())
+
+
+def train_until_stopped(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome:
+    """A trainer that trains until it is asked to stop (as the real one does at its next
+    batch), then returns the stopped run's error; a module-level function, so pools pickle it."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if stop_requested is not None and stop_requested():
+            return RunOutcome(spec.run_id, error="training stopped on request (run cancelled or lease lost)")
+        time.sleep(0.05)
+    raise AssertionError("never asked to stop")
+
+
+def when_runs_are_running(root: Path, n: int, then: Callable[[], None]) -> threading.Thread:
+    """In a thread: once `n` runs are running, call `then`."""
+
+    def watch() -> None:
+        factory = make_session_factory(make_engine(database_url(root)))  # the sweep migrates it
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OperationalError), session_scope(factory) as session:
+                if len(session.scalars(select(Run.id).where(Run.state == "running")).all()) >= n:
+                    break
+            time.sleep(0.1)
+        time.sleep(0.5)  # inside the trainer by now
+        then()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_the_trainings_and_a_rerun_resumes(root: Path, workers: int) -> None:
+    interrupted_at: list[float] = []
+
+    def ctrl_c() -> None:
+        interrupted_at.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs in the main thread, which trains
+
+    watcher = when_runs_are_running(root, workers, ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(root, tiny_sweep(), workers=workers, trainer=train_until_stopped)
+    watcher.join()
+    assert time.monotonic() - interrupted_at[0] < 30  # stopped at the next check, not at the deadline
+    assert runs_by_state(root) == {"queued": ["baseline/f1/1", "hidden_size=6/f1/1"]}  # given back, not failed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    again = sweep(root, tiny_sweep(), workers=workers)
+    assert again.status == "succeeded" and again.trained == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cancel_stops_the_trainings(root: Path, workers: int) -> None:
+    def cancel() -> None:
+        with session_scope(make_session_factory(make_engine(database_url(root)))) as session:
+            cancel_sweep(session, session.scalars(select(Sweep)).one())
+
+    watcher = when_runs_are_running(root, workers, cancel)
+    started = time.monotonic()
+    outcome = sweep(root, tiny_sweep(), workers=workers, trainer=train_until_stopped, setup=LocalSetup(lease_seconds=2))
+    watcher.join()
+    assert time.monotonic() - started < 60
+    assert outcome.status == "cancelled" and outcome.trained == workers  # discarded outcomes
+    assert runs_by_state(root) == {"cancelled": ["baseline/f1/1", "hidden_size=6/f1/1"]}
