@@ -1,0 +1,1 @@
+"""Unit tests of `core` and of the documentation: fast, no server, no training."""

@@ -1,1 +1,2 @@
-"""One APIRouter per resource."""
+"""One APIRouter per resource: `sweeps`, `hpo` (studies), `datasets`, `health` (healthz,
+workers), `ui` (the dashboard and the API docs pages)."""
