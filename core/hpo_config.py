@@ -260,7 +260,7 @@ def _baseline_outside(key: str, param: SearchParam, baseline: TrainingConfig, wh
     return [FieldError(where, why)]
 
 
-def _check_search_space(data: dict[str, Any]) -> list[FieldError]:
+def _check_search_space(data: dict[str, Any], baseline_inside: bool = True) -> list[FieldError]:
     space = data.get("search_space")
     if not isinstance(space, dict):
         return []  # the schema reports the wrong type
@@ -281,7 +281,7 @@ def _check_search_space(data: dict[str, Any]) -> list[FieldError]:
             continue  # the schema reports it
         wrong, sound = _bound_errors(key, param, where)
         errors.extend(wrong)
-        if sound and baseline is not None:
+        if sound and baseline is not None and baseline_inside:
             errors.extend(_baseline_outside(key, param, baseline, where))
         if grid:
             # Counted, never listed: a step of 1e-300 is a count, not 5e299 values in memory.
@@ -304,6 +304,31 @@ def validate_hpo_config(data: Any) -> HpoConfig:
     return validate_config(HpoConfig, data, _check_search_space)
 
 
+# The pruner a study got by default before the default warm-up followed the folds (2026-12-04).
+LEGACY_DEFAULT_PRUNER = {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1}
+
+
+def stored_hpo_config(data: Any) -> HpoConfig:
+    """A study's config as stored (its `config_json`), read back: the checks of a submission
+    except that the search space must hold the baseline's values (a study stored before that
+    rule trains on without a baseline trial); keys added since read as their defaults."""
+    return validate_config(HpoConfig, data, lambda raw: _check_search_space(raw, baseline_inside=False))
+
+
+def continued_config(stored: Any, submitted: HpoConfig, continuable: tuple[str, ...]) -> tuple[HpoConfig, list[str]]:
+    """The config a stored study continues with when `submitted` again, and the top-level keys
+    (other than `continuable`) where the two differ (empty: it may continue).
+
+    A study stored with the old default pruner (`LEGACY_DEFAULT_PRUNER`) and submitted with the
+    default again continues with its own pruner: its trials were pruned by it."""
+    old = stored_hpo_config(stored).to_json_dict()
+    new = submitted.to_json_dict()
+    if old.get("pruner") == LEGACY_DEFAULT_PRUNER and new.get("pruner") == PrunerConfig().model_dump():
+        new["pruner"] = old["pruner"]
+    changed = sorted(k for k in set(old) | set(new) if k not in continuable and old.get(k) != new.get(k))
+    return HpoConfig.model_validate(new), changed
+
+
 def load_hpo_config(text: str | bytes) -> HpoConfig:
     return validate_hpo_config(parse_json_text(text))
 
@@ -314,8 +339,10 @@ __all__ = [
     "PrunerConfig",
     "SamplerConfig",
     "SearchParam",
+    "continued_config",
     "load_hpo_config",
     "parallel_trials_ok",
+    "stored_hpo_config",
     "study_shapes",
     "validate_hpo_config",
 ]

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from core.errors import InvalidSweepConfig
-from core.hpo_config import load_hpo_config, study_shapes, validate_hpo_config
+from core.hpo_config import (
+    LEGACY_DEFAULT_PRUNER,
+    continued_config,
+    load_hpo_config,
+    stored_hpo_config,
+    study_shapes,
+    validate_hpo_config,
+)
 from tests.utils.data import tiny_sweep
 
 
@@ -134,3 +141,34 @@ def test_a_baseline_off_the_step_or_a_numeric_choice_is_held() -> None:
 def test_the_pruner_warm_up_defaults_to_every_fold_seen() -> None:
     pruner = validate_hpo_config(hpo_dict()).pruner
     assert (pruner.type, pruner.n_startup_trials, pruner.n_warmup_steps) == ("median", 2, None)
+
+
+def pre_baseline_stored(data: dict[str, Any]) -> dict[str, Any]:
+    """What a study created before trial 0 was the baseline has in `config_json`: every default
+    of then filled in (the old default pruner) and no `walk_forward.clip_to_data`."""
+    stored = validate_hpo_config(data).to_json_dict()
+    stored["pruner"] = dict(LEGACY_DEFAULT_PRUNER)
+    stored["walk_forward"].pop("clip_to_data")
+    return stored
+
+
+def test_a_study_stored_before_the_baseline_rules_reads_back_and_continues() -> None:
+    data = hpo_dict()
+    stored = pre_baseline_stored(data)
+    # Submitted again as it was: it may continue, with the pruner its trials were pruned by.
+    config, changed = continued_config(stored, validate_hpo_config(data), ("n_trials", "timeout_s"))
+    assert changed == [] and config.pruner.model_dump() == LEGACY_DEFAULT_PRUNER
+    assert config.walk_forward.clip_to_data is False
+    # A real change is still named; an explicit pruner is the user's.
+    other = validate_hpo_config(hpo_dict(sampler={"type": "random", "seed": 7}, pruner={"n_warmup_steps": 3}))
+    assert continued_config(stored, other, ("n_trials", "timeout_s"))[1] == ["pruner", "sampler"]
+
+
+def test_a_stored_search_space_without_the_baseline_still_reads() -> None:
+    """Trial 0 needs the baseline inside the space: a new submission is refused, but a study
+    stored before that rule is read back by its worker (it trains on without a baseline trial)."""
+    data = hpo_dict(search_space={"hidden_size": {"type": "int", "low": 8, "high": 16}})
+    data["training_config"] |= {"hidden_size": 6}
+    assert list(errors_of(data)) == ["search_space.hidden_size"]
+    stored = {**data, "pruner": dict(LEGACY_DEFAULT_PRUNER)}
+    assert stored_hpo_config(stored).search_space["hidden_size"].low == 8
