@@ -31,7 +31,7 @@ from app.db.sweeps import sweep_is_done, utcnow
 from app.queue import RunQueue
 from app.settings import Settings
 from core.config import SweepConfig
-from core.datasets import check_dataset_shapes, dataset_dir
+from core.datasets import check_dataset_shapes
 from core.errors import Conflict, StudyExists
 from core.hpo_config import HpoConfig, parallel_trials_ok, study_shapes
 
@@ -94,7 +94,7 @@ def submit_study(
     Raises:
         DatasetError, StudyExists: nothing is written.
     """
-    settings.store().fetch(dataset_dir(settings.data_root, asset))
+    settings.store().fetch_dataset(asset)
     check_dataset_shapes(settings.data_root, asset, config, study_shapes(config))
     parallel = parallel_trials_ok(settings.hpo_storage_url(config.storage))
     tasks = min(config.n_trials, settings.hpo_parallel_tasks) if parallel else 1

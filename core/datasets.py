@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pandas.tseries.api import guess_datetime_format
 
+from core import paths
 from core.config import WINDOW_KEYS, ExperimentConfig, Fold, SweepConfig, TrainingConfig, at_most, parse_date
 from core.errors import DatasetError, DatasetExists, DatasetTooLarge, FieldError, InvalidSweepConfig
 from core.feature_sets import FEATURE_SETS, resolve_features
@@ -73,13 +74,12 @@ def check_asset(asset: str) -> str:
 
 
 def dataset_path(root: Path, asset: str) -> Path:
-    check_asset(asset)
-    return root / "processed" / "dataset_tft" / asset / f"dataset_tft_{asset}.parquet"
+    return dataset_dir(root, check_asset(asset)) / f"dataset_tft_{asset}.parquet"
 
 
 def dataset_dir(root: Path, asset: str) -> Path:
     """The folder of an asset's dataset and sidecar (published to an object store as one)."""
-    return dataset_path(root, asset).parent
+    return paths.dataset_dir(root, check_asset(asset))
 
 
 def sidecar_path(root: Path, asset: str) -> Path:
@@ -668,7 +668,7 @@ def describe(asset: str, path: Path, frame: pd.DataFrame) -> DatasetInfo:
 
 
 def list_datasets(root: Path) -> list[DatasetInfo]:
-    base = root / "processed" / "dataset_tft"
+    base = paths.datasets_dir(root)
     out = []
     for folder in sorted(base.iterdir()) if base.is_dir() else []:
         path = base / folder.name / f"dataset_tft_{folder.name}.parquet"
@@ -683,8 +683,7 @@ def list_datasets(root: Path) -> list[DatasetInfo]:
 
 def list_stored_datasets(store: Store) -> list[DatasetInfo]:
     """The datasets of `store` (an object store's are fetched to this machine's data root first)."""
-    assets = store.datasets()
-    store.fetch_many([dataset_dir(store.root, asset) for asset in assets])
+    assets = store.fetch_datasets()
     return [info for info in list_datasets(store.root) if info.asset in assets]
 
 
@@ -696,10 +695,9 @@ def import_to_store(store: Store, asset: str, build: Callable[[Path], DatasetInf
         DatasetError, DatasetExists: as `build`; nothing is published.
         StoreError: the object store failed.
     """
-    folder = dataset_dir(store.root, check_asset(asset))
-    store.fetch(folder)
+    store.fetch_dataset(check_asset(asset))
     info = build(store.root)
-    store.publish(folder)
+    store.publish_dataset(asset)
     return info
 
 

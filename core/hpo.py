@@ -35,13 +35,14 @@ from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from core.config import Fold, TrainingConfig, training_with
-from core.datasets import check_dataset_shapes, dataset_dir, load_dataset
+from core.datasets import check_dataset_shapes, load_dataset
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic
 from core.hpo_config import HpoConfig, SearchParam, study_shapes
-from core.paths import ensure_inside
+from core.paths import ensure_inside, hpo_dir
 from core.reports import json_safe, write_csv
 from core.significance import (
+    BETTER,
     DEFAULT_ALPHA,
     INSUFFICIENT,
     holm,
@@ -384,21 +385,25 @@ def run_stored_study(
 ) -> dict[str, Any]:
     """`run_study` on the data root of `store`: the dataset and the study's folder (a study
     continued elsewhere) fetched first, the folder published after every trial and at the end.
+    `out_dir` is the study's folder in the data root (`hpo_dir(store.root, asset, config.output_subdir)`).
 
     Raises:
         DatasetError: as `run_study`.
         StoreError: the object store failed.
+        ValueError: `out_dir` is another folder (the store would not publish what it holds).
     """
-    store.fetch(dataset_dir(store.root, asset))
-    store.fetch(out_dir)
+    if out_dir != hpo_dir(store.root, asset, config.output_subdir):
+        raise ValueError(f"{out_dir} is not the folder of study {asset}/{config.output_subdir} in {store.root}")
+    store.fetch_dataset(asset)
+    store.fetch_study(asset, config.output_subdir)
 
     def published(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        store.publish(out_dir)
+        store.publish_study(asset, config.output_subdir)
         if on_trial is not None:
             on_trial(study, trial)
 
     summary = run_study(store.root, asset, config, out_dir, on_trial=published, **options)
-    store.publish(out_dir)
+    store.publish_study(asset, config.output_subdir)
     return summary
 
 
@@ -570,11 +575,14 @@ def compare_with_baseline(
 ) -> dict[str, Any]:
     """Whether the best trial beats the baseline trial and the naive forecast (docs/hpo.md).
 
-    `beats_baseline`: the best trial's objective is below the baseline's (False when the
-    baseline is the best); `beats_naive`: its mean val RMSE is below the naive forecast's on
-    the same runs. `test`: the paired signed-rank test of their per-run val-RMSE deltas (best
-    minus baseline, matched by fold and seed), Holm-adjusted over every complete trial with
-    the same runs (the best was picked from them), or None when not testable.
+    `below_baseline`: the best trial's objective is below the baseline's (False when the
+    baseline is the best); `beats_baseline`: the paired test says `better` (as
+    `best_config.beats_baseline` of a sweep's summary; None when not testable);
+    `below_naive` / `beats_naive`: its mean val RMSE is below the naive forecast's on the same
+    runs / the paired test against it says `better`. `test`: the paired signed-rank test of
+    their per-run val-RMSE deltas (best minus baseline, matched by fold and seed),
+    Holm-adjusted over every complete trial with the same runs (the best was picked from
+    them), or None when not testable.
     """
     baseline = next((t for t in trials if t.user_attrs.get(BASELINE_ATTR)), None)
     done = baseline is not None and baseline.state == TrialState.COMPLETE
@@ -583,7 +591,9 @@ def compare_with_baseline(
         "baseline_value": baseline.value if done and baseline is not None else None,
         "best_trial": best.number if best is not None else None,
         "best_value": best.value if best is not None else None,
+        "below_baseline": None,
         "beats_baseline": None,
+        "below_naive": None,
         "beats_naive": None,
         "test": None,
         "naive_test": None,
@@ -592,7 +602,9 @@ def compare_with_baseline(
     if best is None:
         return {**out, "sentence": "No trial is complete yet: nothing to compare."}
     naive = _naive_comparison(best, alpha)
-    out |= {"beats_naive": naive and naive["mean_delta"] < 0, "naive_test": naive}
+    if naive is not None:
+        out |= {"below_naive": naive["mean_delta"] < 0, "beats_naive": naive["verdict"] == BETTER}
+    out["naive_test"] = naive
     naive_text = _naive_sentence(naive)
     if baseline is None:
         why = "this study has no baseline trial (it began before the baseline was enqueued as trial 0)"
@@ -605,9 +617,11 @@ def compare_with_baseline(
             f"No trial beat the baseline: the best trial is the baseline itself "
             f"(trial {baseline.number}, {best.value:.6g})."
         )
-        return {**out, "beats_baseline": False, "sentence": f"{text} {naive_text}"}
-    out["beats_baseline"] = bool(best.value is not None and best.value < baseline.value)
+        return {**out, "below_baseline": False, "beats_baseline": False, "sentence": f"{text} {naive_text}"}
+    out["below_baseline"] = bool(best.value is not None and best.value < baseline.value)
     out["test"] = _baseline_test(trials, best, baseline, alpha)
+    if out["test"] is not None:
+        out["beats_baseline"] = out["test"]["verdict"] == BETTER
     return {**out, "sentence": _baseline_sentence(out, best, baseline) + " " + naive_text}
 
 

@@ -1,24 +1,29 @@
 """Where datasets, model versions, sweep folders and study folders live (SPEC section 3).
 
-`Store` is the data root on the local disk: what the layout always was. Its methods that
-move folders do nothing, and reads go to the disk.
+`Store` is what the rest of the code asks of them, by name (`fetch_dataset(asset)`,
+`publish_version(asset, output_subdir, fold, version)`, ...), never by folder; the folders
+come from `core.paths` alone. Two implementations:
+
+`LocalStore` is the data root on the local disk: what the layout always was. Nothing moves
+(fetching says whether the folder is there, publishing does nothing), and reads go to the disk.
 
 `ObjectStore` (`TFTSWEEP_STORE_URL=s3://bucket/prefix`, through s3fs) keeps the same
 relative layout in object storage. Each machine's data root is then its working copy and
 cache: a worker downloads a dataset once per fingerprint, trains into its own disk,
-uploads the model version once and removes its copy (`drop_local`); a report build downloads what the other machines
-published, writes the reports locally and uploads them; the API streams files from the
-store. s3fs reads the usual AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` for S3-compatible servers such as MinIO).
+uploads the model version once and removes its copy (`drop_local_version`); a report build
+downloads what the other machines published, writes the reports locally and uploads them; the
+API streams files from the store. s3fs reads the usual AWS variables (`AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` for S3-compatible servers
+such as MinIO).
 
 Publishing is atomic for readers: a folder's objects go first and its manifest
 (`_manifest.json`: each file's size and sha256) last. A folder without a manifest does
 not exist for readers (a model version whose upload died half-way is removed later, by
-`drop_unpublished`), and every file read is checked against the manifest, so a reader
-never mixes two versions of a folder.
+`drop_unpublished_versions`), and every file read is checked against the manifest, so a
+reader never mixes two versions of a folder.
 
-This module is the only one that builds object keys: the rest of the code speaks of paths
-under the data root.
+This module is the only one that builds object keys: the rest of the code speaks of assets,
+sweeps and versions, and the API of paths under the data root.
 """
 
 from __future__ import annotations
@@ -33,11 +38,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from core.errors import StoreError
 from core.files import FILE_MODE, file_sha256, write_bytes_atomic
-from core.paths import ensure_inside, resolve_inside
+from core.paths import (
+    FOLDS,
+    VERSIONS,
+    dataset_dir,
+    datasets_dir,
+    ensure_inside,
+    hpo_dir,
+    in_versions,
+    owning_version,
+    publishing_folders,
+    resolve_inside,
+    sweep_dir,
+    version_folder,
+)
 
 MANIFEST = "_manifest.json"
 CHUNK = 1 << 20
@@ -45,22 +63,6 @@ CHUNK = 1 << 20
 VERSION_REPORT_FILES = ("metrics.json", "run.json", "config.json", "test_predictions.csv")
 # What rebuilding or comparing a sweep reads of its folder (core.sweep_folder).
 SWEEP_INPUT_FILES = ("analysis_config.json", "sweep_runs.json")
-
-
-def _published_files(folder: Path, skip: Callable[[PurePosixPath], bool]) -> list[PurePosixPath]:
-    """The files of a local folder to publish, relative and sorted: no manifest, no
-    half-written temporary file (`.name.tmp`), nothing `skip` names."""
-    out = []
-    for path in sorted(folder.rglob("*")):
-        rel = PurePosixPath(path.relative_to(folder).as_posix())
-        if path.is_file() and rel.name != MANIFEST and not rel.name.startswith(".") and not skip(rel):
-            out.append(rel)
-    return out
-
-
-def _in_models(rel: PurePosixPath) -> bool:
-    """A path inside `folds/{fold}/models/` of a sweep folder (model versions publish alone)."""
-    return len(rel.parts) > 3 and rel.parts[0] == "folds" and rel.parts[2] == "models"
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,129 @@ class StoredFile:
     chunks: Iterator[bytes] | None = None
 
 
-class Store:
+class Store(Protocol):
+    """Datasets, sweeps, model versions and studies, where this machine's code reads them.
+
+    Every `fetch_*` brings what is published to this machine's data root (`root`), where the
+    caller then reads it, and says whether the store has it; every `publish_*` makes what the
+    caller wrote there visible to every machine. A dataset or study folder is published as one,
+    a model version alone, a sweep's own files (`publish_sweep_reports`) without its versions.
+    """
+
+    @property
+    def root(self) -> Path:
+        """This machine's data root: the store itself on the local disk, else its working copy."""
+
+    @property
+    def remote(self) -> bool:
+        """Whether files move between this machine and the store (an object store)."""
+
+    @property
+    def url(self) -> str | None:
+        """The object store's URL (`s3://bucket/prefix`); None on the local disk."""
+
+    # -- datasets --------------------------------------------------------------------------------
+
+    def datasets(self) -> list[str]:
+        """Assets with a published dataset, sorted."""
+
+    def fetch_dataset(self, asset: str) -> bool:
+        """Bring `asset`'s dataset (once per fingerprint) to this machine; False when it has none.
+
+        Raises:
+            DatasetError: `asset` is no safe name.
+            StoreError: the object store failed.
+        """
+
+    def fetch_datasets(self) -> list[str]:
+        """Bring every published dataset to this machine; their assets, sorted."""
+
+    def publish_dataset(self, asset: str) -> None:
+        """Make `asset`'s dataset, as written under the data root, the one readers get."""
+
+    # -- sweeps and their model versions ---------------------------------------------------------
+
+    def fetch_sweep_inputs(self, asset: str, output_subdir: str) -> bool:
+        """Bring the sweep's `SWEEP_INPUT_FILES` (what adopting, rebuilding or comparing it
+        reads); False when the store has no such sweep."""
+
+    def fetch_versions(self, asset: str, output_subdir: str) -> bool:
+        """Bring what a report build reads of the sweep's published model versions (their
+        `VERSION_REPORT_FILES`, never a checkpoint); a version the store no longer has is not
+        the sweep's here either. False when the store has none."""
+
+    def publish_sweep_file(self, asset: str, output_subdir: str, name: str) -> None:
+        """Upload one file of the sweep folder as it is now (its `analysis_config.json`,
+        written at submission): readable at once once the sweep's files were published
+        (`publish_sweep_reports`), else with them."""
+
+    def publish_sweep_reports(self, asset: str, output_subdir: str) -> None:
+        """Make the sweep folder's files (not its model versions) visible, replacing the
+        previous set: files it no longer has are removed."""
+
+    def drop_unpublished_versions(self, asset: str, output_subdir: str, older_than: float) -> list[str]:
+        """Remove the sweep's model versions whose upload never finished (the newest object
+        older than `older_than` seconds); their paths under the sweep folder."""
+
+    def publish_version(self, asset: str, output_subdir: str, fold: str, version: str) -> None:
+        """Make a trained model version (`core.paths.model_version`) visible to readers."""
+
+    def drop_local_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
+        """Forget this machine's copy of a model version it published: the store serves it
+        from now on. On the local disk the data root is the store, so nothing is removed.
+        True when a local copy was removed."""
+
+    # -- studies ---------------------------------------------------------------------------------
+
+    def fetch_study(self, asset: str, output_subdir: str) -> bool:
+        """Bring the study's folder (its storage, a study continued elsewhere); False when the
+        store has none."""
+
+    def publish_study(self, asset: str, output_subdir: str) -> None:
+        """Make the study's folder as written here visible to readers."""
+
+    # -- reading, for the API ---------------------------------------------------------------------
+
+    def open(self, path: Path, inside: Path | None = None) -> StoredFile | None:
+        """The file at `path` (under the data root) as the API serves it, or None when it is
+        not a published regular file inside `inside` (a sweep's or a study's folder)."""
+
+    def read_bytes(self, path: Path, inside: Path | None = None) -> bytes | None:
+        """The bytes of the file `open` would serve, or None."""
+
+    def listing(self, folder: Path, suffix: str, inside: Path | None = None) -> list[str]:
+        """Names of the files directly in `folder` ending in `suffix` that `open` serves, sorted."""
+
+    # -- by folder: the calls app/engine.py and worker/local_sweep.py make until they move to
+    # -- the methods above (issue 23); nothing new should use them ----------------------------
+
+    def publish(self, folder: Path) -> None:
+        """Make the local `folder` (a model version, a dataset, a study) visible to readers."""
+
+    def fetch(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
+        """Bring the published `folder` (only `names` of it, when given) to the local disk.
+        False when it is not published."""
+
+    def fetch_many(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
+        """`fetch` for many folders at once; returns those that are published."""
+
+    def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
+        """`fetch_versions` of the sweep at `folder` and, with `reports`, `fetch_sweep_inputs`."""
+
+    def publish_reports(self, folder: Path) -> None:
+        """`publish_sweep_reports` of the sweep at `folder`."""
+
+    def put(self, path: Path) -> None:
+        """Upload one local file as it is (a sweep's `analysis_config.json` written at submission)."""
+
+    def drop_local(self, folder: Path) -> bool:
+        """`drop_local_version` of the model version at `folder`."""
+
+    def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
+        """`drop_unpublished_versions` of the sweep at `folder`."""
+
+
+class LocalStore:
     """The data root on the local disk: nothing to move, reads from the disk."""
 
     remote = False
@@ -81,48 +205,51 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    # -- moving folders between this machine and the store (nothing to do on the disk) --------
-
-    def publish(self, folder: Path) -> None:
-        """Make the local `folder` (a model version, a dataset, a study) visible to readers."""
-
-    def fetch(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
-        """Bring the published `folder` (only `names` of it, when given) to the local disk.
-        False when it is not published."""
-        return folder.is_dir()
-
-    def fetch_many(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
-        """`fetch` for many folders at once; returns those that are published."""
-        return {folder for folder in folders if folder.is_dir()}
-
-    def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
-        """Bring what a report build reads of a sweep folder to the local disk: its published
-        model versions' small files and, with `reports`, its files (`analysis_config.json`,
-        `sweep_runs.json`, the reports). False when the sweep has nothing in the store."""
-        return folder.is_dir()
-
-    def publish_reports(self, folder: Path) -> None:
-        """Make the local sweep folder's files (not its model versions) visible, replacing the
-        previous set (files it no longer has are removed)."""
-
-    def put(self, path: Path) -> None:
-        """Upload one local file as it is (a sweep's `analysis_config.json` written at submission)."""
-
-    def drop_local(self, folder: Path) -> bool:
-        """Forget this machine's copy of a folder it published (a worker's trained model
-        version): the store serves it from now on. On the local disk the data root is the
-        store, so nothing is removed. True when a local copy was removed."""
-        return False
-
-    def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
-        """Remove the model versions of a sweep whose upload never finished (objects without a
-        manifest, the newest older than `older_than` seconds). Returns their paths."""
-        return []
+    # -- datasets --------------------------------------------------------------------------------
 
     def datasets(self) -> list[str]:
-        """Assets with a published dataset."""
-        base = self.root / "processed" / "dataset_tft"
+        base = datasets_dir(self.root)
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def fetch_dataset(self, asset: str) -> bool:
+        return dataset_dir(self.root, asset).is_dir()
+
+    def fetch_datasets(self) -> list[str]:
+        return self.datasets()
+
+    def publish_dataset(self, asset: str) -> None:
+        dataset_dir(self.root, asset)  # the same check of the name as on an object store
+
+    # -- sweeps and their model versions ---------------------------------------------------------
+
+    def fetch_sweep_inputs(self, asset: str, output_subdir: str) -> bool:
+        return sweep_dir(self.root, asset, output_subdir).is_dir()
+
+    def fetch_versions(self, asset: str, output_subdir: str) -> bool:
+        return any(p.is_dir() for p in sweep_dir(self.root, asset, output_subdir).glob(str(VERSIONS)))
+
+    def publish_sweep_file(self, asset: str, output_subdir: str, name: str) -> None:
+        pass
+
+    def publish_sweep_reports(self, asset: str, output_subdir: str) -> None:
+        pass
+
+    def drop_unpublished_versions(self, asset: str, output_subdir: str, older_than: float) -> list[str]:
+        return []
+
+    def publish_version(self, asset: str, output_subdir: str, fold: str, version: str) -> None:
+        pass
+
+    def drop_local_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
+        return False
+
+    # -- studies ---------------------------------------------------------------------------------
+
+    def fetch_study(self, asset: str, output_subdir: str) -> bool:
+        return hpo_dir(self.root, asset, output_subdir).is_dir()
+
+    def publish_study(self, asset: str, output_subdir: str) -> None:
+        pass
 
     # -- reading, for the API --------------------------------------------------------------------
 
@@ -145,19 +272,44 @@ class Store:
         return None if found is None or found.path is None else found.path.read_bytes()
 
     def listing(self, folder: Path, suffix: str, inside: Path | None = None) -> list[str]:
-        """Names of the files directly in `folder` ending in `suffix` that `open` serves, sorted."""
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.glob(f"*{suffix}") if self.open(p, inside) is not None)
 
+    # -- by folder (see `Store`) -----------------------------------------------------------------
 
-class ObjectStore(Store):
+    def publish(self, folder: Path) -> None:
+        pass
+
+    def fetch(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
+        return folder.is_dir()
+
+    def fetch_many(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
+        return {folder for folder in folders if folder.is_dir()}
+
+    def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
+        return folder.is_dir()
+
+    def publish_reports(self, folder: Path) -> None:
+        pass
+
+    def put(self, path: Path) -> None:
+        pass
+
+    def drop_local(self, folder: Path) -> bool:
+        return False
+
+    def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
+        return []
+
+
+class ObjectStore:
     """An S3 (or S3-compatible) bucket and prefix holding the data root's layout."""
 
     remote = True
 
     def __init__(self, root: Path, url: str, filesystem: Any = None) -> None:
-        super().__init__(root)
+        self.root = root
         self.url: str = url.rstrip("/")
         self.base = parse_store_url(url)
         self._filesystem = filesystem
@@ -180,6 +332,185 @@ class ObjectStore(Store):
         except ValueError:
             raise StoreError(f"{path} is not under the data root {self.root}") from None
         return f"{self.base}/{rel.as_posix()}" if rel.parts else self.base
+
+    # -- datasets --------------------------------------------------------------------------------
+
+    def datasets(self) -> list[str]:
+        pattern = f"{self.key(datasets_dir(self.root))}/*/{MANIFEST}"
+        keys = self._call(f"listing {pattern}", lambda: self.fs.glob(pattern))
+        return sorted(PurePosixPath(k).parent.name for k in keys)
+
+    def fetch_dataset(self, asset: str) -> bool:
+        return self.fetch(dataset_dir(self.root, asset))
+
+    def fetch_datasets(self) -> list[str]:
+        assets = self.datasets()
+        self.fetch_many([dataset_dir(self.root, asset) for asset in assets])
+        return assets
+
+    def publish_dataset(self, asset: str) -> None:
+        self.publish(dataset_dir(self.root, asset))
+
+    # -- sweeps and their model versions ---------------------------------------------------------
+
+    def fetch_sweep_inputs(self, asset: str, output_subdir: str) -> bool:
+        return self.fetch(sweep_dir(self.root, asset, output_subdir), SWEEP_INPUT_FILES)
+
+    def fetch_versions(self, asset: str, output_subdir: str) -> bool:
+        return self._fetch_versions(sweep_dir(self.root, asset, output_subdir))
+
+    def publish_sweep_file(self, asset: str, output_subdir: str, name: str) -> None:
+        self.put(sweep_dir(self.root, asset, output_subdir) / name)
+
+    def publish_sweep_reports(self, asset: str, output_subdir: str) -> None:
+        self.publish_reports(sweep_dir(self.root, asset, output_subdir))
+
+    def drop_unpublished_versions(self, asset: str, output_subdir: str, older_than: float) -> list[str]:
+        return self.drop_unpublished(sweep_dir(self.root, asset, output_subdir), older_than)
+
+    def publish_version(self, asset: str, output_subdir: str, fold: str, version: str) -> None:
+        self.publish(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
+
+    def drop_local_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
+        return self.drop_local(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
+
+    # -- studies ---------------------------------------------------------------------------------
+
+    def fetch_study(self, asset: str, output_subdir: str) -> bool:
+        return self.fetch(hpo_dir(self.root, asset, output_subdir))
+
+    def publish_study(self, asset: str, output_subdir: str) -> None:
+        self.publish(hpo_dir(self.root, asset, output_subdir))
+
+    # -- reading, for the API ------------------------------------------------------------------------
+
+    def open(self, path: Path, inside: Path | None = None) -> StoredFile | None:
+        # Objects have no links: a key is its path, and only the folder's manifest lists it.
+        entry = None if inside is not None and not path.is_relative_to(inside) else self._published(path)
+        if entry is None:
+            return None
+        key = self.key(path)
+        try:
+            handle = self._call(f"opening {key}", lambda: self.fs.open(key, "rb", block_size=CHUNK))
+        except FileNotFoundError:
+            return None
+        return StoredFile(int(entry["size"]), chunks=_chunks(handle))
+
+    def read_bytes(self, path: Path, inside: Path | None = None) -> bytes | None:
+        if (inside is not None and not path.is_relative_to(inside)) or self._published(path) is None:
+            return None
+        try:
+            data: bytes = self._call(f"reading {self.key(path)}", lambda: self.fs.cat_file(self.key(path)))
+        except FileNotFoundError:
+            return None
+        return data
+
+    def listing(self, folder: Path, suffix: str, inside: Path | None = None) -> list[str]:
+        if inside is not None and not folder.is_relative_to(inside):
+            return []
+        for owner in publishing_folders(self.root, folder / "x"):
+            manifest = self._manifest(owner)
+            if manifest is not None:
+                prefix = folder.relative_to(owner).as_posix()
+                prefix = "" if prefix == "." else f"{prefix}/"
+                names = [rel[len(prefix) :] for rel in manifest["files"] if rel.startswith(prefix)]
+                return sorted(n for n in names if "/" not in n and n.endswith(suffix))
+        return []
+
+    def _published(self, path: Path) -> dict[str, Any] | None:
+        """The manifest entry of `path`, from the manifest of the folder that publishes it."""
+        for folder in publishing_folders(self.root, path):
+            manifest = self._manifest(folder)
+            if manifest is not None:
+                entry = manifest["files"].get(path.relative_to(folder).as_posix())
+                return entry if isinstance(entry, dict) else None
+        return None
+
+    # -- by folder (see `Store`) -----------------------------------------------------------------
+
+    def publish(self, folder: Path) -> None:
+        self._publish(folder, lambda rel: False)
+
+    def publish_reports(self, folder: Path) -> None:
+        self._publish(folder, in_versions, remove_missing=True)
+
+    def put(self, path: Path) -> None:
+        self._call(f"uploading {self.key(path)}", lambda: self.fs.put_file(str(path), self.key(path)))
+        owners = publishing_folders(self.root, path)
+        manifest = self._manifest(owners[0]) if owners else None
+        if manifest is not None:  # its manifest follows, or readers would refuse the new bytes
+            folder = owners[0]
+            manifest["files"][path.relative_to(folder).as_posix()] = {
+                "size": path.stat().st_size,
+                "sha256": file_sha256(path),
+            }
+            body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+            self._call(f"writing {self._mkey(folder)}", lambda: self.fs.pipe_file(self._mkey(folder), body))
+
+    def drop_local(self, folder: Path) -> bool:
+        # A worker's disk is scratch: keeping each version it trained would fill it (286 kB a
+        # run). Nothing on this machine reads a checkpoint after its upload, and a report build
+        # fetches the small files of every published version from the store.
+        if not folder.is_dir():
+            return False
+        ensure_inside(self.root, folder)  # never removes through a planted link
+        shutil.rmtree(folder)
+        return True
+
+    def fetch(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
+        for _attempt in range(3):  # a folder re-published while we read it: read it again
+            manifest = self._manifest(folder)
+            if manifest is None:
+                return False
+            if self._download({folder: manifest}, names) == []:
+                return True
+            time.sleep(0.2)
+        raise StoreError(f"{self.key(folder)} kept changing while it was read: try again")
+
+    def fetch_many(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
+        # Every manifest, then every missing file, in concurrent requests: thousands of folders
+        # would otherwise pay round trips for each.
+        by_key = {self._mkey(folder): folder for folder in folders}
+        keys = list(by_key)
+        read = (
+            self._call(f"reading {len(keys)} manifests", lambda: self.fs.cat(keys, on_error="return")) if keys else {}
+        )
+        manifests = {}
+        for key, data in read.items():
+            if isinstance(data, bytes):  # else removed since the listing
+                manifests[by_key[key]] = self._parsed(by_key[key], data)
+        for folder in self._download(manifests, names):
+            self.fetch(folder, names)  # re-published meanwhile: read it again
+        return set(manifests)
+
+    def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
+        found = self.fetch(folder, SWEEP_INPUT_FILES) if reports else False
+        return self._fetch_versions(folder) or found
+
+    def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
+        base = f"{self.key(folder)}/{FOLDS}"
+        try:
+            found = self._call(f"listing {base}", lambda: self.fs.find(base, detail=True))
+        except FileNotFoundError:
+            return []
+        versions: dict[PurePosixPath, list[dict[str, Any]]] = {}
+        for key, info in found.items():
+            version = owning_version(PurePosixPath(key).relative_to(PurePosixPath(self.key(folder))))
+            if version is not None:
+                versions.setdefault(version, []).append(info)
+        now = datetime.now(UTC)
+        dropped = []
+        for version, infos in sorted(versions.items()):
+            if any(PurePosixPath(i["name"]).name == MANIFEST for i in infos):
+                continue
+            newest = max(_modified(i) for i in infos)
+            if (now - newest).total_seconds() >= older_than:
+                target = f"{self.key(folder)}/{version}"
+                self._call(f"removing {target}", partial(self.fs.rm, target, recursive=True))
+                dropped.append(str(version))
+        return dropped
+
+    # -- the folder operations ---------------------------------------------------------------------
 
     def _call(self, what: str, action: Callable[[], Any]) -> Any:
         try:
@@ -210,14 +541,6 @@ class ObjectStore(Store):
     def _mkey(self, folder: Path) -> str:
         return f"{self.key(folder)}/{MANIFEST}"
 
-    # -- publishing --------------------------------------------------------------------------------
-
-    def publish(self, folder: Path) -> None:
-        self._publish(folder, lambda rel: False)
-
-    def publish_reports(self, folder: Path) -> None:
-        self._publish(folder, _in_models, remove_missing=True)
-
     def _publish(self, folder: Path, skip: Callable[[PurePosixPath], bool], remove_missing: bool = False) -> None:
         before = self._manifest(folder) if remove_missing else None
         locals_ = {str(rel): folder / Path(rel) for rel in _published_files(folder, skip)}
@@ -235,40 +558,21 @@ class ObjectStore(Store):
             keys = [f"{self.key(folder)}/{rel}" for rel in gone]
             self._call(f"removing {len(keys)} old files", lambda: self.fs.rm(keys))
 
-    def put(self, path: Path) -> None:
-        self._call(f"uploading {self.key(path)}", lambda: self.fs.put_file(str(path), self.key(path)))
-        owners = _publishing_folders(self.root, path)
-        manifest = self._manifest(owners[0]) if owners else None
-        if manifest is not None:  # its manifest follows, or readers would refuse the new bytes
-            folder = owners[0]
-            manifest["files"][path.relative_to(folder).as_posix()] = {
-                "size": path.stat().st_size,
-                "sha256": file_sha256(path),
-            }
-            body = json.dumps(manifest, indent=1, sort_keys=True).encode()
-            self._call(f"writing {self._mkey(folder)}", lambda: self.fs.pipe_file(self._mkey(folder), body))
-
-    def drop_local(self, folder: Path) -> bool:
-        # A worker's disk is scratch: keeping each version it trained would fill it (286 kB a
-        # run). Nothing on this machine reads a checkpoint after its upload, and a report build
-        # fetches the small files of every published version from the store.
-        if not folder.is_dir():
-            return False
-        ensure_inside(self.root, folder)  # never removes through a planted link
-        shutil.rmtree(folder)
-        return True
-
-    # -- fetching ----------------------------------------------------------------------------------
-
-    def fetch(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
-        for _attempt in range(3):  # a folder re-published while we read it: read it again
-            manifest = self._manifest(folder)
-            if manifest is None:
-                return False
-            if self._download({folder: manifest}, names) == []:
-                return True
-            time.sleep(0.2)
-        raise StoreError(f"{self.key(folder)} kept changing while it was read: try again")
+    def _fetch_versions(self, folder: Path) -> bool:
+        pattern = f"{self.key(folder)}/{VERSIONS}/{MANIFEST}"
+        keys = self._call(f"listing {pattern}", lambda: self.fs.glob(pattern))
+        base = PurePosixPath(self.key(folder))
+        versions = [folder / Path(PurePosixPath(key).relative_to(base)).parent for key in keys]
+        fetched = self.fetch_many(versions, VERSION_REPORT_FILES)
+        # A version this machine holds that the store does not (removed there) is not the sweep's.
+        stale = {p.parent for p in folder.glob(f"{VERSIONS}/{MANIFEST}")} - fetched
+        ensure_inside(self.root, *stale)
+        for version in stale:
+            (version / MANIFEST).unlink()
+            for path in version.iterdir():
+                if path.is_file():
+                    path.unlink()
+        return bool(fetched)
 
     def _download(self, manifests: dict[Path, dict[str, Any]], names: tuple[str, ...] | None) -> list[Path]:
         """The files (or `names` of them) of each folder's manifest that the local copy lacks,
@@ -310,107 +614,16 @@ class ObjectStore(Store):
             write_bytes_atomic(folder / MANIFEST, json.dumps({**manifest, "files": kept}).encode(), durable=False)
         return sorted(changed)
 
-    def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
-        found = self.fetch(folder, SWEEP_INPUT_FILES) if reports else False
-        pattern = f"{self.key(folder)}/folds/*/models/*/{MANIFEST}"
-        keys = self._call(f"listing {pattern}", lambda: self.fs.glob(pattern))
-        base = PurePosixPath(self.key(folder))
-        versions = [folder / Path(PurePosixPath(key).relative_to(base)).parent for key in keys]
-        fetched = self.fetch_many(versions, VERSION_REPORT_FILES)
-        # A version this machine holds that the store does not (removed there) is not the sweep's.
-        stale = {p.parent for p in folder.glob(f"folds/*/models/*/{MANIFEST}")} - fetched
-        ensure_inside(self.root, *stale)
-        for version in stale:
-            (version / MANIFEST).unlink()
-            for path in version.iterdir():
-                if path.is_file():
-                    path.unlink()
-        return found or bool(fetched)
 
-    def fetch_many(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
-        # Every manifest, then every missing file, in concurrent requests: thousands of folders
-        # would otherwise pay round trips for each.
-        by_key = {self._mkey(folder): folder for folder in folders}
-        keys = list(by_key)
-        read = (
-            self._call(f"reading {len(keys)} manifests", lambda: self.fs.cat(keys, on_error="return")) if keys else {}
-        )
-        manifests = {}
-        for key, data in read.items():
-            if isinstance(data, bytes):  # else removed since the listing
-                manifests[by_key[key]] = self._parsed(by_key[key], data)
-        for folder in self._download(manifests, names):
-            self.fetch(folder, names)  # re-published meanwhile: read it again
-        return set(manifests)
-
-    def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
-        base = f"{self.key(folder)}/folds"
-        try:
-            found = self._call(f"listing {base}", lambda: self.fs.find(base, detail=True))
-        except FileNotFoundError:
-            return []
-        versions: dict[str, list[dict[str, Any]]] = {}
-        for key, info in found.items():
-            rel = PurePosixPath(key).relative_to(PurePosixPath(base))
-            if len(rel.parts) >= 4 and rel.parts[1] == "models":
-                versions.setdefault("/".join(rel.parts[:3]), []).append(info)
-        now = datetime.now(UTC)
-        dropped = []
-        for version, infos in sorted(versions.items()):
-            if any(PurePosixPath(i["name"]).name == MANIFEST for i in infos):
-                continue
-            newest = max(_modified(i) for i in infos)
-            if (now - newest).total_seconds() >= older_than:
-                self._call(f"removing {base}/{version}", partial(self.fs.rm, f"{base}/{version}", recursive=True))
-                dropped.append(f"folds/{version}")
-        return dropped
-
-    def datasets(self) -> list[str]:
-        pattern = f"{self.key(self.root / 'processed' / 'dataset_tft')}/*/{MANIFEST}"
-        keys = self._call(f"listing {pattern}", lambda: self.fs.glob(pattern))
-        return sorted(PurePosixPath(k).parent.name for k in keys)
-
-    # -- reading, for the API ------------------------------------------------------------------------
-
-    def _published(self, path: Path) -> dict[str, Any] | None:
-        """The manifest entry of `path`, from the manifest of the folder that publishes it."""
-        for folder in _publishing_folders(self.root, path):
-            manifest = self._manifest(folder)
-            if manifest is not None:
-                entry = manifest["files"].get(path.relative_to(folder).as_posix())
-                return entry if isinstance(entry, dict) else None
-        return None
-
-    def open(self, path: Path, inside: Path | None = None) -> StoredFile | None:
-        # Objects have no links: a key is its path, and only the folder's manifest lists it.
-        entry = None if inside is not None and not path.is_relative_to(inside) else self._published(path)
-        if entry is None:
-            return None
-        key = self.key(path)
-        try:
-            handle = self._call(f"opening {key}", lambda: self.fs.open(key, "rb", block_size=CHUNK))
-        except FileNotFoundError:
-            return None
-        return StoredFile(int(entry["size"]), chunks=_chunks(handle))
-
-    def read_bytes(self, path: Path, inside: Path | None = None) -> bytes | None:
-        if (inside is not None and not path.is_relative_to(inside)) or self._published(path) is None:
-            return None
-        try:
-            data: bytes = self._call(f"reading {self.key(path)}", lambda: self.fs.cat_file(self.key(path)))
-        except FileNotFoundError:
-            return None
-        return data
-
-    def listing(self, folder: Path, suffix: str, inside: Path | None = None) -> list[str]:
-        for owner in _publishing_folders(self.root, folder / "x"):
-            manifest = self._manifest(owner)
-            if manifest is not None:
-                prefix = folder.relative_to(owner).as_posix()
-                prefix = "" if prefix == "." else f"{prefix}/"
-                names = [rel[len(prefix) :] for rel in manifest["files"] if rel.startswith(prefix)]
-                return sorted(n for n in names if "/" not in n and n.endswith(suffix))
-        return []
+def _published_files(folder: Path, skip: Callable[[PurePosixPath], bool]) -> list[PurePosixPath]:
+    """The files of a local folder to publish, relative and sorted: no manifest, no
+    half-written temporary file (`.name.tmp`), nothing `skip` names."""
+    out = []
+    for path in sorted(folder.rglob("*")):
+        rel = PurePosixPath(path.relative_to(folder).as_posix())
+        if path.is_file() and rel.name != MANIFEST and not rel.name.startswith(".") and not skip(rel):
+            out.append(rel)
+    return out
 
 
 def _chunks(handle: Any) -> Iterator[bytes]:
@@ -452,20 +665,6 @@ def _read_local_manifest(folder: Path) -> dict[str, Any]:
     return files if isinstance(files, dict) else {}
 
 
-def _publishing_folders(root: Path, path: Path) -> list[Path]:
-    """The folders whose manifest may list `path`, innermost first: a model version, a dataset,
-    a sweep or a study folder (the layout of core.paths and core.datasets)."""
-    rel = path.relative_to(root).parts
-    out = []
-    if len(rel) >= 9 and rel[0] == "models" and rel[2] == "sweeps" and rel[4] == "folds" and rel[6] == "models":
-        out.append(root.joinpath(*rel[:8]))
-    if len(rel) >= 5 and rel[0] == "models" and rel[2] in ("sweeps", "optuna"):
-        out.append(root.joinpath(*rel[:4]))
-    if len(rel) >= 4 and rel[:2] == ("processed", "dataset_tft"):
-        out.append(root.joinpath(*rel[:3]))
-    return out
-
-
 def parse_store_url(url: str) -> str:
     """`s3://bucket[/prefix]` as `bucket[/prefix]` (the key of the data root).
 
@@ -481,4 +680,4 @@ def parse_store_url(url: str) -> str:
 
 def open_store(root: Path, url: str | None) -> Store:
     """The store of a data root: the disk itself, or the object store at `url`."""
-    return ObjectStore(root, url) if url else Store(root)
+    return ObjectStore(root, url) if url else LocalStore(root)

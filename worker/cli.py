@@ -14,7 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -80,7 +80,7 @@ def read_text_file(path: str, field: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from core.datasets import check_asset, check_dataset_for_sweep, dataset_dir, dataset_fingerprint
+    from core.datasets import check_asset, check_dataset_for_sweep, dataset_fingerprint
     from core.dry_run import dry_run_lines, dry_run_report
     from core.merge import validate_merge
     from core.plan import check_plan_size, expand_sweep
@@ -91,7 +91,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     check_plan_size(config, current.max_runs)  # arithmetic, before the dataset is read
     fingerprint = None
     if args.asset:
-        current.store().fetch(dataset_dir(current.data_root, check_asset(args.asset)))
+        current.store().fetch_dataset(check_asset(args.asset))
         check_dataset_for_sweep(current.data_root, args.asset, config)
         fingerprint = dataset_fingerprint(current.data_root, args.asset)
     effective = config
@@ -260,16 +260,21 @@ def _sweep_dir_arg(value: str, current: Settings, flag: str = "--sweep-dir") -> 
 
 
 def _fetched_sweep(url: str, flag: str, store: Store) -> Path:
-    """The local copy (in the data root) of the sweep folder at `url` in the object store."""
+    """The local copy (in the data root) of the sweep folder at `url` in the object store:
+    its inputs and what a report build reads of its model versions."""
+    from core.paths import sweep_at, sweep_dir
+
     if not store.remote:
         raise UsageError(f"{flag}: {url} is in an object store; set TFTSWEEP_STORE_URL to the store that holds it")
     base = f"{store.url}/"
     if not url.startswith(base):
         raise UsageError(f"{flag}: {url} is not under the store {store.url} (TFTSWEEP_STORE_URL)")
-    folder = store.root / url[len(base) :].strip("/")
-    if not store.fetch_sweep(folder, reports=True):
+    sweep = sweep_at(PurePosixPath(url[len(base) :].strip("/")))
+    inputs = sweep is not None and store.fetch_sweep_inputs(*sweep)
+    versions = sweep is not None and store.fetch_versions(*sweep)
+    if sweep is None or not (inputs or versions):
         raise UsageError(f"{flag}: {url} holds no published sweep folder")
-    return folder
+    return sweep_dir(store.root, *sweep)
 
 
 def _data_root(args: argparse.Namespace, current: Settings) -> Path:
@@ -278,7 +283,7 @@ def _data_root(args: argparse.Namespace, current: Settings) -> Path:
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
-    from core.datasets import dataset_dir
+    from core.paths import sweep_at
     from core.sweep_folder import read_analysis_config
     from core.sweep_report import regenerate_sweep
 
@@ -289,8 +294,10 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     stored = "://" in args.sweep_dir
     sweep = _sweep_dir_arg(args.sweep_dir, current)
     root = _data_root(args, current)
-    if stored:  # its dataset comes from the store, and its reports go back there
-        store.fetch(dataset_dir(store.root, read_analysis_config(sweep).asset))
+    # A sweep from the store: its dataset comes from there, and its reports go back there.
+    names = sweep_at(PurePosixPath(sweep.relative_to(store.root).as_posix())) if stored else None
+    if names is not None:
+        store.fetch_dataset(read_analysis_config(sweep).asset)
     try:
         summary = regenerate_sweep(sweep, root, drift=not args.no_drift, plots=not args.no_plots, alpha=args.alpha)
     except DatasetError as exc:
@@ -298,8 +305,8 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
             f"{exc} (data root {root}); give the data root that holds it with --data-dir, "
             "or rebuild without drift with --no-drift"
         ) from None
-    if stored:
-        store.publish_reports(sweep)
+    if names is not None:
+        store.publish_sweep_reports(*names)
     best = summary["best_config"]
     print(f"reports rebuilt in {args.sweep_dir if stored else sweep} ({len(summary['plots'])} plots)")
     if not summary["drift"]["available"]:

@@ -32,6 +32,8 @@ from worker.tasks import WorkerContext, train_one
 
 SWEEP = Path("models/SYN/sweeps/tiny")
 VERSION = SWEEP / "folds/f1/models/baseline__seed1"
+NAMES = (ASSET, "tiny")  # the sweep's asset and output_subdir
+VERSION_NAMES = (*NAMES, "f1", "baseline__seed1")
 
 
 @pytest.fixture
@@ -74,82 +76,81 @@ def test_a_model_version_exists_for_readers_only_once_its_manifest_is_written(tm
     # An upload that died before its manifest: the objects are there, the version is not.
     worker.fs.put_file(str(folder / "model.ckpt"), worker.key(folder / "model.ckpt"))
     worker.fs.put_file(str(folder / "metrics.json"), worker.key(folder / "metrics.json"))
-    assert not reader.fetch_sweep(reader.root / SWEEP)
+    assert not reader.fetch_versions(*NAMES)
     assert not (reader.root / VERSION).exists()
     assert reader.open(reader.root / VERSION / "metrics.json") is None
-    assert reader.drop_unpublished(reader.root / SWEEP, older_than=3600) == []  # too young to be dead
+    assert reader.drop_unpublished_versions(*NAMES, older_than=3600) == []  # too young to be dead
 
     # The dead upload is removed; a published version is read, its small files only.
-    assert reader.drop_unpublished(reader.root / SWEEP, older_than=0) == ["folds/f1/models/baseline__seed1"]
+    assert reader.drop_unpublished_versions(*NAMES, older_than=0) == ["folds/f1/models/baseline__seed1"]
     assert not reader.fs.exists(worker.key(folder / "model.ckpt"))
-    worker.publish(folder)
+    worker.publish_version(*VERSION_NAMES)
     manifest = json.loads(worker.fs.cat_file(f"{worker.key(folder)}/{MANIFEST}"))
     assert set(manifest["files"]) == {"metrics.json", "run.json", "model.ckpt"}
-    assert reader.fetch_sweep(reader.root / SWEEP)
+    assert reader.fetch_versions(*NAMES)
     assert sorted(p.name for p in (reader.root / VERSION).iterdir()) == [MANIFEST, "metrics.json", "run.json"]
     assert (reader.root / VERSION / "metrics.json").read_text() == '{"val_rmse": 0.01}'
-    assert reader.drop_unpublished(reader.root / SWEEP, older_than=0) == []  # published: kept
+    assert reader.drop_unpublished_versions(*NAMES, older_than=0) == []  # published: kept
     found = reader.open(reader.root / VERSION / "model.ckpt")
     assert found is not None and found.chunks is not None and found.size == 300_000
     assert b"".join(found.chunks) == (folder / "model.ckpt").read_bytes()
 
     # A version the store no longer has is not the sweep's on the reader either.
     worker.fs.rm(worker.key(folder), recursive=True)
-    assert not reader.fetch_sweep(reader.root / SWEEP)
+    assert not reader.fetch_versions(*NAMES)
     assert not (reader.root / VERSION / "metrics.json").exists()
 
 
 def test_a_reader_never_mixes_two_publications_of_a_folder(tmp_path: Path, url: str) -> None:
     worker, reader = machine(tmp_path, "worker", url), machine(tmp_path, "reader", url)
     folder = write_version(worker.root)
-    worker.publish(folder)
+    worker.publish_version(*VERSION_NAMES)
     # A new publication under way: its first object is up, its manifest not yet.
     (folder / "metrics.json").write_text('{"val_rmse": 0.02}')
     worker.fs.put_file(str(folder / "metrics.json"), worker.key(folder / "metrics.json"))
     with pytest.raises(StoreError, match="kept changing while it was read"):
-        reader.fetch(reader.root / VERSION)
-    with pytest.raises(StoreError, match="kept changing while it was read"):
-        reader.fetch_sweep(reader.root / SWEEP)  # the batched read of a sweep's versions checks too
+        reader.fetch_versions(*NAMES)  # read again, up to three times, then refused
     assert not (reader.root / VERSION / "metrics.json").exists()  # nothing half-read was kept
-    worker.publish(folder)  # the publication completes
-    assert reader.fetch(reader.root / VERSION)
+    worker.publish_version(*VERSION_NAMES)  # the publication completes
+    assert reader.fetch_versions(*NAMES)
     assert (reader.root / VERSION / "metrics.json").read_text() == '{"val_rmse": 0.02}'
     worker.fs.pipe_file(f"{worker.key(folder)}/{MANIFEST}", b'{"files": [')  # a manifest damaged in the store
     with pytest.raises(StoreError, match="is not a manifest"):
-        reader.fetch(reader.root / VERSION)
+        reader.fetch_versions(*NAMES)
 
 
 def test_a_dataset_is_downloaded_once_per_fingerprint(tmp_path: Path, url: str) -> None:
     api = machine(tmp_path, "api", url)
     make_data_root(api.root)
-    api.publish(dataset_dir(api.root, ASSET))
+    api.publish_dataset(ASSET)
     worker = machine(tmp_path, "worker", url)
     counted = Counting(worker)
     folder = dataset_dir(worker.root, ASSET)
-    assert worker.fetch(folder) and worker.fetch(folder) and worker.fetch(folder)
+    assert worker.fetch_dataset(ASSET) and worker.fetch_dataset(ASSET) and worker.fetch_dataset(ASSET)
     assert sorted(counted.gets) == ["dataset_tft_SYN.json", "dataset_tft_SYN.parquet"]  # the first fetch only
     assert (folder / "dataset_tft_SYN.parquet").read_bytes() == (
         api.root / folder.relative_to(worker.root) / "dataset_tft_SYN.parquet"
     ).read_bytes()
     # Replaced in the store (another fingerprint): fetched again, once.
     make_data_root(api.root, seed=7)
-    api.publish(dataset_dir(api.root, ASSET))
+    api.publish_dataset(ASSET)
     counted.gets.clear()
-    assert worker.fetch(folder) and worker.fetch(folder)
+    assert worker.fetch_dataset(ASSET) and worker.fetch_dataset(ASSET)
     assert sorted(counted.gets) == ["dataset_tft_SYN.json", "dataset_tft_SYN.parquet"]
     assert worker.datasets() == [ASSET]
-    assert not worker.fetch(dataset_dir(worker.root, "NONE"))
+    assert not worker.fetch_dataset("NONE")
 
 
 def test_reports_replace_the_previous_set_and_leave_model_versions_alone(tmp_path: Path, url: str) -> None:
     worker, api = machine(tmp_path, "worker", url), machine(tmp_path, "api", url)
     sweep = worker.root / SWEEP
-    worker.publish(write_version(worker.root))
+    write_version(worker.root)
+    worker.publish_version(*VERSION_NAMES)
     (sweep / "plots").mkdir(parents=True)
     (sweep / "summary.json").write_text('{"a": 1}')
     (sweep / "drift_ks_psi_by_fold.csv").write_text("x\n1\n")
     (sweep / "plots" / "config_ranking.png").write_bytes(b"\x89PNG one")
-    worker.publish_reports(sweep)
+    worker.publish_sweep_reports(*NAMES)
     listed = json.loads(worker.fs.cat_file(f"{worker.key(sweep)}/{MANIFEST}"))["files"]
     assert sorted(listed) == ["drift_ks_psi_by_fold.csv", "plots/config_ranking.png", "summary.json"]
     assert api.listing(api.root / SWEEP / "plots", ".png") == ["config_ranking.png"]
@@ -158,7 +159,7 @@ def test_reports_replace_the_previous_set_and_leave_model_versions_alone(tmp_pat
     # The next build has no drift file (no dataset) and a new plot: the store follows.
     (sweep / "drift_ks_psi_by_fold.csv").unlink()
     (sweep / "plots" / "response_dropout.png").write_bytes(b"\x89PNG two")
-    worker.publish_reports(sweep)
+    worker.publish_sweep_reports(*NAMES)
     assert not worker.fs.exists(worker.key(sweep / "drift_ks_psi_by_fold.csv"))
     assert api.read_bytes(api.root / SWEEP / "drift_ks_psi_by_fold.csv") is None
     assert api.listing(api.root / SWEEP / "plots", ".png") == ["config_ranking.png", "response_dropout.png"]
@@ -166,9 +167,10 @@ def test_reports_replace_the_previous_set_and_leave_model_versions_alone(tmp_pat
 
     # A file put alone (the config a merge writes) is readable at once: its manifest follows.
     (sweep / "analysis_config.json").write_text('{"asset": "SYN"}')
-    worker.put(sweep / "analysis_config.json")
+    worker.publish_sweep_file(*NAMES, "analysis_config.json")
     assert api.read_bytes(api.root / SWEEP / "analysis_config.json") == b'{"asset": "SYN"}'
-    assert api.fetch(api.root / SWEEP, ("analysis_config.json",))
+    assert api.fetch_sweep_inputs(*NAMES)
+    assert (api.root / SWEEP / "analysis_config.json").read_text() == '{"asset": "SYN"}'
 
 
 def test_the_store_url_is_checked_and_an_unreachable_store_is_a_clear_error(
@@ -191,7 +193,7 @@ def test_the_store_url_is_checked_and_an_unreachable_store_is_a_clear_error(
     monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(tmp_path / "data"))
     store = Settings().store()
     with pytest.raises(StoreError, match=r"object store s3://bucket/prefix: reading .* failed"):
-        store.fetch(dataset_dir(store.root, ASSET))
+        store.fetch_dataset(ASSET)
     assert main(["dataset", "list"]) == 1
     assert "error: object store s3://bucket/prefix" in capsys.readouterr().err
 
@@ -233,7 +235,7 @@ def test_a_worker_keeps_no_model_version_it_uploaded(
     root = tmp_path / "worker"
     if url:
         staging = make_data_root(tmp_path / "staging")
-        object_store(staging, url).publish(dataset_dir(staging, ASSET))  # `tftsweep dataset import` elsewhere
+        object_store(staging, url).publish_dataset(ASSET)  # `tftsweep dataset import` elsewhere
     else:
         make_data_root(root)
     settings = Settings(data_dir=root, database_url=None, redis_url=None, store_url=url)

@@ -36,7 +36,6 @@ from app.api.tables import SweepHead, SweepTables
 from app.db.models import Run, RunState, Sweep
 from app.db.sweeps import as_utc, folder_config, run_records, stored_config, stored_dataset
 from core.config import SweepConfig, validate_sweep_config
-from core.datasets import dataset_dir
 from core.drift import drift_by_fold, drift_overall_summary
 from core.feature_sets import resolve_features
 from core.names import SafeName
@@ -303,7 +302,7 @@ def drift(
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
     folder = folder_config(sweep)
-    settings.store().fetch(dataset_dir(settings.data_root, sweep.asset))  # once per fingerprint
+    settings.store().fetch_dataset(sweep.asset)  # once per fingerprint
     frame, problem = drift_dataset(settings.data_root, folder)
     if frame is None:
         return DriftPublic(fold=fold, available=False, reason=problem, data=[], overall={})
