@@ -245,7 +245,9 @@ def test_the_study_answer_says_whether_the_best_beats_the_baseline(client: TestC
     write_hpo_artifacts(study, validate_hpo_config(config), root / "models/SYN/optuna/study", asset=ASSET, plots=False)
     summary = client.get(f"/hpo/{study_id}").json()["summary"]
     comparison = summary["comparison"]
-    assert (comparison["baseline_trial"], comparison["best_trial"], comparison["beats_baseline"]) == (0, 1, True)
-    assert comparison["beats_naive"] is True and comparison["test"]["verdict"] == "insufficient"  # one pair
+    assert (comparison["baseline_trial"], comparison["best_trial"], comparison["below_baseline"]) == (0, 1, True)
+    assert comparison["test"]["verdict"] == "insufficient"  # one pair: lower, but not shown to be
+    assert comparison["beats_baseline"] is False and comparison["below_naive"] is True
+    assert comparison["beats_naive"] is False
     assert "insufficient" in comparison["sentence"]
     assert summary["importances"] == {"status": "not enough trials", "complete": 2, "needed": 5}

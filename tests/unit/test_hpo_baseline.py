@@ -96,7 +96,10 @@ def test_a_best_trial_lower_in_every_pair_is_better_than_the_baseline() -> None:
     comparison = comparison_of(study)
     assert (comparison["baseline_trial"], comparison["best_trial"]) == (0, 1)
     assert (comparison["baseline_value"], comparison["best_value"]) == (1.0, 0.9)
-    assert comparison["beats_baseline"] is True and comparison["beats_naive"] is True
+    assert comparison["beats_baseline"] is True and comparison["below_baseline"] is True
+    assert comparison["below_naive"] is True and comparison["beats_naive"] == (
+        comparison["naive_test"]["verdict"] == "better"
+    )
     test = comparison["test"]
     assert (test["pairs"], test["family"]) == (6, 1)
     assert test["wilcoxon_pvalue"] == pytest.approx(2 / 64)  # all six deltas negative, exact test
@@ -117,7 +120,7 @@ def test_with_three_candidates_six_pairs_cannot_reach_better() -> None:
     assert (test["pairs"], test["family"], test["verdict"]) == (6, 3, "insufficient")
     assert test["smallest_reachable_pvalue"] == pytest.approx(3 * 2 / 64)
     assert test["pairs_needed"] == 7  # 3 x 2/2**7 = 0.047 < 0.05
-    assert comparison["beats_baseline"] is True  # lower, but not shown to be
+    assert comparison["below_baseline"] is True and comparison["beats_baseline"] is False  # lower, not shown to be
     assert "insufficient" in comparison["sentence"] and "needs at least 7 pairs" in comparison["sentence"]
 
 
@@ -125,7 +128,8 @@ def test_trials_with_other_runs_are_not_testable() -> None:
     fewer = PAIRS[:4]
     study = study_of(trial(1.0, [1.0] * 6, baseline=True), trial(0.9, [0.9] * 4, pairs=fewer))
     comparison = comparison_of(study)
-    assert comparison["test"] is None and comparison["beats_baseline"] is True
+    assert comparison["test"] is None and comparison["below_baseline"] is True
+    assert comparison["beats_baseline"] is None  # lower, but no test could say whether it beats it
     assert "not testable" in comparison["sentence"]
 
 
@@ -133,7 +137,7 @@ def test_the_baseline_as_best_and_the_naive_forecast() -> None:
     study = study_of(trial(0.9, [0.9] * 6, baseline=True, naive=0.8), trial(1.0, [1.0] * 6, naive=0.8))
     comparison = comparison_of(study)
     assert comparison["beats_baseline"] is False and comparison["test"] is None
-    assert comparison["beats_naive"] is False  # 0.9 against a naive RMSE of 0.8
+    assert comparison["below_naive"] is False and comparison["beats_naive"] is False  # 0.9 against 0.8
     assert comparison["naive_test"]["verdict"] == "worse"  # six of six pairs above, one test
     assert comparison["sentence"].startswith("No trial beat the baseline")
 
