@@ -267,3 +267,13 @@ def test_a_worker_keeps_no_model_version_it_uploaded(
     assert summary is not None and summary["counts"]["runs_by_status"]["succeeded"] == runs
     kept = list(folds.glob("*/models/*/model.ckpt"))
     assert len(kept) == (0 if url else runs)  # a build fetches the small files, never a checkpoint
+    if url:  # rebuilt from the store on a fresh machine: the same ranking, and the new set published
+        store = settings.store()
+        sweep = store.root / SWEEP
+        ranking = store.read_bytes(sweep / "config_ranking.csv")
+        assert ranking is not None and store.listing(sweep / "plots", ".png") != []
+        monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(tmp_path / "rebuild"))
+        assert main(["regenerate", "--sweep-dir", f"{url}/{SWEEP}", "--no-plots"]) == 0
+        assert (tmp_path / "rebuild" / SWEEP / "config_ranking.csv").read_bytes() == ranking
+        assert store.read_bytes(sweep / "config_ranking.csv") == ranking
+        assert store.listing(sweep / "plots", ".png") == []  # this build made none
