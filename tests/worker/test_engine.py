@@ -21,7 +21,7 @@ from app.db.session import session_scope
 from app.services import submit
 from core.config import validate_sweep_config
 from core.datasets import dataset_fingerprint
-from core.store import ObjectStore, Store
+from core.store import LocalStore, ObjectStore
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
 from tests.utils.fakes import FailingTrainer, RecordingQueue, fake_train
 from tests.utils.server import api_client, server_settings
@@ -53,7 +53,7 @@ def through_the_server(root: Path, data: dict[str, Any]) -> Path:
     for run_id in list(queue.runs):
         train_one(ctx, run_id, f"task-{run_id}")
     assert queue.reports == [submitted.sweep_id]
-    assert engine.publish_sweep(factory, Store(root), submitted.sweep_id, publisher="reports-task") is not None
+    assert engine.publish_sweep(factory, LocalStore(root), submitted.sweep_id, publisher="reports-task") is not None
     return root / "models" / ASSET / "sweeps" / data["output_subdir"]
 
 
@@ -240,13 +240,13 @@ def test_reports_of_an_unfinished_state_are_written_but_not_published(tmp_path: 
     ctx = WorkerContext(0, 0, factory, queue, settings, fake_train)
     first, second = queue.runs
     train_one(ctx, first, "t1")
-    partial = engine.publish_sweep(factory, Store(root), submitted.sweep_id, publisher="early")
+    partial = engine.publish_sweep(factory, LocalStore(root), submitted.sweep_id, publisher="early")
     assert partial is not None and partial["counts"]["runs_by_status"]["succeeded"] == 1
     with session_scope(factory) as session:
         assert session.get_one(Sweep, submitted.sweep_id).reports_at is None
 
     train_one(ctx, second, "t2")
-    final = engine.publish_sweep(factory, Store(root), submitted.sweep_id, publisher="last")
+    final = engine.publish_sweep(factory, LocalStore(root), submitted.sweep_id, publisher="last")
     assert final is not None and final["counts"]["runs_by_status"]["succeeded"] == 2
     with session_scope(factory) as session:
         assert session.get_one(Sweep, submitted.sweep_id).reports_at is not None
@@ -267,11 +267,13 @@ def test_one_report_build_at_a_time(tmp_path: Path) -> None:
     with session_scope(factory) as session:
         sweep_id = session.scalars(select(Sweep.id)).one()
         assert acquire_publisher(session, sweep_id, "other-builder", 60)
-    assert engine.publish_sweep(factory, Store(root), sweep_id, publisher="me") is None  # the other build publishes
+    assert (
+        engine.publish_sweep(factory, LocalStore(root), sweep_id, publisher="me") is None
+    )  # the other build publishes
     assert not (folder / "summary.json").exists()
     with session_scope(factory) as session:
         release_publisher(session, sweep_id, "other-builder")
-    assert engine.publish_sweep(factory, Store(root), sweep_id, publisher="me") is not None
+    assert engine.publish_sweep(factory, LocalStore(root), sweep_id, publisher="me") is not None
     assert (folder / "summary.json").is_file()
 
 

@@ -22,7 +22,7 @@ from app.db.sweeps import run_counts, utcnow
 from app.services import reap_once, submit
 from core.config import validate_sweep_config
 from core.runs import RunOutcome, RunSpec, Trainer
-from core.store import Store
+from core.store import LocalStore
 from tests.utils.data import ASSET, make_data_root, tiny_sweep
 from tests.utils.fakes import FailingTrainer, RecordingQueue, fake_train
 from tests.utils.server import server_settings
@@ -66,7 +66,7 @@ def test_runs_train_once_and_reports_follow_the_last(env: dict[str, Any]) -> Non
     assert process(env, second, execute_run) == "succeeded"
     assert env["queue"].reports == [1]
     assert states(env["factory"])["succeeded"] == 2
-    summary = engine.publish_sweep(env["factory"], Store(env["root"]), 1, publisher="test")
+    summary = engine.publish_sweep(env["factory"], LocalStore(env["root"]), 1, publisher="test")
     assert summary is not None and summary["counts"]["runs_by_status"]["succeeded"] == 2
     assert (env["root"] / "models/SYN/sweeps/tiny/config_ranking.csv").is_file()
 
