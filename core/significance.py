@@ -113,7 +113,8 @@ def family_most_pairs(counts: np.ndarray, holm_pvalues: np.ndarray) -> np.ndarra
     counts = np.asarray(counts, dtype="int64")
     tested = ~np.isnan(np.asarray(holm_pvalues, dtype="float64"))
     most = int(counts[tested].max()) if tested.any() else 0
-    return np.maximum(counts, most)
+    out: np.ndarray = np.maximum(counts, most)
+    return out
 
 
 def simultaneous_intervals(

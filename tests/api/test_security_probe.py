@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from core.datasets import dataset_path, synthetic_ohlcv
-from core.store import Store
+from core.store import LocalStore
 from tests.utils.data import ASSET, tiny_fold, tiny_sweep
 from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, finish_runs, server_settings
@@ -151,7 +151,7 @@ def finished_sweep(client: TestClient, root: Path) -> tuple[int, Path]:
     ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
     factory = client.app.state.session_factory  # type: ignore[attr-defined]
     finish_runs(factory, {ids[0]: 0.01, ids[1]: 0.011})
-    publish_sweep(factory, Store(root), sweep_id, publisher="probe", plots=False)
+    publish_sweep(factory, LocalStore(root), sweep_id, publisher="probe", plots=False)
     return sweep_id, root / "models" / ASSET / "sweeps" / "tiny"
 
 
@@ -262,7 +262,7 @@ def test_11_regenerate_never_writes_through_a_link_out(
     response = client.post(f"/sweeps/{sweep_id}/regenerate")
     assert response.status_code == 409 and "leads outside" in response.json()["detail"]
     with pytest.raises(UnsafePath):  # the build itself refuses too (a message already queued)
-        publish_sweep(client.app.state.session_factory, Store(root), sweep_id, publisher="probe")  # type: ignore[attr-defined]
+        publish_sweep(client.app.state.session_factory, LocalStore(root), sweep_id, publisher="probe")  # type: ignore[attr-defined]
     assert list(outside.iterdir()) == []
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from core.store import Store
+from core.store import LocalStore
 from tests.utils.data import ASSET, tiny_fold, tiny_sweep
 from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, finish_runs
@@ -247,7 +247,7 @@ def test_plots_and_artifacts(client: TestClient, root: Path) -> None:
     sweep_id = submit(client).json()["id"]
     ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
     finish_runs(factory(client), {ids[0]: 0.01, ids[1]: 0.011})
-    publish_sweep(factory(client), Store(root), sweep_id, publisher="test")
+    publish_sweep(factory(client), LocalStore(root), sweep_id, publisher="test")
     assert client.get(f"/sweeps/{sweep_id}").json()["reports_at"] is not None
 
     plots = client.get(f"/sweeps/{sweep_id}/plots").json()

@@ -405,7 +405,7 @@ def test_study_notes_show_when_the_answer_has_them(served: Served, browser: Any)
     ):
         assert browser.execute_script("return studyNote(arguments[0], 'comparison').sentence;", answer)
     text = browser.execute_script(
-        "return importancesText({status: 'not_enough_trials', reason: '2 complete, 5 needed'});"
-    )
-    assert text == "Parameter importances: not enough trials (2 complete, 5 needed)."
+        "return importancesText({status: 'not enough trials', complete: 2, needed: 5});"
+    )  # the shape core.hpo.param_importances answers
+    assert text == "Parameter importances: not enough trials (2 of 5 complete trials)."
     assert browser.execute_script("return importancesText({status: 'ok'});") == ""

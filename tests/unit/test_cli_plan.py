@@ -164,7 +164,7 @@ def test_plan_estimates_from_a_database_it_can_see(
 ) -> None:
     from app import engine
     from core.config import validate_sweep_config
-    from core.store import Store
+    from core.store import LocalStore
     from tests.utils.data import make_data_root, tiny_sweep
     from tests.utils.server import finish_runs
     from worker.local_sweep import open_database
@@ -174,7 +174,7 @@ def test_plan_estimates_from_a_database_it_can_see(
     monkeypatch.delenv("DATABASE_URL", raising=False)
     factory = open_database(root)
     done = engine.submit(
-        factory, Store(root), "SYN", validate_sweep_config(tiny_sweep()), merge=False, continue_on_error=False
+        factory, LocalStore(root), "SYN", validate_sweep_config(tiny_sweep()), merge=False, continue_on_error=False
     )
     finish_runs(factory, {run_id: 0.01 for run_id in done.new_run_ids})
     config = write(tmp_path, "c.json", tiny_sweep(output_subdir="next", param_ranges={"hidden_size": [4, 6, 8]}))

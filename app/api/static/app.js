@@ -415,7 +415,9 @@ function studyNote(study, name) {
 
 function importancesText(importances) {
   if (!importances || !importances.status || /^(ok|computed|available)$/.test(importances.status)) return "";
-  const detail = importances.reason || importances.message || importances.sentence || "";
+  const counted = importances.complete !== undefined && importances.needed !== undefined
+    ? `${importances.complete} of ${importances.needed} complete trials` : "";
+  const detail = counted || importances.reason || importances.message || importances.sentence || "";
   return `Parameter importances: ${String(importances.status).replaceAll("_", " ")}${detail ? ` (${detail})` : ""}.`;
 }
 
