@@ -33,7 +33,7 @@ from app.settings import Settings
 from core.config import SweepConfig
 from core.datasets import check_dataset_shapes
 from core.errors import Conflict, StudyExists
-from core.hpo_config import HpoConfig, parallel_trials_ok, study_shapes
+from core.hpo_config import HpoConfig, continued_config, parallel_trials_ok, study_shapes
 
 log = logging.getLogger("tftsweep.server")
 
@@ -127,10 +127,8 @@ def _record_study(factory: sessionmaker[Session], asset: str, config: HpoConfig,
             study = Study(asset=asset, output_subdir=config.output_subdir, created_at=now)
             session.add(study)
         else:
-            old = {k: v for k, v in json.loads(study.config_json).items() if k not in STUDY_CONTINUABLE}
-            new = {k: v for k, v in config.to_json_dict().items() if k not in STUDY_CONTINUABLE}
-            if old != new:
-                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            config, changed = continued_config(json.loads(study.config_json), config, STUDY_CONTINUABLE)
+            if changed:
                 raise StudyExists(
                     f"study {asset}/{config.output_subdir} exists with another config (differs in {changed}); "
                     "only n_trials and timeout_s may change to continue it"

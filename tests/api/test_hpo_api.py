@@ -71,6 +71,27 @@ def test_resubmitting_continues_or_refuses(client: TestClient, queue: RecordingQ
     assert len(queue.studies) == 2
 
 
+def test_a_study_stored_before_the_baseline_rules_continues(client: TestClient, queue: RecordingQueue) -> None:
+    """Its stored config has the old default pruner and no `walk_forward.clip_to_data`: the same
+    submission again continues it (202, its pruner kept) instead of 409."""
+    from sqlalchemy import update
+
+    from app.db.models import Study
+    from app.db.session import session_scope
+    from core.hpo_config import LEGACY_DEFAULT_PRUNER
+
+    study_id = post(client, hpo_dict()).json()["id"]
+    stored = client.get(f"/hpo/{study_id}").json()["config"]
+    stored["pruner"] = dict(LEGACY_DEFAULT_PRUNER)
+    stored["walk_forward"].pop("clip_to_data")
+    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    with session_scope(factory) as session:
+        session.execute(update(Study).where(Study.id == study_id).values(config_json=json.dumps(stored)))
+    again = post(client, hpo_dict(n_trials=6))
+    assert again.status_code == 202, again.text
+    assert again.json()["config"]["pruner"] == LEGACY_DEFAULT_PRUNER and again.json()["config"]["n_trials"] == 6
+
+
 def at_once(client: TestClient, configs: list[dict[str, Any]]) -> list[int]:
     """POST every config to /hpo at the same moment (a thread each, released together); the statuses."""
     start = threading.Barrier(len(configs))
