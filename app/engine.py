@@ -66,15 +66,15 @@ from app.db.sweeps import (
 )
 from app.db.workers import lease_owner
 from core.config import SweepConfig
-from core.datasets import check_dataset_for_sweep, dataset_dir, dataset_fingerprint
+from core.datasets import check_dataset_for_sweep, dataset_fingerprint
 from core.dry_run import dry_run_report
 from core.errors import DatasetError, StoreError, SweepExists, SweepFolderError, UnsafePath
 from core.feature_sets import resolve_features
 from core.merge import validate_merge
-from core.paths import ensure_inside, sweep_dir, version_dir
+from core.paths import ensure_inside, model_version, sweep_dir
 from core.plan import check_plan_size, expand_sweep
 from core.runs import RunOutcome, RunSpec, Trainer
-from core.store import SWEEP_INPUT_FILES, Store
+from core.store import Store
 from core.sweep_folder import (
     ANALYSIS_CONFIG,
     SweepFolderConfig,
@@ -135,7 +135,7 @@ def submit(
     """
     root = store.root
     check_plan_size(config, max_runs)  # arithmetic, before the dataset is fetched or read
-    store.fetch(dataset_dir(root, asset))
+    store.fetch_dataset(asset)
     check_dataset_for_sweep(root, asset, config)
     dataset = dataset_fingerprint(root, asset)
     folder_path = sweep_dir(root, asset, config.output_subdir)
@@ -143,7 +143,7 @@ def submit(
         known = find_sweep(session, asset, config.output_subdir) is not None
     adopted = None
     if not known:
-        store.fetch(folder_path, SWEEP_INPUT_FILES)  # a sweep the store holds and the database forgot
+        store.fetch_sweep_inputs(asset, config.output_subdir)  # a sweep the store holds and the database forgot
         adopted = adopt_folder(factory, folder_path, asset)
     with session_scope(factory) as session:
         result = submit_sweep(
@@ -173,7 +173,7 @@ def submit(
         )
     ensure_inside(root, folder_path)
     write_analysis_config(folder_path, folder)
-    store.put(folder_path / ANALYSIS_CONFIG)
+    store.publish_sweep_file(asset, config.output_subdir, ANALYSIS_CONFIG)
     return submitted
 
 
@@ -198,7 +198,7 @@ def dry_run(
     """
     root = store.root
     check_plan_size(config, max_runs)
-    store.fetch(dataset_dir(root, asset))
+    store.fetch_dataset(asset)
     check_dataset_for_sweep(root, asset, config)
     dataset = dataset_fingerprint(root, asset)
     with session_scope(factory) as session:
@@ -476,7 +476,7 @@ def _fetch_inputs(store: Store, spec: RunSpec) -> RunOutcome | None:
     """Bring the run's dataset to this machine (once per fingerprint); the failed outcome when
     the store fails (the run's error names it; a retry may find the store back)."""
     try:
-        store.fetch(dataset_dir(store.root, spec.asset))
+        store.fetch_dataset(spec.asset)
     except StoreError as exc:
         return RunOutcome(spec.run_id, error=f"StoreError: {exc}")
     return None
@@ -489,9 +489,9 @@ def _upload_outputs(store: Store, spec: RunSpec, outcome: RunOutcome) -> RunOutc
     if outcome.metrics is None or outcome.model_version is None:
         return outcome
     started = time.perf_counter()
-    folder = version_dir(Path(spec.sweep_dir), spec.fold["name"], spec.config_id, spec.seed)
+    names = (spec.asset, Path(spec.sweep_dir).name, spec.fold["name"], model_version(spec.config_id, spec.seed))
     try:
-        store.publish(folder)
+        store.publish_version(*names)
     except StoreError as exc:
         return RunOutcome(spec.run_id, error=f"StoreError: {exc}", timings=outcome.timings)
     if store.remote:
@@ -499,9 +499,9 @@ def _upload_outputs(store: Store, spec: RunSpec, outcome: RunOutcome) -> RunOutc
     # Dropped before the run is recorded: until then no report build reads the version (the
     # run is not succeeded yet), so a build on this machine never sees its files vanish.
     try:
-        store.drop_local(folder)
+        store.drop_local_version(*names)
     except (OSError, UnsafePath) as exc:  # the version is published: a leftover copy must not fail the run
-        log.warning("run %s: the local copy of %s was not removed: %s", spec.run_id, folder.name, exc)
+        log.warning("run %s: the local copy of %s was not removed: %s", spec.run_id, names[-1], exc)
     return outcome
 
 
@@ -587,15 +587,16 @@ def _write_files(store: Store, snap: _Snapshot, plots: bool) -> dict[str, Any]:
     root = store.root
     folder = sweep_dir(root, snap.folder.asset, snap.folder.config.output_subdir)
     ensure_inside(root, folder)
-    store.fetch_sweep(folder)  # the model versions other machines published
-    store.fetch(dataset_dir(root, snap.folder.asset))
+    asset, subdir = snap.folder.asset, snap.folder.config.output_subdir
+    store.fetch_versions(asset, subdir)  # the model versions other machines published
+    store.fetch_dataset(asset)
     dataset, problem = drift_dataset(root, snap.folder)
     if problem is not None:
         log.warning("sweep %s: drift not computed: %s", folder.name, problem)
     reason = f"not computed: {problem}" if problem else None
     summary = write_sweep_reports(folder, snap.records, snap.folder, dataset, drift_reason=reason, plots=plots)
-    store.publish_reports(folder)
+    store.publish_sweep_reports(asset, subdir)
     if snap.done:
-        for version in store.drop_unpublished(folder, UNPUBLISHED_GRACE_SECONDS):
+        for version in store.drop_unpublished_versions(asset, subdir, UNPUBLISHED_GRACE_SECONDS):
             log.warning("sweep %s: removed %s, a model version whose upload never finished", folder.name, version)
     return summary

@@ -75,25 +75,25 @@ def sweep(root: Path, store_url: str | None) -> dict[str, Any]:
 def fresh_machine(base: Path, url: str, writer_root: Path, sweep: Path) -> dict[str, float]:
     """A machine with an empty disk: the dataset's first download, a cached fetch, the sweep's
     versions (what a report build reads), and re-uploading the reports."""
-    from core.datasets import dataset_dir
     from core.store import ObjectStore
 
     store = ObjectStore((base / "fresh").resolve(), url)
-    folder = dataset_dir(store.root, "MSFT")
+    asset, subdir = sweep.parts[1], sweep.parts[3]  # models/{asset}/sweeps/{output_subdir}
     first = time.perf_counter()
-    store.fetch(folder)
+    store.fetch_dataset(asset)
     cold = time.perf_counter() - first
     cached = []
     for _ in range(20):
         started = time.perf_counter()
-        store.fetch(folder)
+        store.fetch_dataset(asset)
         cached.append(time.perf_counter() - started)
     started = time.perf_counter()
-    store.fetch_sweep(store.root / sweep, reports=True)
+    store.fetch_versions(asset, subdir)
+    store.fetch_sweep_inputs(asset, subdir)
     versions = time.perf_counter() - started
     writer = ObjectStore(writer_root, url)
     started = time.perf_counter()
-    writer.publish_reports(writer_root / sweep)
+    writer.publish_sweep_reports(asset, subdir)
     reports = time.perf_counter() - started
     return {
         "dataset_first_download_ms": 1000 * cold,
@@ -110,10 +110,9 @@ def main() -> None:
             base = Path(tmp)
             local = sweep(example_root(base / "local"), None)
             store_root = example_root(base / "s3").resolve()
-            from core.datasets import dataset_dir
             from core.store import ObjectStore
 
-            ObjectStore(store_root, url).publish(dataset_dir(store_root, "MSFT"))
+            ObjectStore(store_root, url).publish_dataset("MSFT")
             remote = sweep(store_root, url)
             sweep_rel = Path("models/MSFT/sweeps/example_msft")
             version = next((store_root / sweep_rel).glob("folds/*/models/*"))

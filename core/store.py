@@ -1,4 +1,4 @@
-"""Where datasets, model versions, sweep folders and study folders live (SPEC section 3).
+"""Where datasets, model versions, sweep folders and study folders live (docs/architecture.md).
 
 `Store` is what the rest of the code asks of them, by name (`fetch_dataset(asset)`,
 `publish_version(asset, output_subdir, fold, version)`, ...), never by folder; the folders
@@ -167,34 +167,6 @@ class Store(Protocol):
     def listing(self, folder: Path, suffix: str, inside: Path | None = None) -> list[str]:
         """Names of the files directly in `folder` ending in `suffix` that `open` serves, sorted."""
 
-    # -- by folder: the calls app/engine.py and worker/local_sweep.py make until they move to
-    # -- the methods above (issue 23); nothing new should use them ----------------------------
-
-    def publish(self, folder: Path) -> None:
-        """Make the local `folder` (a model version, a dataset, a study) visible to readers."""
-
-    def fetch(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
-        """Bring the published `folder` (only `names` of it, when given) to the local disk.
-        False when it is not published."""
-
-    def fetch_many(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
-        """`fetch` for many folders at once; returns those that are published."""
-
-    def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
-        """`fetch_versions` of the sweep at `folder` and, with `reports`, `fetch_sweep_inputs`."""
-
-    def publish_reports(self, folder: Path) -> None:
-        """`publish_sweep_reports` of the sweep at `folder`."""
-
-    def put(self, path: Path) -> None:
-        """Upload one local file as it is (a sweep's `analysis_config.json` written at submission)."""
-
-    def drop_local(self, folder: Path) -> bool:
-        """`drop_local_version` of the model version at `folder`."""
-
-    def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
-        """`drop_unpublished_versions` of the sweep at `folder`."""
-
 
 class LocalStore:
     """The data root on the local disk: nothing to move, reads from the disk."""
@@ -276,32 +248,6 @@ class LocalStore:
             return []
         return sorted(p.name for p in folder.glob(f"*{suffix}") if self.open(p, inside) is not None)
 
-    # -- by folder (see `Store`) -----------------------------------------------------------------
-
-    def publish(self, folder: Path) -> None:
-        pass
-
-    def fetch(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
-        return folder.is_dir()
-
-    def fetch_many(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
-        return {folder for folder in folders if folder.is_dir()}
-
-    def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
-        return folder.is_dir()
-
-    def publish_reports(self, folder: Path) -> None:
-        pass
-
-    def put(self, path: Path) -> None:
-        pass
-
-    def drop_local(self, folder: Path) -> bool:
-        return False
-
-    def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
-        return []
-
 
 class ObjectStore:
     """An S3 (or S3-compatible) bucket and prefix holding the data root's layout."""
@@ -341,46 +287,46 @@ class ObjectStore:
         return sorted(PurePosixPath(k).parent.name for k in keys)
 
     def fetch_dataset(self, asset: str) -> bool:
-        return self.fetch(dataset_dir(self.root, asset))
+        return self._fetch_folder(dataset_dir(self.root, asset))
 
     def fetch_datasets(self) -> list[str]:
         assets = self.datasets()
-        self.fetch_many([dataset_dir(self.root, asset) for asset in assets])
+        self._fetch_folders([dataset_dir(self.root, asset) for asset in assets])
         return assets
 
     def publish_dataset(self, asset: str) -> None:
-        self.publish(dataset_dir(self.root, asset))
+        self._publish_folder(dataset_dir(self.root, asset))
 
     # -- sweeps and their model versions ---------------------------------------------------------
 
     def fetch_sweep_inputs(self, asset: str, output_subdir: str) -> bool:
-        return self.fetch(sweep_dir(self.root, asset, output_subdir), SWEEP_INPUT_FILES)
+        return self._fetch_folder(sweep_dir(self.root, asset, output_subdir), SWEEP_INPUT_FILES)
 
     def fetch_versions(self, asset: str, output_subdir: str) -> bool:
         return self._fetch_versions(sweep_dir(self.root, asset, output_subdir))
 
     def publish_sweep_file(self, asset: str, output_subdir: str, name: str) -> None:
-        self.put(sweep_dir(self.root, asset, output_subdir) / name)
+        self._put_file(sweep_dir(self.root, asset, output_subdir) / name)
 
     def publish_sweep_reports(self, asset: str, output_subdir: str) -> None:
-        self.publish_reports(sweep_dir(self.root, asset, output_subdir))
+        self._publish_reports_folder(sweep_dir(self.root, asset, output_subdir))
 
     def drop_unpublished_versions(self, asset: str, output_subdir: str, older_than: float) -> list[str]:
-        return self.drop_unpublished(sweep_dir(self.root, asset, output_subdir), older_than)
+        return self._drop_unpublished_folder(sweep_dir(self.root, asset, output_subdir), older_than)
 
     def publish_version(self, asset: str, output_subdir: str, fold: str, version: str) -> None:
-        self.publish(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
+        self._publish_folder(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
 
     def drop_local_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
-        return self.drop_local(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
+        return self._drop_local_folder(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
 
     # -- studies ---------------------------------------------------------------------------------
 
     def fetch_study(self, asset: str, output_subdir: str) -> bool:
-        return self.fetch(hpo_dir(self.root, asset, output_subdir))
+        return self._fetch_folder(hpo_dir(self.root, asset, output_subdir))
 
     def publish_study(self, asset: str, output_subdir: str) -> None:
-        self.publish(hpo_dir(self.root, asset, output_subdir))
+        self._publish_folder(hpo_dir(self.root, asset, output_subdir))
 
     # -- reading, for the API ------------------------------------------------------------------------
 
@@ -426,15 +372,15 @@ class ObjectStore:
                 return entry if isinstance(entry, dict) else None
         return None
 
-    # -- by folder (see `Store`) -----------------------------------------------------------------
+    # -- by folder: what the named calls above do, given the folder core.paths gives them -------
 
-    def publish(self, folder: Path) -> None:
+    def _publish_folder(self, folder: Path) -> None:
         self._publish(folder, lambda rel: False)
 
-    def publish_reports(self, folder: Path) -> None:
+    def _publish_reports_folder(self, folder: Path) -> None:
         self._publish(folder, in_versions, remove_missing=True)
 
-    def put(self, path: Path) -> None:
+    def _put_file(self, path: Path) -> None:
         self._call(f"uploading {self.key(path)}", lambda: self.fs.put_file(str(path), self.key(path)))
         owners = publishing_folders(self.root, path)
         manifest = self._manifest(owners[0]) if owners else None
@@ -447,7 +393,7 @@ class ObjectStore:
             body = json.dumps(manifest, indent=1, sort_keys=True).encode()
             self._call(f"writing {self._mkey(folder)}", lambda: self.fs.pipe_file(self._mkey(folder), body))
 
-    def drop_local(self, folder: Path) -> bool:
+    def _drop_local_folder(self, folder: Path) -> bool:
         # A worker's disk is scratch: keeping each version it trained would fill it (286 kB a
         # run). Nothing on this machine reads a checkpoint after its upload, and a report build
         # fetches the small files of every published version from the store.
@@ -457,7 +403,7 @@ class ObjectStore:
         shutil.rmtree(folder)
         return True
 
-    def fetch(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
+    def _fetch_folder(self, folder: Path, names: tuple[str, ...] | None = None) -> bool:
         for _attempt in range(3):  # a folder re-published while we read it: read it again
             manifest = self._manifest(folder)
             if manifest is None:
@@ -467,7 +413,7 @@ class ObjectStore:
             time.sleep(0.2)
         raise StoreError(f"{self.key(folder)} kept changing while it was read: try again")
 
-    def fetch_many(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
+    def _fetch_folders(self, folders: list[Path], names: tuple[str, ...] | None = None) -> set[Path]:
         # Every manifest, then every missing file, in concurrent requests: thousands of folders
         # would otherwise pay round trips for each.
         by_key = {self._mkey(folder): folder for folder in folders}
@@ -480,14 +426,14 @@ class ObjectStore:
             if isinstance(data, bytes):  # else removed since the listing
                 manifests[by_key[key]] = self._parsed(by_key[key], data)
         for folder in self._download(manifests, names):
-            self.fetch(folder, names)  # re-published meanwhile: read it again
+            self._fetch_folder(folder, names)  # re-published meanwhile: read it again
         return set(manifests)
 
-    def fetch_sweep(self, folder: Path, *, reports: bool = False) -> bool:
-        found = self.fetch(folder, SWEEP_INPUT_FILES) if reports else False
+    def _fetch_sweep_folder(self, folder: Path, *, reports: bool = False) -> bool:
+        found = self._fetch_folder(folder, SWEEP_INPUT_FILES) if reports else False
         return self._fetch_versions(folder) or found
 
-    def drop_unpublished(self, folder: Path, older_than: float) -> list[str]:
+    def _drop_unpublished_folder(self, folder: Path, older_than: float) -> list[str]:
         base = f"{self.key(folder)}/{FOLDS}"
         try:
             found = self._call(f"listing {base}", lambda: self.fs.find(base, detail=True))
@@ -563,7 +509,7 @@ class ObjectStore:
         keys = self._call(f"listing {pattern}", lambda: self.fs.glob(pattern))
         base = PurePosixPath(self.key(folder))
         versions = [folder / Path(PurePosixPath(key).relative_to(base)).parent for key in keys]
-        fetched = self.fetch_many(versions, VERSION_REPORT_FILES)
+        fetched = self._fetch_folders(versions, VERSION_REPORT_FILES)
         # A version this machine holds that the store does not (removed there) is not the sweep's.
         stale = {p.parent for p in folder.glob(f"{VERSIONS}/{MANIFEST}")} - fetched
         ensure_inside(self.root, *stale)

@@ -107,7 +107,7 @@ def process_study(study_id: int, factory: sessionmaker[Session], settings: Setti
     """Run trials of a study until it holds `n_trials` finished ones (or it is cancelled);
     record its status."""
     from core.hpo import run_stored_study
-    from core.hpo_config import validate_hpo_config
+    from core.hpo_config import stored_hpo_config
     from core.paths import hpo_dir
 
     with session_scope(factory) as session:
@@ -116,7 +116,7 @@ def process_study(study_id: int, factory: sessionmaker[Session], settings: Setti
             return "missing"
         if study.status == StudyStatus.CANCELLED:
             return "cancelled"
-        config = validate_hpo_config(json.loads(study.config_json))
+        config = stored_hpo_config(json.loads(study.config_json))
         asset = study.asset
         study.status = StudyStatus.RUNNING
         study.updated_at = utcnow()

@@ -284,12 +284,11 @@ def test_machines_that_share_only_the_database_and_the_object_store(
     local disk holds when one machine does everything, and the API serves it from there."""
     from app.api.main import create_app
     from app.settings import Settings
-    from core.datasets import dataset_dir
     from tests.utils.services import object_store, use_s3
 
     url = use_s3(monkeypatch)
     staging = make_data_root(tmp_path / "staging")
-    object_store(staging, url).publish(dataset_dir(staging, ASSET))  # `tftsweep dataset import` elsewhere
+    object_store(staging, url).publish_dataset(ASSET)  # `tftsweep dataset import` elsewhere
     database = f"sqlite:///{tmp_path / 'shared.db'}"
     machines = {
         name: Settings(data_dir=tmp_path / name, database_url=database, redis_url=None, store_url=url)
@@ -321,12 +320,13 @@ def test_machines_that_share_only_the_database_and_the_object_store(
     assert engine.publish_sweep(factory, machines["w2"].store(), submitted.sweep_id, publisher="reports") is not None
     assert not (tmp_path / "api" / "models/SYN/sweeps/tiny/summary.json").exists()
 
-    # What the store holds is what one machine writes on its own disk (timestamps aside).
+    # What the store holds is what one machine writes on its own disk (timestamps aside): every
+    # published folder read whole, below the named calls (which fetch what a reader needs).
     reader = object_store(tmp_path / "reader", url)
     folder = reader.root / "models/SYN/sweeps/tiny"
-    assert reader.fetch(folder)
+    assert reader._fetch_folder(folder)
     for manifest in reader.fs.glob(f"{reader.key(folder)}/folds/*/models/*/_manifest.json"):
-        reader.fetch(reader.root / Path(manifest).relative_to(Path(reader.base)).parent)
+        reader._fetch_folder(reader.root / Path(manifest).relative_to(Path(reader.base)).parent)
     stored = {k: v for k, v in sweep_files(folder).items() if not k.endswith("_manifest.json")}
     local = sweep_files(through_the_server(make_data_root(tmp_path / "local"), two_fold_sweep()))
     assert sorted(stored) == sorted(local)

@@ -184,7 +184,6 @@ def test_a_study_continued_on_another_machine_through_the_object_store(
     from app.api.main import create_app
     from app.services import submit_study
     from app.settings import Settings
-    from core.datasets import dataset_dir
     from tests.utils.fakes import RecordingQueue
     from tests.utils.server import api_client
     from tests.utils.services import object_store, use_s3
@@ -193,7 +192,7 @@ def test_a_study_continued_on_another_machine_through_the_object_store(
 
     url = use_s3(monkeypatch)
     staging = make_data_root(tmp_path / "staging")
-    object_store(staging, url).publish(dataset_dir(staging, ASSET))
+    object_store(staging, url).publish_dataset(ASSET)
     database = f"sqlite:///{tmp_path / 'shared.db'}"
     machines = {
         name: Settings(data_dir=tmp_path / name, database_url=database, redis_url=None, store_url=url)
