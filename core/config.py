@@ -1,4 +1,4 @@
-"""The sweep config schema (SPEC section 2): one pydantic model for the API, the CLI and workers.
+"""The sweep config schema (docs/config.md): one pydantic model for the API, the CLI and workers.
 
 One job, validation of a config, in three parts kept together because they read the same raw
 data: the models, the cross-field checks, and the error shaping (field paths, the non-finite

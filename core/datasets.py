@@ -1,6 +1,6 @@
 """Datasets on disk: import from OHLCV CSV, the MSFT example, a synthetic generator, validation.
 
-Layout (SPEC): `{data_root}/processed/dataset_tft/{ASSET}/dataset_tft_{ASSET}.parquet`
+Layout (docs/datasets.md): `{data_root}/processed/dataset_tft/{ASSET}/dataset_tft_{ASSET}.parquet`
 with a JSON sidecar `dataset_tft_{ASSET}.json` (target definition, feature sets, source).
 
 Two jobs share this module today: reading untrusted files (CSV and parquet under

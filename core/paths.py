@@ -1,4 +1,4 @@
-"""Where things live under the data root (SPEC section 3), and checks that a path stays inside it.
+"""Where things live under the data root (docs/architecture.md), and checks that a path stays inside it.
 
 This module is the one place that knows the layout: the folders below are built here, and the
 patterns that recognise them (`PUBLISHED_FOLDERS`, `VERSIONS`) are built from the same pieces.

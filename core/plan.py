@@ -1,4 +1,4 @@
-"""One-factor-at-a-time expansion of a sweep config into configs and runs (SPEC section 2)."""
+"""One-factor-at-a-time expansion of a sweep config into configs and runs (docs/config.md)."""
 
 from __future__ import annotations
 

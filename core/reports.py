@@ -1,4 +1,4 @@
-"""Report tables built from run records (SPEC section 3), written atomically with stable formatting.
+"""Report tables built from run records (docs/reports.md), written atomically with stable formatting.
 
 A run record is a dict with the `sweep_runs` columns plus `params` (the run's full
 training config). Every table here is a pure function of the records, so reports can be
@@ -56,7 +56,7 @@ SWEEP_RUNS_NAMES: tuple[str, ...] = (*RUN_COLUMNS, *PARAM_COLUMNS)
 
 
 def sweep_runs_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The `sweep_runs` table as columns of plain (JSON) values: the SPEC columns, then one
+    """The `sweep_runs` table as columns of plain (JSON) values: the documented columns, then one
     column per training_config key; errors on one line."""
     columns = _transposed(records, RUN_COLUMNS)
     params = [rec.get("params") or {} for rec in records]
@@ -156,7 +156,7 @@ def _floats(values: list[Any]) -> np.ndarray:
 
 
 def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The analysis view of the runs: the SPEC `sweep_runs` columns (not the training params)
+    """The analysis view of the runs: the documented `sweep_runs` columns (not the training params)
     plus `param_raw` (the typed value), metrics as floats."""
     columns = sweep_runs_columns(records)
     return _analysis_frame(columns, spelled_values(columns))

@@ -1,9 +1,9 @@
 """The configs shipped with tftsweep (package data, found with importlib.resources).
 
-`sweep` is the guide's default (`config/model_analysis.default.json`), used by
-`tftsweep sweep` and `plan` when `--config-json` is left out; `hpo` is the guide's
-`config/optuna/default_tft_optuna_sweep.json`, used by `tftsweep hpo`; `example` is the
-demo's sweep on the MSFT example dataset.
+`sweep` is the default sweep (`core/configs/model_analysis.default.json`), used by
+`tftsweep sweep` and `plan` when `--config-json` is left out; `hpo` is the default study
+(`core/configs/optuna/default_tft_optuna_sweep.json`), used by `tftsweep hpo`; `example` is
+the demo's sweep on the MSFT example dataset.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Write every report, drift file and plot of a sweep (SPEC section 3), or rebuild them from disk.
+"""Write every report, drift file and plot of a sweep (docs/reports.md), or rebuild them from disk.
 
 `write_sweep_reports` is called when a sweep's runs are done (by the run engine);
 `regenerate_sweep` reads only what the folder stores (`analysis_config.json`,

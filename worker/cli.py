@@ -1,4 +1,4 @@
-"""The `tftsweep` command line: the commands and flags of the original pipeline over the same core services.
+"""The `tftsweep` command line: sweeps, studies, reports and the server, over the same core services.
 
 Subcommands import what they need when they run, so `tftsweep plan` never pays for torch.
 Exit codes: 0 success, 1 a run or sweep failed, 2 bad input (config, data, flags), 130 interrupted.

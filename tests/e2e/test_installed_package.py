@@ -82,7 +82,7 @@ def test_a_normal_install_migrates_sweeps_and_serves_from_any_directory(installe
     assert upgraded.returncode == 0, upgraded.stderr
     assert "database is at the newest schema" in upgraded.stdout
 
-    plan = run(installed, ["plan"], elsewhere, env)  # the guide's default config, from package data
+    plan = run(installed, ["plan"], elsewhere, env)  # the default config, from package data
     assert plan.returncode == 0, plan.stderr
     assert "model_analysis.default.json (shipped with tftsweep)" in plan.stderr
 

@@ -112,7 +112,7 @@ def test_the_simultaneous_interval_is_bonferroni_over_the_family() -> None:
         assert row["simultaneous_ci_low"] == pytest.approx(d.mean() - half, rel=1e-9)
         assert row["simultaneous_ci_high"] == pytest.approx(d.mean() + half, rel=1e-9)
         unadjusted = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-        assert row["ci95_high"] == pytest.approx(d.mean() + unadjusted, rel=1e-9)  # the SPEC column stays
+        assert row["ci95_high"] == pytest.approx(d.mean() + unadjusted, rel=1e-9)  # the documented column stays
         assert row["simultaneous_ci_high"] - row["simultaneous_ci_low"] > row["ci95_high"] - row["ci95_low"]
 
 

@@ -1,4 +1,4 @@
-"""After a real (tiny) sweep: every SPEC file with its columns, byte-identical regenerate, plots, compare."""
+"""After a real (tiny) sweep: every documented file with its columns, byte-identical regenerate, plots, compare."""
 
 from __future__ import annotations
 
