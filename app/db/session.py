@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,13 +126,30 @@ def _sqlite_engine(url: str, busy_ms: int, options: dict[str, Any]) -> Engine:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        _enter_wal(cur, busy_ms)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
     return engine
+
+
+def _enter_wal(cur: Any, busy_ms: int) -> None:
+    """`PRAGMA journal_mode=WAL`, retried while another connection holds the database: the
+    switch of a new database file to WAL needs it alone, and SQLite answers "database is
+    locked" at once there, without its busy wait (two processes opening a new database
+    together, e.g. a server and its first worker, saw it one time in eight). Waits at most
+    `busy_ms` (at least a second), as any other statement would."""
+    deadline = time.monotonic() + max(busy_ms, 1000) / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
