@@ -3,7 +3,6 @@ when they are all in use, /healthz beside busy threads, /metrics, and slow clien
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -15,7 +14,6 @@ from typing import Any
 
 import anyio
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
@@ -24,7 +22,7 @@ from app.api.main import create_app
 from app.db.session import api_pool, request_sessions
 from tests.utils.data import ASSET, tiny_sweep
 from tests.utils.fakes import RecordingQueue
-from tests.utils.processes import free_port
+from tests.utils.processes import free_port, uvicorn_in_thread
 from tests.utils.server import api_client, server_settings
 from worker.serve import server_config
 
@@ -276,16 +274,8 @@ def served(tmp_path: Path) -> Iterator[int]:
     """`echo_body` behind uvicorn with serve's config: 0.5 s to send a request, 3 connections."""
     settings = server_settings(tmp_path, request_read_timeout_seconds=0.5, max_connections=3, keep_alive_seconds=1)
     port = free_port()
-    server = uvicorn.Server(server_config(echo_body, "127.0.0.1", port, "warning", settings))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_in_thread(server_config(echo_body, "127.0.0.1", port, "warning", settings), timeout=10):
+        yield port
 
 
 def until_closed(sock: socket.socket, limit: float = 5) -> tuple[bytes, float]:

@@ -6,10 +6,7 @@ from Optuna trials made by hand, so nothing trains."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +20,7 @@ from core.feature_sets import resolve_features
 from tests.ui.browser import fits_at_every_width, page_overflow, wait_for
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_study, tiny_sweep
 from tests.utils.fakes import RecordingQueue
-from tests.utils.processes import free_port
+from tests.utils.processes import free_port, uvicorn_in_thread
 from tests.utils.server import finish_runs, server_settings
 
 pytestmark = [pytest.mark.e2e]
@@ -132,16 +129,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = make_data_root(tmp_path_factory.mktemp("layout") / "data")
     app = create_app(server_settings(root), queue=RecordingQueue(), reaper=False)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
     base = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=base, timeout=30)
-    try:
+    with (
+        uvicorn_in_thread(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
         sweep = client.post("/sweeps", json={"asset": ASSET, "config": WIDE_SWEEP})
         assert sweep.status_code == 201, sweep.text
         sweep_id, total = sweep.json()["id"], sweep.json()["total_runs"]
@@ -156,10 +148,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert study.status_code == 201, study.text
         _study_files(root, study_config)
         yield Served(base, client, sweep_id, total, len(done), study.json()["id"], study_config)
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def visible_rows(browser: Any, table: str) -> int:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +244,26 @@ def check_full_sweep_and_merge(server: ServerProcess) -> None:
     after = {r["run_id"]: r["finished_at"] for r in server.client.get(f"/sweeps/{sweep_id}/runs").json()["data"]}
     assert all(after[run_id] == finished for run_id, finished in before.items())  # nothing retrained
     assert json.loads((folder / "summary.json").read_text())["counts"]["runs"] == 6
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(config: Any, timeout: float = 30) -> Iterator[None]:
+    """A `uvicorn.Config`'s server running in a thread of this process (so a test may reach
+    the app's state), started before the block and stopped after it."""
+    import asyncio
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
