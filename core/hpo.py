@@ -14,6 +14,12 @@ point of the same fold, never a hard fold with an easy one. Reporting goes throu
 Trial 0 of a new study is the baseline (`training_config`, enqueued with its values of the
 searched parameters); the summary's `comparison` says whether the best trial beats it and
 the naive forecast, with the paired signed-rank test where both have the same runs.
+
+Two jobs share this module: running a study (storage, objective, pruner, trial 0) and its
+report (summary, the comparison with the baseline, importances, top-k, plots). The report
+reads only finished trials and is the seam to split along (a `core.hpo_report` of its own);
+it grew here with the baseline comparison, and moving it is left to a change that only
+moves code.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ reader never mixes two versions of a folder.
 
 This module is the only one that builds object keys: the rest of the code speaks of assets,
 sweeps and versions, and the API of paths under the data root.
+
+One job, where the files live, over 500 lines because it holds the protocol and both of its
+implementations side by side (the contract suite checks them against each other); the S3
+one carries the manifest protocol above, which no other module should know.
 """
 
 from __future__ import annotations
