@@ -496,7 +496,7 @@ def write_hpo_artifacts(
             "runs": best.user_attrs.get("runs"),
         }
     write_json_atomic(out_dir / "optuna_best_trial.json", json_safe(best_json or {}))
-    importances = param_importances(study, config)
+    importances = param_importances(study, config, fit=plots)  # a forest per trial is not worth it
     plot_files = _write_plots(trials, importances, config, out_dir) if plots else _existing_plots(out_dir)
     counts = {
         s: int((trials["state"] == s).sum()) if len(trials) else 0 for s in ("complete", "pruned", "fail", "running")
@@ -559,15 +559,18 @@ def importances_figure(importances: dict[str, Any], title: str) -> Any:
     return plots.plot_param_importances({}, f"{title}: parameter importances", note)
 
 
-def param_importances(study: optuna.Study, config: HpoConfig) -> dict[str, Any]:
+def param_importances(study: optuna.Study, config: HpoConfig, fit: bool = True) -> dict[str, Any]:
     """fANOVA importances (seeded with the sampler's seed) once `MIN_TRIALS_FOR_IMPORTANCES`
     trials are complete: `{"status": "ok", "complete", "needed", "values"}`; below that,
     `{"status": "not enough trials", "complete", "needed"}`; `"no variation"` when every
-    complete trial has the same objective or parameters."""
+    complete trial has the same objective or parameters. Without `fit` (the summary written
+    after each trial) the forest is not fitted: `"at the end of the study"`."""
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     out: dict[str, Any] = {"status": NOT_ENOUGH_TRIALS, "complete": complete, "needed": MIN_TRIALS_FOR_IMPORTANCES}
     if complete < MIN_TRIALS_FOR_IMPORTANCES:
         return out
+    if not fit:
+        return {**out, "status": "at the end of the study"}
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=config.sampler.seed)
     try:
         values = optuna.importance.get_param_importances(study, evaluator=evaluator)
@@ -651,13 +654,12 @@ def _baseline_test(
     pairs = sorted(base_runs)
     if not pairs or sorted(_runs_by_pair(best)) != pairs:
         return None
-    family = [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETE and t.number != baseline.number and sorted(_runs_by_pair(t)) == pairs
-    ]
+    runs = {
+        t.number: _runs_by_pair(t) for t in trials if t.state == TrialState.COMPLETE and t.number != baseline.number
+    }
+    family = [t for t in trials if t.number in runs and sorted(runs[t.number]) == pairs]
     deltas = [
-        np.array([_runs_by_pair(t)[k]["val_rmse"] - base_runs[k]["val_rmse"] for k in pairs], dtype="float64")
+        np.array([runs[t.number][k]["val_rmse"] - base_runs[k]["val_rmse"] for k in pairs], dtype="float64")
         for t in family
     ]
     pvalues = wilcoxon_pvalues(deltas)
