@@ -186,7 +186,7 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_root / 'tftsweep.db'}"
+        return database_url(self.data_root, self.database_url)
 
     @property
     def broker_dir(self) -> Path:
@@ -209,6 +209,11 @@ class Settings(BaseSettings):
         """Torch threads for each of `processes` training side by side in each of this machine's
         `worker_processes` worker processes."""
         return threads_per_process(processes * self.worker_processes, self.torch_threads)
+
+
+def database_url(root: Path, url: str | None = None) -> str:
+    """The server's database: `url`, or SQLite under the data root `root`."""
+    return url or f"sqlite:///{root / 'tftsweep.db'}"
 
 
 def threads_per_process(processes: int, configured: int | None = None) -> int:

@@ -433,10 +433,6 @@ class ObjectStore:
             self._fetch_folder(folder, names)  # re-published meanwhile: read it again
         return set(manifests)
 
-    def _fetch_sweep_folder(self, folder: Path, *, reports: bool = False) -> bool:
-        found = self._fetch_folder(folder, SWEEP_INPUT_FILES) if reports else False
-        return self._fetch_versions(folder) or found
-
     def _drop_unpublished_folder(self, folder: Path, older_than: float) -> list[str]:
         base = f"{self.key(folder)}/{FOLDS}"
         try:

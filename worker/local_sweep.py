@@ -29,7 +29,7 @@ from app.db.migrate import upgrade_database
 from app.db.models import Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
 from app.db.sweeps import is_stopped, queued_run_ids, run_counts
-from app.settings import Settings, threads_per_process
+from app.settings import Settings, database_url, threads_per_process
 from core.config import SweepConfig
 from core.paths import sweep_dir
 from core.runs import RunOutcome, RunSpec, Trainer
@@ -48,11 +48,6 @@ class SweepOutcome:
     trained: int
     status: str
     summary: dict[str, Any] | None
-
-
-def database_url(root: Path, url: str | None = None) -> str:
-    """The server's database: `url`, or SQLite under `root`."""
-    return url or f"sqlite:///{root / 'tftsweep.db'}"
 
 
 def open_database(root: Path, url: str | None = None) -> sessionmaker[Session]:

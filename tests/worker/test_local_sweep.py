@@ -23,13 +23,14 @@ from sqlalchemy.exc import OperationalError
 from app.db.lifecycle import cancel_sweep
 from app.db.models import Run, Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
+from app.settings import database_url
 from core.config import validate_sweep_config
 from core.errors import DatasetError, MergeRejected, SweepExists
 from core.runs import RunOutcome, RunSpec
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
 from tests.utils.fakes import FailingTrainer, fake_train
 from worker import local_sweep
-from worker.local_sweep import LocalSetup, database_url, open_database, run_local_sweep
+from worker.local_sweep import LocalSetup, open_database, run_local_sweep
 
 
 @pytest.fixture
