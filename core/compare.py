@@ -16,7 +16,8 @@ import pandas as pd
 from core.config import SweepConfig
 from core.errors import NothingToCompare
 from core.files import write_json_atomic
-from core.reports import build_config_ranking, json_safe, runs_table, write_csv
+from core.report_files import json_safe, write_csv
+from core.reports import build_config_ranking
 from core.significance import (
     grouped_values,
     holm,
@@ -26,6 +27,7 @@ from core.significance import (
     verdicts,
 )
 from core.sweep_folder import read_analysis_config, read_run_records
+from core.sweep_runs import runs_table
 
 COMPARE_COLUMNS = (
     "rank",

@@ -46,7 +46,7 @@ from core.feature_sets import resolve_features
 from core.files import write_json_atomic
 from core.hpo_config import HpoConfig, SearchParam, study_shapes
 from core.paths import ensure_inside, hpo_dir
-from core.reports import json_safe, write_csv
+from core.report_files import json_safe, write_csv
 from core.significance import (
     BETTER,
     DEFAULT_ALPHA,

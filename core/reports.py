@@ -1,32 +1,18 @@
-"""Report tables built from run records (docs/reports.md), written atomically with stable formatting.
+"""Report tables computed from the runs (docs/reports.md): the config ranking, the paired
+parameter impact, and their per-fold views.
 
-A run record is a dict with the `sweep_runs` columns plus `params` (the run's full
-training config). Every table here is a pure function of the records, so reports can be
-rebuilt at any time from `sweep_runs.json` without training.
-
-Over 500 lines because the tables and their writer share the columnar formatting (and the
-CSV-injection escaping) that keeps a 100,000-run build near 2.5 s; the statistics live in
+Every table is a pure function of the analysis frame (`core.sweep_runs.runs_table`); how
+tables are spelled on disk lives in `core.report_files`, the statistics in
 `core.significance`.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Iterator
-from functools import partial
-from operator import itemgetter
-from pathlib import Path
-from typing import Any
-
 import numpy as np
-import orjson
 import pandas as pd
 
-from core.config import TRAINING_KEYS
-from core.files import write_bytes_atomic, write_text_atomic
-from core.plan import BASELINE_ID, format_value
-from core.runs import FLOAT_COLUMNS, INT_COLUMNS, RUN_COLUMNS
+from core.plan import BASELINE_ID
+from core.report_files import PARAM_VALUE, column_cells, formatted_lines
 from core.significance import BASELINE as VERDICT_BASELINE
 from core.significance import (
     DEFAULT_ALPHA,
@@ -39,321 +25,7 @@ from core.significance import (
     skill,
     verdicts,
 )
-
-# training_config columns beside the run columns; `seed` is already there (the run's seed).
-PARAM_COLUMNS: tuple[str, ...] = tuple(k for k in TRAINING_KEYS if k not in RUN_COLUMNS)
-
-# One spelling for floats in every CSV, so a rebuild is byte-identical.
-CSV_FLOAT_FORMAT = "%.10g"
-
-
-def _one_line(value: Any) -> Any:
-    # Errors are the only free text in a run record; one line each keeps a CSV row one line.
-    return " ".join(value.split()) if isinstance(value, str) else value
-
-
-SWEEP_RUNS_NAMES: tuple[str, ...] = (*RUN_COLUMNS, *PARAM_COLUMNS)
-
-
-def sweep_runs_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The `sweep_runs` table as columns of plain (JSON) values: the documented columns, then one
-    column per training_config key; errors on one line."""
-    columns = _transposed(records, RUN_COLUMNS)
-    params = [rec.get("params") or {} for rec in records]
-    columns.update(_transposed(params, PARAM_COLUMNS))
-    columns["error"] = [_one_line(e) for e in columns["error"]]
-    return columns
-
-
-def _transposed(rows: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, list[Any]]:
-    """`names`' values of every row as columns (None where a row lacks one)."""
-    try:
-        values = list(map(itemgetter(*names), rows))  # the usual case, every key present: 4 times faster
-    except KeyError:
-        values = [tuple(row.get(name) for name in names) for row in rows]
-    if not values:
-        return {name: [] for name in names}
-    if len(names) == 1:
-        return {names[0]: values}
-    return {name: list(column) for name, column in zip(names, zip(*values, strict=True), strict=True)}
-
-
-def sweep_runs_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`sweep_runs` rows (what `sweep_runs.json` holds): non-finite metrics are null."""
-    columns = sweep_runs_columns(records)
-    for col in FLOAT_COLUMNS:  # the only columns that can hold NaN
-        columns[col] = json_safe(columns[col])
-    return _rows(columns)
-
-
-def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    values = [columns[name] for name in SWEEP_RUNS_NAMES]  # every column as long as the others
-    return list(map(dict, map(partial(zip, SWEEP_RUNS_NAMES), zip(*values, strict=True))))
-
-
-def positions(values: list[Any]) -> dict[Any, list[int]]:
-    """Each distinct value (names: none missing) with the positions where it occurs, in order."""
-    if not values:
-        return {}
-    codes, uniques = pd.factorize(np.array(values, dtype=object), use_na_sentinel=False)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.cumsum(np.bincount(codes))[:-1]
-    return {value: rows.tolist() for value, rows in zip(uniques, np.split(order, bounds), strict=True)}
-
-
-def records_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run records from `sweep_runs.json` rows (the inverse of `sweep_runs_rows`)."""
-    records = []
-    for row in rows:
-        rec = {col: row.get(col) for col in RUN_COLUMNS}
-        rec["params"] = {key: row.get(key) for key in TRAINING_KEYS}  # seed: the run's seed
-        records.append(rec)
-    return records
-
-
-def spelled_values(columns: dict[str, list[Any]]) -> list[str | None]:
-    """`param_value` as spelled in config ids (None for the baseline), each distinct value spelled once."""
-    spelled: dict[tuple[type, Any], str] = {}
-    out: list[str | None] = []
-    for name, value in zip(columns["param_name"], columns["param_value"], strict=True):
-        if name is None:
-            out.append(None)
-        elif type(value) in (int, float, str) and value != 0:  # hashable, and 0.0 == -0.0 as a key
-            key = (type(value), value)
-            if key not in spelled:
-                spelled[key] = format_value(value)
-            out.append(spelled[key])
-        else:
-            out.append(format_value(value))
-    return out
-
-
-def sweep_runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The `sweep_runs` table, `param_value` spelled as in config ids."""
-    columns = sweep_runs_columns(records)
-    return pd.DataFrame(columns | {"param_value": spelled_values(columns)}, columns=list(SWEEP_RUNS_NAMES))
-
-
-def _analysis_frame(columns: dict[str, list[Any]], spelled: list[str | None]) -> pd.DataFrame:
-    data: dict[str, Any] = {col: columns[col] for col in RUN_COLUMNS}
-    data["param_value"] = spelled
-    data["param_raw"] = pd.Series(columns["param_value"], dtype=object)
-    for col in FLOAT_COLUMNS:
-        data[col] = _floats(data[col])
-    for col in INT_COLUMNS:  # without a missing value: int64 at once (pandas takes 15 ms a column)
-        if None not in data[col]:
-            data[col] = np.array(data[col], dtype="int64")
-    return pd.DataFrame(data)
-
-
-def _floats(values: list[Any]) -> np.ndarray:
-    """A metric column as float64: None (and anything not a number) is NaN."""
-    try:
-        return np.array(values, dtype="float64")  # numbers and None: a tenth of pandas' time
-    except (TypeError, ValueError):
-        floats: np.ndarray = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="float64")
-        return floats
-
-
-def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The analysis view of the runs: the documented `sweep_runs` columns (not the training params)
-    plus `param_raw` (the typed value), metrics as floats."""
-    columns = sweep_runs_columns(records)
-    return _analysis_frame(columns, spelled_values(columns))
-
-
-_CSV_SPECIAL = ',"\n'
-# A spreadsheet reads a cell that starts with one of these as a formula (CSV injection): a
-# column named `=HYPERLINK(...)` would come back live. OWASP's remedy: a leading `'` in a quoted
-# cell (OWASP's characters, and NUL as ASVS 1.2.10 adds). Numbers (`-0.5`, `+1e-05`) are left
-# alone: they start with a sign, not a formula.
-_FORMULA_START = frozenset("=+-@\t\r\x00")
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-# Such a first character in a column's cells joined with a unit separator before each (`_needs_field`).
-_STARTS_FORMULA = re.compile("\x1f[=+\\-@\t\r\x00]")
-
-
-def _csv_field(text: str) -> str:
-    """A CSV field quoted as the csv module's QUOTE_MINIMAL does (pandas' default); text a
-    spreadsheet would run as a formula is escaped as OWASP describes (`'` first, quoted)."""
-    if text[:1] in _FORMULA_START and not (text[0] in "+-" and _NUMBER.fullmatch(text)):
-        return "\"'" + text.replace('"', '""') + '"'
-    if any(c in text for c in _CSV_SPECIAL):
-        return '"' + text.replace('"', '""') + '"'
-    return text
-
-
-def _needs_field(cells: list[str]) -> bool:
-    """Whether any of `cells` may need quoting or escaping, from scans in C of the cells joined:
-    a column of 100,000 cells costs a few milliseconds, not a Python call per cell."""
-    joined = "\x1f" + "\x1f".join(cells)  # a cell that holds the separator only costs the slow path
-    return any(c in joined for c in _CSV_SPECIAL) or _STARTS_FORMULA.search(joined) is not None
-
-
-def _cell(value: Any) -> str:
-    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value):
-        return ""
-    if isinstance(value, float):
-        return CSV_FLOAT_FORMAT % value
-    return _csv_field(str(value))
-
-
-def _float_text(value: float) -> str:
-    return "" if value != value else CSV_FLOAT_FORMAT % value
-
-
-def _spell_column(values: list[Any], spell: Callable[[Any], str]) -> list[str]:
-    """Each value spelled by `spell` (None: empty). A column of few distinct values (a training
-    parameter, a seed) spells each once."""
-    sample = values[:1000]  # a column of metrics is distinct throughout: skip building its set
-    if 4 * len(set(sample)) > len(sample) or 0.0 in values:  # 0.0 == -0.0 as a key
-        return ["" if v is None else spell(v) for v in values]
-    distinct = set(values)
-    spelled = {v: "" if v is None else spell(v) for v in distinct}
-    return [spelled[v] for v in values]
-
-
-def _csv_cells(values: list[Any]) -> list[str]:
-    """One column's CSV cells: floats as `%.10g`, missing values (None, NaN) empty, text quoted
-    only when it must be. Columns of one kind take a fast path; mixed ones go value by value."""
-    kinds = set(map(type, values)) - {type(None)}
-    if kinds <= {float}:
-        return _spell_column(values, _float_text)
-    if kinds <= {int} or kinds <= {bool}:
-        return _spell_column(values, str)
-    if kinds <= {str, float} and all(v != v for v in values if type(v) is float):  # text; NaN is pandas' missing
-        cells = ["" if v is None or type(v) is float else v for v in values]
-        return _spell_column(cells, _csv_field) if _needs_field(cells) else cells
-    return [_cell(v) for v in values]
-
-
-# Report tables keep a parameter's value with its type (JSON answers serve it so); CSV files
-# spell it as config ids do (`60`, `0.1`, `mae`, `true`).
-PARAM_VALUE = "param_value"
-
-
-def spelled_cells(values: list[Any]) -> list[str]:
-    """`param_value` cells of a CSV: each value spelled as in config ids (missing: empty), each
-    distinct value once."""
-    spelled: dict[tuple[type, Any], str] = {}
-    out: list[str] = []
-    for value in values:
-        if value is None or (isinstance(value, float) and value != value):
-            out.append("")
-        elif type(value) in (int, float, str, bool) and value != 0:  # hashable, and 0.0 == -0.0 as a key
-            key = (type(value), value)
-            if key not in spelled:
-                spelled[key] = _csv_field(format_value(value))
-            out.append(spelled[key])
-        else:
-            out.append(_csv_field(format_value(value)))
-    return out
-
-
-def _column_cells(name: str, values: list[Any]) -> list[str]:
-    return spelled_cells(values) if name == PARAM_VALUE else _csv_cells(values)
-
-
-def _csv_lines(columns: list[tuple[str, list[Any]]]) -> list[str]:
-    return _formatted_lines([name for name, _ in columns], [_column_cells(name, values) for name, values in columns])
-
-
-def _formatted_lines(names: list[str], cells: list[list[str]]) -> list[str]:
-    """CSV lines (header first) of columns whose cells are formatted already."""
-    header = ",".join(_csv_field(name) for name in names)
-    if len(cells) == 1:  # the csv module quotes an empty field that is a whole row
-        cells = [['""' if c == "" else c for c in cells[0]]]
-    return [header, *map(",".join, zip(*cells, strict=True))]
-
-
-def csv_lines(frame: pd.DataFrame) -> list[str]:
-    """The lines of `frame` as CSV (header first, no index), one line per row.
-
-    The same text pandas writes with `float_format="%.10g"`, several times faster on
-    100,000-row tables: each column is formatted once, as a whole; a `param_value` column is
-    spelled as in config ids (`spelled_cells`).
-    """
-    return _csv_lines([(str(name), frame[name].tolist()) for name in frame.columns])
-
-
-def to_csv_text(frame: pd.DataFrame) -> str:
-    return "\n".join(csv_lines(frame)) + "\n"
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    write_text_atomic(path, to_csv_text(frame), durable=False)
-
-
-def json_safe(value: Any) -> Any:
-    """`value` as plain JSON data: numpy and pandas scalars become Python values, and NaN,
-    infinities and pandas' missing values become null (JSON has no spelling for them);
-    dicts, lists and tuples are converted throughout. The one such helper of the project."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if hasattr(value, "item") and not isinstance(value, str | bytes):  # a numpy scalar
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def table_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """A report table as JSON-ready rows (what the API serves)."""
-    rows: list[dict[str, Any]] = json_safe(frame.to_dict(orient="records"))
-    return rows
-
-
-class SweepRunsFiles:
-    """`sweep_runs.csv`/`.json` of a sweep, and `sweep_runs.csv` of each fold, formatted once.
-
-    Each run is one CSV line, so a fold's CSV is the header plus its lines in the same
-    order; no cell is formatted twice. `runs` is the analysis view (`runs_table`).
-    """
-
-    def __init__(self, records: list[dict[str, Any]]) -> None:
-        columns = sweep_runs_columns(records)
-        spelled = spelled_values(columns)
-        self.runs = _analysis_frame(columns, spelled)
-        table = [(name, spelled if name == "param_value" else columns[name]) for name in SWEEP_RUNS_NAMES]
-        cells = [_csv_cells(values) for _, values in table]
-        self.header, *self.csv_lines = _formatted_lines(list(SWEEP_RUNS_NAMES), cells)
-        # Each run's metric cells, for the impact detail (the same numbers, formatted once).
-        self.cells = {name: cells[SWEEP_RUNS_NAMES.index(name)] for name in ("val_rmse", "test_rmse")}
-        self.rows = _rows(columns)  # orjson writes NaN and infinities as null, as `sweep_runs_rows` does
-        self.by_fold = positions(columns["fold"])
-
-    def write(self, directory: Path) -> None:
-        """The sweep's `sweep_runs.csv` and `sweep_runs.json`."""
-        self._write_csv(directory, self.csv_lines)
-        write_bytes_atomic(directory / "sweep_runs.json", json_rows(self.rows), durable=False)
-
-    def write_fold(self, directory: Path, fold: str) -> None:
-        """One fold's `sweep_runs.csv` (its runs as JSON: `GET /sweeps/{id}/runs?fold=`)."""
-        self._write_csv(directory, [self.csv_lines[i] for i in self.by_fold.get(fold, [])])
-        (directory / "sweep_runs.json").unlink(missing_ok=True)  # written per fold by earlier versions
-
-    def _write_csv(self, directory: Path, lines: list[str]) -> None:
-        write_text_atomic(directory / "sweep_runs.csv", "\n".join([self.header, *lines]) + "\n", durable=False)
-
-
-def json_rows(rows: list[dict[str, Any]]) -> Iterator[bytes]:
-    """A JSON array of rows, one row per line, as pieces to write one after the other (100,000
-    runs make 100 MB, never joined in memory); NaN and infinities are null (orjson's spelling)."""
-    if not rows:
-        yield b"[]\n"
-        return
-    yield b"[\n"
-    last = len(rows) - 1
-    for i, row in enumerate(rows):
-        yield orjson.dumps(row)
-        yield b",\n" if i < last else b"\n]\n"
-
-
-# -- ranking and impact ----------------------------------------------------------------------
+from core.sweep_runs import positions
 
 RANKING_COLUMNS = (
     "rank",
@@ -697,7 +369,7 @@ class ImpactDetail:
         self._overall_order = position[overall.index].tolist()
         self.overall = overall.reset_index(drop=True)
         self.per_fold = by_fold[list(IMPACT_DETAIL_COLUMNS)].reset_index(drop=True)
-        self._header, *self._lines = _formatted_lines(list(IMPACT_DETAIL_COLUMNS), self._cells(by_fold, cells))
+        self._header, *self._lines = formatted_lines(list(IMPACT_DETAIL_COLUMNS), self._cells(by_fold, cells))
         self._by_fold = positions(self.per_fold["fold"].tolist())
 
     @staticmethod
@@ -710,7 +382,7 @@ class ImpactDetail:
                 known[metric] = [cells[metric][i] for i in runs]
                 known[f"baseline_{metric}"] = [cells[metric][i] for i in bases]
         return [
-            known[name] if name in known else _column_cells(name, by_fold[name].tolist())
+            known[name] if name in known else column_cells(name, by_fold[name].tolist())
             for name in IMPACT_DETAIL_COLUMNS
         ]
 

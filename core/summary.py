@@ -16,7 +16,7 @@ import pandas as pd
 
 from core.config import SweepConfig
 from core.plan import BASELINE_ID
-from core.reports import json_safe
+from core.report_files import json_safe
 from core.significance import BETTER, INSUFFICIENT, WORSE, pairs_needed, smallest_adjusted_pvalue
 
 STATS_KEYS = (

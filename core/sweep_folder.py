@@ -17,7 +17,7 @@ from core.config import SweepConfig, clipped_window, parse_date, validate_sweep_
 from core.errors import InvalidSweepConfig, SweepFolderError
 from core.files import write_json_atomic
 from core.names import check_safe_name
-from core.reports import records_from_rows
+from core.sweep_runs import records_from_rows
 
 ANALYSIS_CONFIG = "analysis_config.json"
 SWEEP_RUNS_JSON = "sweep_runs.json"

@@ -25,18 +25,17 @@ from core.errors import DatasetError
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic, write_text_atomic
 from core.paths import ensure_inside
+from core.report_files import json_safe, write_csv
 from core.reports import (
     ImpactDetail,
-    SweepRunsFiles,
     baseline_pairs,
     build_config_ranking,
     build_param_impact_summary,
-    json_safe,
     split_by_fold,
-    write_csv,
 )
 from core.summary import best_config, build_summary
 from core.sweep_folder import SweepFolderConfig, read_analysis_config, read_run_records, write_analysis_config
+from core.sweep_runs import SweepRunsFiles
 
 PLOT_CONFIG_RANKING = "config_ranking.png"
 PLOT_PARAM_IMPACT = "param_impact.png"

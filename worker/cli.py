@@ -238,7 +238,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if outcome.summary is not None:
         import pandas as pd
 
-        from core.reports import table_rows
+        from core.report_files import table_rows
         from core.summary import ranking_text
 
         rows = table_rows(pd.read_csv(outcome.sweep_dir / "config_ranking.csv", dtype={"param_value": str}))

@@ -20,10 +20,10 @@ from core.reports import (
     build_config_ranking,
     build_param_impact_detail,
     build_param_impact_summary,
-    runs_table,
     split_by_fold,
 )
 from core.summary import best_config
+from core.sweep_runs import runs_table
 
 # What changes in a sweep, read with one primary-key lookup:
 # id, revision, status, updated_at, reports_at, continue_on_error.

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.engine import publish_sweep
 from core.datasets import synthetic_dataset
-from core.reports import csv_lines
+from core.report_files import csv_lines
 from core.store import LocalStore
 from tests.utils.data import tiny_sweep
 from tests.utils.server import finish_runs

@@ -13,7 +13,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from core import plots
-from core.reports import build_config_ranking, build_param_impact_detail, build_param_impact_summary, runs_table
+from core.reports import build_config_ranking, build_param_impact_detail, build_param_impact_summary
+from core.sweep_runs import runs_table
 from tests.utils.runs import record
 
 LONG = "learning_rate_with_a_rather_long_name_for_testing"

@@ -11,20 +11,16 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from core.report_files import to_csv_text
 from core.reports import (
     RANKING_RELATIVE_COLUMNS,
     ImpactDetail,
-    SweepRunsFiles,
     build_config_ranking,
     build_param_impact_detail,
     build_param_impact_summary,
-    records_from_rows,
-    runs_table,
     split_by_fold,
-    sweep_runs_frame,
-    sweep_runs_rows,
-    to_csv_text,
 )
+from core.sweep_runs import SweepRunsFiles, records_from_rows, runs_table, sweep_runs_frame, sweep_runs_rows
 from tests.utils.runs import hand_computed_records, record
 
 SPEC_RANKING = [

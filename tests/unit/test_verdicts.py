@@ -13,11 +13,12 @@ import pytest
 from scipy import stats
 
 from core.config import validate_sweep_config
-from core.reports import build_config_ranking, build_param_impact_detail, build_param_impact_summary, runs_table
+from core.reports import build_config_ranking, build_param_impact_detail, build_param_impact_summary
 from core.significance import holm, holm_families, verdicts, wilcoxon_pvalues
 from core.summary import significance
 from core.sweep_folder import SweepFolderConfig
 from core.sweep_report import write_sweep_reports
+from core.sweep_runs import runs_table
 from tests.utils.configs import fold, sweep_dict
 from tests.utils.runs import record
 

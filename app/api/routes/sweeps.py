@@ -40,7 +40,7 @@ from core.drift import drift_by_fold, drift_overall_summary
 from core.feature_sets import resolve_features
 from core.names import SafeName
 from core.paths import ensure_inside, sweep_dir
-from core.reports import (
+from core.report_files import (
     json_safe,
     table_rows,
 )

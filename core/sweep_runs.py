@@ -1,0 +1,174 @@
+"""The `sweep_runs` table (docs/reports.md): run records as columns, rows, CSV/JSON files and
+the analysis frame the reports are computed from.
+
+A run record is a dict with the `sweep_runs` columns plus `params` (the run's full
+training config), so every table is a pure function of the records and can be rebuilt
+at any time from `sweep_runs.json` without training.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.config import TRAINING_KEYS
+from core.files import write_bytes_atomic, write_text_atomic
+from core.plan import format_value
+from core.report_files import csv_cells, formatted_lines, json_rows, json_safe
+from core.runs import FLOAT_COLUMNS, INT_COLUMNS, RUN_COLUMNS
+
+# training_config columns beside the run columns; `seed` is already there (the run's seed).
+PARAM_COLUMNS: tuple[str, ...] = tuple(k for k in TRAINING_KEYS if k not in RUN_COLUMNS)
+
+
+def _one_line(value: Any) -> Any:
+    # Errors are the only free text in a run record; one line each keeps a CSV row one line.
+    return " ".join(value.split()) if isinstance(value, str) else value
+
+
+SWEEP_RUNS_NAMES: tuple[str, ...] = (*RUN_COLUMNS, *PARAM_COLUMNS)
+
+
+def sweep_runs_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The `sweep_runs` table as columns of plain (JSON) values: the documented columns, then one
+    column per training_config key; errors on one line."""
+    columns = _transposed(records, RUN_COLUMNS)
+    params = [rec.get("params") or {} for rec in records]
+    columns.update(_transposed(params, PARAM_COLUMNS))
+    columns["error"] = [_one_line(e) for e in columns["error"]]
+    return columns
+
+
+def _transposed(rows: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, list[Any]]:
+    """`names`' values of every row as columns (None where a row lacks one)."""
+    try:
+        values = list(map(itemgetter(*names), rows))  # the usual case, every key present: 4 times faster
+    except KeyError:
+        values = [tuple(row.get(name) for name in names) for row in rows]
+    if not values:
+        return {name: [] for name in names}
+    if len(names) == 1:
+        return {names[0]: values}
+    return {name: list(column) for name, column in zip(names, zip(*values, strict=True), strict=True)}
+
+
+def sweep_runs_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`sweep_runs` rows (what `sweep_runs.json` holds): non-finite metrics are null."""
+    columns = sweep_runs_columns(records)
+    for col in FLOAT_COLUMNS:  # the only columns that can hold NaN
+        columns[col] = json_safe(columns[col])
+    return _rows(columns)
+
+
+def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    values = [columns[name] for name in SWEEP_RUNS_NAMES]  # every column as long as the others
+    return list(map(dict, map(partial(zip, SWEEP_RUNS_NAMES), zip(*values, strict=True))))
+
+
+def positions(values: list[Any]) -> dict[Any, list[int]]:
+    """Each distinct value (names: none missing) with the positions where it occurs, in order."""
+    if not values:
+        return {}
+    codes, uniques = pd.factorize(np.array(values, dtype=object), use_na_sentinel=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.cumsum(np.bincount(codes))[:-1]
+    return {value: rows.tolist() for value, rows in zip(uniques, np.split(order, bounds), strict=True)}
+
+
+def records_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run records from `sweep_runs.json` rows (the inverse of `sweep_runs_rows`)."""
+    records = []
+    for row in rows:
+        rec = {col: row.get(col) for col in RUN_COLUMNS}
+        rec["params"] = {key: row.get(key) for key in TRAINING_KEYS}  # seed: the run's seed
+        records.append(rec)
+    return records
+
+
+def spelled_values(columns: dict[str, list[Any]]) -> list[str | None]:
+    """`param_value` as spelled in config ids (None for the baseline), each distinct value spelled once."""
+    spelled: dict[tuple[type, Any], str] = {}
+    out: list[str | None] = []
+    for name, value in zip(columns["param_name"], columns["param_value"], strict=True):
+        if name is None:
+            out.append(None)
+        elif type(value) in (int, float, str) and value != 0:  # hashable, and 0.0 == -0.0 as a key
+            key = (type(value), value)
+            if key not in spelled:
+                spelled[key] = format_value(value)
+            out.append(spelled[key])
+        else:
+            out.append(format_value(value))
+    return out
+
+
+def sweep_runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The `sweep_runs` table, `param_value` spelled as in config ids."""
+    columns = sweep_runs_columns(records)
+    return pd.DataFrame(columns | {"param_value": spelled_values(columns)}, columns=list(SWEEP_RUNS_NAMES))
+
+
+def _analysis_frame(columns: dict[str, list[Any]], spelled: list[str | None]) -> pd.DataFrame:
+    data: dict[str, Any] = {col: columns[col] for col in RUN_COLUMNS}
+    data["param_value"] = spelled
+    data["param_raw"] = pd.Series(columns["param_value"], dtype=object)
+    for col in FLOAT_COLUMNS:
+        data[col] = _floats(data[col])
+    for col in INT_COLUMNS:  # without a missing value: int64 at once (pandas takes 15 ms a column)
+        if None not in data[col]:
+            data[col] = np.array(data[col], dtype="int64")
+    return pd.DataFrame(data)
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    """A metric column as float64: None (and anything not a number) is NaN."""
+    try:
+        return np.array(values, dtype="float64")  # numbers and None: a tenth of pandas' time
+    except (TypeError, ValueError):
+        floats: np.ndarray = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="float64")
+        return floats
+
+
+def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The analysis view of the runs: the documented `sweep_runs` columns (not the training params)
+    plus `param_raw` (the typed value), metrics as floats."""
+    columns = sweep_runs_columns(records)
+    return _analysis_frame(columns, spelled_values(columns))
+
+
+class SweepRunsFiles:
+    """`sweep_runs.csv`/`.json` of a sweep, and `sweep_runs.csv` of each fold, formatted once.
+
+    Each run is one CSV line, so a fold's CSV is the header plus its lines in the same
+    order; no cell is formatted twice. `runs` is the analysis view (`runs_table`).
+    """
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        columns = sweep_runs_columns(records)
+        spelled = spelled_values(columns)
+        self.runs = _analysis_frame(columns, spelled)
+        table = [(name, spelled if name == "param_value" else columns[name]) for name in SWEEP_RUNS_NAMES]
+        cells = [csv_cells(values) for _, values in table]
+        self.header, *self.csv_lines = formatted_lines(list(SWEEP_RUNS_NAMES), cells)
+        # Each run's metric cells, for the impact detail (the same numbers, formatted once).
+        self.cells = {name: cells[SWEEP_RUNS_NAMES.index(name)] for name in ("val_rmse", "test_rmse")}
+        self.rows = _rows(columns)  # orjson writes NaN and infinities as null, as `sweep_runs_rows` does
+        self.by_fold = positions(columns["fold"])
+
+    def write(self, directory: Path) -> None:
+        """The sweep's `sweep_runs.csv` and `sweep_runs.json`."""
+        self._write_csv(directory, self.csv_lines)
+        write_bytes_atomic(directory / "sweep_runs.json", json_rows(self.rows), durable=False)
+
+    def write_fold(self, directory: Path, fold: str) -> None:
+        """One fold's `sweep_runs.csv` (its runs as JSON: `GET /sweeps/{id}/runs?fold=`)."""
+        self._write_csv(directory, [self.csv_lines[i] for i in self.by_fold.get(fold, [])])
+        (directory / "sweep_runs.json").unlink(missing_ok=True)  # written per fold by earlier versions
+
+    def _write_csv(self, directory: Path, lines: list[str]) -> None:
+        write_text_atomic(directory / "sweep_runs.csv", "\n".join([self.header, *lines]) + "\n", durable=False)
