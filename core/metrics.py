@@ -1,0 +1,367 @@
+"""The run metrics: each a pure function of one split's prediction rows and the fold's train
+window, so a run's metrics are recomputed from its `predictions.parquet` at any time.
+
+A metric's name is either plain (`rmse`) or a template with `{ref}` (`skill_{ref}`), expanded
+once per reference forecast (`core.references`). Its column is `{split}_{name}`, except the
+names in `LEGACY`, which keep the columns runs had before the registry (`test_skill`,
+`test_dm_stat`, `test_dm_pvalue`). Registration order is column order; adding a metric is one
+`register_metric` call. Every value is float64 or None (undefined), never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from core.references import NAME_PATTERN, REFERENCES
+from core.significance import diebold_mariano, skill
+
+QUANTILES = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)
+QUANTILE_COLUMNS = ("q02", "q10", "q25", "q50", "q75", "q90", "q98")
+SPLITS = ("val", "test")
+BETTER = ("lower", "higher")
+REF = "{ref}"
+LEGACY = {"skill_naive": "skill", "dm_naive_stat": "dm_stat", "dm_naive_pvalue": "dm_pvalue"}
+TRADING_DAYS = 252
+
+
+@dataclass(frozen=True)
+class SplitRows:
+    """One split's prediction rows (`date, horizon, actual, predicted`, the q columns with a
+    quantile loss, `ref_{name}` per reference; any order), the fold's train-window target in
+    date order, and the cost of one unit of position change in basis points."""
+
+    rows: pd.DataFrame
+    train_target: np.ndarray
+    costs_bps: float = 0.0
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric.
+
+    Attributes:
+        name: `[a-z][a-z0-9_]*`, or a template with one `{ref}` for a per-reference metric.
+        description: the exact formula in one or two lines (docs and API column docs quote it).
+        better: "lower", "higher", or None where a value is not rankable (a coverage).
+        compute: compute(rows, ref) -> value or None; `ref` is the reference's name for a
+            template, None for a plain metric.
+        needs_quantiles: None without the q columns (a point-loss run).
+    """
+
+    name: str
+    description: str
+    better: str | None
+    compute: Callable[[SplitRows, str | None], float | None]
+    needs_quantiles: bool = False
+
+    @property
+    def per_reference(self) -> bool:
+        return REF in self.name
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Add `metric` to `METRICS` (its columns come after those registered before) and return it.
+
+    Raises:
+        ValueError: the name is taken, is not `[a-z][a-z0-9_]*` with at most one `{ref}`, or is
+            a column name `LEGACY` keeps for another metric; `better` is not lower, higher or None.
+    """
+    if metric.name.count(REF) > 1 or not NAME_PATTERN.fullmatch(metric.name.replace(REF, "x")):
+        raise ValueError(f"metric name {metric.name!r} must match [a-z][a-z0-9_]* with at most one {REF}")
+    if metric.name in METRICS or metric.name in LEGACY.values():
+        raise ValueError(f"metric {metric.name!r} is already registered")
+    if metric.better is not None and metric.better not in BETTER:
+        raise ValueError(f"metric {metric.name!r}: better must be 'lower', 'higher' or None, not {metric.better!r}")
+    METRICS[metric.name] = metric
+    return metric
+
+
+def metric_names(references: Sequence[str]) -> list[str]:
+    """Every metric's name in registry order, each template once per reference (in the given order)."""
+    out: list[str] = []
+    for metric in METRICS.values():
+        if metric.per_reference:
+            out.extend(metric.name.replace(REF, ref) for ref in references)
+        else:
+            out.append(metric.name)
+    return out
+
+
+def column_name(split: str, name: str) -> str:
+    """The column of metric `name` (expanded) on `split`: `{split}_{name}`, or its `LEGACY` name."""
+    return f"{split}_{LEGACY.get(name, name)}"
+
+
+def metric_columns(references: Sequence[str]) -> list[str]:
+    """Every metric column: for each split (val, test), each of `metric_names(references)`."""
+    names = metric_names(references)
+    return [column_name(split, name) for split in SPLITS for name in names]
+
+
+def describe_column(column: str) -> tuple[str, Metric, str | None]:
+    """(split, metric, reference or None) of a metric column, the inverse of `column_name`.
+
+    Raises:
+        KeyError: not a metric column of a registered metric and reference.
+    """
+    split, _, rest = column.partition("_")
+    if split in SPLITS and rest:
+        name = {legacy: name for name, legacy in LEGACY.items()}.get(rest, rest)
+        for metric, ref in _parse_name(name):
+            if column_name(split, name) == column:
+                return split, metric, ref
+    raise KeyError(f"{column!r} is not a metric column")
+
+
+def _parse_name(name: str) -> list[tuple[Metric, str | None]]:
+    """The (metric, reference) pairs whose expanded name is `name`: a plain metric first."""
+    found: list[tuple[Metric, str | None]] = []
+    if name in METRICS and not METRICS[name].per_reference:
+        found.append((METRICS[name], None))
+    for metric in METRICS.values():
+        if metric.per_reference:
+            head, tail = metric.name.split(REF)
+            match = re.fullmatch(re.escape(head) + "(.+)" + re.escape(tail), name)
+            if match and match.group(1) in REFERENCES:
+                found.append((metric, match.group(1)))
+    return found
+
+
+def compute_split(rows: SplitRows, references: Sequence[str]) -> dict[str, float | None]:
+    """Every metric on one split, by name (`metric_names(references)` order).
+
+    Raises:
+        KeyError: a reference's column `ref_{name}` is not among the rows.
+    """
+    missing = [ref for ref in references if f"ref_{ref}" not in rows.rows.columns]
+    if missing:
+        raise KeyError(f"no forecast column for references {missing} (add them with core.evaluation.add_references)")
+    has_quantiles = all(column in rows.rows.columns for column in QUANTILE_COLUMNS)
+    out: dict[str, float | None] = {}
+    for metric in METRICS.values():
+        refs: Sequence[str | None] = references if metric.per_reference else [None]
+        for ref in refs:
+            name = metric.name if ref is None else metric.name.replace(REF, ref)
+            value = None if metric.needs_quantiles and not has_quantiles else metric.compute(rows, ref)
+            out[name] = _finite(value)
+    return out
+
+
+def _finite(value: float | None) -> float | None:
+    """The value as a float, None where it is undefined (None, NaN or infinite)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+# --- the built-in metrics -------------------------------------------------------------------------
+
+
+def _column(rows: pd.DataFrame, name: str) -> np.ndarray:
+    values: np.ndarray = rows[name].to_numpy(dtype="float64")
+    return values
+
+
+def _rmse(actual: np.ndarray, forecast: np.ndarray) -> float | None:
+    return float(np.sqrt(np.mean(np.square(forecast - actual)))) if len(actual) else None
+
+
+def _horizon_one(rows: SplitRows) -> pd.DataFrame:
+    """The horizon-1 rows in date order: one forecast per day, the series a strategy trades."""
+    first = rows.rows[rows.rows["horizon"] == 1]
+    return first.sort_values("date", kind="stable")
+
+
+def _rmse_metric(rows: SplitRows, ref: str | None) -> float | None:
+    return _rmse(_column(rows.rows, "actual"), _column(rows.rows, "predicted"))
+
+
+def _mae(rows: SplitRows, ref: str | None) -> float | None:
+    error = _column(rows.rows, "predicted") - _column(rows.rows, "actual")
+    return float(np.mean(np.abs(error))) if len(error) else None
+
+
+def _mase(rows: SplitRows, ref: str | None) -> float | None:
+    train = np.asarray(rows.train_target, dtype="float64")
+    mae = _mae(rows, None)
+    if len(train) < 2 or mae is None:
+        return None
+    scale = float(np.mean(np.abs(np.diff(train))))
+    return mae / scale if scale != 0 else None
+
+
+def _direction_hits(rows: SplitRows) -> tuple[int, int]:
+    """(hits, n): over rows whose actual is not 0, those whose forecast has its sign (0 misses)."""
+    actual = _column(rows.rows, "actual")
+    predicted = _column(rows.rows, "predicted")
+    moved = actual != 0
+    hits = int(np.sum(np.sign(predicted[moved]) == np.sign(actual[moved])))
+    return hits, int(moved.sum())
+
+
+def _dir_acc(rows: SplitRows, ref: str | None) -> float | None:
+    hits, n = _direction_hits(rows)
+    return hits / n if n else None
+
+
+def _dir_pvalue(rows: SplitRows, ref: str | None) -> float | None:
+    hits, n = _direction_hits(rows)
+    return float(stats.binomtest(hits, n, 0.5, alternative="greater").pvalue) if n else None
+
+
+def _strategy(rows: SplitRows) -> tuple[np.ndarray, np.ndarray]:
+    """(daily log returns, position changes) of holding sign(forecast) on horizon-1 rows, flat
+    before the first day, paying costs_bps per unit of position change."""
+    first = _horizon_one(rows)
+    position = np.sign(_column(first, "predicted"))
+    change = np.abs(np.diff(position, prepend=0.0))
+    returns = position * _column(first, "actual") - rows.costs_bps / 10_000 * change
+    return returns, change
+
+
+def _sharpe(rows: SplitRows, ref: str | None) -> float | None:
+    returns, _ = _strategy(rows)
+    # ptp, not std: equal returns can give a std of 1e-18 from rounding, and a huge Sharpe.
+    if len(returns) < 2 or np.ptp(returns) == 0:
+        return None
+    return float(np.mean(returns)) / float(np.std(returns, ddof=1)) * math.sqrt(TRADING_DAYS)
+
+
+def _total_return(rows: SplitRows, ref: str | None) -> float | None:
+    returns, _ = _strategy(rows)
+    return float(np.sum(returns)) if len(returns) else None
+
+
+def _turnover(rows: SplitRows, ref: str | None) -> float | None:
+    _, change = _strategy(rows)
+    return float(np.mean(change)) if len(change) else None
+
+
+def _reference(ref: str | None) -> str:
+    if ref is None:
+        raise ValueError("a per-reference metric needs a reference")
+    return f"ref_{ref}"
+
+
+def _ref_rmse(rows: SplitRows, ref: str | None) -> float | None:
+    return _rmse(_column(rows.rows, "actual"), _column(rows.rows, _reference(ref)))
+
+
+def _skill(rows: SplitRows, ref: str | None) -> float | None:
+    rmse, ref_rmse = _rmse_metric(rows, None), _ref_rmse(rows, ref)
+    if rmse is None or ref_rmse is None or ref_rmse == 0:
+        return None
+    return float(skill(rmse, ref_rmse))
+
+
+def _diebold_mariano(rows: SplitRows, ref: str | None) -> tuple[float, float]:
+    first = _horizon_one(rows)
+    return diebold_mariano(_column(first, "actual"), _column(first, "predicted"), _column(first, _reference(ref)))
+
+
+def _pinball(rows: SplitRows, ref: str | None) -> float | None:
+    if rows.rows.empty:
+        return None
+    actual = _column(rows.rows, "actual")[:, None]
+    quantiles = rows.rows[list(QUANTILE_COLUMNS)].to_numpy(dtype="float64")
+    levels = np.asarray(QUANTILES)
+    error = actual - quantiles
+    return float(np.mean(np.maximum(levels * error, (levels - 1) * error)))
+
+
+def _coverage(low: str, high: str) -> Callable[[SplitRows, str | None], float | None]:
+    def coverage(rows: SplitRows, ref: str | None) -> float | None:
+        if rows.rows.empty:
+            return None
+        actual = _column(rows.rows, "actual")
+        inside = (_column(rows.rows, low) <= actual) & (actual <= _column(rows.rows, high))
+        return float(np.mean(inside))
+
+    return coverage
+
+
+register_metric(Metric("rmse", "sqrt(mean((predicted - actual)^2)) over the split's rows", "lower", _rmse_metric))
+register_metric(Metric("mae", "mean(|predicted - actual|) over the split's rows", "lower", _mae))
+register_metric(
+    Metric(
+        "mase",
+        "mae / s, s = mean(|target[d] - target[d-1]|) over consecutive train-window days "
+        "(None when s is 0 or the window has fewer than 2 days)",
+        "lower",
+        _mase,
+    )
+)
+register_metric(
+    Metric(
+        "dir_acc",
+        "over rows with actual != 0: the share with sign(predicted) == sign(actual) (a zero forecast misses)",
+        "higher",
+        _dir_acc,
+    )
+)
+register_metric(
+    Metric(
+        "dir_pvalue",
+        "one-sided binomial test of dir_acc's hits against 0.5: binomtest(hits, n, 0.5, alternative='greater')",
+        "lower",
+        _dir_pvalue,
+    )
+)
+_STRATEGY = (
+    "of r[d] = pos[d]*actual[d] - c*|pos[d] - pos[d-1]|, pos = sign(predicted) on horizon-1 rows in date order, "
+    "flat before the first day, c = costs_bps / 10000"
+)
+register_metric(Metric("sharpe", f"mean(r) / std(r, ddof=1) * sqrt(252) {_STRATEGY}", "higher", _sharpe))
+register_metric(Metric("total_return", f"sum(r) (a log return) {_STRATEGY}", "higher", _total_return))
+register_metric(Metric("turnover", "mean(|pos[d] - pos[d-1]|) of the sharpe strategy", "lower", _turnover))
+register_metric(
+    Metric("{ref}_rmse", "sqrt(mean((ref - actual)^2)): the reference's RMSE on the same rows", "lower", _ref_rmse)
+)
+register_metric(Metric("skill_{ref}", "1 - rmse / {ref}_rmse (above 0: better than the reference)", "higher", _skill))
+register_metric(
+    Metric(
+        "dm_{ref}_stat",
+        "HLN-corrected Diebold-Mariano statistic of squared errors, model minus reference, on horizon-1 rows "
+        "in date order (negative: the model's errors are smaller)",
+        "lower",
+        lambda rows, ref: _diebold_mariano(rows, ref)[0],
+    )
+)
+register_metric(
+    Metric(
+        "dm_{ref}_pvalue",
+        "two-sided p-value of dm_{ref}_stat: 2 * t.sf(|stat|, n - 1)",
+        "lower",
+        lambda rows, ref: _diebold_mariano(rows, ref)[1],
+    )
+)
+register_metric(
+    Metric(
+        "pinball",
+        "mean over rows and the 7 quantiles q of max(q*(actual - y_q), (q - 1)*(actual - y_q))",
+        "lower",
+        _pinball,
+        needs_quantiles=True,
+    )
+)
+register_metric(
+    Metric(
+        "coverage_80", "share of rows with q10 <= actual <= q90", None, _coverage("q10", "q90"), needs_quantiles=True
+    )
+)
+register_metric(
+    Metric(
+        "coverage_96", "share of rows with q02 <= actual <= q98", None, _coverage("q02", "q98"), needs_quantiles=True
+    )
+)
