@@ -159,6 +159,37 @@ def _store(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _run_parts(r: dict[str, Any]) -> list[str]:
+    sums = r["sum_s"]
+    train = sums["train_seconds"]
+    rows = [
+        ("the fold's datasets (built once per process and fold)", "dataset_seconds"),
+        ("training (seed, model, fit)", "train_seconds"),
+        ("predicting both windows", "predict_seconds"),
+        ("reference forecasts and every metric", "evaluate_seconds"),
+        ("writing predictions.parquet", "write_predictions_seconds"),
+        ("publishing the model version (checkpoint, files, predictions)", "publish_seconds"),
+        ("the whole run, as the trainer times it", "total_seconds"),
+    ]
+    share = r["predictions_and_metrics_share"]
+    return [
+        f"Command: `{r['command']}` ({r['date']}). The example sweep, {r['runs']} real runs in one process, "
+        "2 torch threads; each run's parts timed by the trainer.",
+        "",
+        "| part | summed over runs (s) | median per run (ms) | of training |",
+        "|---|---|---|---|",
+        *(
+            f"| {label} | {sums[key]:.2f} | {r['median_ms'][key]:.0f} | {100 * sums[key] / train:.1f}% |"
+            for label, key in rows
+        ),
+        "",
+        f"Predictions and metrics (evaluate + write): **{100 * share:.2f}%** of training "
+        f"(target ≤ {100 * r['target_share']:.0f}%: {verdict(share <= r['target_share'])}). "
+        f"Inside runs but not training: {r['outside_training_s']:.1f} s over the sweep.",
+        "",
+    ]
+
+
 def _gpu_packing(g: dict[str, Any]) -> list[str]:
     return [json.dumps(g, indent=2), ""]
 
@@ -190,6 +221,12 @@ SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[str]], str], ...
     ),
     ("gpu_packing", "## 6. GPU packing", _gpu_packing, GPU_NOT_MEASURED),
     ("store", "## 7. Object store (cost per run against the local disk)", _store, NOT_MEASURED),
+    (
+        "run_parts",
+        "## 8. Inside a run (target: predictions and metrics ≤ 2% of training)",
+        _run_parts,
+        NOT_MEASURED,
+    ),
 )
 
 

@@ -281,12 +281,79 @@ class StatsConfig(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of every verdict.")
 
 
+def _builtin_references() -> list[str]:
+    from core.references import REFERENCES
+
+    return list(REFERENCES)
+
+
+class EvaluationConfig(StrictModel):
+    """What the reports measure and rank by (docs/reports.md, "Metrics"). It changes no run:
+    every metric is computed from the stored predictions, so a merge and `tftsweep regenerate`
+    may change it."""
+
+    rank_by: str = Field(
+        "val_rmse",
+        description="The validation metric configs are ranked by (`val_{metric}`, a registered metric with a "
+        "direction): robust score mean + std when lower is better, mean - std when higher is better.",
+    )
+    references: list[str] = Field(
+        default_factory=_builtin_references,
+        max_length=100,
+        description="Reference forecasts every run is compared with (default: every registered one).",
+    )
+    costs_bps: float = Field(
+        0.0, ge=0, le=10_000, description="Cost of one unit of position change in the sign strategy, in basis points."
+    )
+
+    @field_validator("rank_by")
+    @classmethod
+    def _rank_by(cls, value: str) -> str:
+        from core.metrics import describe_column
+
+        try:
+            split, metric, _ref = describe_column(value)
+        except KeyError:
+            raise ValueError(f"{value!r} is not a registered metric column (val_rmse, val_dir_acc, ...)") from None
+        if split != "val" or metric.better is None:
+            raise ValueError(f"{value!r} cannot rank configs: choose a val_ metric with a direction")
+        return value
+
+    @field_validator("references")
+    @classmethod
+    def _references(cls, value: list[str]) -> list[str]:
+        from core.references import REFERENCES
+
+        unknown = [name for name in value if name not in REFERENCES]
+        if unknown:
+            raise ValueError(f"unknown reference(s) {', '.join(unknown)}; registered: {', '.join(REFERENCES)}")
+        if twice := duplicates(value):
+            raise ValueError(f"listed twice: {', '.join(twice)}")
+        return value
+
+    @property
+    def run_references(self) -> list[str]:
+        """The references a run is measured against: `naive` always (the seed's columns
+        `*_naive_rmse`, `test_skill`, `test_dm_*` are its), then the configured ones."""
+        return ["naive", *(name for name in self.references if name != "naive")]
+
+    @model_validator(mode="after")
+    def _rank_by_reference(self) -> EvaluationConfig:
+        from core.metrics import describe_column
+
+        _split, _metric, ref = describe_column(self.rank_by)
+        if ref is not None and ref not in self.references:
+            raise ValueError(f"rank_by {self.rank_by!r} needs reference {ref!r} in evaluation.references")
+        return self
+
+
 class SweepConfig(ExperimentConfig):
     """A sweep: the baseline `training_config`, what to vary, over which folds and seeds."""
 
     param_ranges: dict[str, Annotated[list[Any], Field(max_length=MAX_LIST)]] = Field(default_factory=dict)
     configs: list[CandidateConfig] = Field(default_factory=list, max_length=MAX_LIST)
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
 
 def training_with(base: TrainingConfig, overrides: dict[str, Any]) -> TrainingConfig:

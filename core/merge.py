@@ -10,10 +10,12 @@ from core.config import SweepConfig, training_with
 from core.errors import MergeRejected, MergeViolation
 from core.plan import PlannedRun, SweepPlan, expand_sweep
 
-# Only these may differ between the stored config and the new one (`stats` changes no run:
-# only how the reports judge the runs; `configs` only by additions, see `_configs`).
-MERGEABLE = ("param_ranges", "walk_forward", "replica_seeds", "stats", "configs")
-OTHERS_RULE = "may not change (only param_ranges, walk_forward.folds, replica_seeds, configs and stats may)"
+# Only these may differ between the stored config and the new one (`stats` and `evaluation`
+# change no run: only how the reports judge the runs; `configs` only by additions, see `_configs`).
+MERGEABLE = ("param_ranges", "walk_forward", "replica_seeds", "stats", "evaluation", "configs")
+OTHERS_RULE = (
+    "may not change (only param_ranges, walk_forward.folds, replica_seeds, configs, stats and evaluation may)"
+)
 
 
 @dataclass(frozen=True)

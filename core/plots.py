@@ -329,6 +329,87 @@ def plot_predictions(predictions: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def plot_strategy_returns(curves: dict[str, pd.DataFrame], title: str, costs_bps: float = 0.0) -> Figure:
+    """Cumulative log return of the sign strategy over the test windows (`core.metrics`):
+    the best config, the baseline, and each reference's own sign strategy.
+
+    `curves`: label -> frame with `date` and `r` (one day's strategy return), in date order."""
+    fig, ax = _figure(10, 4.5)
+    shown = {label: c for label, c in curves.items() if len(c)}
+    if not shown:
+        _note(ax, "no test predictions stored")
+        ax.set_title(title)
+        return fig
+    colors = matplotlib.colormaps["tab10"]
+    for i, (label, curve) in enumerate(shown.items()):
+        reference = label.startswith("reference")
+        ax.plot(
+            pd.to_datetime(curve["date"]),
+            curve["r"].cumsum(),
+            color=BASELINE if reference else colors(i % 10),
+            linestyle=":" if reference else "-",
+            linewidth=1.0 if reference else 1.6,
+            label=label,
+        )
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel("cumulative log return" + (f" after {costs_bps:g} bps costs" if costs_bps else ""))
+    ax.set_title(_wrapped(title, 90))
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_direction_accuracy(ranking: pd.DataFrame, title: str, top: int = 25) -> Figure:
+    """Share of test days whose sign each config got right (mean over its runs), with the
+    coin's 50% line; configs in ranking order."""
+    column = "mean_test_dir_acc"
+    data = ranking[ranking["n_runs"] > 0].head(top) if column in ranking else ranking.iloc[0:0]
+    labels = [_wrapped(str(c)) for c in data["config_id"]] if len(data) else []
+    fig, ax = _bar_figure(labels)
+    if data.empty or data[column].isna().all():
+        _note(ax, "no directional accuracy recorded")
+        ax.set_title(title)
+        return fig
+    y = np.arange(len(data))[::-1]
+    colors = [VERDICT_COLORS.get(v, NEUTRAL) for v in data.get("verdict", pd.Series([None] * len(data)))]
+    ax.barh(y, data[column] * 100, color=colors, alpha=0.7)
+    ax.axvline(50, color=WORSE, linestyle="--", linewidth=1, label="coin (50%)")
+    ax.set_yticks(y, labels, fontsize=9)
+    ax.set_ylim(-0.6, len(data) - 0.4)
+    values = data[column].dropna() * 100
+    spread = max(float((values - 50).abs().max()), 1.0)
+    ax.set_xlim(50 - spread * 1.3, 50 + spread * 1.3)
+    ax.set_xlabel("test directional accuracy (%)")
+    ax.set_title(_wrapped(title, 70))
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_coverage(observed: dict[str, dict[float, float]], title: str) -> Figure:
+    """Nominal against observed coverage of the quantile intervals (80%: q10-q90, 96%: q02-q98),
+    per config; a calibrated model sits on the diagonal."""
+    fig, ax = _figure(5.5, 5)
+    shown = {label: points for label, points in observed.items() if points}
+    if not shown:
+        _note(ax, "no quantile forecasts stored (loss is not quantile)")
+        ax.set_title(title)
+        return fig
+    ax.plot([0.5, 1], [0.5, 1], color=BASELINE, linestyle="--", linewidth=1, label="calibrated")
+    colors = matplotlib.colormaps["tab10"]
+    for i, (label, points) in enumerate(shown.items()):
+        nominal = sorted(points)
+        ax.plot(nominal, [points[n] for n in nominal], marker="o", color=colors(i % 10), label=_wrapped(label, 40))
+    ax.set_xlim(0.5, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("observed coverage (test)")
+    ax.set_title(_wrapped(title, 60))
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def plot_loss_curves(histories: dict[str, list[dict[str, float]]], title: str) -> Figure:
     """Train and validation loss per epoch, one colour per run."""
     fig, ax = _figure(8, 4.5)

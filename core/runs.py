@@ -6,7 +6,8 @@ CLI's process pool) and an outcome comes back without touching the database.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,6 +82,34 @@ METRIC_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS if f.metric)
 # The columns that hold floats (and so may hold NaN).
 FLOAT_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS if f.kind is float)
 INT_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS if f.kind is int)
+
+
+# Kept with a record's extra scores: what they were computed with (`core.rescore.scoring_key`)
+# and from which file; neither is a column of the files.
+SCORED_WITH = "_scored_with"
+SCORED_FROM = "_scored_from"
+
+
+def extra_scores(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The registered metric columns (`core.metrics`) of a record beyond the seed's run fields,
+    and the scoring marks: what the database keeps in `runs.scores_json` and the files add
+    after the seed's columns."""
+    from core.metrics import describe_column
+
+    out: dict[str, Any] = {}
+    for key, value in (metrics or {}).items():
+        if key in (SCORED_WITH, SCORED_FROM):
+            out[key] = value
+            continue
+        if key in RUN_COLUMNS:
+            continue
+        try:
+            describe_column(key)
+        except KeyError:
+            continue
+        # NaN is JSON's null here: a metric that is undefined on a run.
+        out[key] = None if isinstance(value, float) and not math.isfinite(value) else value
+    return out
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,43 +32,46 @@ from pytorch_forecasting import TemporalFusionTransformer, TimeSeriesDataSet
 from pytorch_forecasting.data import TorchNormalizer
 from pytorch_forecasting.metrics import MAE, RMSE, QuantileLoss
 
-from core.config import Fold, TrainingConfig
+from core.config import EvaluationConfig, Fold, TrainingConfig
 from core.datasets import check_fold_fits, fold_rows
 from core.errors import DatasetError, RunCancelled, RunFailed
+from core.evaluation import PREDICTIONS_FILE, add_references, evaluate, write_predictions
 from core.feature_sets import KNOWN_FEATURES
 from core.files import dumps_json, publish_dir_atomic
-from core.significance import diebold_mariano, skill
+from core.metrics import QUANTILE_COLUMNS
+from core.rescore import FROM_PREDICTIONS, scoring_key
+from core.runs import SCORED_FROM, SCORED_WITH
 
 TIME_IDX = "time_idx"
 
 
 @dataclass
 class RunResult:
-    """What a run measured. RMSE/MAE come from the predictions over whole windows."""
+    """What a run measured: every registered metric of both windows (`core.metrics`, computed
+    from `predictions` by `core.evaluation.evaluate`) and how the training went."""
 
-    val_rmse: float
-    test_rmse: float
-    val_mae: float
-    test_mae: float
-    val_naive_rmse: float
-    test_naive_rmse: float
+    scores: dict[str, Any]  # metric columns, and the marks of what they were computed with
     best_epoch: int
     epochs_trained: int
     train_seconds: float
-    test_dm_stat: float
-    test_dm_pvalue: float
     n_val: int
     n_test: int
+    predictions: pd.DataFrame
     history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def test_skill(self) -> float:
-        return float(skill(self.test_rmse, self.test_naive_rmse))
+    # Where the run's time went: train, predict (both windows), evaluate (references and
+    # metrics), publish (checkpoint, predictions, files).
+    timings: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("history")
-        return {**data, "test_skill": self.test_skill}
+        """The run's record: metric columns (`val_rmse`, `test_dir_acc`, ...) and training facts."""
+        return {
+            **self.scores,
+            "best_epoch": self.best_epoch,
+            "epochs_trained": self.epochs_trained,
+            "train_seconds": self.train_seconds,
+            "n_val": self.n_val,
+            "n_test": self.n_test,
+        }
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ class FoldData:
     validation: TimeSeriesDataSet
     test: TimeSeriesDataSet
     dates: np.ndarray  # time_idx -> date, for labelling predictions
+    # The dataset (date, target, features) and the fold: reference forecasts and metrics are fitted
+    # on its train window (`core.evaluation`).
+    frame: pd.DataFrame
+    fold: Fold
 
 
 class DatasetCache:
@@ -175,7 +182,7 @@ def build_fold_data(frame: pd.DataFrame, fold: Fold, training: TrainingConfig, f
         sets[part] = TimeSeriesDataSet.from_dataset(
             training_set, span, min_prediction_idx=first, predict=False, stop_randomization=True
         )
-    return FoldData(training_set, sets["val"], sets["test"], data["date"].to_numpy())
+    return FoldData(training_set, sets["val"], sets["test"], data["date"].to_numpy(), data, fold)
 
 
 class _History(Callback):
@@ -230,23 +237,39 @@ def _loss(name: str) -> Any:
     return {"rmse": RMSE, "mae": MAE, "quantile": QuantileLoss}[name]()
 
 
-def _predict(model: TemporalFusionTransformer, dataset: TimeSeriesDataSet, batch_size: int) -> tuple[np.ndarray, ...]:
-    """Point forecasts, actuals and their time indices over a whole window."""
+def _predict(model: TemporalFusionTransformer, dataset: TimeSeriesDataSet, batch_size: int) -> dict[str, np.ndarray]:
+    """Point forecasts, actuals, their time indices and (quantile loss) the quantiles over a window."""
     loader = dataset.to_dataloader(train=False, batch_size=max(batch_size, 256), num_workers=0)
-    preds, actuals, idx = [], [], []
+    parts: dict[str, list[np.ndarray]] = {"predicted": [], "actual": [], "time_idx": [], "quantiles": []}
+    quantile = isinstance(model.loss, QuantileLoss)
     model.eval()
     with torch.no_grad():
         for x, (y, _weight) in loader:
             x = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in x.items()}
             out = model(x)
-            preds.append(model.to_prediction(out).detach().cpu().numpy())
-            actuals.append(y.detach().cpu().numpy())
-            idx.append(x["decoder_time_idx"].detach().cpu().numpy())
-    return np.concatenate(preds), np.concatenate(actuals), np.concatenate(idx)
+            parts["predicted"].append(model.to_prediction(out).detach().cpu().numpy())
+            parts["actual"].append(y.detach().cpu().numpy())
+            parts["time_idx"].append(x["decoder_time_idx"].detach().cpu().numpy())
+            if quantile:
+                parts["quantiles"].append(model.to_quantiles(out).detach().cpu().numpy())
+    return {key: np.concatenate(values) for key, values in parts.items() if values}
 
 
-def _rmse(err: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(err))))
+def _prediction_rows(split: str, window: dict[str, np.ndarray], dates: np.ndarray) -> pd.DataFrame:
+    """One row per (sample, horizon) of a window: the columns of `predictions.parquet`."""
+    idx = window["time_idx"]
+    horizons = idx.shape[1]
+    columns: dict[str, Any] = {
+        "split": split,
+        "date": pd.to_datetime(dates[idx.reshape(-1)]).strftime("%Y-%m-%d"),
+        "horizon": np.tile(np.arange(1, horizons + 1, dtype="int64"), len(idx)),
+        "actual": window["actual"].reshape(-1).astype("float64"),
+        "predicted": window["predicted"].reshape(-1).astype("float64"),
+    }
+    if "quantiles" in window:
+        flat = window["quantiles"].reshape(-1, len(QUANTILE_COLUMNS)).astype("float64")
+        columns.update({name: flat[:, i] for i, name in enumerate(QUANTILE_COLUMNS)})
+    return pd.DataFrame(columns)
 
 
 def train_and_evaluate(
@@ -258,13 +281,15 @@ def train_and_evaluate(
     stop_requested: Callable[[], bool] | None = None,
     callbacks: list[Callback] | None = None,
     precision: str | None = None,
+    evaluation: EvaluationConfig | None = None,
 ) -> RunResult:
     """Train and evaluate one run; publish its model version to `out_dir` if given.
 
     `out_dir` (a `folds/{fold}/models/{version}` folder) receives, in one atomic rename:
     `model.ckpt` (best epoch), `dataset_parameters.pkl` (to rebuild the datasets for
-    inference with `TimeSeriesDataSet.from_parameters`), `metrics.json`, `config.json`
-    and `test_predictions.csv` (`date, horizon, actual, predicted, naive`).
+    inference with `TimeSeriesDataSet.from_parameters`), `metrics.json`, `config.json`,
+    `predictions.parquet` (both windows, quantiles, reference forecasts: the record every
+    metric is computed from) and `test_predictions.csv` (`date, horizon, actual, predicted, naive`).
 
     Raises:
         RunFailed: training diverged (no finite validation loss).
@@ -325,31 +350,41 @@ def train_and_evaluate(
     model.load_state_dict(history.best_state)
     train_seconds = time.perf_counter() - started
 
-    val_pred, val_y, _ = _predict(model, fold_data.validation, training.batch_size)
-    test_pred, test_y, test_idx = _predict(model, fold_data.test, training.batch_size)
-    # Against the naive forecast (tomorrow's log return is zero), on the first-horizon rows.
-    dm_stat, dm_pvalue = diebold_mariano(test_y[:, 0], test_pred[:, 0], np.zeros(len(test_y)))
+    evaluation = evaluation or EvaluationConfig()
+    timings = {"train_seconds": train_seconds}
+    mark = time.perf_counter()
+    predictions = pd.concat(
+        [
+            _prediction_rows("val", _predict(model, fold_data.validation, training.batch_size), fold_data.dates),
+            _prediction_rows("test", _predict(model, fold_data.test, training.batch_size), fold_data.dates),
+        ],
+        ignore_index=True,
+    )
+    timings["predict_seconds"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    references = evaluation.run_references
+    predictions = add_references(predictions, fold_data.frame, fold_data.fold, references)
+    scores: dict[str, Any] = evaluate(predictions, fold_data.frame, fold_data.fold, references, evaluation.costs_bps)
+    scores |= {SCORED_WITH: scoring_key(evaluation), SCORED_FROM: FROM_PREDICTIONS}
+    if not all(math.isfinite(scores[key] or math.nan) for key in ("val_rmse", "test_rmse")):
+        raise RunFailed("predictions are not finite")
+    timings["evaluate_seconds"] = time.perf_counter() - mark
+    split_rows = predictions["split"].value_counts()
     result = RunResult(
-        val_rmse=_rmse(val_pred - val_y),
-        test_rmse=_rmse(test_pred - test_y),
-        val_mae=float(np.mean(np.abs(val_pred - val_y))),
-        test_mae=float(np.mean(np.abs(test_pred - test_y))),
-        # Naive forecast: tomorrow's log return is zero (a random walk in prices).
-        val_naive_rmse=_rmse(val_y),
-        test_naive_rmse=_rmse(test_y),
+        scores=scores,
         best_epoch=history.best_epoch,
         epochs_trained=len(history.epochs),
         train_seconds=round(train_seconds, 3),
-        test_dm_stat=dm_stat,
-        test_dm_pvalue=dm_pvalue,
-        n_val=int(val_y.size),
-        n_test=int(test_y.size),
+        n_val=int(split_rows.get("val", 0)),
+        n_test=int(split_rows.get("test", 0)),
+        predictions=predictions,
         history=history.epochs,
+        timings=timings,
     )
-    if not all(math.isfinite(v) for v in (result.val_rmse, result.test_rmse)):
-        raise RunFailed("predictions are not finite")
     if out_dir is not None:
-        _publish(out_dir, trainer, fold_data, training, result, test_pred, test_y, test_idx, extra_files or {})
+        mark = time.perf_counter()
+        _publish(out_dir, trainer, fold_data, training, result, extra_files or {})
+        timings["publish_seconds"] = time.perf_counter() - mark
     return result
 
 
@@ -359,18 +394,16 @@ def _publish(
     fold_data: FoldData,
     training: TrainingConfig,
     result: RunResult,
-    test_pred: np.ndarray,
-    test_y: np.ndarray,
-    test_idx: np.ndarray,
     extra_files: dict[str, Any],
 ) -> None:
-    horizons = test_idx.shape[1]
-    predictions = pd.DataFrame(
+    test = result.predictions[result.predictions["split"] == "test"]
+    # The seed's file, as it always was: today's plots and readers use it.
+    test_predictions = pd.DataFrame(
         {
-            "date": pd.to_datetime(fold_data.dates[test_idx.reshape(-1)]).strftime("%Y-%m-%d"),
-            "horizon": np.tile(np.arange(1, horizons + 1), len(test_idx)),
-            "actual": test_y.reshape(-1),
-            "predicted": test_pred.reshape(-1),
+            "date": test["date"].to_numpy(),
+            "horizon": test["horizon"].to_numpy(),
+            "actual": test["actual"].to_numpy(),
+            "predicted": test["predicted"].to_numpy(),
             "naive": 0.0,  # the naive forecast: a zero log return
         }
     )
@@ -380,7 +413,10 @@ def _publish(
             pickle.dump(fold_data.training.get_parameters(), fh)
         (tmp / "metrics.json").write_text(dumps_json({**result.metrics(), "history": result.history}))
         (tmp / "config.json").write_text(dumps_json(training.model_dump(mode="json")))
-        predictions.to_csv(tmp / "test_predictions.csv", index=False, float_format="%.8g")
+        mark = time.perf_counter()
+        write_predictions(tmp / PREDICTIONS_FILE, result.predictions)
+        result.timings["write_predictions_seconds"] = time.perf_counter() - mark
+        test_predictions.to_csv(tmp / "test_predictions.csv", index=False, float_format="%.8g")
         for name, payload in extra_files.items():
             (tmp / name).write_text(dumps_json(payload) if not isinstance(payload, str) else payload)
 

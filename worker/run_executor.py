@@ -83,6 +83,7 @@ def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None)
             precision=_precision,
         )
         outcome.metrics = result.metrics()
+        outcome.timings |= result.timings
         outcome.model_version = spec.version
     except KeyboardInterrupt:
         raise

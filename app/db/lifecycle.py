@@ -29,7 +29,7 @@ from core.config import SweepConfig
 from core.errors import DatasetError, SweepExists, SweepFolderError
 from core.merge import validate_merge
 from core.plan import PlannedRun, expand_sweep
-from core.runs import METRIC_COLUMNS
+from core.runs import METRIC_COLUMNS, extra_scores
 from core.sweep_folder import SweepFolderConfig
 
 
@@ -201,6 +201,7 @@ def adopt_sweep(session: Session, folder: SweepFolderConfig, records: list[dict[
                 "started_at": _parse_time(record.get("started_at")) if done else None,
                 "finished_at": _parse_time(record.get("finished_at")) if done else None,
                 **{key: record.get(key) if done else None for key in METRIC_COLUMNS},
+                "scores_json": json.dumps(extra_scores(record)) if done else None,
             }
         )
     rows += [_run_row(sweep, len(rows) + i, plan, now) for i, plan in enumerate(planned.values())]
@@ -311,6 +312,7 @@ def finish_run(
     }
     for key in METRIC_COLUMNS:
         values[key] = (metrics or {}).get(key)
+    values["scores_json"] = json.dumps(extra_scores(metrics)) if metrics else None
     result = session.execute(
         update(Run).where(Run.id == run_id, Run.state == RunState.RUNNING, Run.lease_owner == owner).values(**values)
     )

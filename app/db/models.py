@@ -112,6 +112,9 @@ class Run(Base):
     test_skill: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_dm_stat: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_dm_pvalue: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Every other registered metric column (`core.metrics`), as a JSON object: a new metric is a
+    # new key, never a migration.
+    scores_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(300), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 

@@ -98,6 +98,9 @@ def _record(row: Mapping[Any, Any]) -> dict[str, Any]:
         record[key] = moment.isoformat() if moment else None
     if "params_json" in record:
         record["params"] = json.loads(record.pop("params_json"))
+    scores = record.pop("scores_json", None)
+    if scores:
+        record.update(json.loads(scores))
     return record
 
 
@@ -113,7 +116,9 @@ def run_records(
 ) -> list[dict[str, Any]]:
     """The sweep's run records in plan order (what `sweep_runs` holds; `params`: each run's
     whole training config too), optionally one fold's or one state's, a page at a time."""
-    query = select(*RECORD_COLUMNS, *([Run.params_json] if params else [])).where(Run.sweep_id == sweep_id)
+    query = select(*RECORD_COLUMNS, Run.scores_json, *([Run.params_json] if params else [])).where(
+        Run.sweep_id == sweep_id
+    )
     if fold is not None:
         query = query.where(Run.fold == fold)
     if state is not None:

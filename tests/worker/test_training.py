@@ -32,10 +32,11 @@ def test_a_run_trains_and_publishes_its_model_version(frame: pd.DataFrame, tmp_p
     data = build_fold_data(frame, fold, training, FEATURES)
     out = tmp_path / "sweep/folds/f1/models/baseline__seed42"
     result = train_and_evaluate(data, training, out)
+    scores = result.metrics()
 
-    assert 0 < result.val_rmse < 1 and 0 < result.test_rmse < 1
-    assert 0 < result.val_mae <= result.val_rmse
-    assert result.val_naive_rmse > 0 and result.test_naive_rmse > 0
+    assert 0 < scores["val_rmse"] < 1 and 0 < scores["test_rmse"] < 1
+    assert 0 < scores["val_mae"] <= scores["val_rmse"]
+    assert scores["val_naive_rmse"] > 0 and scores["test_naive_rmse"] > 0
     assert 1 <= result.best_epoch <= result.epochs_trained <= training.max_epochs
     assert len(result.history) == result.epochs_trained
     assert result.train_seconds > 0
@@ -44,25 +45,33 @@ def test_a_run_trains_and_publishes_its_model_version(frame: pd.DataFrame, tmp_p
         "dataset_parameters.pkl",
         "metrics.json",
         "model.ckpt",
+        "predictions.parquet",
         "test_predictions.csv",
     ]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["val_rmse"] == result.val_rmse
+    assert metrics["val_rmse"] == scores["val_rmse"]
     assert json.loads((out / "config.json").read_text())["hidden_size"] == training.hidden_size
     preds = pd.read_csv(out / "test_predictions.csv")
     assert list(preds.columns) == ["date", "horizon", "actual", "predicted", "naive"]
     assert len(preds) == result.n_test
+    # predictions.parquet: both windows, every reference; its test rows are the CSV's.
+    kept = pd.read_parquet(out / "predictions.parquet")
+    assert list(kept.columns) == ["split", "date", "horizon", "actual", "predicted", "ref_naive", "ref_mean", "ref_ar1"]
+    assert (kept["split"] == "val").sum() == result.n_val and (kept["split"] == "test").sum() == result.n_test
+    kept_test = kept[kept["split"] == "test"].reset_index(drop=True)
+    assert list(kept_test["date"]) == list(preds["date"])
+    np.testing.assert_allclose(kept_test["predicted"], preds["predicted"], rtol=1e-7)
     # The Diebold-Mariano statistic against the naive forecast, by hand from the published rows.
     first = preds[preds["horizon"] == 1]
     dl = (first["actual"] - first["predicted"]) ** 2 - (first["actual"] - first["naive"]) ** 2
     n = len(dl)
     dm = dl.mean() / np.sqrt(dl.var(ddof=0) / n) * np.sqrt((n - 1) / n)
-    assert result.test_dm_stat == pytest.approx(dm, rel=1e-5)
-    assert result.test_dm_pvalue == pytest.approx(2 * stats.t.sf(abs(dm), n - 1), rel=1e-4, abs=1e-9)
-    assert metrics["test_skill"] == pytest.approx(1 - result.test_rmse / result.test_naive_rmse)
+    assert scores["test_dm_stat"] == pytest.approx(dm, rel=1e-5)
+    assert scores["test_dm_pvalue"] == pytest.approx(2 * stats.t.sf(abs(dm), n - 1), rel=1e-4, abs=1e-9)
+    assert metrics["test_skill"] == pytest.approx(1 - scores["test_rmse"] / scores["test_naive_rmse"])
     assert preds["date"].min() >= "2012-07-01" and preds["date"].max() <= "2012-12-31"
     # The window RMSE is recomputable from the published predictions.
-    assert np.sqrt(np.mean((preds["predicted"] - preds["actual"]) ** 2)) == pytest.approx(result.test_rmse, rel=1e-6)
+    assert np.sqrt(np.mean((preds["predicted"] - preds["actual"]) ** 2)) == pytest.approx(scores["test_rmse"], rel=1e-6)
     # Nothing was written into the working directory (no stray lightning_logs).
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
     # The checkpoint and dataset parameters reload for inference.
@@ -79,7 +88,7 @@ def test_same_config_and_seed_give_identical_metrics(frame: pd.DataFrame) -> Non
     again = train_and_evaluate(build_fold_data(frame, fold, training, FEATURES), training)
     assert first.metrics() | {"train_seconds": 0} == again.metrics() | {"train_seconds": 0}
     other_seed = train_and_evaluate(data, tiny_training(seed=4))
-    assert other_seed.val_rmse != first.val_rmse
+    assert other_seed.scores["val_rmse"] != first.scores["val_rmse"]
 
 
 def test_scalers_are_fitted_on_the_train_window_only(frame: pd.DataFrame) -> None:
@@ -114,8 +123,8 @@ def test_validation_never_sees_the_future(frame: pd.DataFrame) -> None:
     changed.loc[after_val, ["target", *FEATURES]] = changed.loc[after_val, ["target", *FEATURES]] * -3 + 1
     base = train_and_evaluate(data, training)
     perturbed = train_and_evaluate(build_fold_data(changed, fold, training, FEATURES), training)
-    assert perturbed.val_rmse == base.val_rmse
-    assert perturbed.test_rmse != base.test_rmse
+    assert perturbed.scores["val_rmse"] == base.scores["val_rmse"]
+    assert perturbed.scores["test_rmse"] != base.scores["test_rmse"]
 
 
 def test_dataset_cache_reuses_fold_datasets(frame: pd.DataFrame) -> None:

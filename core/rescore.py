@@ -1,0 +1,98 @@
+"""Scores from the stored predictions: every metric of a run recomputed without training.
+
+A run's scores depend on its predictions and on the sweep's `evaluation` block (references,
+costs) and the metric registry. Each scored record carries the key of what it was scored with
+(`SCORED_WITH`); a record whose key differs from the current one (the block was merged or
+regenerated with other values, a metric or a reference was registered since) is rescored from
+its model version's `predictions.parquet`, or, for runs made before predictions were kept,
+from `test_predictions.csv` (test metrics only: validation metrics stay null).
+
+Only the registered columns beyond the seed's run fields change: the seed's columns are the
+run's record, and a CSV of 8 significant digits must not overwrite them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.config import EvaluationConfig, Fold
+from core.evaluation import PREDICTIONS_FILE, evaluate, read_predictions
+from core.metrics import METRICS, metric_columns
+from core.paths import version_folder
+from core.references import REFERENCES
+from core.runs import SCORED_FROM, SCORED_WITH, extra_scores
+
+# Where a record's scores came from (`SCORED_FROM`), as the summary counts them.
+FROM_PREDICTIONS = PREDICTIONS_FILE
+FROM_TEST_PREDICTIONS = "test_predictions.csv"
+FROM_TRAINING = "training"
+
+
+def scoring_key(evaluation: EvaluationConfig) -> str:
+    """What a run's scores depend on besides its predictions: the references and costs, and the
+    registered metrics and references (a new registration changes the key)."""
+    payload = {
+        "references": evaluation.run_references,
+        "costs_bps": evaluation.costs_bps,
+        "columns": metric_columns(evaluation.run_references),
+        "metrics": {name: m.description for name, m in METRICS.items()},
+        "registered": {name: r.description for name, r in REFERENCES.items()},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def needs_rescore(record: Mapping[str, Any], key: str) -> bool:
+    """A succeeded run with a model version, scored with something else than `key`."""
+    return record.get("status") == "succeeded" and bool(record.get("model_version")) and record.get(SCORED_WITH) != key
+
+
+def rescore_record(
+    record: Mapping[str, Any], sweep: Path, frame: pd.DataFrame, fold: Fold, evaluation: EvaluationConfig, key: str
+) -> dict[str, Any]:
+    """The registered columns beyond the seed's of `record`, recomputed from its stored
+    predictions, with `SCORED_WITH` and `SCORED_FROM`; a run without stored predictions keeps
+    what it has and is marked as scored (so it is not looked for again)."""
+    folder = version_folder(sweep, str(record["fold"]), str(record["model_version"]))
+    predictions = read_predictions(folder)
+    if predictions is None:
+        kept = extra_scores(record)
+        return {**kept, SCORED_WITH: key, SCORED_FROM: record.get(SCORED_FROM) or FROM_TRAINING}
+    source = FROM_PREDICTIONS if (folder / PREDICTIONS_FILE).exists() else FROM_TEST_PREDICTIONS
+    scores = evaluate(predictions, frame, fold, evaluation.run_references, evaluation.costs_bps)
+    return {**extra_scores(scores), SCORED_WITH: key, SCORED_FROM: source}
+
+
+def rescore_records(
+    records: Iterable[dict[str, Any]], sweep: Path, frame: pd.DataFrame, folds: Mapping[str, Fold], evaluation: EvaluationConfig
+) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Every record, with the stale ones rescored; and the new extra scores by run id (what a
+    database records)."""
+    key = scoring_key(evaluation)
+    out: list[dict[str, Any]] = []
+    changed: dict[int, dict[str, Any]] = {}
+    for record in records:
+        fold = folds.get(str(record.get("fold")))
+        if fold is None or not needs_rescore(record, key):
+            out.append(record)
+            continue
+        scores = rescore_record(record, sweep, frame, fold, evaluation, key)
+        seed = {k: v for k, v in record.items() if k not in extra_scores(record) and k not in (SCORED_WITH, SCORED_FROM)}
+        out.append({**seed, **scores})
+        changed[int(record["run_id"])] = scores
+    return out, changed
+
+
+def scored_from_counts(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many succeeded runs were scored from full predictions, from test predictions only
+    (runs made before predictions were kept: null validation metrics), or by training alone."""
+    counts = Counter(
+        str(r.get(SCORED_FROM) or FROM_TRAINING) for r in records if r.get("status") == "succeeded"
+    )
+    return {name: counts.get(name, 0) for name in (FROM_PREDICTIONS, FROM_TEST_PREDICTIONS, FROM_TRAINING)}
