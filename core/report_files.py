@@ -60,6 +60,10 @@ def _cell(value: Any) -> str:
     return _csv_field(str(value))
 
 
+def _missing(value: Any) -> bool:
+    return value is None or value != value
+
+
 def _float_text(value: float) -> str:
     return "" if value != value else CSV_FLOAT_FORMAT % value
 
@@ -80,6 +84,8 @@ def csv_cells(values: list[Any]) -> list[str]:
     only when it must be. Columns of one kind take a fast path; mixed ones go value by value."""
     kinds = set(map(type, values)) - {type(None)}
     if kinds <= {float}:
+        if values and _missing(values[0]) and all(map(_missing, values)):  # a score no run has: no set of NaNs
+            return [""] * len(values)
         return _spell_column(values, _float_text)
     if kinds <= {int} or kinds <= {bool}:
         return _spell_column(values, str)

@@ -8,11 +8,16 @@ tables are spelled on disk lives in `core.report_files`, the statistics in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
+from core.metrics import column_name, describe_column
 from core.plan import BASELINE_ID
 from core.report_files import PARAM_VALUE, column_cells, formatted_lines
+from core.runs import RUN_COLUMNS
 from core.significance import BASELINE as VERDICT_BASELINE
 from core.significance import (
     DEFAULT_ALPHA,
@@ -22,10 +27,12 @@ from core.significance import (
     holm_families,
     pair_statistics,
     simultaneous_intervals,
-    skill,
     verdicts,
 )
 from core.sweep_runs import positions
+
+DEFAULT_RANK_BY = "val_rmse"
+RANK_SCORE = "rank_score"
 
 RANKING_COLUMNS = (
     "rank",
@@ -110,7 +117,7 @@ _SIMULTANEOUS = (
 # Each ranking and impact-summary column: its JSON type and what it means (the API documents
 # them from here; docs/reports.md explains them at length).
 COLUMN_DOCS: dict[str, tuple[type, str]] = {
-    "rank": (int, "Position by robust_score, best first."),
+    "rank": (int, "Position by rank_score, best first."),
     "config_id": (str, "`baseline`, `{param}={value}` or a candidate's name."),
     "param_name": (str, "The training_config key the variant changes (null for the baseline and candidates)."),
     "param_value": (object, "Its value, with its type (a number stays a number; CSV files spell it as the config id)."),
@@ -119,14 +126,17 @@ COLUMN_DOCS: dict[str, tuple[type, str]] = {
     "n_total": (int, "Every run of the config."),
     "mean_val_rmse": (float, "Mean validation RMSE."),
     "std_val_rmse": (float, "Its sample standard deviation (0 with one run)."),
-    "robust_score": (float, "mean_val_rmse + std_val_rmse: the sort key."),
+    "robust_score": (float, "mean_val_rmse + std_val_rmse (the sort key with the default rank_by, val_rmse)."),
     "mean_test_rmse": (float, "Mean test RMSE."),
     "std_test_rmse": (float, "Its sample standard deviation."),
     "mean_val_mae": (float, "Mean validation MAE."),
     "mean_test_mae": (float, "Mean test MAE."),
     "mean_val_naive_rmse": (float, "Mean validation RMSE of the naive (zero-return) forecast."),
     "mean_test_naive_rmse": (float, "Mean test RMSE of the naive forecast."),
-    "delta_vs_baseline": (float, "Mean val-RMSE delta to the baseline over pairs (same fold and seed)."),
+    "delta_vs_baseline": (
+        float,
+        "Mean delta of the rank_by metric (val RMSE by default) to the baseline over pairs (same fold and seed).",
+    ),
     "ci95_low": (float, f"Low end of the {_CI}."),
     "ci95_high": (float, f"High end of the {_CI}."),
     "holm_pvalue": (float, "Wilcoxon signed-rank p-value of the deltas, Holm-adjusted over the table's rows."),
@@ -141,13 +151,18 @@ COLUMN_DOCS: dict[str, tuple[type, str]] = {
     ),
     "simultaneous_ci_low": (float, f"Low end of the {_SIMULTANEOUS}."),
     "simultaneous_ci_high": (float, f"High end of the {_SIMULTANEOUS}."),
-    "mean_test_skill": (float, "Mean of 1 - test_rmse / test_naive_rmse over its runs."),
+    "mean_test_skill": (float, "Mean of its runs' test_skill (1 - test_rmse / test_naive_rmse)."),
     "dm_better_share": (float, "Share of its runs that beat the naive forecast by the Diebold-Mariano test."),
     "n_pairs": (int, "Its runs paired with a baseline run of the same fold and seed."),
     "mean_val_rel_rmse": (float, "Mean of val_rmse / val_naive_rmse (sweep level): fold volatility divides out."),
     "std_val_rel_rmse": (float, "Its sample standard deviation."),
     "robust_rel_score": (float, "mean_val_rel_rmse + std_val_rel_rmse."),
-    "mean_fold_rank": (float, "The config's rank by robust_score inside each fold, averaged over folds."),
+    "mean_fold_rank": (float, "The config's rank by rank_score inside each fold, averaged over folds."),
+    RANK_SCORE: (
+        float,
+        "Robust score of the rank_by metric over its runs: mean + std where lower is better, mean - std where "
+        "higher is better (the sort key).",
+    ),
     "avg_delta_rmse_vs_baseline": (float, "Mean val-RMSE delta to the baseline over pairs (the sort key)."),
     "std_delta_rmse_vs_baseline": (float, "Its sample standard deviation (0 with one pair)."),
     "win_rate": (float, "Share of pairs where the variant's val RMSE is below the baseline's."),
@@ -170,22 +185,37 @@ def build_config_ranking(
     fold_ranking: pd.DataFrame | None = None,
     pairs: pd.DataFrame | None = None,
     relative: bool = True,
+    rank_by: str = DEFAULT_RANK_BY,
+    metrics: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """One row per config, sorted by `robust_score = mean_val_rmse + std_val_rmse` ascending.
+    """One row per config, best first by `rank_score`: the robust score of the `rank_by` column
+    (`robust_score`: mean + std over runs when lower is better, mean - std when higher is better).
 
+    The seed's columns keep their meaning whatever `rank_by` is (`robust_score` is that of
+    val RMSE); then, per metric name of `metrics` (`core.metrics.metric_names`), its
+    `ranking_metric_columns` and last `rank_score`. A metric column the runs lack is null.
     Statistics use succeeded runs only (`n_runs` of them); `n_failed` counts failed runs,
     `n_total` every run of the config. Configs without a succeeded run rank last.
     Ties keep plan order. `per_fold`: one ranking per fold in one pass, each fold's rows
     together (in the order folds first appear) under a leading `fold` column; split them
     with `split_by_fold`.
 
-    Then each config against the baseline on their common (fold, seed) pairs
+    Then each config against the baseline on their common (fold, seed) pairs, on `rank_by`
     (`RANKING_SIGNIFICANCE_COLUMNS`, Holm over the table's rows, per fold with `per_fold`)
     and, at sweep level, the relative view (`RANKING_RELATIVE_COLUMNS`): error relative to
     the naive forecast, and the config's mean rank inside each fold (from `fold_ranking`,
-    this function's `per_fold` table, computed when not given; left out when not `relative`).
-    `pairs`: `baseline_pairs(runs)`, when the caller has it.
+    this function's `per_fold` table with the same `rank_by`, computed when not given; left
+    out when not `relative`). `pairs`: `baseline_pairs(runs, rank_by)`, when the caller has it.
+
+    Raises:
+        ValueError: `rank_by` is not a registered val_ metric column with a direction.
     """
+    better = rank_direction(rank_by)
+    added = ranking_metric_columns(metrics)
+    stats_of = {
+        name: found for name in (*RANKING_COLUMNS, *RANKING_SIGNIFICANCE_COLUMNS, *added) if (found := _stat(name))
+    }
+    runs = _with_columns(runs, [rank_by, *(column for column, _ in stats_of.values())])
     keys = _keys(per_fold)
     configs = runs.groupby(keys, sort=False)
     table = configs.agg(
@@ -193,37 +223,38 @@ def build_config_ranking(
     )
     table["n_failed"] = (runs["status"] == "failed").groupby([runs[k] for k in keys], sort=False).sum()
     ok = runs[runs["status"] == "succeeded"]
-    stats = ok.groupby(keys, sort=False).agg(
-        n_runs=("val_rmse", "size"),
-        mean_val_rmse=("val_rmse", "mean"),
-        std_val_rmse=("val_rmse", "std"),
-        mean_test_rmse=("test_rmse", "mean"),
-        std_test_rmse=("test_rmse", "std"),
-        mean_val_mae=("val_mae", "mean"),
-        mean_test_mae=("test_mae", "mean"),
-        mean_val_naive_rmse=("val_naive_rmse", "mean"),
-        mean_test_naive_rmse=("test_naive_rmse", "mean"),
-    )
+    stats_of |= {"_rank_mean": (rank_by, "mean"), "_rank_std": (rank_by, "std")}
+    grouped = ok.groupby(keys, sort=False)
+    # One pass per statistic over all its columns: named aggregations take one pass per column.
+    parts = [grouped["val_rmse"].size().rename("n_runs")]
+    for kind in ("mean", "std"):
+        names = [name for name, (_, of) in stats_of.items() if of == kind]
+        values = grouped[list(dict.fromkeys(stats_of[name][0] for name in names))].agg(kind)
+        parts.append(pd.DataFrame({name: values[stats_of[name][0]] for name in names}, index=values.index))
+    stats = pd.concat(parts, axis=1)
     table = table.join(stats, how="left")
     table["n_runs"] = table["n_runs"].fillna(0).astype(int)
-    for col in ("std_val_rmse", "std_test_rmse"):  # the sample std of one value is 0, not undefined
-        table.loc[table["n_runs"] == 1, col] = 0.0
-    table["robust_score"] = table["mean_val_rmse"] + table["std_val_rmse"]
-    pairs = pairs if pairs is not None else baseline_pairs(runs)
-    table = table.join(_against_baseline(pairs, keys), how="left")
+    one_run = table["n_runs"] == 1
+    for col in [name for name, (_, of) in stats_of.items() if of == "std"]:
+        table.loc[one_run, col] = 0.0  # the sample std of one value is 0, not undefined
+    table["robust_score"] = robust_score(table["mean_val_rmse"], table["std_val_rmse"], "lower")
+    table[RANK_SCORE] = robust_score(table["_rank_mean"], table["_rank_std"], better)
+    table["_rank_key"] = table[RANK_SCORE] if better == "lower" else -table[RANK_SCORE]
+    pairs = pairs if pairs is not None else baseline_pairs(runs, rank_by)
+    table = table.join(_against_baseline(pairs, keys, rank_by), how="left")
     table = table.join(_against_naive(ok, keys, alpha), how="left")
     columns = [*RANKING_COLUMNS, *RANKING_SIGNIFICANCE_COLUMNS]
     relative = relative and not per_fold
     if relative:
         table = table.join(_relative_view(ok), how="left")
         columns += RANKING_RELATIVE_COLUMNS
-    columns += RANKING_FAMILY_COLUMNS
-    table = _sorted(table, "robust_score", per_fold)
+    columns += [*RANKING_FAMILY_COLUMNS, *added, RANK_SCORE]
+    table = _sorted(table, "_rank_key", per_fold)
     rank = table.groupby("fold", sort=False).cumcount() + 1 if per_fold else range(1, len(table) + 1)
     table.insert(0, "rank", rank)
     table["holm_pvalue"] = _holm_per_table(table, "_pvalue", per_fold)
     table["n_pairs"] = table["_pairs"].fillna(0).astype(int)
-    _judge(table, "delta_vs_baseline", "_std", per_fold, alpha)
+    _judge(table, "delta_vs_baseline", "_std", per_fold, alpha, better)
     is_baseline = table["config_id"] == BASELINE_ID
     table.loc[is_baseline, "verdict"] = VERDICT_BASELINE
     table["holm_family"] = table["holm_family"].astype("Int64").mask(is_baseline)  # the baseline is not tested
@@ -231,7 +262,7 @@ def build_config_ranking(
         folds = (
             fold_ranking
             if fold_ranking is not None
-            else build_config_ranking(runs, per_fold=True, alpha=alpha, pairs=pairs)
+            else build_config_ranking(runs, per_fold=True, alpha=alpha, pairs=pairs, rank_by=rank_by)
         )
         # Averaged over every fold (a fold where none of its runs succeeded ranks it last there).
         ranked = folds.groupby("config_id", sort=False)["rank"].mean()
@@ -239,10 +270,87 @@ def build_config_ranking(
     return table[[*keys[:-1], *columns]].reset_index(drop=True)
 
 
-def _against_baseline(pairs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per config (and fold): the mean paired delta vs the baseline, its interval, the Wilcoxon
-    p-value (`_pvalue`, Holm-adjusted later over the whole table) and the pair count."""
-    names, groups = grouped_values(pairs, keys, "delta_rmse_vs_baseline")
+def robust_score(mean: Any, std: Any, better: str) -> Any:
+    """The robust score of a metric over runs (numbers or columns): `mean + std` where lower is
+    better, `mean - std` where higher is better, so that a config whose runs spread widely
+    never wins on one lucky seed."""
+    return mean + std if better == "lower" else mean - std
+
+
+def rank_direction(rank_by: str) -> str:
+    """Whether lower or higher values of the column `rank_by` are better.
+
+    Raises:
+        ValueError: `rank_by` is not the val_ column of a registered metric with a direction.
+    """
+    try:
+        split, metric, _ref = describe_column(rank_by)
+    except KeyError:
+        raise ValueError(
+            f"rank_by {rank_by!r} is not a registered metric column (val_rmse, val_dir_acc, ...)"
+        ) from None
+    if split != "val" or metric.better is None:
+        raise ValueError(f"rank_by {rank_by!r} cannot rank configs: it must be a val_ metric with a direction")
+    return metric.better
+
+
+def ranking_metric_columns(metrics: Sequence[str]) -> list[str]:
+    """What the ranking adds per metric name, in order: `mean_val_{m}`, `std_val_{m}` and
+    `mean_test_{m}`, named after the run columns (`core.metrics.column_name`), leaving out
+    those the seed's columns hold already (`mean_val_rmse`, `mean_test_skill`, ...)."""
+    seed = {*RANKING_COLUMNS, *RANKING_SIGNIFICANCE_COLUMNS, *RANKING_RELATIVE_COLUMNS, *RANKING_FAMILY_COLUMNS}
+    added: dict[str, None] = {}
+    for name in metrics:
+        val, test = column_name("val", name), column_name("test", name)
+        added.update(dict.fromkeys(c for c in (f"mean_{val}", f"std_{val}", f"mean_{test}") if c not in seed))
+    return list(added)
+
+
+def ranking_column_doc(column: str) -> tuple[type, str]:
+    """A ranking column's JSON type and meaning: from `COLUMN_DOCS`, or for a metric's columns
+    (`ranking_metric_columns`) from the metric registry's description.
+
+    Raises:
+        KeyError: not a ranking column.
+    """
+    if column in COLUMN_DOCS:
+        return COLUMN_DOCS[column]
+    found = _stat(column)
+    if found is None:
+        raise KeyError(f"{column!r} is not a ranking column")
+    run_column, stat = found
+    _split, metric, ref = describe_column(run_column)
+    description = metric.description.replace("{ref}", ref) if ref is not None else metric.description
+    what = "Mean" if stat == "mean" else "Sample standard deviation (0 with one run)"
+    return float, f"{what} of {run_column} over its runs: {description}"
+
+
+def _stat(name: str) -> tuple[str, str] | None:
+    """(run column, "mean" or "std") of a ranking column named `mean_{column}` or `std_{column}`
+    after a run column or a metric column; None for any other."""
+    stat, _, column = name.partition("_")
+    if stat not in ("mean", "std"):
+        return None
+    if column in RUN_COLUMNS:
+        return column, stat
+    try:
+        describe_column(column)
+    except KeyError:
+        return None
+    return column, stat
+
+
+def _with_columns(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`runs` with every one of `columns`, null (NaN) where the runs do not carry it."""
+    missing = [c for c in dict.fromkeys(columns) if c not in runs.columns]
+    return runs.assign(**dict.fromkeys(missing, np.nan)) if missing else runs
+
+
+def _against_baseline(pairs: pd.DataFrame, keys: list[str], rank_by: str) -> pd.DataFrame:
+    """Per config (and fold): the mean paired delta of `rank_by` vs the baseline, its interval,
+    the Wilcoxon p-value (`_pvalue`, Holm-adjusted later over the whole table) and the pair count."""
+    deltas = pairs.assign(_delta=pairs[rank_by] - pairs[f"baseline_{rank_by}"])
+    names, groups = grouped_values(deltas, keys, "_delta")
     found = pair_statistics(groups)
     table = names.assign(
         delta_vs_baseline=found["mean"],
@@ -256,12 +364,12 @@ def _against_baseline(pairs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def _against_naive(ok: pd.DataFrame, keys: list[str], alpha: float) -> pd.DataFrame:
-    """Per config (and fold): mean test skill, and the share of runs whose Diebold-Mariano test
-    says they beat the naive forecast (runs without the test left out)."""
+    """Per config (and fold): the share of runs whose Diebold-Mariano test says they beat the
+    naive forecast (runs without the test left out)."""
     tested = ok["test_dm_stat"].notna() & ok["test_dm_pvalue"].notna()
     better = ((ok["test_dm_stat"] < 0) & (ok["test_dm_pvalue"] < alpha)).astype("float64").where(tested)
-    frame = ok[keys].assign(_skill=skill(ok["test_rmse"], ok["test_naive_rmse"]), _better=better)
-    return frame.groupby(keys, sort=False).agg(mean_test_skill=("_skill", "mean"), dm_better_share=("_better", "mean"))
+    frame = ok[keys].assign(_better=better)
+    return frame.groupby(keys, sort=False).agg(dm_better_share=("_better", "mean"))
 
 
 def _relative_view(ok: pd.DataFrame) -> pd.DataFrame:
@@ -284,9 +392,12 @@ def _holm_per_table(table: pd.DataFrame, column: str, per_fold: bool) -> np.ndar
     return out
 
 
-def _judge(table: pd.DataFrame, mean_column: str, std_column: str, per_fold: bool, alpha: float) -> None:
+def _judge(
+    table: pd.DataFrame, mean_column: str, std_column: str, per_fold: bool, alpha: float, better: str = "lower"
+) -> None:
     """Add each row's `holm_family`, `verdict` and simultaneous interval (after `holm_pvalue`),
-    the family being the rows of its table (each fold's with `per_fold`)."""
+    the family being the rows of its table (each fold's with `per_fold`). `better`: whether a
+    lower or a higher mean delta is the better one."""
     pvalues = table["holm_pvalue"].to_numpy()
     counts = table["n_pairs"].to_numpy()
     families = np.zeros(len(table), dtype="int64")
@@ -300,19 +411,22 @@ def _judge(table: pd.DataFrame, mean_column: str, std_column: str, per_fold: boo
         most = family_most_pairs(counts, pvalues)
     means = table[mean_column].to_numpy(dtype="float64")
     table["holm_family"] = families
-    table["verdict"] = verdicts(counts, means, pvalues, alpha, families, most)
+    table["verdict"] = verdicts(counts, means if better == "lower" else -means, pvalues, alpha, families, most)
     low, high = simultaneous_intervals(means, table[std_column].to_numpy(dtype="float64"), counts, families, alpha)
     table["simultaneous_ci_low"] = low
     table["simultaneous_ci_high"] = high
 
 
-def baseline_pairs(runs: pd.DataFrame) -> pd.DataFrame:
+def baseline_pairs(runs: pd.DataFrame, rank_by: str = DEFAULT_RANK_BY) -> pd.DataFrame:
     """Every succeeded run of a config other than the baseline beside the succeeded baseline run
-    of the same fold and seed, with `delta_rmse_vs_baseline` (val) and its test counterpart."""
-    ok = runs[runs["status"] == "succeeded"]
+    of the same fold and seed (`baseline_{column}` for val and test RMSE and `rank_by`), with
+    `delta_rmse_vs_baseline` (val) and its test counterpart."""
+    ok = _with_columns(runs, [rank_by])
+    ok = ok[ok["status"] == "succeeded"]
     ok = ok.assign(_run=ok.index.to_numpy())  # each run's label in `runs`
-    base = ok[ok["config_id"] == BASELINE_ID][["fold", "seed", "val_rmse", "test_rmse", "_run"]]
-    base = base.rename(columns={"val_rmse": "baseline_val_rmse", "test_rmse": "baseline_test_rmse", "_run": "_base"})
+    compared = list(dict.fromkeys(["val_rmse", "test_rmse", rank_by]))
+    base = ok[ok["config_id"] == BASELINE_ID][["fold", "seed", *compared, "_run"]]
+    base = base.rename(columns={**{c: f"baseline_{c}" for c in compared}, "_run": "_base"})
     pairs = ok[ok["config_id"] != BASELINE_ID].merge(base, on=["fold", "seed"], how="inner", sort=False)
     pairs["delta_rmse_vs_baseline"] = pairs["val_rmse"] - pairs["baseline_val_rmse"]
     pairs["delta_test_rmse_vs_baseline"] = pairs["test_rmse"] - pairs["baseline_test_rmse"]

@@ -17,50 +17,50 @@ import pandas as pd
 from core.config import SweepConfig
 from core.plan import BASELINE_ID
 from core.report_files import json_safe
+from core.reports import (
+    DEFAULT_RANK_BY,
+    RANK_SCORE,
+    RANKING_COLUMNS,
+    RANKING_FAMILY_COLUMNS,
+    RANKING_SIGNIFICANCE_COLUMNS,
+    rank_direction,
+)
 from core.significance import BETTER, INSUFFICIENT, WORSE, pairs_needed, smallest_adjusted_pvalue
 
-STATS_KEYS = (
-    "config_id",
-    "param_name",
-    "param_value",
-    "n_runs",
-    "n_failed",
-    "mean_val_rmse",
-    "std_val_rmse",
-    "robust_score",
-    "mean_test_rmse",
-    "std_test_rmse",
-    "mean_val_naive_rmse",
-    "mean_test_naive_rmse",
-    "delta_vs_baseline",
-    "ci95_low",
-    "ci95_high",
-    "holm_pvalue",
-    "verdict",
-    "n_pairs",
-    "mean_test_skill",
-    "dm_better_share",
-    "holm_family",
-    "simultaneous_ci_low",
-    "simultaneous_ci_high",
+# A config's statistics in the summary: its ranking row's seed columns and `rank_score`, less its
+# place (`top5` adds it), the counts and MAE the CSV keeps for its readers, and the relative view
+# (summarised in `significance.relative_view`).
+LEFT_OUT = ("rank", "n_total", "mean_val_mae", "mean_test_mae")
+STATS_KEYS = tuple(
+    c
+    for c in (*RANKING_COLUMNS, *RANKING_SIGNIFICANCE_COLUMNS, *RANKING_FAMILY_COLUMNS, RANK_SCORE)
+    if c not in LEFT_OUT
 )
-# The best config's keys in the `significance` block: its verdict and the intervals beside it.
+# The best config's keys in the `significance` block: its verdict and the intervals beside it
+# (not its standing against the naive forecast, which the block gives on its own).
 VERDICT_KEYS = (
     "config_id",
-    "delta_vs_baseline",
-    "ci95_low",
-    "ci95_high",
-    "holm_pvalue",
-    "verdict",
-    "n_pairs",
-    "holm_family",
-    "simultaneous_ci_low",
-    "simultaneous_ci_high",
+    *(
+        c
+        for c in (*RANKING_SIGNIFICANCE_COLUMNS, *RANKING_FAMILY_COLUMNS)
+        if c not in ("mean_test_skill", "dm_better_share")
+    ),
 )
 BEST_VALUE_CRITERION = (
     "the lowest robust_score (config_ranking.csv) among the baseline and this parameter's variants; "
     "beats_baseline only when its verdict is 'better' (Holm p below alpha)"
 )
+
+
+def best_value_criterion(rank_by: str) -> str:
+    """How `best_value_per_param` picks a value: by the ranking's order, which follows `rank_by`
+    (with the default, val_rmse, the rank score is the robust score)."""
+    if rank_by == DEFAULT_RANK_BY:
+        return BEST_VALUE_CRITERION
+    sign = "+" if rank_direction(rank_by) == "lower" else "-"
+    return BEST_VALUE_CRITERION.replace(
+        "the lowest robust_score", f"the best rank_score (mean {sign} std of {rank_by})", 1
+    )
 
 
 def _stats(row: pd.Series) -> dict[str, Any]:
@@ -155,11 +155,11 @@ def _best_values(
         candidates = scored[(scored["param_name"] == param) | (scored["config_id"] == BASELINE_ID)]
         if candidates.empty:
             continue
-        row = candidates.iloc[0]  # the ranking is sorted by robust_score
+        row = candidates.iloc[0]  # the ranking is sorted by rank_score
         is_baseline = row["config_id"] == BASELINE_ID
         detail = pairs.loc[row["config_id"]] if not is_baseline and row["config_id"] in pairs.index else None
         out[param] = {
-            "criterion": BEST_VALUE_CRITERION,
+            "criterion": best_value_criterion(config.evaluation.rank_by),
             "value": getattr(config.training_config, param) if is_baseline else _typed_value(runs, row["config_id"]),
             "config_id": row["config_id"],
             "robust_score": json_safe(row["robust_score"]),

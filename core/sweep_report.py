@@ -24,6 +24,7 @@ from core.drift import drift_by_fold, drift_overall_summary
 from core.errors import DatasetError
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic, write_text_atomic
+from core.metrics import metric_columns, metric_names
 from core.paths import ensure_inside
 from core.report_files import json_safe, write_csv
 from core.reports import (
@@ -33,6 +34,7 @@ from core.reports import (
     build_param_impact_summary,
     split_by_fold,
 )
+from core.runs import METRIC_COLUMNS
 from core.summary import best_config, build_summary
 from core.sweep_folder import SweepFolderConfig, read_analysis_config, read_run_records, write_analysis_config
 from core.sweep_runs import SweepRunsFiles
@@ -162,15 +164,21 @@ def write_sweep_reports(
     config = analysis.config
     check_report_folders(sweep, config)
     write_analysis_config(sweep, analysis)
-    sweep_runs = SweepRunsFiles(records)
+    evaluation = config.evaluation
+    sweep_runs = SweepRunsFiles(records, metric_columns(evaluation.references))
     runs = sweep_runs.runs
     sweep_runs.write(sweep)
     alpha = config.stats.alpha
     # Every fold's tables in one pass each (25 folds: a tenth of the time of 25 passes).
     names = [fold.name for fold in config.folds]
-    pairs = baseline_pairs(runs)
-    per_fold_ranking = build_config_ranking(runs, per_fold=True, alpha=alpha, pairs=pairs)
-    ranking = build_config_ranking(runs, alpha=alpha, fold_ranking=per_fold_ranking, pairs=pairs)
+    pairs = baseline_pairs(runs, evaluation.rank_by)
+    rank_by, metrics = evaluation.rank_by, metric_names(evaluation.references)
+    per_fold_ranking = build_config_ranking(
+        runs, per_fold=True, alpha=alpha, pairs=pairs, rank_by=rank_by, metrics=metrics
+    )
+    ranking = build_config_ranking(
+        runs, alpha=alpha, fold_ranking=per_fold_ranking, pairs=pairs, rank_by=rank_by, metrics=metrics
+    )
     detail = ImpactDetail(runs, pairs, sweep_runs.cells)
     impact = build_param_impact_summary(detail.overall, alpha=alpha)
     write_csv(sweep / "config_ranking.csv", ranking)
@@ -235,23 +243,14 @@ def _write_drift(
     }
 
 
-ALL_MODELS_COLUMNS = (
-    "rank",
-    "fold",
-    "model_version",
-    "config_id",
-    "seed",
-    "run_key",
-    "val_rmse",
-    "test_rmse",
-    "val_mae",
-    "test_mae",
-    "val_naive_rmse",
-    "test_naive_rmse",
-    "best_epoch",
-    "epochs_trained",
-    "path",
+# A model version's scores as its `metrics.json` records them: the run fields training measures
+# (core.runs), but its wall time and its tests against the naive forecast, which the ranking
+# reports per config.
+MODEL_SCORES: tuple[str, ...] = tuple(
+    c for c in METRIC_COLUMNS if c not in ("train_seconds", "test_skill", "test_dm_stat", "test_dm_pvalue")
 )
+MODEL_KEYS = ("fold", "model_version", "config_id", "seed", "run_key")
+ALL_MODELS_COLUMNS = ("rank", *MODEL_KEYS, *MODEL_SCORES, "path")
 
 
 def build_all_models_ranked(sweep: Path) -> pd.DataFrame:
@@ -269,11 +268,11 @@ def build_all_models_ranked(sweep: Path) -> pd.DataFrame:
                 "config_id": run.get("config_id"),
                 "seed": run.get("seed"),
                 "run_key": run.get("run_key"),
-                **{k: metrics.get(k) for k in ALL_MODELS_COLUMNS[6:14]},
+                **{k: metrics.get(k) for k in MODEL_SCORES},
                 "path": str(version.relative_to(sweep)),
             }
         )
-    table = pd.DataFrame(rows, columns=list(ALL_MODELS_COLUMNS[1:]))
+    table = pd.DataFrame(rows, columns=[*MODEL_KEYS, *MODEL_SCORES, "path"])
     table = table.sort_values(["val_rmse", "path"], na_position="last", kind="stable").reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table

@@ -8,7 +8,9 @@ at any time from `sweep_runs.json` without training.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -46,14 +48,14 @@ def sweep_runs_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 def _transposed(rows: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, list[Any]]:
     """`names`' values of every row as columns (None where a row lacks one)."""
+    if len(names) < 2:  # itemgetter needs a name, and of one gives values, not tuples
+        return {name: [row.get(name) for row in rows] for name in names}
     try:
         values = list(map(itemgetter(*names), rows))  # the usual case, every key present: 4 times faster
     except KeyError:
         values = [tuple(row.get(name) for name in names) for row in rows]
     if not values:
         return {name: [] for name in names}
-    if len(names) == 1:
-        return {names[0]: values}
     return {name: list(column) for name, column in zip(names, zip(*values, strict=True), strict=True)}
 
 
@@ -113,8 +115,17 @@ def sweep_runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(columns | {"param_value": spelled_values(columns)}, columns=list(SWEEP_RUNS_NAMES))
 
 
-def _analysis_frame(columns: dict[str, list[Any]], spelled: list[str | None]) -> pd.DataFrame:
+def _analysis_frame(
+    columns: dict[str, list[Any]], spelled: list[str | None], records: list[dict[str, Any]], scores: Sequence[str]
+) -> pd.DataFrame:
     data: dict[str, Any] = {col: columns[col] for col in RUN_COLUMNS}
+    extra = tuple(name for name in dict.fromkeys(scores) if name not in RUN_COLUMNS)
+    if extra:
+        # A score no record carries is null at once: 100,000 runs take 35 ms to list their keys,
+        # a second to look each absent score up in each.
+        carried = set(chain.from_iterable(map(dict.keys, records)))
+        found = _transposed(records, tuple(name for name in extra if name in carried))
+        data.update({name: _floats(found[name]) if name in found else np.full(len(records), np.nan) for name in extra})
     data["param_value"] = spelled
     data["param_raw"] = pd.Series(columns["param_value"], dtype=object)
     for col in FLOAT_COLUMNS:
@@ -134,11 +145,13 @@ def _floats(values: list[Any]) -> np.ndarray:
         return floats
 
 
-def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+def runs_table(records: list[dict[str, Any]], scores: Sequence[str] = ()) -> pd.DataFrame:
     """The analysis view of the runs: the documented `sweep_runs` columns (not the training params)
-    plus `param_raw` (the typed value), metrics as floats."""
+    plus `param_raw` (the typed value), metrics as floats; then each of `scores` beyond those, the
+    registered metric columns (`core.metrics.metric_columns`) records may carry (null where one
+    does not)."""
     columns = sweep_runs_columns(records)
-    return _analysis_frame(columns, spelled_values(columns))
+    return _analysis_frame(columns, spelled_values(columns), records, scores)
 
 
 class SweepRunsFiles:
@@ -148,10 +161,11 @@ class SweepRunsFiles:
     order; no cell is formatted twice. `runs` is the analysis view (`runs_table`).
     """
 
-    def __init__(self, records: list[dict[str, Any]]) -> None:
+    def __init__(self, records: list[dict[str, Any]], scores: Sequence[str] = ()) -> None:
+        """`scores`: the metric columns `runs` carries beyond the run fields (`runs_table`)."""
         columns = sweep_runs_columns(records)
         spelled = spelled_values(columns)
-        self.runs = _analysis_frame(columns, spelled)
+        self.runs = _analysis_frame(columns, spelled, records, scores)
         table = [(name, spelled if name == "param_value" else columns[name]) for name in SWEEP_RUNS_NAMES]
         cells = [csv_cells(values) for _, values in table]
         self.header, *self.csv_lines = formatted_lines(list(SWEEP_RUNS_NAMES), cells)
