@@ -17,7 +17,7 @@ from core.config import SweepConfig
 from core.errors import NothingToCompare
 from core.files import write_json_atomic
 from core.report_files import json_safe, write_csv
-from core.reports import build_config_ranking
+from core.reports import RANKING_COLUMNS, build_config_ranking
 from core.significance import (
     grouped_values,
     holm,
@@ -29,17 +29,16 @@ from core.significance import (
 from core.sweep_folder import read_analysis_config, read_run_records
 from core.sweep_runs import runs_table
 
+# Per sweep and config: its counts, then the ranking's statistics of val and test RMSE and the
+# robust score made of them, in the ranking's order (`mean_val_rmse`, `std_val_rmse`, ...).
+COMPARED_METRICS = ("val_rmse", "test_rmse")
 COMPARE_COLUMNS = (
     "rank",
     "sweep",
     "config_id",
     "n_runs",
     "n_failed",
-    "mean_val_rmse",
-    "std_val_rmse",
-    "robust_score",
-    "mean_test_rmse",
-    "std_test_rmse",
+    *(c for c in RANKING_COLUMNS if c == "robust_score" or c.partition("_")[2] in COMPARED_METRICS),
 )
 
 

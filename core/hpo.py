@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import optuna
@@ -47,6 +47,7 @@ from core.files import write_json_atomic
 from core.hpo_config import HpoConfig, SearchParam, study_shapes
 from core.paths import ensure_inside, hpo_dir
 from core.report_files import json_safe, write_csv
+from core.reports import rank_direction, robust_score
 from core.significance import (
     BETTER,
     DEFAULT_ALPHA,
@@ -64,6 +65,11 @@ STUDY_DB = "optuna_study.db"
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+# The run metric both objectives are made of (its mean over the runs, or its robust score), and
+# so the study's direction: from the metric registry's `better`.
+OBJECTIVE_METRIC = "val_rmse"
+OBJECTIVE_BETTER = rank_direction(OBJECTIVE_METRIC)
+DIRECTION: Literal["minimize", "maximize"] = "minimize" if OBJECTIVE_BETTER == "lower" else "maximize"
 
 PLOT_HISTORY = "optuna_history.png"
 PLOT_IMPORTANCES = "optuna_param_importances.png"
@@ -212,7 +218,7 @@ def open_study(config: HpoConfig, out_dir: Path, storage_url: str | None = None)
     sampler, pruner = make_sampler(config), make_pruner(config)
     try:
         study = optuna.create_study(
-            study_name=config.output_subdir, storage=storage, direction="minimize", sampler=sampler, pruner=pruner
+            study_name=config.output_subdir, storage=storage, direction=DIRECTION, sampler=sampler, pruner=pruner
         )
     except optuna.exceptions.DuplicatedStudyError:
         # A continued study (or another worker created it first): its baseline is already in it.
@@ -305,16 +311,17 @@ class Objective:
             result = train_and_evaluate(data, run_training, callbacks=[pruning])
             runs.append({"fold": fold.name, "seed": seed, **result.metrics()})
             trial.set_user_attr("runs", runs)
-        vals = [r["val_rmse"] for r in runs]
+        vals = [r[OBJECTIVE_METRIC] for r in runs]
         mean = statistics.fmean(vals)
         std = statistics.stdev(vals) if len(vals) > 1 else 0.0
         trial.set_user_attr("mean_val_rmse", mean)
         trial.set_user_attr("std_val_rmse", std)
-        trial.set_user_attr("robust_score", mean + std)
+        score = robust_score(mean, std, OBJECTIVE_BETTER)
+        trial.set_user_attr("robust_score", score)
         trial.set_user_attr("mean_test_rmse", statistics.fmean(r["test_rmse"] for r in runs))
         trial.set_user_attr("mean_val_naive_rmse", statistics.fmean(r["val_naive_rmse"] for r in runs))
         trial.set_user_attr("training_config", training.model_dump(mode="json"))
-        return mean + std if self.config.objective == "robust_score" else mean
+        return score if self.config.objective == "robust_score" else mean
 
 
 def count_done(study: optuna.Study) -> int:
@@ -507,7 +514,7 @@ def write_hpo_artifacts(
         "study_name": study.study_name,
         "storage": "sqlite (optuna_study.db)" if config.storage is None else config.storage,
         "objective": config.objective,
-        "direction": "minimize",
+        "direction": DIRECTION,
         "n_trials_wanted": config.n_trials,
         "n_trials": counts,
         "complete": counts["complete"] + counts["pruned"] >= config.n_trials,
