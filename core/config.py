@@ -300,7 +300,8 @@ class EvaluationConfig(StrictModel):
     references: list[str] = Field(
         default_factory=_builtin_references,
         max_length=100,
-        description="Reference forecasts every run is compared with (default: every registered one).",
+        description="Reference forecasts every run is compared with (default: every registered one; `naive` "
+        "is always included, first).",
     )
     costs_bps: float = Field(
         0.0, ge=0, le=10_000, description="Cost of one unit of position change in the sign strategy, in basis points."
@@ -329,13 +330,8 @@ class EvaluationConfig(StrictModel):
             raise ValueError(f"unknown reference(s) {', '.join(unknown)}; registered: {', '.join(REFERENCES)}")
         if twice := duplicates(value):
             raise ValueError(f"listed twice: {', '.join(twice)}")
-        return value
-
-    @property
-    def run_references(self) -> list[str]:
-        """The references a run is measured against: `naive` always (the seed's columns
-        `*_naive_rmse`, `test_skill`, `test_dm_*` are its), then the configured ones."""
-        return ["naive", *(name for name in self.references if name != "naive")]
+        # `naive` always: the seed's columns (`*_naive_rmse`, `test_skill`, `test_dm_*`) are its.
+        return ["naive", *(name for name in value if name != "naive")]
 
     @model_validator(mode="after")
     def _rank_by_reference(self) -> EvaluationConfig:

@@ -238,6 +238,14 @@ def _sharpe(rows: SplitRows, ref: str | None) -> float | None:
     return float(np.mean(returns)) / float(np.std(returns, ddof=1)) * math.sqrt(TRADING_DAYS)
 
 
+def _sharpe_pvalue(rows: SplitRows, ref: str | None) -> float | None:
+    returns, _ = _strategy(rows)
+    if len(returns) < 2 or np.ptp(returns) == 0:
+        return None
+    t = float(np.mean(returns)) / (float(np.std(returns, ddof=1)) / math.sqrt(len(returns)))
+    return float(stats.t.sf(t, len(returns) - 1))
+
+
 def _total_return(rows: SplitRows, ref: str | None) -> float | None:
     returns, _ = _strategy(rows)
     return float(np.sum(returns)) if len(returns) else None
@@ -323,6 +331,14 @@ _STRATEGY = (
     "flat before the first day, c = costs_bps / 10000"
 )
 register_metric(Metric("sharpe", f"mean(r) / std(r, ddof=1) * sqrt(252) {_STRATEGY}", "higher", _sharpe))
+register_metric(
+    Metric(
+        "sharpe_pvalue",
+        f"one-sided t-test that mean(r) > 0: t.sf(mean(r) / (std(r, ddof=1) / sqrt(n)), n - 1) {_STRATEGY}",
+        "lower",
+        _sharpe_pvalue,
+    )
+)
 register_metric(Metric("total_return", f"sum(r) (a log return) {_STRATEGY}", "higher", _total_return))
 register_metric(Metric("turnover", "mean(|pos[d] - pos[d-1]|) of the sharpe strategy", "lower", _turnover))
 register_metric(

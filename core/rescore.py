@@ -39,9 +39,9 @@ def scoring_key(evaluation: EvaluationConfig) -> str:
     """What a run's scores depend on besides its predictions: the references and costs, and the
     registered metrics and references (a new registration changes the key)."""
     payload = {
-        "references": evaluation.run_references,
+        "references": evaluation.references,
         "costs_bps": evaluation.costs_bps,
-        "columns": metric_columns(evaluation.run_references),
+        "columns": metric_columns(evaluation.references),
         "metrics": {name: m.description for name, m in METRICS.items()},
         "registered": {name: r.description for name, r in REFERENCES.items()},
     }
@@ -65,7 +65,7 @@ def rescore_record(
         kept = extra_scores(record)
         return {**kept, SCORED_WITH: key, SCORED_FROM: record.get(SCORED_FROM) or FROM_TRAINING}
     source = FROM_PREDICTIONS if (folder / PREDICTIONS_FILE).exists() else FROM_TEST_PREDICTIONS
-    scores = evaluate(predictions, frame, fold, evaluation.run_references, evaluation.costs_bps)
+    scores = evaluate(predictions, frame, fold, evaluation.references, evaluation.costs_bps)
     return {**extra_scores(scores), SCORED_WITH: key, SCORED_FROM: source}
 
 

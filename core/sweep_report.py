@@ -27,6 +27,7 @@ from core.files import write_json_atomic, write_text_atomic
 from core.metrics import metric_columns, metric_names
 from core.paths import ensure_inside
 from core.report_files import json_safe, write_csv
+from core.rescore import rescore_records, scored_from_counts
 from core.reports import (
     ImpactDetail,
     baseline_pairs,
@@ -82,6 +83,12 @@ def regenerate_sweep(
     else:  # not loaded: only whether it would have served
         problem = _dataset_problem(root, analysis)
         frame, reason = None, "skipped (--no-drift)" + (f": {problem}" if problem else "")
+    # Every metric again from the stored predictions (the folder keeps no scoring marks): a new
+    # evaluation block, costs or registered metric reach every run without training.
+    scoring = frame if frame is not None else drift_dataset(root, analysis)[0]
+    if scoring is not None:
+        folds = {fold.name: fold for fold in analysis.config.folds}
+        records, _ = rescore_records(records, sweep, scoring, folds, analysis.config.evaluation)
     return write_sweep_reports(
         sweep, records, analysis, frame, drift_reason=reason, plots=plots, generated_at=generated_at
     )
@@ -214,7 +221,16 @@ def write_sweep_reports(
                 config,
             )
     summary = build_summary(
-        analysis.asset, config, runs, ranking, impact, drift_summary, plot_files, generated_at, analysis.dataset
+        analysis.asset,
+        config,
+        runs,
+        ranking,
+        impact,
+        drift_summary,
+        plot_files,
+        generated_at,
+        analysis.dataset,
+        scored_from=scored_from_counts(records),
     )
     write_json_atomic(sweep / "summary.json", summary)
     return summary

@@ -67,9 +67,15 @@ def sweep_runs_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return _rows(columns)
 
 
-def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    values = [columns[name] for name in SWEEP_RUNS_NAMES]  # every column as long as the others
-    return list(map(dict, map(partial(zip, SWEEP_RUNS_NAMES), zip(*values, strict=True))))
+def _rows(columns: dict[str, list[Any]], names: tuple[str, ...] = SWEEP_RUNS_NAMES) -> list[dict[str, Any]]:
+    values = [columns[name] for name in names]  # every column as long as the others
+    return list(map(dict, map(partial(zip, names), zip(*values, strict=True))))
+
+
+def extra_score_names(scores: Sequence[str]) -> tuple[str, ...]:
+    """The metric columns of `scores` beyond the run fields: `sweep_runs` adds them after its
+    training_config columns, in registry order."""
+    return tuple(name for name in dict.fromkeys(scores) if name not in RUN_COLUMNS)
 
 
 def positions(values: list[Any]) -> dict[Any, list[int]]:
@@ -88,8 +94,13 @@ def records_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         rec = {col: row.get(col) for col in RUN_COLUMNS}
         rec["params"] = {key: row.get(key) for key in TRAINING_KEYS}  # seed: the run's seed
+        # The metric columns after the seed's (`extra_score_names`), as the record carried them.
+        rec.update({key: value for key, value in row.items() if key not in _KNOWN})
         records.append(rec)
     return records
+
+
+_KNOWN = frozenset(SWEEP_RUNS_NAMES)
 
 
 def spelled_values(columns: dict[str, list[Any]]) -> list[str | None]:
@@ -166,12 +177,16 @@ class SweepRunsFiles:
         columns = sweep_runs_columns(records)
         spelled = spelled_values(columns)
         self.runs = _analysis_frame(columns, spelled, records, scores)
-        table = [(name, spelled if name == "param_value" else columns[name]) for name in SWEEP_RUNS_NAMES]
+        extra = extra_score_names(scores)
+        names = (*SWEEP_RUNS_NAMES, *extra)
+        # The extra scores as the analysis frame holds them (NaN where a record has none).
+        columns.update({name: self.runs[name].tolist() for name in extra})
+        table = [(name, spelled if name == "param_value" else columns[name]) for name in names]
         cells = [csv_cells(values) for _, values in table]
-        self.header, *self.csv_lines = formatted_lines(list(SWEEP_RUNS_NAMES), cells)
+        self.header, *self.csv_lines = formatted_lines(list(names), cells)
         # Each run's metric cells, for the impact detail (the same numbers, formatted once).
-        self.cells = {name: cells[SWEEP_RUNS_NAMES.index(name)] for name in ("val_rmse", "test_rmse")}
-        self.rows = _rows(columns)  # orjson writes NaN and infinities as null, as `sweep_runs_rows` does
+        self.cells = {name: cells[names.index(name)] for name in ("val_rmse", "test_rmse")}
+        self.rows = _rows(columns, names)  # orjson writes NaN and infinities as null, as `sweep_runs_rows` does
         self.by_fold = positions(columns["fold"])
 
     def write(self, directory: Path) -> None:

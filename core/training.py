@@ -362,7 +362,7 @@ def train_and_evaluate(
     )
     timings["predict_seconds"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    references = evaluation.run_references
+    references = evaluation.references
     predictions = add_references(predictions, fold_data.frame, fold_data.fold, references)
     scores: dict[str, Any] = evaluate(predictions, fold_data.frame, fold_data.fold, references, evaluation.costs_bps)
     scores |= {SCORED_WITH: scoring_key(evaluation), SCORED_FROM: FROM_PREDICTIONS}

@@ -7,15 +7,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from core.metrics import metric_names
 from core.names import SafeName
+from core.references import REFERENCES
 from core.reports import (
-    COLUMN_DOCS,
     IMPACT_SIGNIFICANCE_COLUMNS,
     IMPACT_SUMMARY_COLUMNS,
+    RANK_SCORE,
     RANKING_COLUMNS,
     RANKING_FAMILY_COLUMNS,
     RANKING_RELATIVE_COLUMNS,
     RANKING_SIGNIFICANCE_COLUMNS,
+    ranking_column_doc,
+    ranking_metric_columns,
 )
 from core.runs import RUN_FIELDS
 
@@ -169,15 +173,23 @@ def _row_model(name: str, doc: str, columns: tuple[str, ...]) -> Any:
     """A table row's model, documented from core.reports.COLUMN_DOCS (every column nullable:
     a config without succeeded runs has no statistics)."""
     fields: dict[str, Any] = {
-        c: (COLUMN_DOCS[c][0] | None, Field(None, description=COLUMN_DOCS[c][1])) for c in columns
+        c: (ranking_column_doc(c)[0] | None, Field(None, description=ranking_column_doc(c)[1])) for c in columns
     }
     return create_model(name, __doc__=doc, **fields)
 
 
 RankingRow = _row_model(
     "RankingRow",
-    "A row of config_ranking.csv (the relative view only at sweep level).",
-    (*RANKING_COLUMNS, *RANKING_SIGNIFICANCE_COLUMNS, *RANKING_RELATIVE_COLUMNS, *RANKING_FAMILY_COLUMNS),
+    "A row of config_ranking.csv (the relative view only at sweep level; the metric columns of the sweep's "
+    "evaluation.references).",
+    (
+        *RANKING_COLUMNS,
+        *RANKING_SIGNIFICANCE_COLUMNS,
+        *RANKING_RELATIVE_COLUMNS,
+        *RANKING_FAMILY_COLUMNS,
+        *ranking_metric_columns(metric_names(list(REFERENCES))),
+        RANK_SCORE,
+    ),
 )
 ImpactRow = _row_model(
     "ImpactRow", "A row of param_impact_summary.csv.", (*IMPACT_SUMMARY_COLUMNS, *IMPACT_SIGNIFICANCE_COLUMNS)

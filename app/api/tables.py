@@ -16,6 +16,8 @@ from app.api.cache import BuildOnce, json_answer
 from app.db.models import RunState, Sweep
 from app.db.session import LoopReader
 from app.db.sweeps import run_counts, run_records, stored_config
+from core.config import EvaluationConfig
+from core.metrics import metric_columns, metric_names
 from core.reports import (
     build_config_ranking,
     build_param_impact_detail,
@@ -71,20 +73,28 @@ class SweepTables:
     def runs(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
         return self.cache.get(
             self.key("runs", sweep, fold),
-            lambda: runs_table(run_records(self.session, sweep.id, fold=fold, params=False)),
+            lambda: runs_table(
+                run_records(self.session, sweep.id, fold=fold, params=False),
+                metric_columns(self.evaluation(sweep).references),
+            ),
         )
 
     def alpha(self, sweep: Sweep) -> float:
         return float(self.cache.get(self.key("alpha", sweep), lambda: stored_config(sweep).stats.alpha))
 
+    def evaluation(self, sweep: Sweep) -> EvaluationConfig:
+        return self.cache.get(self.key("evaluation", sweep), lambda: stored_config(sweep).evaluation)
+
     def ranking(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
         """As `config_ranking.csv` (of the sweep, or of `fold`: without the sweep level's relative view)."""
 
         def build() -> pd.DataFrame:
-            runs, alpha = self.runs(sweep, fold), self.alpha(sweep)
+            runs, alpha, evaluation = self.runs(sweep, fold), self.alpha(sweep), self.evaluation(sweep)
+            ranked_by = {"rank_by": evaluation.rank_by, "metrics": metric_names(evaluation.references)}
             if fold is None:
-                return build_config_ranking(runs, alpha=alpha)
-            return split_by_fold(build_config_ranking(runs, per_fold=True, alpha=alpha), [fold])[fold]
+                return build_config_ranking(runs, alpha=alpha, **ranked_by)  # type: ignore[arg-type]
+            folds = build_config_ranking(runs, per_fold=True, alpha=alpha, **ranked_by)  # type: ignore[arg-type]
+            return split_by_fold(folds, [fold])[fold]
 
         return self.cache.get(self.key("ranking", sweep, fold), build)
 
