@@ -242,12 +242,12 @@ def test_drift_needs_no_finished_run(client: TestClient) -> None:
 
 
 def test_plots_and_artifacts(client: TestClient, root: Path) -> None:
-    from app.engine import publish_sweep
+    from app.service.reports import build_reports
 
     sweep_id = submit(client).json()["id"]
     ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
     finish_runs(factory(client), {ids[0]: 0.01, ids[1]: 0.011})
-    publish_sweep(factory(client), LocalStore(root), sweep_id, publisher="test")
+    build_reports(factory(client), LocalStore(root), sweep_id, builder="test")
     assert client.get(f"/sweeps/{sweep_id}").json()["reports_at"] is not None
 
     plots = client.get(f"/sweeps/{sweep_id}/plots").json()
