@@ -3,7 +3,7 @@
 Runs train here (`--workers 1`) or in N spawned worker processes, each run through the
 pipeline the server's workers use (`app.service.runs.train_run`, called in the process
 that trains): same submission and adoption, same claims and leases, same stop at the next batch
-(a cancel, a lost lease, Ctrl-C), same failure rule, same published files. The database holds every run's state,
+(a cancel, a lost lease, Ctrl-C), same failure rule, same files. The database holds every run's state,
 so running the same command again resumes: succeeded runs are skipped, the rest trained.
 """
 
@@ -98,7 +98,7 @@ def run_local_sweep(
     on_run_finished: Callable[[RunOutcome], None] | None = None,
 ) -> SweepOutcome:
     """Record (or merge, adopt, resume) the sweep, train every run that has not succeeded, and
-    publish its files.
+    build its files.
 
     Ctrl-C (SIGINT) stops the runs in training at their next batch and gives them back to
     the queue (a rerun resumes them), then raises KeyboardInterrupt; a second one raises at once.

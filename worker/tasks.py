@@ -113,7 +113,7 @@ def handle_write_reports(ctx: WorkerContext, sweep_id: int) -> str:
         when_wanted=True,
     )
     if summary is None:
-        return "nothing built: the reports are current, or the build that is running publishes the newest state"
+        return "nothing built: the reports are current, or the build that is running builds the newest state"
     best = summary.get("best_config") or {}
     return f"reports written (best {best.get('config_id')})"
 

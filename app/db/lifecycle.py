@@ -251,7 +251,7 @@ def reap(session: Session, max_attempts: int, requeue_after_seconds: float) -> R
       used `max_attempts` attempts.
     - A queued run whose message is older than `requeue_after_seconds` (or was never
       sent) is sent again; a duplicate message is harmless (claims are conditional).
-    - A finished sweep whose reports were not published for its last change (the build's
+    - A finished sweep whose reports were not built for its last change (the build's
       message was lost, or its builder died) gets a new build, and so does a sweep whose
       report request no build took within `requeue_after_seconds`.
     """

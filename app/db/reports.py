@@ -46,7 +46,7 @@ def forget_report_request(session: Session, sweep_id: int) -> None:
 
 def reports_wanted(session: Session, sweep_id: int) -> bool:
     """Whether a build of the sweep's reports has anything to do: a request is pending, or the
-    sweep is finished and its published reports do not describe its last change. False for a
+    sweep is finished and its reports do not describe its last change. False for a
     message whose build already ran (it was coalesced into a build that started after it)."""
     sweep = session.get(Sweep, sweep_id)
     if sweep is None:

@@ -1,6 +1,6 @@
 """The in-process sweep: records, files, resume, merge, continue-on-error, interrupts.
 
-One test trains for real; the others pass a fake trainer (the engine takes it as an argument).
+One test trains for real; the others pass a fake trainer (the run pipeline takes it as an argument).
 """
 
 from __future__ import annotations

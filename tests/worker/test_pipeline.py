@@ -1,5 +1,5 @@
-"""The run engine: one set of files whichever way a sweep runs, folders that describe themselves,
-history kept in the folder, and reports published only from a sweep's final state."""
+"""The service layer end to end: one set of files whichever way a sweep runs, folders that describe themselves,
+history kept in the folder, and reports built only from a sweep's final state."""
 
 from __future__ import annotations
 
