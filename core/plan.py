@@ -54,6 +54,9 @@ class SweepPlan:
     folds: list[Fold]
     seeds: list[int]
     runs: list[PlannedRun]
+    # The dataset columns every run trains on, resolved from the config's feature set here,
+    # once: they are stored with the sweep and handed to its runs' trainers.
+    features: list[str] = field(default_factory=list)
 
 
 def format_value(value: Any) -> str:
@@ -189,4 +192,4 @@ def expand_sweep(config: SweepConfig, max_runs: int | None = None) -> SweepPlan:
         for seed in seeds
         for cfg in configs
     ]
-    return SweepPlan(configs=configs, folds=folds, seeds=seeds, runs=runs)
+    return SweepPlan(configs=configs, folds=folds, seeds=seeds, runs=runs, features=features)

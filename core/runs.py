@@ -1,7 +1,9 @@
 """A run as a trainer sees it: the spec it trains from and the outcome it hands back.
 
-Both are plain, picklable data, so a spec crosses into a worker process (Celery's pool, the
-CLI's process pool) and an outcome comes back without touching the database.
+Both are picklable, so a spec crosses into a worker process (Celery's pool, the CLI's process
+pool) and an outcome comes back without touching the database. The spec carries validated
+models (its fold, its training config) and the sweep's features as resolved at planning: a
+trainer validates and resolves nothing again.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from core.config import Fold, TrainingConfig
 from core.paths import model_version
 
 
@@ -120,10 +123,10 @@ class RunSpec:
     run_key: str
     asset: str
     config_id: str
-    fold: dict[str, str]
+    fold: Fold
     seed: int
-    params: dict[str, Any]
-    features: list[str]
+    training: TrainingConfig
+    features: list[str]  # resolved once, when the sweep was planned
     data_root: str
     sweep_dir: str
     # sha256 of the dataset file the sweep recorded; a worker that finds another file fails the run.
@@ -136,7 +139,7 @@ class RunSpec:
     @property
     def label(self) -> str:
         """How progress lines and logs name the run: config, fold and seed."""
-        return f"run {self.run_id} ({self.config_id}, fold {self.fold['name']}, seed {self.seed})"
+        return f"run {self.run_id} ({self.config_id}, fold {self.fold.name}, seed {self.seed})"
 
 
 @dataclass
@@ -151,7 +154,7 @@ class RunOutcome:
 
 
 class Trainer(Protocol):
-    """Trains one run. The real one is `worker.run_executor.execute_run`; tests pass fakes.
+    """Trains one run. The real one is `worker.trainer.train_tft`; tests pass fakes.
 
     `stop_requested` is polled during training (a cancel, a lost lease, a shutdown).
     Failures are returned as the outcome's `error`, never raised.

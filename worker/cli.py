@@ -1,4 +1,4 @@
-"""The `tftsweep` command line: sweeps, studies, reports and the server, over the same core services.
+"""The `tftsweep` command line: sweeps, studies, reports and the server, over the service layer and core.
 
 Subcommands import what they need when they run, so `tftsweep plan` never pays for torch.
 Exit codes: 0 success, 1 a run or sweep failed, 2 bad input (config, data, flags), 130 interrupted.
@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -80,10 +80,10 @@ def read_text_file(path: str, field: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from app.service.submission import plan_sweep
     from core.datasets import check_asset, check_dataset_for_sweep, dataset_fingerprint
     from core.dry_run import dry_run_lines, dry_run_report
-    from core.merge import validate_merge
-    from core.plan import check_plan_size, expand_sweep
+    from core.plan import check_plan_size
     from core.sweep_folder import effective_folds
 
     config = load_sweep_config(config_text(args.config_json, "sweep"))
@@ -94,21 +94,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
         current.store().fetch_dataset(check_asset(args.asset))
         check_dataset_for_sweep(current.data_root, args.asset, config)
         fingerprint = dataset_fingerprint(current.data_root, args.asset)
-    effective = config
-    if args.merge_with:
-        old = read_merge_with(args.merge_with)
-        try:
-            result = validate_merge(old, config, max_runs=current.max_runs)
-        except MergeRejected as exc:
-            if args.json:
-                print(json.dumps({"runs": [], "violations": [v.to_dict() for v in exc.violations]}, indent=2))
-            else:
-                _print_violations(exc)
-            return EXIT_USAGE
-        plan, runs, effective = result.plan, result.new_runs, result.config
-    else:
-        plan = expand_sweep(config, max_runs=current.max_runs)
-        runs = plan.runs
+    stored = read_merge_with(args.merge_with) if args.merge_with else None
+    try:
+        planned = plan_sweep(config, stored, max_runs=current.max_runs)
+    except MergeRejected as exc:
+        if args.json:
+            print(json.dumps({"runs": [], "violations": [v.to_dict() for v in exc.violations]}, indent=2))
+        else:
+            _print_violations(exc)
+        return EXIT_USAGE
+    plan, runs, effective = planned.plan, planned.new_runs, planned.config
     report = dry_run_report(args.asset or "", plan, runs, effective.stats.alpha, _past_runs(current))
     folds = effective_folds(effective, fingerprint)
     if args.json:
@@ -321,7 +316,7 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     copied to its place there first."""
     import shutil
 
-    from app.engine import adopt_folder
+    from app.service.submission import adopt_folder
     from core.files import publish_dir_atomic
     from core.paths import sweep_dir
     from core.sweep_folder import read_analysis_config
@@ -441,13 +436,17 @@ class TrialProgress:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from worker.serve import serve
+    from app.serve import serve
+    from worker.supervisor import WorkerSupervisor
 
-    return serve(args.host, args.port, args.concurrency, args.log_level, worker=not args.no_worker)
+    def embedded(current: Settings, give_up: Callable[[str], None]) -> WorkerSupervisor:
+        return WorkerSupervisor(current, args.concurrency, args.log_level.upper(), give_up)
+
+    return serve(args.host, args.port, args.log_level, worker=None if args.no_worker else embedded)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.serve import run_workers
+    from worker.supervisor import run_workers
 
     gpus = [g for g in args.gpus.split(",") if g] if args.gpus else []
     queues = [q for q in args.queues.split(",") if q]

@@ -1,9 +1,9 @@
 """`tftsweep sweep`: a whole sweep in this process (no server), recorded in the server's database.
 
 Runs train here (`--workers 1`) or in N spawned worker processes, each run through the
-pipeline the server's workers use (`app.engine.train_run`, called in the process that
-trains): same submission and adoption, same claims and leases, same stop at the next batch
-(a cancel, a lost lease, Ctrl-C), same failure rule, same published files. The database holds every run's state,
+pipeline the server's workers use (`app.service.runs.train_run`, called in the process
+that trains): same submission and adoption, same claims and leases, same stop at the next batch
+(a cancel, a lost lease, Ctrl-C), same failure rule, same files. The database holds every run's state,
 so running the same command again resumes: succeeded runs are skipped, the rest trained.
 """
 
@@ -23,18 +23,20 @@ from typing import Any, Protocol, TextIO
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import engine
 from app.db.lifecycle import release_run, requeue_unfinished, settle_sweep_status
 from app.db.migrate import upgrade_database
 from app.db.models import Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
 from app.db.sweeps import is_stopped, queued_run_ids, run_counts
+from app.service.reports import build_reports
+from app.service.runs import Trained, local_owner, record_lost_process, train_run
+from app.service.submission import record_sweep
 from app.settings import Settings, database_url, threads_per_process
 from core.config import SweepConfig
 from core.paths import sweep_dir
 from core.runs import RunOutcome, RunSpec, Trainer
 from core.store import Store, open_store
-from worker.run_executor import execute_run, init_worker_process
+from worker.trainer import init_worker_process, train_tft
 
 LEASE_SECONDS = 60.0
 
@@ -90,20 +92,20 @@ def run_local_sweep(
     merge: bool = False,
     continue_on_error: bool = False,
     workers: int = 1,
-    trainer: Trainer = execute_run,
+    trainer: Trainer = train_tft,
     setup: LocalSetup = LocalSetup(),
     progress: Progress | None = None,
     on_run_finished: Callable[[RunOutcome], None] | None = None,
 ) -> SweepOutcome:
     """Record (or merge, adopt, resume) the sweep, train every run that has not succeeded, and
-    publish its files.
+    build its files.
 
     Ctrl-C (SIGINT) stops the runs in training at their next batch and gives them back to
     the queue (a rerun resumes them), then raises KeyboardInterrupt; a second one raises at once.
     """
     factory = open_database(root, setup.database_url)
     store = open_store(root, setup.store_url)
-    submitted = engine.submit(
+    submitted = record_sweep(
         factory,
         store,
         asset,
@@ -119,7 +121,7 @@ def run_local_sweep(
         settle_sweep_status(session, session.get_one(Sweep, sweep_id))
         pending = queued_run_ids(session, sweep_id)
         total = sum(run_counts(session, sweep_id).values())
-    owner = engine.local_owner()
+    owner = local_owner()
     progress = progress or Progress(total)
     progress.start(total - len(pending))
     # Pool processes see the stop through a semaphore of their own start method's kind.
@@ -145,7 +147,7 @@ def run_local_sweep(
                 release_run(session, run_id, owner)
             settle_sweep_status(session, session.get_one(Sweep, sweep_id))
         progress.finish()
-    summary = engine.publish_sweep(factory, store, sweep_id, publisher=owner)
+    summary = build_reports(factory, store, sweep_id, builder=owner)
     with session_scope(factory) as session:
         status = session.get_one(Sweep, sweep_id).status
         counts = run_counts(session, sweep_id)
@@ -192,7 +194,7 @@ class _StopOnCtrlC:
 
 @dataclass(frozen=True)
 class _PoolSetup:
-    """What a pool process needs to train runs through the engine on its own."""
+    """What a pool process needs to train runs through the pipeline on its own."""
 
     root: Path
     database_url: str
@@ -223,17 +225,17 @@ def _init_pool_process(setup: _PoolSetup, stop: StopEvent) -> None:
     _pool_process = _PoolProcess(factory, open_store(setup.root, setup.store_url), stop)
 
 
-def _train_in_pool(run_id: int, owner: str, trainer: Trainer, lease_seconds: float) -> engine.Trained:
-    """`engine.train_run` in a pool process, as a Celery task calls it in a Celery pool process."""
+def _train_in_pool(run_id: int, owner: str, trainer: Trainer, lease_seconds: float) -> Trained:
+    """`train_run` in a pool process, as a Celery task calls it in a Celery pool process."""
     ctx = _pool_process
     assert ctx is not None, "the pool's initializer sets up every process"
-    return engine.train_run(
+    return train_run(
         ctx.factory, ctx.store, run_id, owner, trainer, lease_seconds=lease_seconds, interrupted=ctx.stop.is_set
     )
 
 
 class _Runner:
-    """Trains the pending runs through the engine (`engine.train_run`), here or in a pool of
+    """Trains the pending runs through the one pipeline (`train_run`), here or in a pool of
     processes; stops starting runs once the sweep stops (the failure rule, or a cancel from
     the API) or `stop` is set (Ctrl-C)."""
 
@@ -262,7 +264,7 @@ class _Runner:
         self.trained = 0
         self.stopped = False
 
-    def _took(self, done: engine.Trained) -> None:
+    def _took(self, done: Trained) -> None:
         if done.spec is None or done.outcome is None or done.recorded is None:
             return  # not taken, or given back to the queue
         self.trained += 1
@@ -282,7 +284,7 @@ class _Runner:
             if self._should_stop():
                 return
             self.in_flight.add(run_id)
-            done = engine.train_run(
+            done = train_run(
                 self.factory,
                 self.store,
                 run_id,
@@ -295,7 +297,7 @@ class _Runner:
             self._took(done)
 
     def run_pool(self, pending: list[int], workers: int, setup: _PoolSetup) -> None:
-        """Each pool process runs `engine.train_run` itself (claim, lease, train, record) and
+        """Each pool process runs `train_run` itself (claim, lease, train, record) and
         sees `stop`; this process only hands out run ids and reports what came back."""
         todo = list(pending)
         with ProcessPoolExecutor(
@@ -304,7 +306,7 @@ class _Runner:
             initializer=_init_pool_process,
             initargs=(setup, self.stop),
         ) as pool:
-            running: dict[Future[engine.Trained], int] = {}
+            running: dict[Future[Trained], int] = {}
             try:
                 while todo or running:
                     while todo and len(running) < workers and not self._should_stop():
@@ -321,9 +323,7 @@ class _Runner:
                         try:
                             done = future.result()
                         except Exception as exc:  # the pool process died under the run
-                            done = engine.record_lost_process(
-                                self.factory, run_id, self.owner, self.store.root, repr(exc)
-                            )
+                            done = record_lost_process(self.factory, run_id, self.owner, self.store.root, repr(exc))
                         self.in_flight.discard(run_id)
                         self._took(done)
             except BaseException:

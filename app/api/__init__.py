@@ -2,5 +2,5 @@
 request and response models (`models`), dependencies (`deps`), error mapping (`errors`),
 security middleware (`security`), cached report tables (`tables`, `cache`), files served from
 the store (`files`), Prometheus metrics (`metrics`), and the dashboard's templates and static
-files. Routes stay thin: they validate, call `app.services` / `app.engine`, and shape answers.
+files. Routes stay thin: they validate, call `app.service`, and shape answers.
 """

@@ -32,7 +32,7 @@ from app.api.security import (
 from app.db.migrate import upgrade_database
 from app.db.session import make_session_factory
 from app.queue import CeleryQueue, RunQueue, make_celery
-from app.services import Reaper
+from app.service.reaper import Reaper
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("tftsweep.server")

@@ -55,6 +55,12 @@ class ErrorPublic(BaseModel):
     detail: str | list[FieldProblem]
 
 
+# The 404 answer of the routes that read a sweep or a study by id.
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorPublic, "description": "No such sweep, fold or file."}
+}
+
+
 class ViolationPublic(BaseModel):
     field: str
     old: Any

@@ -1,6 +1,7 @@
 """Reads of sweeps and runs: lookups, counts, run records for reports and exports.
 
-Writes (the run state machine) live in `app.db.lifecycle`.
+Writes live in `app.db.lifecycle` (the run state machine), `app.db.recording` (a submission's
+rows) and `app.db.reports` (the report build's lock).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Run, RunState, Sweep, SweepStatus
 from core.config import SweepConfig, validate_sweep_config
 from core.dry_run import PastRun
+from core.feature_sets import resolve_features
 from core.runs import RUN_COLUMNS
 from core.sweep_folder import SweepFolderConfig
 
@@ -33,14 +35,46 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
+# The features a sweep trains on, resolved once when it was planned, are kept beside its
+# config in `config_json` under this key (sweeps recorded before it resolve them on reading).
+FEATURES_KEY = "resolved_features"
+
+
+def config_json(config: SweepConfig, features: list[str]) -> str:
+    """The text `sweeps.config_json` holds: the effective config and its resolved features."""
+    return json.dumps({**config.to_json_dict(), FEATURES_KEY: features})
+
+
 def stored_config(sweep: Sweep) -> SweepConfig:
     return _parse_config(sweep.config_json)
 
 
+def stored_config_dict(sweep: Sweep) -> dict[str, Any]:
+    """The stored config as JSON data, as it was submitted (without its resolved features)."""
+    data = json.loads(sweep.config_json)
+    data.pop(FEATURES_KEY, None)
+    return dict(data)
+
+
+def stored_features(sweep: Sweep) -> list[str]:
+    """The features the sweep's runs train on, as resolved at planning."""
+    return list(_parse_features(sweep.config_json))
+
+
 @lru_cache(maxsize=64)
-def _parse_config(config_json: str) -> SweepConfig:
+def _parse_config(text: str) -> SweepConfig:
     """Configs are frozen, so one parse of each stored text serves every run of its sweep."""
-    return validate_sweep_config(json.loads(config_json))
+    data = json.loads(text)
+    data.pop(FEATURES_KEY, None)
+    return validate_sweep_config(data)
+
+
+@lru_cache(maxsize=64)
+def _parse_features(text: str) -> tuple[str, ...]:
+    features = json.loads(text).get(FEATURES_KEY)
+    if features is None:
+        return tuple(resolve_features(_parse_config(text).features))
+    return tuple(features)
 
 
 def stored_dataset(sweep: Sweep) -> dict[str, Any] | None:

@@ -26,11 +26,11 @@ from app.db.lifecycle import (
     renew_lease,
     requeue_unfinished,
     retry_sweep,
-    submit_sweep,
 )
 from app.db.models import Run, Sweep
 from app.db.session import session_scope
 from app.db.sweeps import utcnow
+from app.service.submission import record_submission
 from core.config import validate_sweep_config
 from tests.utils.data import ASSET, make_data_root, tiny_sweep
 from tests.utils.fakes import RecordingQueue
@@ -91,8 +91,8 @@ def revision(factory: sessionmaker[Session], sweep_id: int) -> int:
 def test_every_change_to_a_sweeps_runs_bumps_its_revision(factory: sessionmaker[Session]) -> None:
     config = validate_sweep_config(tiny_sweep(replica_seeds=[1, 2]))
     with session_scope(factory) as session:
-        result = submit_sweep(session, ASSET, config)
-        sweep_id, ids = result.sweep.id, result.new_run_ids
+        result = record_submission(session, ASSET, config)
+        sweep_id, ids = result.sweep_id, result.new_run_ids
     seen = [revision(factory, sweep_id)]
 
     def step(change: Any, bumps: bool = True) -> None:
@@ -117,7 +117,7 @@ def test_every_change_to_a_sweeps_runs_bumps_its_revision(factory: sessionmaker[
     step(lambda s: fail_sweep(s, s.get_one(Sweep, sweep_id), "stop"))
     step(lambda s: requeue_unfinished(s, sweep_id))
     merged = validate_sweep_config(tiny_sweep(replica_seeds=[1, 2, 3]))
-    step(lambda s: submit_sweep(s, ASSET, merged, merge=True))
+    step(lambda s: record_submission(s, ASSET, merged, merge=True))
 
     session = factory()  # a change rolled back is no change
     assert claim_run(session, ids[1], "w", 60)

@@ -13,24 +13,24 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app import engine
 from app.db.lifecycle import reap
 from app.db.models import Sweep
 from app.db.session import session_scope
 from app.db.sweeps import utcnow
-from app.services import regenerate
+from app.service import reports
+from app.service.reports import request_reports
 from core.sweep_report import write_sweep_reports
 from tests.utils.data import ASSET, tiny_sweep
 from tests.utils.fakes import RecordingQueue, fake_train
 from tests.utils.server import finish_runs
-from worker.tasks import WorkerContext, build_reports
+from worker.tasks import WorkerContext, handle_write_reports
 
 QUEUED = "reports queued on the cpu queue"
 JOINED = "already building"
 
 
 class CountingBuilder:
-    """Wraps the engine's report writer: counts builds, records when each started, and can hold
+    """Wraps the report build's writer: counts builds, records when each started, and can hold
     the first one until the test lets it go (a build that is running while requests arrive)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, *, hold_first: bool = False) -> None:
@@ -47,7 +47,7 @@ class CountingBuilder:
             assert self.go_on.wait(timeout=60), "the test never let the held build go on"
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(engine, "write_sweep_reports", counted)
+        monkeypatch.setattr(reports, "write_sweep_reports", counted)
 
 
 def finished_sweep(client: TestClient) -> int:
@@ -106,7 +106,7 @@ def test_requests_made_before_a_build_starts_are_one_build(
     assert kinds(answers) == ["joined"] * 9 + ["queued"]
     assert queue.reports == [sweep_id]  # one message for ten requests
     ctx = worker(client, queue)
-    assert build_reports(ctx, sweep_id).startswith("reports written")
+    assert handle_write_reports(ctx, sweep_id).startswith("reports written")
     assert len(builds.started) == 1
     with session_scope(ctx.factory) as session:
         sweep = session.get_one(Sweep, sweep_id)
@@ -124,7 +124,7 @@ def test_requests_made_during_a_build_cost_one_more_build_and_none_is_lost(
     folder = ctx.settings.data_root / "models" / ASSET / "sweeps" / "tiny"
     builds = CountingBuilder(monkeypatch, hold_first=True)
     assert client.post(f"/sweeps/{sweep_id}/regenerate").json()["detail"] == QUEUED
-    first = threading.Thread(target=build_reports, args=(ctx, queue.reports.pop()))
+    first = threading.Thread(target=handle_write_reports, args=(ctx, queue.reports.pop()))
     first.start()
     assert builds.entered.wait(timeout=30), "the first build never started"
 
@@ -138,7 +138,7 @@ def test_requests_made_during_a_build_cost_one_more_build_and_none_is_lost(
     assert not first.is_alive()
 
     # The running build served them with one more pass; their message then finds nothing to do.
-    assert build_reports(ctx, queue.reports.pop()).startswith("nothing built")
+    assert handle_write_reports(ctx, queue.reports.pop()).startswith("nothing built")
     assert len(builds.started) == 2
     assert builds.started[1] > requested_at  # the second build read the sweep after every request
     assert (folder / "summary.json").stat().st_mtime >= requested_wall - 1
@@ -151,8 +151,8 @@ def test_a_request_whose_message_was_lost_is_sent_again(client: TestClient, queu
     sweep_id = finished_sweep(client)
     factory = client.app.state.session_factory  # type: ignore[attr-defined]
     settings = client.app.state.settings  # type: ignore[attr-defined]
-    assert regenerate(factory, queue, settings, sweep_id)
-    assert not regenerate(factory, queue, settings, sweep_id)  # joins the pending one
+    assert request_reports(factory, queue, settings, sweep_id)
+    assert not request_reports(factory, queue, settings, sweep_id)  # joins the pending one
     hour_ago = utcnow() - timedelta(hours=1)
     with session_scope(factory) as session:  # its message never reached a worker
         session.execute(update(Sweep).where(Sweep.id == sweep_id).values(reports_wanted_at=hour_ago))
@@ -160,7 +160,7 @@ def test_a_request_whose_message_was_lost_is_sent_again(client: TestClient, queu
         assert sweep_id in reap(session, settings.max_attempts, settings.requeue_after_seconds).unpublished
     with session_scope(factory) as session:
         session.execute(update(Sweep).where(Sweep.id == sweep_id).values(reports_wanted_at=hour_ago))
-    assert regenerate(factory, queue, settings, sweep_id)  # a stale request is sent again
+    assert request_reports(factory, queue, settings, sweep_id)  # a stale request is sent again
 
     class Down(RecordingQueue):
         def enqueue_reports(self, sweep_id: int) -> None:
@@ -169,5 +169,5 @@ def test_a_request_whose_message_was_lost_is_sent_again(client: TestClient, queu
     with session_scope(factory) as session:
         session.execute(update(Sweep).where(Sweep.id == sweep_id).values(reports_wanted_at=None))
     with pytest.raises(ConnectionError):
-        regenerate(factory, Down(), settings, sweep_id)
-    assert regenerate(factory, queue, settings, sweep_id)  # the failed send left no request behind
+        request_reports(factory, Down(), settings, sweep_id)
+    assert request_reports(factory, queue, settings, sweep_id)  # the failed send left no request behind

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
-from app.engine import publish_sweep
+from app.service.reports import build_reports
 from core.store import LocalStore
 from tests.unit.test_hpo_config import hpo_dict
 from tests.utils.data import ASSET, tiny_sweep
@@ -116,7 +116,7 @@ def finished_sweep(client: TestClient, root: Path) -> tuple[int, Path]:
     ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
     factory = client.app.state.session_factory  # type: ignore[attr-defined]
     finish_runs(factory, {ids[0]: 0.01, ids[1]: 0.011})
-    publish_sweep(factory, LocalStore(root), sweep_id, publisher="docs-test", plots=False)
+    build_reports(factory, LocalStore(root), sweep_id, builder="docs-test", plots=False)
     folder = root / "models" / ASSET / "sweeps" / "tiny"
     (folder / "plots").mkdir(exist_ok=True)
     (folder / "plots" / "real.png").write_bytes(PNG)

@@ -20,11 +20,11 @@ from sqlalchemy import event
 
 from app.api.main import create_app
 from app.db.session import api_pool, request_sessions
+from app.serve import server_config
 from tests.utils.data import ASSET, tiny_sweep
 from tests.utils.fakes import RecordingQueue
 from tests.utils.processes import free_port, uvicorn_in_thread
 from tests.utils.server import api_client, server_settings
-from worker.serve import server_config
 
 READ_KEY = "load-read-key-0123456789"
 WRITE_KEY = "load-write-key-0123456789"

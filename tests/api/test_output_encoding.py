@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from fastapi.testclient import TestClient
 
-from app.engine import publish_sweep
+from app.service.reports import build_reports
 from core.datasets import synthetic_dataset
 from core.report_files import csv_lines
 from core.store import LocalStore
@@ -37,7 +37,7 @@ def test_a_formula_named_feature_is_escaped_in_the_drift_csv(client: TestClient,
     ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
     factory = client.app.state.session_factory  # type: ignore[attr-defined]
     finish_runs(factory, {ids[0]: 0.01, ids[1]: 0.011})
-    publish_sweep(factory, LocalStore(root), sweep_id, publisher="test", plots=False)
+    build_reports(factory, LocalStore(root), sweep_id, builder="test", plots=False)
 
     served = client.get(f"/sweeps/{sweep_id}/artifacts/drift_ks_psi_by_fold.csv")
     assert served.status_code == 200 and served.headers["content-type"].startswith("text/csv")

@@ -145,13 +145,13 @@ def test_4_a_keyless_app_refuses_requests_on_other_addresses(root: Path, queue: 
 
 
 def finished_sweep(client: TestClient, root: Path) -> tuple[int, Path]:
-    from app.engine import publish_sweep
+    from app.service.reports import build_reports
 
     sweep_id = client.post("/sweeps", json={"asset": ASSET, "config": tiny_sweep()}).json()["id"]
     ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
     factory = client.app.state.session_factory  # type: ignore[attr-defined]
     finish_runs(factory, {ids[0]: 0.01, ids[1]: 0.011})
-    publish_sweep(factory, LocalStore(root), sweep_id, publisher="probe", plots=False)
+    build_reports(factory, LocalStore(root), sweep_id, builder="probe", plots=False)
     return sweep_id, root / "models" / ASSET / "sweeps" / "tiny"
 
 
@@ -246,7 +246,7 @@ def test_10_dashboard_responses_carry_security_headers(client: TestClient, page:
 def test_11_regenerate_never_writes_through_a_link_out(
     client: TestClient, root: Path, tmp_path: Path, linked: str
 ) -> None:
-    from app.engine import publish_sweep
+    from app.service.reports import build_reports
     from core.errors import UnsafePath
 
     sweep_id, folder = finished_sweep(client, root)
@@ -262,7 +262,7 @@ def test_11_regenerate_never_writes_through_a_link_out(
     response = client.post(f"/sweeps/{sweep_id}/regenerate")
     assert response.status_code == 409 and "leads outside" in response.json()["detail"]
     with pytest.raises(UnsafePath):  # the build itself refuses too (a message already queued)
-        publish_sweep(client.app.state.session_factory, LocalStore(root), sweep_id, publisher="probe")  # type: ignore[attr-defined]
+        build_reports(client.app.state.session_factory, LocalStore(root), sweep_id, builder="probe")  # type: ignore[attr-defined]
     assert list(outside.iterdir()) == []
 
 

@@ -242,12 +242,12 @@ def test_drift_needs_no_finished_run(client: TestClient) -> None:
 
 
 def test_plots_and_artifacts(client: TestClient, root: Path) -> None:
-    from app.engine import publish_sweep
+    from app.service.reports import build_reports
 
     sweep_id = submit(client).json()["id"]
     ids = [r["run_id"] for r in client.get(f"/sweeps/{sweep_id}/runs").json()["data"]]
     finish_runs(factory(client), {ids[0]: 0.01, ids[1]: 0.011})
-    publish_sweep(factory(client), LocalStore(root), sweep_id, publisher="test")
+    build_reports(factory(client), LocalStore(root), sweep_id, builder="test")
     assert client.get(f"/sweeps/{sweep_id}").json()["reports_at"] is not None
 
     plots = client.get(f"/sweeps/{sweep_id}/plots").json()
@@ -461,3 +461,37 @@ def test_a_sweep_stored_before_clip_to_data_merges_and_may_turn_it_on(client: Te
     clipped = submit(client, tiny_sweep(replica_seeds=[1, 2], walk_forward=walk), merge_tests=True)
     assert clipped.status_code == 202, clipped.text
     assert clipped.json()["new_runs"] == 0 and clipped.json()["effective_folds"][0]["clipped"] == []
+
+
+def test_features_are_resolved_once_at_submission_and_stored_with_the_sweep(client: TestClient) -> None:
+    """The run spec reads the features resolved when the sweep was planned; a sweep recorded
+    before they were stored resolves them on reading; the API's config stays the submitted one."""
+    from sqlalchemy import select
+
+    from app.db.models import Run, Sweep
+    from app.db.session import session_scope
+    from app.db.sweeps import FEATURES_KEY
+    from app.service.runs import run_spec
+    from core.feature_sets import resolve_features
+
+    sweep_id = submit(client).json()["id"]
+    expected = resolve_features(tiny_sweep()["features"])
+    with session_scope(factory(client)) as session:
+        sweep = session.get_one(Sweep, sweep_id)
+        assert json.loads(sweep.config_json)[FEATURES_KEY] == expected
+        run = session.scalars(select(Run).where(Run.sweep_id == sweep_id)).first()
+        assert run is not None
+        spec = run_spec(session, run, Path("/data"))
+        assert spec.features == expected and spec.fold.name == run.fold
+        assert spec.training.model_dump(mode="json") == json.loads(run.params_json)
+    detail = client.get(f"/sweeps/{sweep_id}").json()["config"]
+    assert FEATURES_KEY not in detail and detail["features"] == tiny_sweep()["features"]
+    with session_scope(factory(client)) as session:  # as a sweep recorded before the key existed
+        sweep = session.get_one(Sweep, sweep_id)
+        stored = json.loads(sweep.config_json)
+        del stored[FEATURES_KEY]
+        sweep.config_json = json.dumps(stored)
+    with session_scope(factory(client)) as session:
+        run = session.scalars(select(Run).where(Run.sweep_id == sweep_id)).first()
+        assert run is not None
+        assert run_spec(session, run, Path("/data")).features == expected

@@ -8,10 +8,11 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app.db.lifecycle import claim_run, fail_sweep, finish_run, submit_sweep
+from app.db.lifecycle import claim_run, fail_sweep, finish_run
 from app.db.migrate import upgrade_database
 from app.db.models import Run, Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
+from app.service.submission import record_submission
 from core.config import validate_sweep_config
 from tests.utils.data import ASSET, tiny_sweep
 from tests.utils.processes import create_postgres_database
@@ -29,8 +30,8 @@ def test_a_failure_cancelling_queued_runs_does_not_deadlock_with_a_claim() -> No
     engine = make_engine(url)
     factory = make_session_factory(engine)
     with session_scope(factory) as session:
-        result = submit_sweep(session, ASSET, validate_sweep_config(tiny_sweep(replica_seeds=[1, 2])))
-        sweep_id, (failing, claimed, *rest) = result.sweep.id, result.new_run_ids
+        result = record_submission(session, ASSET, validate_sweep_config(tiny_sweep(replica_seeds=[1, 2])))
+        sweep_id, (failing, claimed, *rest) = result.sweep_id, result.new_run_ids
     with session_scope(factory) as session:
         assert claim_run(session, failing, "w1", 60)
 
@@ -80,7 +81,7 @@ def test_concurrent_submissions_of_one_sweep_are_serialised() -> None:
     def submit(config: dict[str, object], merge: bool) -> None:
         try:
             with session_scope(factory) as session:
-                done = submit_sweep(session, ASSET, validate_sweep_config(config), merge=merge)
+                done = record_submission(session, ASSET, validate_sweep_config(config), merge=merge)
                 results.append(len(done.new_run_ids))
                 time.sleep(0.2)  # hold the transaction open: the others must wait, not collide
         except SweepExists:

@@ -138,7 +138,7 @@ def test_cancel_stops_a_running_run(server: ServerProcess) -> None:
 
 def test_reaper_recovers_a_run_whose_message_was_lost(server: ServerProcess) -> None:
     """Runs recorded in the database with no broker message get sent by the reaper."""
-    from app.services import submit as submit_service
+    from app.service.submission import submit_sweep
     from app.settings import Settings
     from core.config import validate_sweep_config
     from tests.utils.fakes import RecordingQueue
@@ -146,7 +146,7 @@ def test_reaper_recovers_a_run_whose_message_was_lost(server: ServerProcess) -> 
 
     settings = Settings(data_dir=server.root, database_url=None, redis_url=None)
     lost = RecordingQueue()  # the "broker" that loses every message
-    submitted = submit_service(
+    submitted = submit_sweep(
         open_database(server.root),
         lost,
         settings,

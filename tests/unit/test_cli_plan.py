@@ -162,7 +162,7 @@ def test_plan_prints_what_the_design_can_detect(
 def test_plan_estimates_from_a_database_it_can_see(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app import engine
+    from app.service.submission import record_sweep
     from core.config import validate_sweep_config
     from core.store import LocalStore
     from tests.utils.data import make_data_root, tiny_sweep
@@ -173,7 +173,7 @@ def test_plan_estimates_from_a_database_it_can_see(
     monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(root))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     factory = open_database(root)
-    done = engine.submit(
+    done = record_sweep(
         factory, LocalStore(root), "SYN", validate_sweep_config(tiny_sweep()), merge=False, continue_on_error=False
     )
     finish_runs(factory, {run_id: 0.01 for run_id in done.new_run_ids})

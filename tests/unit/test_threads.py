@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
-from worker import serve
+from worker import supervisor
 
 
 def test_default_threads_split_the_cores_between_processes_and_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,9 +35,9 @@ def test_worker_processes_started_together_are_told_how_many_they_are(monkeypatc
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", Started)
-    monkeypatch.setattr(serve, "stop_workers", lambda procs: None)
+    monkeypatch.setattr(supervisor, "stop_workers", lambda procs: None)
     monkeypatch.setattr("app.db.migrate.upgrade_database", lambda url: None)
-    serve.run_workers(2, ["gpu"], ["0", "1", "2"], "info")
+    supervisor.run_workers(2, ["gpu"], ["0", "1", "2"], "info")
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "2"]
     assert {e["TFTSWEEP_WORKER_PROCESSES"] for e in envs} == {"3"}
     assert {e["TFTSWEEP_WORKER_CONCURRENCY"] for e in envs} == {"2"}

@@ -45,12 +45,12 @@ def fake_metrics(spec: RunSpec) -> dict[str, Any]:
 
 def fake_train(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome:
     metrics = fake_metrics(spec)
-    target = version_dir(Path(spec.sweep_dir), spec.fold["name"], spec.config_id, spec.seed)
+    target = version_dir(Path(spec.sweep_dir), spec.fold.name, spec.config_id, spec.seed)
     with publish_dir_atomic(target) as tmp:
         history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e} for e in (1, 2, 3)]
         (tmp / "metrics.json").write_text(json.dumps({**metrics, "history": history}))
         run = {k: getattr(spec, k) for k in ("run_id", "run_key", "config_id", "seed", "asset")}
-        (tmp / "run.json").write_text(json.dumps({**run, "fold": spec.fold["name"]}))
+        (tmp / "run.json").write_text(json.dumps({**run, "fold": spec.fold.name}))
         lines = ["date,horizon,actual,predicted,naive"]
         lines += [f"2012-07-{d:02d},1,{0.001 * d:.4f},{0.0008 * d:.4f},0" for d in range(2, 12)]
         (tmp / "test_predictions.csv").write_text("\n".join(lines) + "\n")

@@ -141,12 +141,12 @@ def test_a_cancelled_study_stops_at_the_next_pruning_check(tmp_path: Path) -> No
     import threading
     import time
 
-    from app.services import cancel_study, submit_study
+    from app.service.studies import cancel_study, run_study, submit_study
+    from core.hpo import run_stored_study
     from core.hpo_config import validate_hpo_config
     from tests.utils.fakes import RecordingQueue
     from tests.utils.server import server_settings
     from worker.local_sweep import open_database
-    from worker.tasks import process_study
 
     root = make_data_root(tmp_path / "data")
     settings = server_settings(root)
@@ -155,7 +155,7 @@ def test_a_cancelled_study_stops_at_the_next_pruning_check(tmp_path: Path) -> No
     long["training_config"] |= {"max_epochs": 200, "early_stopping_patience": 200}
     study, _ = submit_study(factory, RecordingQueue(), settings, ASSET, validate_hpo_config(long))
     result: dict[str, str] = {}
-    worker = threading.Thread(target=lambda: result.update(r=process_study(study.id, factory, settings)))
+    worker = threading.Thread(target=lambda: result.update(r=run_study(factory, settings, study.id, run_stored_study)))
     worker.start()
     out = root / "models" / ASSET / "optuna" / "long"
     deadline = time.monotonic() + 120
@@ -182,13 +182,13 @@ def test_a_study_continued_on_another_machine_through_the_object_store(
     """A study's folder (its SQLite storage included) lives in the store: a second worker with
     an empty disk continues it, and an API on a third machine serves its files."""
     from app.api.main import create_app
-    from app.services import submit_study
+    from app.service.studies import run_study, submit_study
     from app.settings import Settings
+    from core.hpo import run_stored_study
     from tests.utils.fakes import RecordingQueue
     from tests.utils.server import api_client
     from tests.utils.services import object_store, use_s3
     from worker.local_sweep import open_database
-    from worker.tasks import process_study
 
     url = use_s3(monkeypatch)
     staging = make_data_root(tmp_path / "staging")
@@ -202,14 +202,14 @@ def test_a_study_continued_on_another_machine_through_the_object_store(
     short = validate_hpo_config(tiny_study(n_trials=2, pruner={"type": "none"}))
     study, _ = submit_study(factory, RecordingQueue(), machines["api"], ASSET, short)
     assert (
-        process_study(study.id, factory, machines["w1"])
+        run_study(factory, machines["w1"], study.id, run_stored_study)
         == "study 1: {'complete': 2, 'pruned': 0, 'fail': 0, 'running': 0}"
     )
     longer = validate_hpo_config(tiny_study(n_trials=3, pruner={"type": "none"}))
     _, continued = submit_study(factory, RecordingQueue(), machines["api"], ASSET, longer)
     assert continued
     assert (
-        process_study(study.id, factory, machines["w2"])
+        run_study(factory, machines["w2"], study.id, run_stored_study)
         == "study 1: {'complete': 3, 'pruned': 0, 'fail': 0, 'running': 0}"
     )
     with api_client(create_app(machines["api"], queue=RecordingQueue(), reaper=False)) as client:

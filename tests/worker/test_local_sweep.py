@@ -1,6 +1,6 @@
 """The in-process sweep: records, files, resume, merge, continue-on-error, interrupts.
 
-One test trains for real; the others pass a fake trainer (the engine takes it as an argument).
+One test trains for real; the others pass a fake trainer (the run pipeline takes it as an argument).
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ def runs_by_state(root: Path) -> dict[str, list[str]]:
 
 @pytest.mark.slow
 def test_sweep_trains_every_run_and_writes_its_files(root: Path) -> None:
-    from worker.run_executor import execute_run
+    from worker.trainer import train_tft
 
-    outcome = sweep(root, tiny_sweep(replica_seeds=[1, 2]), trainer=execute_run)
+    outcome = sweep(root, tiny_sweep(replica_seeds=[1, 2]), trainer=train_tft)
     assert outcome.status == "succeeded"
     assert outcome.counts["succeeded"] == 4 and outcome.trained == 4
     out = root / "models/SYN/sweeps/tiny"
@@ -186,11 +186,11 @@ def test_bad_data_fails_before_any_training(root: Path) -> None:
 
 @pytest.mark.slow
 def test_two_local_worker_processes(root: Path) -> None:
-    from worker.run_executor import execute_run
+    from worker.trainer import train_tft
 
     data = tiny_sweep(walk_forward={"enabled": True, "folds": [tiny_fold("f1", 2012), tiny_fold("f2", 2013)]})
-    single = sweep(root, data | {"output_subdir": "one"}, trainer=execute_run)
-    double = sweep(root, data | {"output_subdir": "two"}, workers=2, trainer=execute_run)
+    single = sweep(root, data | {"output_subdir": "one"}, trainer=train_tft)
+    double = sweep(root, data | {"output_subdir": "two"}, workers=2, trainer=train_tft)
     assert double.counts["succeeded"] == 4 and double.status == "succeeded"
     a = pd.read_csv(single.sweep_dir / "sweep_runs.csv").set_index("run_key")
     b = pd.read_csv(double.sweep_dir / "sweep_runs.csv").set_index("run_key")

@@ -22,7 +22,7 @@ from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
 from tests.utils.fakes import RecordingQueue
 from tests.utils.server import api_client, server_settings
 from worker.local_sweep import run_local_sweep
-from worker.run_executor import execute_run
+from worker.trainer import train_tft
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +32,9 @@ FOLDS = ("f1", "f2")
 def fail_dropout_in_f2(spec: RunSpec, stop_requested: Any = None) -> RunOutcome:
     """The real trainer, except that `dropout=0.3` fails on fold f2 (both seeds): that fold's
     ranking then holds a config with no succeeded run, whose statistics are empty."""
-    if spec.config_id == "dropout=0.3" and spec.fold["name"] == "f2":
+    if spec.config_id == "dropout=0.3" and spec.fold.name == "f2":
         return RunOutcome(spec.run_id, error="RuntimeError: injected failure")
-    return execute_run(spec, stop_requested)
+    return train_tft(spec, stop_requested)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from app import engine
-from app.services import submit
+from app.service.reports import build_reports
+from app.service.submission import submit_sweep
 from app.settings import Settings
 from core.config import validate_sweep_config
 from core.datasets import dataset_dir
@@ -28,7 +28,7 @@ from tests.utils.fakes import RecordingQueue, fake_train
 from tests.utils.services import object_store, use_s3
 from worker.cli import main
 from worker.local_sweep import open_database
-from worker.tasks import WorkerContext, train_one
+from worker.tasks import WorkerContext, handle_train_run
 
 SWEEP = Path("models/SYN/sweeps/tiny")
 VERSION = SWEEP / "folds/f1/models/baseline__seed1"
@@ -214,7 +214,7 @@ def test_regenerate_from_the_store_needs_the_store(
 def heavy_train(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome:
     """The fake trainer plus a checkpoint the size of a real tiny TFT's (~300 kB)."""
     outcome = fake_train(spec, stop_requested)
-    (version_dir(Path(spec.sweep_dir), spec.fold["name"], spec.config_id, spec.seed) / "model.ckpt").write_bytes(
+    (version_dir(Path(spec.sweep_dir), spec.fold.name, spec.config_id, spec.seed) / "model.ckpt").write_bytes(
         os.urandom(300_000)
     )
     return outcome
@@ -242,11 +242,11 @@ def test_a_worker_keeps_no_model_version_it_uploaded(
     factory = open_database(root)
     queue = RecordingQueue()
     config = validate_sweep_config(tiny_sweep(replica_seeds=[1, 2, 3, 4, 5]))
-    submitted = submit(factory, queue, settings, ASSET, config, merge=False, continue_on_error=False)
+    submitted = submit_sweep(factory, queue, settings, ASSET, config, merge=False, continue_on_error=False)
     ctx = WorkerContext(0, 0, factory, queue, settings, heavy_train)
     started = time.perf_counter()
     for run_id in list(queue.runs):
-        assert train_one(ctx, run_id, f"task-{run_id}") == "succeeded"
+        assert handle_train_run(ctx, run_id, f"task-{run_id}") == "succeeded"
     elapsed = time.perf_counter() - started
     runs = len(queue.runs)
     folds = root / "models" / ASSET / "sweeps" / "tiny" / "folds"
@@ -263,7 +263,7 @@ def test_a_worker_keeps_no_model_version_it_uploaded(
         assert bytes_under(folds) > runs * 300_000
 
     # The report build (here, on the worker's own disk) reads what it needs of each version.
-    summary = engine.publish_sweep(factory, settings.store(), submitted.sweep_id, publisher="reports")
+    summary = build_reports(factory, settings.store(), submitted.sweep_id, builder="reports")
     assert summary is not None and summary["counts"]["runs_by_status"]["succeeded"] == runs
     kept = list(folds.glob("*/models/*/model.ckpt"))
     assert len(kept) == (0 if url else runs)  # a build fetches the small files, never a checkpoint

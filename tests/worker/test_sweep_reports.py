@@ -15,7 +15,7 @@ from core.runs import RunOutcome, RunSpec
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
 from worker.cli import main
 from worker.local_sweep import run_local_sweep
-from worker.run_executor import execute_run
+from worker.trainer import train_tft
 
 pytestmark = pytest.mark.slow
 
@@ -83,9 +83,9 @@ SPEC_COLUMNS = {
 
 
 def fail_dropout(spec: RunSpec, stop_requested: object = None) -> RunOutcome:
-    if spec.config_id == "dropout=0.3" and spec.fold["name"] == "f2" and spec.seed == 2:
+    if spec.config_id == "dropout=0.3" and spec.fold.name == "f2" and spec.seed == 2:
         return RunOutcome(spec.run_id, error="RuntimeError: injected failure")
-    return execute_run(spec)
+    return train_tft(spec)
 
 
 @pytest.fixture(scope="module")

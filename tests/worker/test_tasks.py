@@ -14,12 +14,13 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import engine
 from app.db.lifecycle import claim_run
 from app.db.models import Run, Sweep
 from app.db.session import session_scope
 from app.db.sweeps import run_counts, utcnow
-from app.services import reap_once, submit
+from app.service.reaper import reap_once
+from app.service.reports import build_reports
+from app.service.submission import submit_sweep
 from core.config import validate_sweep_config
 from core.runs import RunOutcome, RunSpec, Trainer
 from core.store import LocalStore
@@ -27,8 +28,8 @@ from tests.utils.data import ASSET, make_data_root, tiny_sweep
 from tests.utils.fakes import FailingTrainer, RecordingQueue, fake_train
 from tests.utils.server import server_settings
 from worker.local_sweep import open_database
-from worker.run_executor import execute_run
-from worker.tasks import WorkerContext, train_one
+from worker.tasks import WorkerContext, handle_train_run
+from worker.trainer import train_tft
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def env(tmp_path: Path) -> dict[str, Any]:
 
 def submit_tiny(env: dict[str, Any], continue_on_error: bool = False, **overrides: Any) -> list[int]:
     config = validate_sweep_config(tiny_sweep(**overrides))
-    submit(
+    submit_sweep(
         env["factory"], env["queue"], env["settings"], ASSET, config, merge=False, continue_on_error=continue_on_error
     )
     return list(env["queue"].runs)
@@ -54,19 +55,19 @@ def states(factory: sessionmaker[Session]) -> dict[str, int]:
 
 def process(env: dict[str, Any], run_id: int, trainer: Trainer = fake_train, task: str = "t1") -> str:
     ctx = WorkerContext(0, 0, env["factory"], env["queue"], env["settings"], trainer)
-    return train_one(ctx, run_id, task)
+    return handle_train_run(ctx, run_id, task)
 
 
 @pytest.mark.slow
 def test_runs_train_once_and_reports_follow_the_last(env: dict[str, Any]) -> None:
     first, second = submit_tiny(env)
-    assert process(env, first, execute_run) == "succeeded"
-    assert process(env, first, execute_run) == "skipped (succeeded)"  # a duplicate delivery does nothing
+    assert process(env, first, train_tft) == "succeeded"
+    assert process(env, first, train_tft) == "skipped (succeeded)"  # a duplicate delivery does nothing
     assert env["queue"].reports == []
-    assert process(env, second, execute_run) == "succeeded"
+    assert process(env, second, train_tft) == "succeeded"
     assert env["queue"].reports == [1]
     assert states(env["factory"])["succeeded"] == 2
-    summary = engine.publish_sweep(env["factory"], LocalStore(env["root"]), 1, publisher="test")
+    summary = build_reports(env["factory"], LocalStore(env["root"]), 1, builder="test")
     assert summary is not None and summary["counts"]["runs_by_status"]["succeeded"] == 2
     assert (env["root"] / "models/SYN/sweeps/tiny/config_ranking.csv").is_file()
 
@@ -107,13 +108,13 @@ def test_cancel_stops_a_training_run_within_seconds(env: dict[str, Any]) -> None
     with session_scope(env["factory"]) as session:
         session.execute(update(Run).where(Run.id == ids[0]).values(params_json=json.dumps(slow)))
     result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.update(r=process(env, ids[0], execute_run)))
+    thread = threading.Thread(target=lambda: result.update(r=process(env, ids[0], train_tft)))
     started = time.monotonic()
     thread.start()
     time.sleep(4)
-    from app.services import cancel
+    from app.service.sweeps import cancel_runs
 
-    cancel(env["factory"], env["queue"], 1)
+    cancel_runs(env["factory"], env["queue"], 1)
     thread.join(timeout=30)
     assert not thread.is_alive()
     assert result["r"] == "discarded (cancelled or lease lost)"
@@ -203,7 +204,7 @@ def test_failing_trainer_records_the_error(env: dict[str, Any]) -> None:
 
     def broken(spec: RunSpec, stop_requested: Any = None) -> RunOutcome:
         spec_with_bad_root = RunSpec(**{**spec.__dict__, "data_root": str(env["root"] / "missing")})
-        return execute_run(spec_with_bad_root)
+        return train_tft(spec_with_bad_root)
 
     assert process(env, ids[0], broken) == "failed"
     with session_scope(env["factory"]) as session:
@@ -216,7 +217,7 @@ def test_a_replaced_dataset_fails_the_run(env: dict[str, Any]) -> None:
 
     ids = submit_tiny(env)
     rebuild(env["root"], seed=5)  # another dataset under the same name
-    assert process(env, ids[0], execute_run) == "failed"
+    assert process(env, ids[0], train_tft) == "failed"
     with session_scope(env["factory"]) as session:
         assert "is not the one its sweep recorded" in (session.get_one(Run, ids[0]).error or "")
 
@@ -226,7 +227,7 @@ def test_worker_processes_use_their_share_of_threads() -> None:
     every core would fight over them)."""
     import torch
 
-    from worker.run_executor import init_worker_process
+    from worker.trainer import init_worker_process
 
     before = torch.get_num_threads()
     try:

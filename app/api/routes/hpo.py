@@ -12,13 +12,14 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from app import services
-from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep
+from app.api.deps import FactoryDep, Limit, Offset, QueueDep, SessionDep, SettingsDep
 from app.api.files import file_response, listing, read_json
-from app.api.models import ErrorPublic, PlotPublic, PlotsPublic, SweepSubmitted
-from app.api.routes.sweeps import NOT_FOUND, Limit, Offset, submit_sweep_response
+from app.api.models import NOT_FOUND, ErrorPublic, PlotPublic, PlotsPublic, SweepSubmitted
+from app.api.submitted import submit_sweep_response
 from app.db.models import Study
 from app.db.sweeps import as_utc
+from app.service.studies import cancel_study as cancel_study_service
+from app.service.studies import submit_study
 from core.config import validate_sweep_config
 from core.hpo_config import validate_hpo_config
 from core.names import SafeName
@@ -128,7 +129,7 @@ def create_study(body: StudyCreate, factory: FactoryDep, queue: QueueDep, settin
     server `storage` URL several tasks share the study. Submitting the same study again
     (only `n_trials`/`timeout_s` may change) continues it."""
     config = validate_hpo_config(body.config)
-    study, continued = services.submit_study(factory, queue, settings, body.asset, config)
+    study, continued = submit_study(factory, queue, settings, body.asset, config)
     code = status.HTTP_202_ACCEPTED if continued else status.HTTP_201_CREATED
     return JSONResponse(json.loads(_public(settings, study).model_dump_json()), status_code=code)
 
@@ -165,7 +166,7 @@ def get_trials(
 def cancel_study(study_id: StudyId, session: SessionDep, factory: FactoryDep, settings: SettingsDep) -> StudyPublic:
     _study_or_404(session, study_id)
     session.close()
-    return _public(settings, services.cancel_study(factory, study_id))
+    return _public(settings, cancel_study_service(factory, study_id))
 
 
 @router.get("/{study_id}/best", responses=NOT_FOUND, summary="The best complete trial")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,10 +10,10 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import func, select
 
-from app import engine, services
-from app.api.deps import FactoryDep, QueueDep, SessionDep, SettingsDep, TablesDep, cached_json
+from app.api.deps import FactoryDep, Limit, Offset, QueueDep, SessionDep, SettingsDep, TablesDep, cached_json
 from app.api.files import file_response, listing, read_json
 from app.api.models import (
+    NOT_FOUND,
     ActionPublic,
     DriftPublic,
     DryRunPublic,
@@ -32,12 +31,23 @@ from app.api.models import (
     SweepsPublic,
     SweepSubmitted,
 )
+from app.api.submitted import submit_sweep_response
 from app.api.tables import SweepHead, SweepTables
 from app.db.models import Run, RunState, Sweep
-from app.db.sweeps import as_utc, folder_config, run_records, stored_config, stored_dataset
-from core.config import SweepConfig, validate_sweep_config
+from app.db.sweeps import (
+    as_utc,
+    folder_config,
+    run_records,
+    stored_config,
+    stored_config_dict,
+    stored_dataset,
+    stored_features,
+)
+from app.service.reports import request_reports
+from app.service.submission import dry_run_sweep
+from app.service.sweeps import cancel_runs, retry_runs
+from core.config import validate_sweep_config
 from core.drift import drift_by_fold, drift_overall_summary
-from core.feature_sets import resolve_features
 from core.names import SafeName
 from core.paths import ensure_inside, sweep_dir
 from core.report_files import (
@@ -50,8 +60,6 @@ router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 SweepId = Annotated[int, PathParam(ge=1, le=2**62, description="Sweep id.")]
 FoldQuery = Annotated[SafeName | None, Query(description="Restrict to one fold (its name).")]
-Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, le=2**62, description="Rows to skip.")]
 
 SWEEP_ARTIFACTS = {
     "analysis_config.json": "application/json",
@@ -72,9 +80,6 @@ FOLD_ARTIFACTS = (
     "param_impact_summary.csv",
 )
 REBUILD = "rebuild the sweep's files with POST /sweeps/{id}/regenerate"
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorPublic, "description": "No such sweep, fold or file."}
-}
 CACHED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Unchanged since the answer whose `ETag` was sent in `If-None-Match`."},
     **NOT_FOUND,
@@ -146,44 +151,13 @@ def create_sweep(
     training time from runs recorded on this server, and what the design can detect."""
     config = validate_sweep_config(body.config)
     if body.dry_run:
-        report = engine.dry_run(
+        report = dry_run_sweep(
             factory, settings.store(), body.asset, config, merge=body.merge_tests, max_runs=settings.max_runs
         )
         return JSONResponse(DryRunPublic(**report).model_dump(mode="json"), status_code=status.HTTP_200_OK)
     return submit_sweep_response(
         factory, queue, settings, background, body.asset, config, body.merge_tests, body.continue_on_error
     )
-
-
-def submit_sweep_response(
-    factory: FactoryDep,
-    queue: QueueDep,
-    settings: SettingsDep,
-    background: BackgroundTasks,
-    asset: str,
-    config: SweepConfig,
-    merge: bool,
-    continue_on_error: bool,
-) -> JSONResponse:
-    """Record the sweep, answer 201 (created) or 202 (merged), then send the runs' messages."""
-    result = services.submit(
-        factory, queue, settings, asset, config, merge=merge, continue_on_error=continue_on_error, send=False
-    )
-    # The runs are committed; their messages go out right after the answer (the reaper
-    # sends any that a crash would lose), so a 5,000-run plan answers fast.
-    background.add_task(services.send_submitted, factory, queue, result)
-    payload = SweepSubmitted(
-        id=result.sweep_id,
-        asset=result.asset,
-        output_subdir=result.output_subdir,
-        status=result.status,
-        new_runs=len(result.new_run_ids),
-        total_runs=result.total_runs,
-        merged=result.merged,
-        effective_folds=result.effective_folds,
-    )
-    code = status.HTTP_202_ACCEPTED if result.merged else status.HTTP_201_CREATED
-    return JSONResponse(payload.model_dump(), status_code=code, headers={"Location": f"/sweeps/{result.sweep_id}"})
 
 
 @router.get("", response_model=SweepsPublic, summary="List sweeps, newest first")
@@ -215,7 +189,7 @@ async def get_sweep(sweep_id: SweepId, request: Request) -> Response:
 
     def build(tables: SweepTables) -> bytes:
         sweep = _sweep_or_404(tables.session, sweep_id)
-        detail = SweepDetail(**_public(tables, sweep), config=json.loads(sweep.config_json))
+        detail = SweepDetail(**_public(tables, sweep), config=stored_config_dict(sweep))
         return detail.model_dump_json().encode()
 
     return await cached_json(request, sweep_id, key, build)  # async: a cached answer needs no thread
@@ -307,7 +281,7 @@ def drift(
     if frame is None:
         return DriftPublic(fold=fold, available=False, reason=problem, data=[], overall={})
     folds = [f for f in folder.config.folds if fold is None or f.name == fold]
-    table = drift_by_fold(frame, folds, resolve_features(folder.config.features))
+    table = drift_by_fold(frame, folds, stored_features(sweep))
     return DriftPublic(fold=fold, data=table_rows(table), overall=json_safe(drift_overall_summary(table)))
 
 
@@ -425,7 +399,7 @@ def get_artifact(
 def cancel(sweep_id: SweepId, session: SessionDep, factory: FactoryDep, queue: QueueDep) -> ActionPublic:
     _sweep_or_404(session, sweep_id)
     session.close()
-    counts = services.cancel(factory, queue, sweep_id)
+    counts = cancel_runs(factory, queue, sweep_id)
     total = counts.get(RunState.QUEUED, 0) + counts.get(RunState.RUNNING, 0)
     return ActionPublic(
         id=sweep_id,
@@ -441,7 +415,7 @@ def cancel(sweep_id: SweepId, session: SessionDep, factory: FactoryDep, queue: Q
 def retry(sweep_id: SweepId, session: SessionDep, factory: FactoryDep, queue: QueueDep) -> ActionPublic:
     _sweep_or_404(session, sweep_id)
     session.close()
-    ids = services.retry(factory, queue, sweep_id)
+    ids = retry_runs(factory, queue, sweep_id)
     return ActionPublic(
         id=sweep_id, status="queued" if ids else "unchanged", runs=len(ids), detail=f"{len(ids)} runs re-queued"
     )
@@ -465,7 +439,7 @@ def regenerate(
     ensure_inside(settings.data_root, folder)
     check_report_folders(folder, stored_config(sweep))
     session.close()  # its connection goes back to the pool before the request's own write
-    if services.regenerate(factory, queue, settings, sweep_id):
+    if request_reports(factory, queue, settings, sweep_id):
         detail = "reports queued on the cpu queue"
     else:
         detail = "already building: a build of these reports is queued or running and serves this request too"

@@ -1,4 +1,5 @@
-"""The real trainer (`core.runs.Trainer`): train one run from its spec and publish its model version.
+"""The real trainer (`core.runs.Trainer`): fit one run's Temporal Fusion Transformer from its
+spec and write its model version.
 
 Shared by Celery's pool processes and the CLI's process pool.
 
@@ -13,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.config import Fold, TrainingConfig
 from core.errors import DatasetError
 from core.files import file_sha256
 from core.paths import ensure_inside, version_dir
@@ -46,8 +46,8 @@ def _dataset(spec: RunSpec) -> tuple[str, Any]:
     return f"{key}@{cached[0]}", cached[2]
 
 
-def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome:
-    """Train `spec` and publish its model version; errors become the outcome's `error`."""
+def train_tft(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome:
+    """Fit the TFT of `spec` and write its model version; errors become the outcome's `error`."""
     global _cache
     from core.training import DatasetCache, describe_error, train_and_evaluate
 
@@ -57,8 +57,7 @@ def execute_run(spec: RunSpec, stop_requested: Callable[[], bool] | None = None)
     started = time.perf_counter()
     try:
         frame_id, frame = _dataset(spec)
-        fold = Fold.model_validate(spec.fold)
-        training = TrainingConfig.model_validate(spec.params)
+        fold, training = spec.fold, spec.training
         before = _cache.build_seconds
         fold_data = _cache.get(frame_id, frame, fold, training, spec.features)
         outcome.timings["dataset_seconds"] = _cache.build_seconds - before

@@ -1,4 +1,5 @@
-"""`tftsweep serve` (API + a supervised embedded worker) and `tftsweep worker` (Celery workers, one per GPU).
+"""Celery worker processes: `tftsweep worker` (one per GPU) and the embedded worker that
+`tftsweep serve` keeps alive (`WorkerSupervisor`, handed to `app.serve.serve`).
 
 Whoever starts a worker ends it: each Celery worker runs in its own process group, stopped
 with SIGTERM (its run in hand goes back to the queue at the next batch) and then SIGKILL
@@ -20,15 +21,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.queue import CPU_QUEUE, GPU_QUEUE
 from app.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    import uvicorn
+from worker.lifetime import die_with_parent
 
 log = logging.getLogger("tftsweep.serve")
 
@@ -83,17 +81,6 @@ def start_worker(
         preexec_fn=die_with_parent,
         start_new_session=True,
     )
-
-
-def die_with_parent() -> None:
-    """Linux: this process is killed when the thread that started it ends, however it ends
-    (`serve` killed outright: its worker; a Celery main process: its pool processes)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def stop_worker(proc: subprocess.Popen[bytes], timeout: float = WORKER_STOP_SECONDS) -> None:
@@ -238,81 +225,6 @@ class WorkerSupervisor(threading.Thread):
         """Stop the worker (bounded: SIGTERM, then SIGKILL) and the supervision."""
         self._stop_event.set()
         self.join(timeout=WORKER_STOP_SECONDS + 15)
-
-
-def server_config(app: Any, host: str, port: int, loglevel: str, settings: Settings) -> uvicorn.Config:
-    """uvicorn's settings for `serve`: slow clients are dropped (a deadline on reading each
-    request, `TFTSWEEP_REQUEST_READ_TIMEOUT_SECONDS`; idle keep-alive connections closed after
-    `TFTSWEEP_KEEP_ALIVE_SECONDS`), and past `TFTSWEEP_MAX_CONNECTIONS` open connections or
-    requests in progress the answer is 503 with Retry-After."""
-    import uvicorn
-
-    from worker.http_protocol import read_timeout_protocol
-
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=loglevel.lower(),
-        timeout_graceful_shutdown=10,
-        http=read_timeout_protocol(settings.request_read_timeout_seconds),
-        timeout_keep_alive=settings.keep_alive_seconds,
-        limit_concurrency=settings.max_connections,
-    )
-
-
-def serve(host: str, port: int, concurrency: int, loglevel: str, worker: bool = True) -> int:
-    """Run the API in this process and, unless `worker` is off, a supervised embedded Celery
-    worker beside it, until interrupted (exit 0) or the worker cannot be kept alive (exit 1)."""
-    import uvicorn
-
-    from app.api.main import create_app
-    from app.api.security import is_loopback, parse_api_keys
-    from app.db.migrate import upgrade_database
-
-    settings = get_settings()
-    try:
-        keys = parse_api_keys(settings.api_keys)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not keys and not is_loopback(host):
-        print(
-            f"error: refusing to listen on {host} without API keys; set TFTSWEEP_API_KEYS (read:KEY,write:KEY) "
-            "or bind to 127.0.0.1",
-            file=sys.stderr,
-        )
-        return 2
-    if not keys:
-        print("tftsweep: no API keys configured; listening on loopback only", flush=True)
-    settings.data_root.mkdir(parents=True, exist_ok=True)
-    upgrade_database(settings.db_url)
-    broker = settings.redis_url or f"filesystem ({settings.broker_dir})"
-    database = settings.db_url.split("@")[-1] if "@" in settings.db_url else settings.db_url
-    print(f"tftsweep: data {settings.data_root}; database {database}; broker {broker}", flush=True)
-    server = uvicorn.Server(server_config(create_app(settings), host, port, loglevel, settings))
-    gave_up: list[str] = []
-
-    def give_up(why: str) -> None:
-        gave_up.append(why)
-        server.should_exit = True
-
-    supervisor = WorkerSupervisor(settings, concurrency, loglevel.upper(), give_up) if worker else None
-    if supervisor is not None:
-        supervisor.start()
-        supervisor.wait_started()
-    # uvicorn re-raises the signal that stopped it once it is done; SIGTERM is a normal stop
-    # here (the worker is stopped below, then exit 0), not a death by signal.
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
-    try:
-        server.run()
-    finally:
-        if supervisor is not None:
-            supervisor.stop()
-    if gave_up:
-        print(f"error: {gave_up[0]}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

@@ -1,5 +1,5 @@
-"""The run engine: one set of files whichever way a sweep runs, folders that describe themselves,
-history kept in the folder, and reports published only from a sweep's final state."""
+"""The service layer end to end: one set of files whichever way a sweep runs, folders that describe themselves,
+history kept in the folder, and reports built only from a sweep's final state."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, update
 
-from app import engine
-from app.db.lifecycle import acquire_publisher, release_publisher
 from app.db.models import Run, Sweep
+from app.db.reports import release_report_lock, take_report_lock
 from app.db.session import session_scope
-from app.services import submit
+from app.service.reports import build_reports
+from app.service.submission import submit_sweep
 from core.config import validate_sweep_config
 from core.datasets import dataset_fingerprint
 from core.store import LocalStore, ObjectStore
@@ -27,7 +27,7 @@ from tests.utils.fakes import FailingTrainer, RecordingQueue, fake_train
 from tests.utils.server import api_client, server_settings
 from worker.cli import main
 from worker.local_sweep import open_database, run_local_sweep
-from worker.tasks import WorkerContext, train_one
+from worker.tasks import WorkerContext, handle_train_run
 
 TIMESTAMPS = ("started_at", "finished_at")
 
@@ -46,14 +46,14 @@ def through_the_server(root: Path, data: dict[str, Any]) -> Path:
     settings = server_settings(root)
     factory = open_database(root)
     queue = RecordingQueue()
-    submitted = submit(
+    submitted = submit_sweep(
         factory, queue, settings, ASSET, validate_sweep_config(data), merge=False, continue_on_error=False
     )
     ctx = WorkerContext(0, 0, factory, queue, settings, fake_train)
     for run_id in list(queue.runs):
-        train_one(ctx, run_id, f"task-{run_id}")
+        handle_train_run(ctx, run_id, f"task-{run_id}")
     assert queue.reports == [submitted.sweep_id]
-    assert engine.publish_sweep(factory, LocalStore(root), submitted.sweep_id, publisher="reports-task") is not None
+    assert build_reports(factory, LocalStore(root), submitted.sweep_id, builder="reports-task") is not None
     return root / "models" / ASSET / "sweeps" / data["output_subdir"]
 
 
@@ -234,19 +234,19 @@ def test_reports_of_an_unfinished_state_are_written_but_not_published(tmp_path: 
     settings = server_settings(root)
     factory = open_database(root)
     queue = RecordingQueue()
-    submitted = submit(
+    submitted = submit_sweep(
         factory, queue, settings, ASSET, validate_sweep_config(tiny_sweep()), merge=False, continue_on_error=False
     )
     ctx = WorkerContext(0, 0, factory, queue, settings, fake_train)
     first, second = queue.runs
-    train_one(ctx, first, "t1")
-    partial = engine.publish_sweep(factory, LocalStore(root), submitted.sweep_id, publisher="early")
+    handle_train_run(ctx, first, "t1")
+    partial = build_reports(factory, LocalStore(root), submitted.sweep_id, builder="early")
     assert partial is not None and partial["counts"]["runs_by_status"]["succeeded"] == 1
     with session_scope(factory) as session:
         assert session.get_one(Sweep, submitted.sweep_id).reports_at is None
 
-    train_one(ctx, second, "t2")
-    final = engine.publish_sweep(factory, LocalStore(root), submitted.sweep_id, publisher="last")
+    handle_train_run(ctx, second, "t2")
+    final = build_reports(factory, LocalStore(root), submitted.sweep_id, builder="last")
     assert final is not None and final["counts"]["runs_by_status"]["succeeded"] == 2
     with session_scope(factory) as session:
         assert session.get_one(Sweep, submitted.sweep_id).reports_at is not None
@@ -266,14 +266,12 @@ def test_one_report_build_at_a_time(tmp_path: Path) -> None:
     (folder / "summary.json").unlink()
     with session_scope(factory) as session:
         sweep_id = session.scalars(select(Sweep.id)).one()
-        assert acquire_publisher(session, sweep_id, "other-builder", 60)
-    assert (
-        engine.publish_sweep(factory, LocalStore(root), sweep_id, publisher="me") is None
-    )  # the other build publishes
+        assert take_report_lock(session, sweep_id, "other-builder", 60)
+    assert build_reports(factory, LocalStore(root), sweep_id, builder="me") is None  # the other build publishes
     assert not (folder / "summary.json").exists()
     with session_scope(factory) as session:
-        release_publisher(session, sweep_id, "other-builder")
-    assert engine.publish_sweep(factory, LocalStore(root), sweep_id, publisher="me") is not None
+        release_report_lock(session, sweep_id, "other-builder")
+    assert build_reports(factory, LocalStore(root), sweep_id, builder="me") is not None
     assert (folder / "summary.json").is_file()
 
 
@@ -296,7 +294,7 @@ def test_machines_that_share_only_the_database_and_the_object_store(
     }
     factory = open_database(tmp_path, database)
     queue = RecordingQueue()
-    submitted = submit(
+    submitted = submit_sweep(
         factory,
         queue,
         machines["api"],
@@ -307,7 +305,7 @@ def test_machines_that_share_only_the_database_and_the_object_store(
     )
     for i, run_id in enumerate(list(queue.runs)):
         ctx = WorkerContext(0, 0, factory, queue, machines[f"w{1 + i % 2}"], fake_train)
-        assert train_one(ctx, run_id, f"task-{run_id}") == "succeeded"
+        assert handle_train_run(ctx, run_id, f"task-{run_id}") == "succeeded"
     # Nothing is shared but the database and the store: the store holds every version, and a
     # worker keeps none of those it uploaded (its disk is scratch).
     store = machines["api"].store()
@@ -317,7 +315,7 @@ def test_machines_that_share_only_the_database_and_the_object_store(
     for name in ("w1", "w2"):
         assert not list((tmp_path / name).glob("models/SYN/sweeps/tiny/folds/*/models/*"))
     assert queue.reports == [submitted.sweep_id]
-    assert engine.publish_sweep(factory, machines["w2"].store(), submitted.sweep_id, publisher="reports") is not None
+    assert build_reports(factory, machines["w2"].store(), submitted.sweep_id, builder="reports") is not None
     assert not (tmp_path / "api" / "models/SYN/sweeps/tiny/summary.json").exists()
 
     # What the store holds is what one machine writes on its own disk (timestamps aside): every

@@ -1,0 +1,161 @@
+"""A sweep's files: one report build at a time per sweep, from one consistent state of its runs.
+
+`build_reports` writes `analysis_config.json`, `sweep_runs`, the reports, drift and plots and
+uploads them to the store; `request_reports` asks a worker for a build (coalescing requests
+that come while none has started); `send_reports` sends a build's message, leaving a lost one
+to the reaper.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.lifecycle import settle_sweep_status
+from app.db.models import RunState, Sweep
+from app.db.reports import (
+    forget_report_request,
+    mark_reports_built,
+    release_report_lock,
+    reports_wanted,
+    take_report_lock,
+)
+from app.db.reports import request_reports as flag_reports_wanted
+from app.db.session import session_scope
+from app.db.sweeps import folder_config, run_records, sweep_is_done
+from app.queue import RunQueue
+from app.settings import Settings
+from core.paths import ensure_inside, sweep_dir
+from core.store import Store
+from core.sweep_folder import SweepFolderConfig
+from core.sweep_report import drift_dataset, write_sweep_reports
+
+log = logging.getLogger("tftsweep.reports")
+
+# A report build holds its sweep's lock at most this long (a builder that died frees it then).
+REPORT_LOCK_SECONDS = 1800.0
+# A model version whose upload stopped before its manifest is removed by the sweep's next
+# report build after this long (an upload in progress is never that old).
+UNPUBLISHED_GRACE_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    revision: int
+    folder: SweepFolderConfig
+    records: list[dict[str, Any]]
+
+    @property
+    def done(self) -> bool:
+        return not any(r["status"] in (RunState.QUEUED, RunState.RUNNING) for r in self.records)
+
+
+def _snapshot(factory: sessionmaker[Session], sweep_id: int) -> _Snapshot:
+    """The sweep's runs as of one revision: read, then check the revision did not move meanwhile."""
+    while True:
+        with session_scope(factory) as session:
+            sweep = session.get_one(Sweep, sweep_id)
+            revision = sweep.revision
+            folder = folder_config(sweep)
+            records = run_records(session, sweep_id)
+            now = session.scalar(select(Sweep.revision).where(Sweep.id == sweep_id))
+        if now == revision:
+            return _Snapshot(revision, folder, records)
+
+
+def build_reports(
+    factory: sessionmaker[Session],
+    store: Store,
+    sweep_id: int,
+    *,
+    builder: str,
+    plots: bool = True,
+    when_wanted: bool = False,
+) -> dict[str, Any] | None:
+    """Write the sweep's files (`analysis_config.json`, `sweep_runs`, reports, drift, plots)
+    from one consistent state of its runs, one build per sweep at a time.
+
+    `reports_at` is set only by a build that read the sweep's final state (no run queued or
+    running) and only while that state is still current. A build that finds another one
+    running returns None: the running build writes any newer state, and serves any
+    request that came meanwhile (`reports_wanted_at`), before it lets go. `when_wanted` (a
+    queued build's message) returns None without building when there is nothing to do: the
+    request it was sent for was served by a build that started after it. Returns the
+    summary of the last state written.
+    """
+    summary = None
+    while True:
+        with session_scope(factory) as session:
+            if when_wanted and summary is None and not reports_wanted(session, sweep_id):
+                return None
+            if not take_report_lock(session, sweep_id, builder, REPORT_LOCK_SECONDS):
+                return summary
+        try:
+            snap = _snapshot(factory, sweep_id)
+            summary = _write_files(store, snap, plots)
+            if snap.done:
+                with session_scope(factory) as session:
+                    if mark_reports_built(session, sweep_id, snap.revision):
+                        settle_sweep_status(session, session.get_one(Sweep, sweep_id))
+        finally:
+            with session_scope(factory) as session:
+                release_report_lock(session, sweep_id, builder)
+        # A change or a request that came while the lock was held found it taken and left the
+        # build to us: one more pass serves all of them (the dirty flag of the reports).
+        with session_scope(factory) as session:
+            sweep = session.get_one(Sweep, sweep_id)
+            stale = sweep.reports_at is None and sweep_is_done(session, sweep_id)
+            if sweep.reports_wanted_at is None and not stale:
+                return summary
+
+
+def _write_files(store: Store, snap: _Snapshot, plots: bool) -> dict[str, Any]:
+    root = store.root
+    folder = sweep_dir(root, snap.folder.asset, snap.folder.config.output_subdir)
+    ensure_inside(root, folder)
+    asset, subdir = snap.folder.asset, snap.folder.config.output_subdir
+    store.fetch_versions(asset, subdir)  # the model versions other machines published
+    store.fetch_dataset(asset)
+    dataset, problem = drift_dataset(root, snap.folder)
+    if problem is not None:
+        log.warning("sweep %s: drift not computed: %s", folder.name, problem)
+    reason = f"not computed: {problem}" if problem else None
+    summary = write_sweep_reports(folder, snap.records, snap.folder, dataset, drift_reason=reason, plots=plots)
+    store.publish_sweep_reports(asset, subdir)
+    if snap.done:
+        for version in store.drop_unpublished_versions(asset, subdir, UNPUBLISHED_GRACE_SECONDS):
+            log.warning("sweep %s: removed %s, a model version whose upload never finished", folder.name, version)
+    return summary
+
+
+def request_reports(factory: sessionmaker[Session], queue: RunQueue, settings: Settings, sweep_id: int) -> bool:
+    """Ask for a build of the sweep's reports. True when this request queued the build; False
+    when it joined one already asked for that has not started (requests during a build cost
+    at most one more build: `app.db.reports.request_reports`).
+
+    The flag is committed before the message is sent; a message that cannot be sent clears
+    it again (the next request sends) and the error propagates.
+    """
+    with session_scope(factory) as session:
+        if not flag_reports_wanted(session, sweep_id, settings.requeue_after_seconds):
+            return False
+    try:
+        queue.enqueue_reports(sweep_id)
+    except Exception:
+        with session_scope(factory) as session:
+            forget_report_request(session, sweep_id)
+        raise
+    return True
+
+
+def send_reports(queue: RunQueue, sweep_id: int) -> None:
+    """Send a build's message; one that cannot be sent is left to the reaper (it rebuilds a
+    finished sweep whose reports are not current)."""
+    try:
+        queue.enqueue_reports(sweep_id)
+    except Exception:
+        log.exception("could not enqueue the reports of sweep %s", sweep_id)
