@@ -44,10 +44,10 @@ LIVE_RUNS = 100  # left queued, then finished one by one during the live phase
 ROUNDS = 3  # each load is measured in rounds; the medians of their p50 and p95 are reported
 CACHED_TARGET_MS = 20  # cached GETs, one process, static load
 TARGET_MS = 50  # every other row
-# As `tftsweep serve` runs uvicorn (worker.serve.server_config), with the settings' defaults.
+# As `tftsweep serve` runs uvicorn (app.serve.server_config), with the settings' defaults.
 SERVE_HTTP = [
     "--http",
-    "worker.http_protocol:ReadTimeoutProtocol",
+    "app.http_protocol:ReadTimeoutProtocol",
     "--timeout-keep-alive",
     "5",
     "--limit-concurrency",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.config import Fold, TrainingConfig
+from core.config import EvaluationConfig, Fold, TrainingConfig
 from core.paths import model_version
 
 
@@ -131,6 +131,8 @@ class RunSpec:
     sweep_dir: str
     # sha256 of the dataset file the sweep recorded; a worker that finds another file fails the run.
     dataset_sha256: str | None = None
+    # What the run is scored with (references, costs): the sweep's `evaluation` block.
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     @property
     def version(self) -> str:

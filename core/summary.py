@@ -93,8 +93,11 @@ def build_summary(
     generated_at: str | None = None,
     dataset: dict[str, Any] | None = None,
     fold: str | None = None,
+    scored_from: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The summary of the sweep (or of `fold`: then `runs`, `ranking` and `impact` are that fold's)."""
+    """The summary of the sweep (or of `fold`: then `runs`, `ranking` and `impact` are that fold's).
+
+    `scored_from`: how many succeeded runs were scored from which file (`core.rescore.scored_from_counts`)."""
     status_counts = runs["status"].value_counts()
     base_rows = ranking[ranking["config_id"] == BASELINE_ID]
     baseline = _stats(base_rows.iloc[0]) if len(base_rows) and base_rows.iloc[0]["n_runs"] > 0 else None
@@ -135,6 +138,7 @@ def build_summary(
             "top5": [_stats(row) | {"rank": int(row["rank"])} for _, row in ranking.head(5).iterrows()],
             "significance": significance(ranking, config.stats.alpha),
             "drift": drift,
+            "scored_from": scored_from,
             "failed_runs": _named(not_done[not_done["status"] == "failed"]),
             "unfinished_runs": _named(not_done[not_done["status"] != "failed"]),
             "plots": plot_files,

@@ -80,6 +80,7 @@ def train_tft(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -
             },
             stop_requested=stop_requested,
             precision=_precision,
+            evaluation=spec.evaluation,
         )
         outcome.metrics = result.metrics()
         outcome.timings |= result.timings

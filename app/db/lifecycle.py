@@ -110,6 +110,23 @@ def finish_run(
     return True
 
 
+def record_scores(session: Session, scores: dict[int, tuple[str, dict[str, Any]]]) -> int:
+    """Replace the extra scores (`runs.scores_json`) of succeeded runs, each only while it is
+    still the model version they were computed from (`run_id -> (model_version, scores)`).
+    Returns how many runs changed."""
+    changed = 0
+    for run_id, (version, values) in scores.items():
+        result = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.state == RunState.SUCCEEDED, Run.model_version == version)
+            .values(scores_json=json.dumps(values))
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            touch_run(session, run_id)
+            changed += 1
+    return changed
+
+
 def release_run(session: Session, run_id: int, owner: str) -> bool:
     """Give a running run back to the queue (interrupted before it finished). Its message was
     consumed: the reaper sends a new one (to whichever worker is up by then)."""

@@ -62,7 +62,7 @@ class Sweep(Base):
     revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The fingerprint of the dataset the sweep trains on (core.datasets.dataset_fingerprint), as JSON.
     dataset_json: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # Who is writing the sweep's reports, until when: one build at a time (app.engine.publish_sweep).
+    # Who is writing the sweep's reports, until when: one build at a time (app.service.reports.build_reports).
     publisher: Mapped[str | None] = mapped_column(String(200), nullable=True)
     publisher_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # When a build of the reports was asked for that no build has taken yet (POST /regenerate):

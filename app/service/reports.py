@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.lifecycle import settle_sweep_status
+from app.db.lifecycle import record_scores, settle_sweep_status
 from app.db.models import RunState, Sweep
 from app.db.reports import (
     forget_report_request,
@@ -30,6 +30,7 @@ from app.db.sweeps import folder_config, run_records, sweep_is_done
 from app.queue import RunQueue
 from app.settings import Settings
 from core.paths import ensure_inside, sweep_dir
+from core.rescore import needs_rescore, rescore_records, scoring_key
 from core.store import Store
 from core.sweep_folder import SweepFolderConfig
 from core.sweep_report import drift_dataset, write_sweep_reports
@@ -95,6 +96,7 @@ def build_reports(
             if not take_report_lock(session, sweep_id, builder, REPORT_LOCK_SECONDS):
                 return summary
         try:
+            rescore_stale_runs(factory, store, sweep_id)
             snap = _snapshot(factory, sweep_id)
             summary = _write_files(store, snap, plots)
             if snap.done:
@@ -111,6 +113,32 @@ def build_reports(
             stale = sweep.reports_at is None and sweep_is_done(session, sweep_id)
             if sweep.reports_wanted_at is None and not stale:
                 return summary
+
+
+def rescore_stale_runs(factory: sessionmaker[Session], store: Store, sweep_id: int) -> int:
+    """Score again, from their stored predictions, the succeeded runs scored with another
+    evaluation block or metric registry than the sweep's now (core.rescore), and record the
+    new scores. Returns how many runs changed (0 when the dataset is not at hand: logged)."""
+    with session_scope(factory) as session:
+        folder = folder_config(session.get_one(Sweep, sweep_id))
+        records = run_records(session, sweep_id, params=False)
+    evaluation = folder.config.evaluation
+    key = scoring_key(evaluation)
+    stale = [record for record in records if needs_rescore(record, key)]
+    if not stale:
+        return 0
+    asset, subdir = folder.asset, folder.config.output_subdir
+    store.fetch_versions(asset, subdir)
+    store.fetch_dataset(asset)
+    frame, problem = drift_dataset(store.root, folder)
+    if frame is None:
+        log.warning("sweep %s/%s: %d runs not rescored: %s", asset, subdir, len(stale), problem)
+        return 0
+    folds = {fold.name: fold for fold in folder.config.folds}
+    _, changed = rescore_records(stale, sweep_dir(store.root, asset, subdir), frame, folds, evaluation)
+    versions = {int(r["run_id"]): str(r["model_version"]) for r in stale}
+    with session_scope(factory) as session:
+        return record_scores(session, {run_id: (versions[run_id], scores) for run_id, scores in changed.items()})
 
 
 def _write_files(store: Store, snap: _Snapshot, plots: bool) -> dict[str, Any]:

@@ -38,7 +38,8 @@ log = logging.getLogger("tftsweep.runs")
 def run_spec(session: Session, run: Run, root: Path) -> RunSpec:
     """What a trainer needs for `run`, read from the database: validated here, once."""
     sweep = session.get_one(Sweep, run.sweep_id)
-    fold = next(f for f in stored_config(sweep).folds if f.name == run.fold)
+    config = stored_config(sweep)
+    fold = next(f for f in config.folds if f.name == run.fold)
     dataset = stored_dataset(sweep)
     return RunSpec(
         run_id=run.id,
@@ -52,6 +53,7 @@ def run_spec(session: Session, run: Run, root: Path) -> RunSpec:
         data_root=str(root),
         sweep_dir=str(sweep_dir(root, sweep.asset, sweep.output_subdir)),
         dataset_sha256=dataset.get("sha256") if dataset else None,
+        evaluation=config.evaluation,
     )
 
 
