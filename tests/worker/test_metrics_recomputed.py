@@ -205,7 +205,7 @@ def test_regenerate_scores_an_old_run_from_its_test_predictions(sweep: tuple[Pat
     folder = tmp_path / "old"
     shutil.copytree(original, folder)
     runs = _runs(folder)
-    old = runs[0]
+    old = dict(runs[0])  # as training recorded it
     (folder / "folds" / "f1" / "models" / old["model_version"] / "predictions.parquet").unlink()
     seed_columns = json.loads((original / "sweep_runs.json").read_text())[0].keys() & (
         SEED_METRICS | {"run_id", "config_id", "fold", "seed", "status", "model_version"}
