@@ -281,6 +281,24 @@ class StatsConfig(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of every verdict.")
 
 
+def rankable_metric(column: str) -> str:
+    """`column` if configs can be ranked (or a study steered) by it: a validation column of a
+    registered metric with a direction (`val_rmse`, `val_dir_acc`, ...).
+
+    Raises:
+        ValueError: naming the column and what would do.
+    """
+    from core.metrics import describe_column
+
+    try:
+        split, metric, _ref = describe_column(column)
+    except KeyError:
+        raise ValueError(f"{column!r} is not a registered metric column (val_rmse, val_dir_acc, ...)") from None
+    if split != "val" or metric.better is None:
+        raise ValueError(f"{column!r} cannot rank configs: choose a val_ metric with a direction")
+    return column
+
+
 def _builtin_references() -> list[str]:
     from core.references import REFERENCES
 
@@ -310,15 +328,7 @@ class EvaluationConfig(StrictModel):
     @field_validator("rank_by")
     @classmethod
     def _rank_by(cls, value: str) -> str:
-        from core.metrics import describe_column
-
-        try:
-            split, metric, _ref = describe_column(value)
-        except KeyError:
-            raise ValueError(f"{value!r} is not a registered metric column (val_rmse, val_dir_acc, ...)") from None
-        if split != "val" or metric.better is None:
-            raise ValueError(f"{value!r} cannot rank configs: choose a val_ metric with a direction")
-        return value
+        return rankable_metric(value)
 
     @field_validator("references")
     @classmethod

@@ -30,6 +30,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from core.config import Fold, TrainingConfig, training_with
 from core.datasets import check_dataset_shapes, load_dataset
+from core.errors import RunFailed
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic
 from core.hpo_config import HpoConfig, SearchParam, study_shapes
@@ -65,11 +67,13 @@ STUDY_DB = "optuna_study.db"
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-# The run metric both objectives are made of (its mean over the runs, or its robust score), and
-# so the study's direction: from the metric registry's `better`.
-OBJECTIVE_METRIC = "val_rmse"
-OBJECTIVE_BETTER = rank_direction(OBJECTIVE_METRIC)
-DIRECTION: Literal["minimize", "maximize"] = "minimize" if OBJECTIVE_BETTER == "lower" else "maximize"
+
+
+def study_direction(config: HpoConfig) -> Literal["minimize", "maximize"]:
+    """Both objectives are made of `config.metric` (its mean over the runs, or its robust score),
+    so the study's direction is the metric registry's `better`."""
+    return "minimize" if rank_direction(config.metric) == "lower" else "maximize"
+
 
 PLOT_HISTORY = "optuna_history.png"
 PLOT_IMPORTANCES = "optuna_param_importances.png"
@@ -218,7 +222,11 @@ def open_study(config: HpoConfig, out_dir: Path, storage_url: str | None = None)
     sampler, pruner = make_sampler(config), make_pruner(config)
     try:
         study = optuna.create_study(
-            study_name=config.output_subdir, storage=storage, direction=DIRECTION, sampler=sampler, pruner=pruner
+            study_name=config.output_subdir,
+            storage=storage,
+            direction=study_direction(config),
+            sampler=sampler,
+            pruner=pruner,
         )
     except optuna.exceptions.DuplicatedStudyError:
         # A continued study (or another worker created it first): its baseline is already in it.
@@ -311,12 +319,15 @@ class Objective:
             result = train_and_evaluate(data, run_training, callbacks=[pruning])
             runs.append({"fold": fold.name, "seed": seed, **result.metrics()})
             trial.set_user_attr("runs", runs)
-        vals = [r[OBJECTIVE_METRIC] for r in runs]
-        mean = statistics.fmean(vals)
-        std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        trial.set_user_attr("mean_val_rmse", mean)
-        trial.set_user_attr("std_val_rmse", std)
-        score = robust_score(mean, std, OBJECTIVE_BETTER)
+        metric = self.config.metric
+        for name in dict.fromkeys(("val_rmse", metric)):  # the table's RMSE columns, and the objective's
+            values = [math.nan if r.get(name) is None else float(r[name]) for r in runs]
+            trial.set_user_attr(f"mean_{name}", statistics.fmean(values))
+            trial.set_user_attr(f"std_{name}", statistics.stdev(values) if len(values) > 1 else 0.0)
+        mean, std = float(trial.user_attrs[f"mean_{metric}"]), float(trial.user_attrs[f"std_{metric}"])
+        if not math.isfinite(mean):
+            raise RunFailed(f"{metric} is undefined on a run of this trial")
+        score = robust_score(mean, std, rank_direction(metric))
         trial.set_user_attr("robust_score", score)
         trial.set_user_attr("mean_test_rmse", statistics.fmean(r["test_rmse"] for r in runs))
         trial.set_user_attr("mean_val_naive_rmse", statistics.fmean(r["val_naive_rmse"] for r in runs))
@@ -447,6 +458,13 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def best_first(config: HpoConfig, trial: optuna.trial.FrozenTrial) -> tuple[float, int]:
+    """A sort key: the trial with the best objective first (in the study's direction), the
+    earlier trial of equal ones."""
+    value = float(trial.value if trial.value is not None else math.nan)
+    return (value if study_direction(config) == "minimize" else -value, trial.number)
+
+
 def top_k_configs(study: optuna.Study, config: HpoConfig) -> list[dict[str, Any]]:
     """The best `top_k` complete trials as sweep candidates (`{name, params, source}`). A trial
     that trains the baseline (trial 0, or one the sampler led back to its values) is left
@@ -458,7 +476,7 @@ def top_k_configs(study: optuna.Study, config: HpoConfig) -> list[dict[str, Any]
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if not t.user_attrs.get(BASELINE_ATTR) and training_with(base, t.params) != base
         ),
-        key=lambda t: (t.value, t.number),
+        key=partial(best_first, config),
     )
     return [
         {
@@ -487,7 +505,7 @@ def write_hpo_artifacts(
     top = top_k_configs(study, config)
     write_json_atomic(out_dir / "optuna_top_k_configs.json", json_safe(top))
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    best = min(complete, key=lambda t: (t.value, t.number)) if complete else None
+    best = min(complete, key=partial(best_first, config)) if complete else None
     best_json = None
     if best is not None:
         best_json = {
@@ -514,7 +532,8 @@ def write_hpo_artifacts(
         "study_name": study.study_name,
         "storage": "sqlite (optuna_study.db)" if config.storage is None else config.storage,
         "objective": config.objective,
-        "direction": DIRECTION,
+        "metric": config.metric,
+        "direction": study_direction(config),
         "n_trials_wanted": config.n_trials,
         "n_trials": counts,
         "complete": counts["complete"] + counts["pruned"] >= config.n_trials,
@@ -524,7 +543,7 @@ def write_hpo_artifacts(
         "search_space": {k: v.model_dump(exclude_none=True) for k, v in config.search_space.items()},
         "sampler": config.sampler.model_dump(),
         "pruner": {**config.pruner.model_dump(), "warmup_steps_in_effect": warmup_steps(config)},
-        "comparison": compare_with_baseline(study.get_trials(deepcopy=False), best),
+        "comparison": compare_with_baseline(study.get_trials(deepcopy=False), best, metric=config.metric),
         "importances": importances,
         "folds": [f.name for f in config.folds],
         "seeds": config.seeds,
@@ -587,7 +606,10 @@ def param_importances(study: optuna.Study, config: HpoConfig, fit: bool = True) 
 
 
 def compare_with_baseline(
-    trials: list[optuna.trial.FrozenTrial], best: optuna.trial.FrozenTrial | None, alpha: float = DEFAULT_ALPHA
+    trials: list[optuna.trial.FrozenTrial],
+    best: optuna.trial.FrozenTrial | None,
+    alpha: float = DEFAULT_ALPHA,
+    metric: str = "val_rmse",
 ) -> dict[str, Any]:
     """Whether the best trial beats the baseline trial and the naive forecast (docs/hpo.md).
 
@@ -634,8 +656,11 @@ def compare_with_baseline(
             f"(trial {baseline.number}, {best.value:.6g})."
         )
         return {**out, "below_baseline": False, "beats_baseline": False, "sentence": f"{text} {naive_text}"}
-    out["below_baseline"] = bool(best.value is not None and best.value < baseline.value)
-    out["test"] = _baseline_test(trials, best, baseline, alpha)
+    lower = rank_direction(metric) == "lower"
+    out["below_baseline"] = bool(
+        best.value is not None and (best.value < baseline.value if lower else best.value > baseline.value)
+    )
+    out["test"] = _baseline_test(trials, best, baseline, alpha, metric)
     if out["test"] is not None:
         out["beats_baseline"] = out["test"]["verdict"] == BETTER
     return {**out, "sentence": _baseline_sentence(out, best, baseline) + " " + naive_text}
@@ -655,8 +680,10 @@ def _baseline_test(
     best: optuna.trial.FrozenTrial,
     baseline: optuna.trial.FrozenTrial,
     alpha: float,
+    metric: str = "val_rmse",
 ) -> dict[str, Any] | None:
-    """The paired test of `best` against `baseline`, or None when their runs differ."""
+    """The paired test of `best` against `baseline` on `metric` (deltas best minus baseline; a
+    higher-better metric's are judged with their sign flipped), or None when their runs differ."""
     base_runs = _runs_by_pair(baseline)
     pairs = sorted(base_runs)
     if not pairs or sorted(_runs_by_pair(best)) != pairs:
@@ -666,7 +693,7 @@ def _baseline_test(
     }
     family = [t for t in trials if t.number in runs and sorted(runs[t.number]) == pairs]
     deltas = [
-        np.array([runs[t.number][k]["val_rmse"] - base_runs[k]["val_rmse"] for k in pairs], dtype="float64")
+        np.array([_value(runs[t.number][k], metric) - _value(base_runs[k], metric) for k in pairs], dtype="float64")
         for t in family
     ]
     pvalues = wilcoxon_pvalues(deltas)
@@ -681,8 +708,15 @@ def _baseline_test(
         "holm_pvalue": float(adjusted[i]),
         "smallest_reachable_pvalue": smallest_adjusted_pvalue(n, len(family)),
         "pairs_needed": pairs_needed(alpha, len(family)),
-        "verdict": _verdict(n, mean, float(adjusted[i]), len(family), alpha),
+        "verdict": _verdict(
+            n, mean if rank_direction(metric) == "lower" else -mean, float(adjusted[i]), len(family), alpha
+        ),
     }
+
+
+def _value(run: dict[str, Any], metric: str) -> float:
+    value = run.get(metric)
+    return math.nan if value is None else float(value)
 
 
 def _naive_comparison(trial: optuna.trial.FrozenTrial, alpha: float) -> dict[str, Any] | None:

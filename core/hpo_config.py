@@ -21,6 +21,7 @@ from core.config import (
     check_training_value,
     parse_json_text,
     path_key,
+    rankable_metric,
     validate_config,
 )
 from core.errors import FieldError
@@ -180,7 +181,17 @@ class HpoConfig(ExperimentConfig):
     timeout_s: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds.")
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
-    objective: Literal["mean_val_rmse", "robust_score"] = "mean_val_rmse"
+    objective: Literal["mean_val_rmse", "robust_score"] = Field(
+        "mean_val_rmse",
+        description="What a trial scores: the mean of `metric` over its folds x seeds (`mean_val_rmse`, the name "
+        "kept for any metric), or its robust score (mean + std for a lower-better metric, mean - std for a "
+        "higher-better one).",
+    )
+    metric: str = Field(
+        "val_rmse",
+        description="The validation metric the study optimises (any registered `val_` metric with a direction: "
+        "val_rmse, val_dir_acc, val_sharpe, ...); the study minimises or maximises it as its registry entry says.",
+    )
     top_k: int = Field(5, ge=1, le=100)
     storage: SafeName | None = Field(
         None,
@@ -188,6 +199,11 @@ class HpoConfig(ExperimentConfig):
         "PostgreSQL database for trials on many workers; default an SQLite file in the study's folder. A URL is "
         "never accepted from a config: it would reach a path or a connection of the server's choosing.",
     )
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        return rankable_metric(value)
 
     @field_validator("search_space")
     @classmethod

@@ -70,7 +70,11 @@ def rescore_record(
 
 
 def rescore_records(
-    records: Iterable[dict[str, Any]], sweep: Path, frame: pd.DataFrame, folds: Mapping[str, Fold], evaluation: EvaluationConfig
+    records: Iterable[dict[str, Any]],
+    sweep: Path,
+    frame: pd.DataFrame,
+    folds: Mapping[str, Fold],
+    evaluation: EvaluationConfig,
 ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
     """Every record, with the stale ones rescored; and the new extra scores by run id (what a
     database records)."""
@@ -83,8 +87,8 @@ def rescore_records(
             out.append(record)
             continue
         scores = rescore_record(record, sweep, frame, fold, evaluation, key)
-        seed = {k: v for k, v in record.items() if k not in extra_scores(record) and k not in (SCORED_WITH, SCORED_FROM)}
-        out.append({**seed, **scores})
+        old = extra_scores(record)
+        out.append({**{k: v for k, v in record.items() if k not in old}, **scores})
         changed[int(record["run_id"])] = scores
     return out, changed
 
@@ -92,7 +96,5 @@ def rescore_records(
 def scored_from_counts(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """How many succeeded runs were scored from full predictions, from test predictions only
     (runs made before predictions were kept: null validation metrics), or by training alone."""
-    counts = Counter(
-        str(r.get(SCORED_FROM) or FROM_TRAINING) for r in records if r.get("status") == "succeeded"
-    )
+    counts = Counter(str(r.get(SCORED_FROM) or FROM_TRAINING) for r in records if r.get("status") == "succeeded")
     return {name: counts.get(name, 0) for name in (FROM_PREDICTIONS, FROM_TEST_PREDICTIONS, FROM_TRAINING)}

@@ -11,7 +11,6 @@ lock by `app.db.reports`.
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any

@@ -10,6 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from core.errors import InvalidSweepConfig
 from core.hpo import open_study, run_study
 from core.hpo_config import validate_hpo_config
 from tests.utils.data import ASSET, make_data_root, tiny_study, tiny_sweep
@@ -219,3 +220,21 @@ def test_a_study_continued_on_another_machine_through_the_object_store(
         plots = client.get(f"/hpo/{study.id}/plots").json()["data"]
         assert plots and all(client.get(p["url"]).content.startswith(b"\x89PNG") for p in plots)
     assert not (tmp_path / "api" / "models").exists()  # served from the store, not a local copy
+
+
+def test_a_study_maximises_a_higher_better_metric(tmp_path: Path) -> None:
+    """`metric: val_dir_acc` (higher is better): the study maximises it, the best trial has the
+    highest value and the top-k come best first; a metric no registry entry ranks is refused."""
+    root = make_data_root(tmp_path / "data")
+    config = validate_hpo_config(tiny_study(n_trials=3, metric="val_dir_acc", pruner={"type": "none"}, top_k=2))
+    out = root / "models/SYN/optuna/direction"
+    summary = run_study(root, ASSET, config, out)
+    assert (summary["metric"], summary["direction"]) == ("val_dir_acc", "maximize")
+    trials = [t for t in open_study(config, out).get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert summary["best"]["value"] == max(t.value for t in trials)
+    top = json.loads((out / "optuna_top_k_configs.json").read_text())
+    values = {t.number: t.value for t in trials}
+    ranked = [values[c["source"]["trial"]] for c in top]
+    assert ranked == sorted(ranked, reverse=True)
+    with pytest.raises(InvalidSweepConfig, match="metric: .val_coverage_80. cannot rank"):
+        validate_hpo_config(tiny_study(metric="val_coverage_80"))
