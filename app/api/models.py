@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from core.metrics import metric_names
 from core.names import SafeName
 from core.references import REFERENCES
+from core.report_files import table_rows
 from core.reports import (
     IMPACT_SIGNIFICANCE_COLUMNS,
     IMPACT_SUMMARY_COLUMNS,
@@ -165,7 +168,10 @@ _RUN_FIELDS: dict[str, Any] = {f.name: (f.annotation, Field(description=f.descri
 _RUN_FIELDS["params"] = (dict[str, Any], Field(description="The run's training_config, every key."))
 RunPublic = create_model(
     "RunPublic",
-    __doc__="A run: the columns of `sweep_runs.csv` (core.runs.RUN_FIELDS) and its whole training config.",
+    __doc__="A run: the columns of `sweep_runs.csv` (core.runs.RUN_FIELDS), its whole training config, and "
+    "then the other registered metric columns of the sweep's evaluation.references (`{split}_{metric}`, "
+    "core.metrics.metric_columns; null where the run lacks one), metrics registered later included.",
+    __config__=ConfigDict(extra="allow"),
     **_RUN_FIELDS,
 )
 
@@ -175,39 +181,67 @@ class RunsPublic(BaseModel):
     count: int
 
 
-def _row_model(name: str, doc: str, columns: tuple[str, ...]) -> Any:
+def _row_model(name: str, doc: str, columns: tuple[str, ...], extra: bool = False) -> Any:
     """A table row's model, documented from core.reports.COLUMN_DOCS (every column nullable:
-    a config without succeeded runs has no statistics)."""
+    a config without succeeded runs has no statistics); `extra`: rows may carry columns
+    beyond those named (a metric registered after the API started)."""
     fields: dict[str, Any] = {
         c: (ranking_column_doc(c)[0] | None, Field(None, description=ranking_column_doc(c)[1])) for c in columns
     }
-    return create_model(name, __doc__=doc, **fields)
+    config = ConfigDict(extra="allow") if extra else None
+    return create_model(name, __doc__=doc, __config__=config, **fields)
 
 
+# The columns every ranking row carries, null where its table has none (a fold's has no relative view).
+RANKING_ROW_COLUMNS = (
+    *RANKING_COLUMNS,
+    *RANKING_SIGNIFICANCE_COLUMNS,
+    *RANKING_RELATIVE_COLUMNS,
+    *RANKING_FAMILY_COLUMNS,
+)
 RankingRow = _row_model(
     "RankingRow",
-    "A row of config_ranking.csv (the relative view only at sweep level; the metric columns of the sweep's "
-    "evaluation.references).",
-    (
-        *RANKING_COLUMNS,
-        *RANKING_SIGNIFICANCE_COLUMNS,
-        *RANKING_RELATIVE_COLUMNS,
-        *RANKING_FAMILY_COLUMNS,
-        *ranking_metric_columns(metric_names(list(REFERENCES))),
-        RANK_SCORE,
-    ),
+    "A row of config_ranking.csv, its columns in the file's order: the seed's (the relative view only at sweep "
+    "level), then `mean_val_{m}`, `std_val_{m}` and `mean_test_{m}` for each metric of the sweep's "
+    "evaluation.references (those of a metric registered later too) and last `rank_score`, the robust score "
+    "of the metric the rows are ranked by.",
+    (*RANKING_ROW_COLUMNS, *ranking_metric_columns(metric_names(list(REFERENCES))), RANK_SCORE),
+    extra=True,
 )
+
+
+def ranking_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """A ranking table as `RankingRow`s, in the table's column order (as config_ranking.csv),
+    each seed column present. Plain dicts: a model would move the columns of a metric it does
+    not name after `rank_score`."""
+    return [{**dict.fromkeys(RANKING_ROW_COLUMNS), **row} for row in table_rows(table)]
+
+
 ImpactRow = _row_model(
     "ImpactRow", "A row of param_impact_summary.csv.", (*IMPACT_SUMMARY_COLUMNS, *IMPACT_SIGNIFICANCE_COLUMNS)
 )
 
 
 class RankingPublic(BaseModel):
-    """`config_ranking.csv` as JSON: configs by robust score, each with its verdict against the baseline."""
+    """`config_ranking.csv` as JSON: configs by the robust score of `metric`, each with its verdict
+    against the baseline (on `metric`)."""
 
     fold: str | None
+    metric: str = Field(
+        description="The column the rows are ranked by: `?metric=`, by default the sweep's evaluation.rank_by."
+    )
+    metrics: list[str] = Field(
+        description="What `?metric=` may name: the val_ column of each registered metric with a direction, for "
+        "the sweep's evaluation.references."
+    )
     data: list[RankingRow]  # type: ignore[valid-type]
     count: int
+
+
+def ranking_json(fold: str | None, metric: str, metrics: list[str], table: pd.DataFrame) -> bytes:
+    """A `RankingPublic` answer's JSON, its rows as `ranking_rows` gives them."""
+    rows = ranking_rows(table)
+    return orjson.dumps({"fold": fold, "metric": metric, "metrics": metrics, "data": rows, "count": len(rows)})
 
 
 class ParamImpactPublic(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -17,7 +17,7 @@ from app.db.models import RunState, Sweep
 from app.db.session import LoopReader
 from app.db.sweeps import run_counts, run_records, stored_config
 from core.config import EvaluationConfig
-from core.metrics import metric_columns, metric_names
+from core.metrics import column_name, describe_column, metric_columns, metric_names
 from core.reports import (
     build_config_ranking,
     build_param_impact_detail,
@@ -85,18 +85,26 @@ class SweepTables:
     def evaluation(self, sweep: Sweep) -> EvaluationConfig:
         return self.cache.get(self.key("evaluation", sweep), lambda: stored_config(sweep).evaluation)
 
-    def ranking(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
-        """As `config_ranking.csv` (of the sweep, or of `fold`: without the sweep level's relative view)."""
+    def ranking(self, sweep: Sweep, fold: str | None, metric: str | None = None) -> pd.DataFrame:
+        """As `config_ranking.csv` (of the sweep, or of `fold`: without the sweep level's relative
+        view), ranked by `metric` (default: the sweep's `evaluation.rank_by`), one table per
+        (revision, fold, metric)."""
+        evaluation = self.evaluation(sweep)
+        rank_by = metric or evaluation.rank_by
 
         def build() -> pd.DataFrame:
-            runs, alpha, evaluation = self.runs(sweep, fold), self.alpha(sweep), self.evaluation(sweep)
-            ranked_by = {"rank_by": evaluation.rank_by, "metrics": metric_names(evaluation.references)}
+            runs, alpha = self.runs(sweep, fold), self.alpha(sweep)
+            ranked_by = {"rank_by": rank_by, "metrics": metric_names(evaluation.references)}
             if fold is None:
                 return build_config_ranking(runs, alpha=alpha, **ranked_by)  # type: ignore[arg-type]
             folds = build_config_ranking(runs, per_fold=True, alpha=alpha, **ranked_by)  # type: ignore[arg-type]
             return split_by_fold(folds, [fold])[fold]
 
-        return self.cache.get(self.key("ranking", sweep, fold), build)
+        return self.cache.get((*self.key("ranking", sweep, fold), rank_by), build)
+
+    def rankable(self, sweep: Sweep) -> list[str]:
+        """The columns the sweep's ranking may be ordered by (`rankable_columns` of its references)."""
+        return self.cache.get(self.key("rankable", sweep), lambda: rankable_columns(self.evaluation(sweep).references))
 
     def detail(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
         return self.cache.get(
@@ -119,6 +127,13 @@ class SweepTables:
     def answer(self, request: Request, key: tuple[Any, ...], build: Callable[[], bytes]) -> Response:
         """The cached JSON body for `key`, with an ETag (304 on `If-None-Match`)."""
         return json_answer(request, self.cache, key, build)
+
+
+def rankable_columns(references: Sequence[str]) -> list[str]:
+    """The val_ column of each registered metric with a direction, in registry order (each
+    per-reference metric once per reference of `references`): what a ranking may be ordered by."""
+    columns = [column_name("val", name) for name in metric_names(references)]
+    return [column for column in columns if describe_column(column)[1].better is not None]
 
 
 def head_on_loop(reader: LoopReader | None, sweep_id: int) -> SweepHead | None:

@@ -30,6 +30,7 @@ from app.api.models import (
     SweepPublic,
     SweepsPublic,
     SweepSubmitted,
+    ranking_json,
 )
 from app.api.submitted import submit_sweep_response
 from app.api.tables import SweepHead, SweepTables
@@ -48,6 +49,7 @@ from app.service.submission import dry_run_sweep
 from app.service.sweeps import cancel_runs, retry_runs
 from core.config import validate_sweep_config
 from core.drift import drift_by_fold, drift_overall_summary
+from core.metrics import metric_columns
 from core.names import SafeName
 from core.paths import ensure_inside, sweep_dir
 from core.report_files import (
@@ -196,7 +198,10 @@ async def get_sweep(sweep_id: SweepId, request: Request) -> Response:
 
 
 @router.get(
-    "/{sweep_id}/runs", response_model=RunsPublic, responses=NOT_FOUND, summary="Runs of a sweep, in plan order"
+    "/{sweep_id}/runs",
+    response_model=RunsPublic,
+    responses=NOT_FOUND,
+    summary="Runs of a sweep, in plan order, with every registered metric column",
 )
 def list_runs(
     sweep_id: SweepId,
@@ -207,6 +212,8 @@ def list_runs(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> RunsPublic:
+    """Each run's `sweep_runs.csv` columns, its training config, and the metric columns of the
+    sweep's evaluation.references beyond the seed's (null where the run has none)."""
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
     query = select(func.count()).where(Run.sweep_id == sweep_id)
@@ -216,30 +223,72 @@ def list_runs(
         query = query.where(Run.state == state)
     count = session.scalar(query) or 0
     records = run_records(session, sweep_id, fold=fold or None, state=state or None, limit=limit, offset=offset)
-    return RunsPublic(data=[RunPublic(**json_safe(r)) for r in records], count=count)
+    scores = [c for c in metric_columns(tables.evaluation(sweep).references) if c not in RunPublic.model_fields]
+    return RunsPublic(data=[RunPublic(**json_safe(_run_public(r, scores))) for r in records], count=count)
+
+
+def _run_public(record: dict[str, Any], scores: list[str]) -> dict[str, Any]:
+    """A run record's `RunPublic` fields and its metric columns `scores` (null where absent):
+    not the scoring marks the record also carries (core.runs.SCORED_WITH, SCORED_FROM)."""
+    public = {name: value for name, value in record.items() if name in RunPublic.model_fields}
+    return public | {column: record.get(column) for column in scores}
+
+
+# How many of the choices a refused `?metric=` names (the answer's `metrics` has them all).
+METRIC_CHOICES_SHOWN = 20
+MetricQuery = Annotated[
+    str | None,
+    Query(
+        max_length=128,
+        description="Rank by this column: a val_ metric with a direction (the answer's `metrics`); default the "
+        "sweep's evaluation.rank_by.",
+    ),
+]
+
+
+def _check_metric(tables: TablesDep, sweep: Sweep, metric: str | None) -> tuple[str, list[str]]:
+    """(the column to rank by, every column that may be chosen); 422 naming `metric` and its
+    choices when `metric` is not one of them."""
+    choices = tables.rankable(sweep)
+    if metric is None:
+        return tables.evaluation(sweep).rank_by, choices
+    if metric not in choices:
+        shown = ", ".join(choices[:METRIC_CHOICES_SHOWN])
+        more = f" and {len(choices) - METRIC_CHOICES_SHOWN} more" if len(choices) > METRIC_CHOICES_SHOWN else ""
+        message = f"{metric!r} cannot rank this sweep's configs; choose one of {shown}{more}"
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{"field": "metric", "message": message}])
+    return metric, choices
 
 
 @router.get(
     "/{sweep_id}/ranking",
     response_model=RankingPublic,
-    responses=CACHED,
-    summary="Configs ranked by robust score (mean + std of val RMSE)",
+    responses={
+        **CACHED,
+        422: {"model": ErrorPublic, "description": "`metric` cannot rank configs (the choices are listed)."},
+    },
+    summary="Configs ranked by robust score of evaluation.rank_by, or of ?metric= (mean + std, or mean - std)",
 )
-async def ranking(sweep_id: SweepId, request: Request, fold: FoldQuery = None) -> Response:
-    """Configs ranked by `robust_score` (the rows of `config_ranking.csv`, computed from the
-    database now), each with its verdict against the baseline: the mean paired delta, its 95%
-    interval, the Holm-adjusted Wilcoxon p-value, its skill against the naive forecast and,
-    at sweep level, the relative view (error relative to the naive forecast, mean rank within
-    folds). Cached until a run of the sweep changes; carries an `ETag` (send it back in
-    `If-None-Match` for a 304)."""
+async def ranking(sweep_id: SweepId, request: Request, fold: FoldQuery = None, metric: MetricQuery = None) -> Response:
+    """Configs ranked by `rank_score`, the robust score of `metric` (default: the sweep's
+    evaluation.rank_by; mean + std over runs when lower is better, mean - std when higher is
+    better): the rows of `config_ranking.csv`, computed from the database now, re-ranked
+    without a rebuild. Each row has its verdict against the baseline on that metric (the mean
+    paired delta, its 95% interval, the Holm-adjusted Wilcoxon p-value), its skill against the
+    naive forecast, the metric columns of every metric of the sweep's references and, at sweep
+    level, the relative view (error relative to the naive forecast, mean rank within folds).
+    `metrics` lists what `metric` may name. Cached per metric until a run of the sweep changes;
+    carries an `ETag` (send it back in `If-None-Match` for a 304)."""
 
     def build(tables: SweepTables) -> bytes:
         sweep = _sweep_or_404(tables.session, sweep_id)
         _check_fold(tables, sweep, fold)  # a fold once valid stays valid: merges only add folds
-        table = tables.ranking(sweep, fold)
-        return RankingPublic(fold=fold, data=table_rows(table), count=len(table)).model_dump_json().encode()
+        rank_by, choices = _check_metric(tables, sweep, metric)
+        return ranking_json(fold, rank_by, choices, tables.ranking(sweep, fold, rank_by))
 
-    return await cached_json(request, sweep_id, lambda head: SweepTables.key("ranking-body", head, fold), build)
+    return await cached_json(
+        request, sweep_id, lambda head: (*SweepTables.key("ranking-body", head, fold), metric), build
+    )
 
 
 @router.get(

@@ -253,6 +253,36 @@ function badge(tr, row) {
     cell.replaceChildren(el("span", {class: `badge verdict-${row.verdict}`, text: row.verdict}));
   }
 }
+
+// The ranking by the metric chosen in its selector (the sweep's rank_by until one is chosen), with
+// that metric's columns and its rank_score; choosing another refetches it.
+async function rankingTable(id) {
+  const select = document.getElementById("ranking-metric");
+  if (!select.dataset.bound) {
+    select.addEventListener("change", () => rankingTable(id).catch(report));
+    select.dataset.bound = "true";
+  }
+  const wanted = select.value;
+  const answer = await json(`/sweeps/${id}/ranking${wanted ? `?metric=${encodeURIComponent(wanted)}` : ""}`);
+  if (select.value !== wanted) return; // another metric was chosen meanwhile: its answer draws the table
+  if (select.dataset.choices !== answer.metrics.join("\n")) {
+    select.replaceChildren(...answer.metrics.map((m) => el("option", {value: m, text: m})));
+    select.dataset.choices = answer.metrics.join("\n");
+  }
+  select.value = answer.metric;
+  renderTable(document.getElementById("ranking"), answer.data, rankingColumns(answer.metric), badge);
+  document.getElementById("ranking-note").textContent = familyNote(answer.data, "variant");
+}
+
+// The seed's ranking columns with, after robust_score, the chosen val_ metric's mean and std over
+// runs, its test mean and rank_score (the columns config_ranking.csv adds for it).
+function rankingColumns(metric) {
+  const name = metric.replace(/^val_/, "");
+  const chosen = [`mean_val_${name}`, `std_val_${name}`, `mean_test_${name}`, "rank_score"];
+  const seed = RANKING.filter((col) => !chosen.includes(col));
+  const at = seed.indexOf("robust_score") + 1;
+  return [...seed.slice(0, at), ...chosen, ...seed.slice(at)];
+}
 const DRIFT = ["fold", "feature", "compared", "ks_stat", "ks_pvalue", "psi", "psi_band"];
 
 async function sweepPage() {
@@ -271,9 +301,7 @@ async function sweepPage() {
     tag.textContent = partial;
     tag.hidden = !partial;
   }
-  const ranking = (await json(`/sweeps/${id}/ranking`)).data;
-  renderTable(document.getElementById("ranking"), ranking, RANKING, badge);
-  document.getElementById("ranking-note").textContent = familyNote(ranking, "variant");
+  await rankingTable(id);
   const impact = (await json(`/sweeps/${id}/param-impact`)).summary;
   renderTable(document.getElementById("impact"), impact, IMPACT, badge);
   document.getElementById("impact-note").textContent = familyNote(impact, "value");
