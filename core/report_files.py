@@ -79,6 +79,16 @@ def _spell_column(values: list[Any], spell: Callable[[Any], str]) -> list[str]:
     return [spelled[v] for v in values]
 
 
+def _float_cells(values: list[float | None]) -> list[str]:
+    """`_spell_column(values, _float_text)`, with the formatting inlined for a column of distinct
+    values (metrics): a call per cell was two thirds of the time of 5 million cells."""
+    sample = values[:1000]
+    if 4 * len(set(sample)) > len(sample) or 0.0 in values:
+        fmt = CSV_FLOAT_FORMAT
+        return ["" if v is None or v != v else fmt % v for v in values]
+    return _spell_column(values, _float_text)
+
+
 def csv_cells(values: list[Any]) -> list[str]:
     """One column's CSV cells: floats as `%.10g`, missing values (None, NaN) empty, text quoted
     only when it must be. Columns of one kind take a fast path; mixed ones go value by value."""
@@ -86,7 +96,7 @@ def csv_cells(values: list[Any]) -> list[str]:
     if kinds <= {float}:
         if values and _missing(values[0]) and all(map(_missing, values)):  # a score no run has: no set of NaNs
             return [""] * len(values)
-        return _spell_column(values, _float_text)
+        return _float_cells(values)
     if kinds <= {int} or kinds <= {bool}:
         return _spell_column(values, str)
     if kinds <= {str, float} and all(v != v for v in values if type(v) is float):  # text; NaN is pandas' missing

@@ -7,6 +7,11 @@ Windows: the training set holds the train window only, and fits every scaler and
 target normaliser. Validation and test sets reuse those fitted transforms
 (`TimeSeriesDataSet.from_dataset`) and predict only dates inside their window, with
 encoder history that may reach back before it (earlier rows are past, not future).
+
+Every forecast is kept (`predictions.parquet`) and scored by the metric registry
+(`core.evaluation`), so nothing about metrics lives here. The module is one run from
+datasets to published files, a little over 450 lines; the ML imports it holds are the
+reason not to spread it over several.
 """
 
 from __future__ import annotations
