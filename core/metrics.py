@@ -220,18 +220,32 @@ def _dir_pvalue(rows: SplitRows, ref: str | None) -> float | None:
     return float(stats.binomtest(hits, n, 0.5, alternative="greater").pvalue) if n else None
 
 
-def _strategy(rows: SplitRows) -> tuple[np.ndarray, np.ndarray]:
-    """(daily log returns, position changes) of holding sign(forecast) on horizon-1 rows, flat
-    before the first day, paying costs_bps per unit of position change."""
-    first = _horizon_one(rows)
-    position = np.sign(_column(first, "predicted"))
-    change = np.abs(np.diff(position, prepend=0.0))
-    returns = position * _column(first, "actual") - rows.costs_bps / 10_000 * change
-    return returns, change
+def _position_changes(position: np.ndarray) -> np.ndarray:
+    """|pos[d] - pos[d-1]| per day, flat (0) before the first day."""
+    change: np.ndarray = np.abs(np.diff(position, prepend=0.0))
+    return change
+
+
+def strategy_returns(rows: pd.DataFrame, costs_bps: float, column: str = "predicted") -> pd.DataFrame:
+    """The sign strategy's daily log returns (`date`, `r`), in date order: on the horizon-1 rows
+    of `rows` (prediction rows of one split), hold `pos[d] = sign(column[d])` and earn
+    `r[d] = pos[d] * actual[d] - c * |pos[d] - pos[d-1]|`, flat before the first day,
+    `c = costs_bps / 10000`. The sharpe, total_return and turnover metrics trade it on
+    `predicted`; the plots trade each reference's own forecast (`ref_{name}`) the same way."""
+    first = rows[rows["horizon"] == 1].sort_values("date", kind="stable")
+    position = np.sign(_column(first, column))
+    returns = position * _column(first, "actual") - costs_bps / 10_000 * _position_changes(position)
+    return pd.DataFrame({"date": first["date"].to_numpy(), "r": returns})
+
+
+def _strategy(rows: SplitRows) -> np.ndarray:
+    """The daily log returns of `strategy_returns` on the model's forecast."""
+    returns: np.ndarray = strategy_returns(rows.rows, rows.costs_bps)["r"].to_numpy(dtype="float64")
+    return returns
 
 
 def _sharpe(rows: SplitRows, ref: str | None) -> float | None:
-    returns, _ = _strategy(rows)
+    returns = _strategy(rows)
     # ptp, not std: equal returns can give a std of 1e-18 from rounding, and a huge Sharpe.
     if len(returns) < 2 or np.ptp(returns) == 0:
         return None
@@ -239,7 +253,7 @@ def _sharpe(rows: SplitRows, ref: str | None) -> float | None:
 
 
 def _sharpe_pvalue(rows: SplitRows, ref: str | None) -> float | None:
-    returns, _ = _strategy(rows)
+    returns = _strategy(rows)
     if len(returns) < 2 or np.ptp(returns) == 0:
         return None
     t = float(np.mean(returns)) / (float(np.std(returns, ddof=1)) / math.sqrt(len(returns)))
@@ -247,12 +261,12 @@ def _sharpe_pvalue(rows: SplitRows, ref: str | None) -> float | None:
 
 
 def _total_return(rows: SplitRows, ref: str | None) -> float | None:
-    returns, _ = _strategy(rows)
+    returns = _strategy(rows)
     return float(np.sum(returns)) if len(returns) else None
 
 
 def _turnover(rows: SplitRows, ref: str | None) -> float | None:
-    _, change = _strategy(rows)
+    change = _position_changes(np.sign(_column(_horizon_one(rows), "predicted")))
     return float(np.mean(change)) if len(change) else None
 
 

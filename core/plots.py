@@ -329,30 +329,34 @@ def plot_predictions(predictions: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def plot_strategy_returns(curves: dict[str, pd.DataFrame], title: str, costs_bps: float = 0.0) -> Figure:
-    """Cumulative log return of the sign strategy over the test windows (`core.metrics`):
-    the best config, the baseline, and each reference's own sign strategy.
+def plot_strategy_returns(
+    configs: dict[str, pd.DataFrame], references: dict[str, pd.DataFrame], title: str, costs_bps: float = 0.0
+) -> Figure:
+    """Cumulative log return of the sign strategy over the test windows (`core.metrics.strategy_returns`):
+    each config's (solid: the best config and the baseline) against each reference forecast's own
+    sign strategy (dotted), after `costs_bps` per unit of position change.
 
-    `curves`: label -> frame with `date` and `r` (one day's strategy return), in date order."""
+    `configs`, `references`: label -> frame with `date` and `r` (one day's strategy return), in date order."""
     fig, ax = _figure(10, 4.5)
-    shown = {label: c for label, c in curves.items() if len(c)}
+    shown = [(label, c, False) for label, c in configs.items() if len(c)]
+    shown += [(f"reference {label}", c, True) for label, c in references.items() if len(c)]
     if not shown:
         _note(ax, "no test predictions stored")
-        ax.set_title(title)
+        ax.set_title(_wrapped(title, 90))
         return fig
     colors = matplotlib.colormaps["tab10"]
-    for i, (label, curve) in enumerate(shown.items()):
-        reference = label.startswith("reference")
+    for i, (label, curve, reference) in enumerate(shown):
         ax.plot(
             pd.to_datetime(curve["date"]),
             curve["r"].cumsum(),
-            color=BASELINE if reference else colors(i % 10),
+            color=colors(i % 10),
             linestyle=":" if reference else "-",
-            linewidth=1.0 if reference else 1.6,
-            label=label,
+            linewidth=1.2 if reference else 1.8,
+            label=_wrapped(label, 50),
         )
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_ylabel("cumulative log return" + (f" after {costs_bps:g} bps costs" if costs_bps else ""))
+    ax.set_ylabel("cumulative log return\n" + (f"after {costs_bps:g} bps costs" if costs_bps else "without costs"))
+    ax.set_xlabel("test day (folds in date order; mean over seeds)")
     ax.set_title(_wrapped(title, 90))
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
@@ -371,17 +375,28 @@ def plot_direction_accuracy(ranking: pd.DataFrame, title: str, top: int = 25) ->
         ax.set_title(title)
         return fig
     y = np.arange(len(data))[::-1]
-    colors = [VERDICT_COLORS.get(v, NEUTRAL) for v in data.get("verdict", pd.Series([None] * len(data)))]
-    ax.barh(y, data[column] * 100, color=colors, alpha=0.7)
-    ax.axvline(50, color=WORSE, linestyle="--", linewidth=1, label="coin (50%)")
+    verdicts = data["verdict"] if "verdict" in data else pd.Series([None] * len(data))
+    # Bars from the coin's 50%, so that a bar's side and length are its edge over a coin.
+    colors = [VERDICT_COLORS.get(v, NEUTRAL) for v in verdicts]
+    ax.barh(y, data[column] * 100 - 50, left=50, color=colors, alpha=0.7)
+    line = ax.axvline(50, color=WORSE, linestyle="--", linewidth=1, label="coin (50%)")
+    legend = [
+        Patch(
+            color=VERDICT_COLORS.get(v, NEUTRAL),
+            alpha=0.7,
+            label="the baseline" if v == sig.BASELINE else f"verdict vs baseline: {v}",
+        )
+        for v in dict.fromkeys(verdicts)
+        if isinstance(v, str)
+    ]
     ax.set_yticks(y, labels, fontsize=9)
     ax.set_ylim(-0.6, len(data) - 0.4)
     values = data[column].dropna() * 100
     spread = max(float((values - 50).abs().max()), 1.0)
     ax.set_xlim(50 - spread * 1.3, 50 + spread * 1.3)
-    ax.set_xlabel("test directional accuracy (%)")
+    ax.set_xlabel("test directional accuracy (%): days whose sign the forecast got right, mean over runs")
     ax.set_title(_wrapped(title, 70))
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(handles=[*legend, line], fontsize=8, loc="best")
     ax.grid(axis="x", alpha=0.3)
     return fig
 

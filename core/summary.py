@@ -1,8 +1,10 @@
 """The executive summary of a sweep, or of one fold (`summary.json`, `GET /sweeps/{id}/summary`):
-counts, the baseline, the best config, the best value per parameter, the top 5, drift, and a
-`significance` block that says, in numbers and in one plain sentence, whether the winner is
-real: against the baseline (paired Wilcoxon, Holm), against the naive forecast
-(Diebold-Mariano), and whether the view that fold volatility cannot drive agrees.
+counts, the baseline, the best config, the best value per parameter, the top 5, drift, an
+`evaluation` block (what the configs are ranked by, and what the best config's forecasts are
+worth to a researcher: direction, a sign strategy after costs, skill against each reference),
+and a `significance` block that says, in numbers and in plain sentences, whether the winner is
+real: against the baseline (paired Wilcoxon, Holm, on the rank_by metric), against the naive
+forecast (Diebold-Mariano), and whether the view that fold volatility cannot drive agrees.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import SweepConfig
+from core.config import EvaluationConfig, SweepConfig
+from core.metrics import column_name
 from core.plan import BASELINE_ID
 from core.report_files import json_safe
 from core.reports import (
@@ -115,6 +118,8 @@ def build_summary(
                 "mean_test_rmse": best["mean_test_rmse"] - baseline["mean_test_rmse"],
             }
         )
+    alpha = config.stats.alpha
+    evaluation = evaluation_block(config.evaluation, runs, best_row, alpha, scored_from)
     not_done = runs[runs["status"] != "succeeded"]
     summary: dict[str, Any] = json_safe(
         {
@@ -136,7 +141,9 @@ def build_summary(
             "best_config": best,
             "best_value_per_param": _best_values(config, runs, ranking, impact),
             "top5": [_stats(row) | {"rank": int(row["rank"])} for _, row in ranking.head(5).iterrows()],
-            "significance": significance(ranking, config.stats.alpha),
+            "rank_by": config.evaluation.rank_by,
+            "evaluation": evaluation,
+            "significance": significance(ranking, alpha, config.evaluation.rank_by, evaluation["best_config"]),
             "drift": drift,
             "scored_from": scored_from,
             "failed_runs": _named(not_done[not_done["status"] == "failed"]),
@@ -146,6 +153,76 @@ def build_summary(
         }
     )
     return summary
+
+
+def evaluation_block(
+    evaluation: EvaluationConfig,
+    runs: pd.DataFrame,
+    best_row: pd.Series | None,
+    alpha: float,
+    scored_from: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """What the configs are ranked by, and the best config's test forecasts as a researcher
+    judges them (`best_config`, None without a config with succeeded runs): `direction` (hit
+    rate, share of its runs whose binomial test has p below `alpha`), `sharpe` (of the sign
+    strategy after `costs_bps`, share of runs whose one-sided t-test has p below `alpha`), `skill`
+    per reference (share of runs the Diebold-Mariano test finds better: p below `alpha` and a
+    negative statistic, the rule of `dm_better_share`) and, for quantile runs, `quantiles`. A
+    share is over the runs with that test; `significant`: the share is above one half."""
+    block: dict[str, Any] = {
+        "rank_by": evaluation.rank_by,
+        "better": rank_direction(evaluation.rank_by),
+        "costs_bps": evaluation.costs_bps,
+        "references": list(evaluation.references),
+        "scored_from": scored_from,
+        "best_config": None,
+    }
+    if best_row is None:
+        return block
+    ok = runs[(runs["config_id"] == best_row["config_id"]) & (runs["status"] == "succeeded")]
+    direction = _share_below(ok, "test_dir_pvalue", alpha)
+    sharpe = _share_below(ok, "test_sharpe_pvalue", alpha)
+    skill: dict[str, Any] = {}
+    for ref in evaluation.references:
+        mean_skill = f"mean_{column_name('test', f'skill_{ref}')}"
+        beats = _share_below(ok, column_name("test", f"dm_{ref}_pvalue"), alpha, column_name("test", f"dm_{ref}_stat"))
+        skill[ref] = {
+            mean_skill: _value(best_row, mean_skill),
+            "dm_better_share": beats["significant_share"],
+            "n_runs": beats["n_runs"],
+            "significant": beats["significant"],
+        }
+    quantiles = {name: _value(best_row, f"mean_test_{name}") for name in ("coverage_80", "coverage_96", "pinball")}
+    block["best_config"] = {
+        "config_id": best_row["config_id"],
+        "direction": {"mean_test_dir_acc": _value(best_row, "mean_test_dir_acc"), **direction},
+        "sharpe": {
+            "mean_test_sharpe": _value(best_row, "mean_test_sharpe"),
+            "costs_bps": evaluation.costs_bps,
+            **sharpe,
+        },
+        "skill": skill,
+        "quantiles": quantiles if any(_finite(v) for v in quantiles.values()) else None,
+    }
+    return block
+
+
+def _value(row: pd.Series, column: str) -> Any:
+    """A ranking cell, None where the ranking lacks the column (a table written before it)."""
+    return json_safe(row[column]) if column in row.index else None
+
+
+def _share_below(runs: pd.DataFrame, pvalue: str, alpha: float, stat: str | None = None) -> dict[str, Any]:
+    """Over the runs with a p-value in column `pvalue`: how many (`n_runs`), the share with one
+    below `alpha` (and, given `stat`, a negative statistic), and whether it is above one half."""
+    if pvalue not in runs.columns or (stat is not None and stat not in runs.columns):
+        return {"significant_share": None, "n_runs": 0, "significant": False}
+    p = runs[pvalue].astype("float64")
+    tested = p.notna() if stat is None else p.notna() & runs[stat].astype("float64").notna()
+    hits = (p < alpha) if stat is None else (p < alpha) & (runs[stat].astype("float64") < 0)
+    n = int(tested.sum())
+    share = float(hits[tested].mean()) if n else None
+    return {"significant_share": share, "n_runs": n, "significant": bool(share is not None and share > 0.5)}
 
 
 def _best_values(
@@ -182,10 +259,16 @@ def _typed_value(runs: pd.DataFrame, config_id: str) -> Any:
     return runs["param_raw"].to_numpy()[np.flatnonzero(runs["config_id"].to_numpy() == config_id)[0]]
 
 
-def significance(ranking: pd.DataFrame, alpha: float) -> dict[str, Any]:
-    """Is the winner real? The best config against the baseline and the naive forecast, how
-    many pairs the test needs with this many variants, whether the relative view agrees, and
-    one plain sentence."""
+def significance(
+    ranking: pd.DataFrame,
+    alpha: float,
+    rank_by: str = DEFAULT_RANK_BY,
+    measured: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Is the winner real? The best config against the baseline (on `rank_by`, as the ranking
+    judged it) and the naive forecast, how many pairs the test needs with this many variants,
+    whether the relative view agrees, and plain sentences; `measured`: the best config's block of
+    `evaluation_block`, which the last sentence puts in words."""
     others = ranking[ranking["config_id"] != BASELINE_ID]
     variants = others[others["n_runs"] > 0]
     compared = variants[variants["n_pairs"] > 0]
@@ -196,7 +279,7 @@ def significance(ranking: pd.DataFrame, alpha: float) -> dict[str, Any]:
     family = max(len(others), 1)
     block: dict[str, Any] = {
         "alpha": alpha,
-        "test": "Wilcoxon signed-rank on paired val-RMSE deltas (same fold and seed), Holm-adjusted over the "
+        "test": f"Wilcoxon signed-rank on paired {rank_by} deltas (same fold and seed), Holm-adjusted over the "
         "ranking's configs (it decides the verdicts; the simultaneous intervals are Bonferroni over the same "
         "family, the ci95 ones unadjusted); Diebold-Mariano (HLN) of each run's test forecasts against the naive "
         "forecast",
@@ -216,7 +299,9 @@ def significance(ranking: pd.DataFrame, alpha: float) -> dict[str, Any]:
         block["best_config"] = {k: json_safe(best_row[k]) for k in VERDICT_KEYS}
         block["best_beats_naive"] = _beats_naive(best_row)
         block["best_dm_better_share"] = json_safe(best_row["dm_better_share"])
-    block["sentence"] = _sentence(block, compared, best_row, alpha)
+    block["sentence"] = " ".join(
+        filter(None, [_sentence(block, compared, best_row, alpha, rank_by), _measured_sentence(rank_by, measured)])
+    )
     return block
 
 
@@ -262,7 +347,9 @@ def _relative_view(ranking: pd.DataFrame, best_row: pd.Series | None) -> dict[st
     }
 
 
-def _sentence(block: dict[str, Any], compared: pd.DataFrame, best_row: pd.Series | None, alpha: float) -> str:
+def _sentence(
+    block: dict[str, Any], compared: pd.DataFrame, best_row: pd.Series | None, alpha: float, rank_by: str
+) -> str:
     parts: list[str] = []
     if compared.empty:
         parts.append("No variant has succeeded runs paired with the baseline's (same fold and seed) yet.")
@@ -270,7 +357,7 @@ def _sentence(block: dict[str, Any], compared: pd.DataFrame, best_row: pd.Series
         winner = compared[compared["verdict"] == BETTER].iloc[0]
         parts.append(
             f"{len(block['better'])} of {len(compared)} variants beat the baseline at alpha {alpha:g}; the best of "
-            f"them, {winner['config_id']}, by {winner['delta_vs_baseline']:.3g} val RMSE "
+            f"them, {winner['config_id']}, by {winner['delta_vs_baseline']:.3g} {_spelled_metric(rank_by)} "
             f"(Holm-adjusted Wilcoxon p {winner['holm_pvalue']:.2g}; {_interval(winner, alpha)})."
         )
     else:
@@ -322,6 +409,64 @@ def _sentence(block: dict[str, Any], compared: pd.DataFrame, best_row: pd.Series
                 f"within folds {view['best_by_mean_fold_rank']}: fold volatility may drive the robust score."
             )
     return " ".join(parts)
+
+
+def _spelled_metric(rank_by: str) -> str:
+    """The rank_by metric as a sentence names it (the default as it always has)."""
+    return "val RMSE" if rank_by == DEFAULT_RANK_BY else rank_by
+
+
+def _runs_significant(measure: dict[str, Any]) -> str:
+    """ "significant in k of n runs" for a block of `_share_below`."""
+    n, share = measure["n_runs"], measure["significant_share"]
+    if not n or share is None:
+        return "untested"
+    return f"significant in {round(share * n)} of {n} run{'' if n == 1 else 's'}"
+
+
+def _percent(value: Any) -> str:
+    return f"{value * 100:.3g}%"
+
+
+def _measured_sentence(rank_by: str, measured: dict[str, Any] | None) -> str:
+    """What the ranking is by, and what the best config's forecasts are worth: direction hit
+    rate, the sign strategy's Sharpe after costs, skill against each reference, each with its
+    significance (numbers to 3 significant digits)."""
+    text = f"Ranked by {rank_by} ({rank_direction(rank_by)} is better)."
+    if measured is None:
+        return text
+    clauses = []
+    direction = measured["direction"]
+    if _finite(direction["mean_test_dir_acc"]):
+        clauses.append(
+            f"gets the direction right on {_percent(direction['mean_test_dir_acc'])} of test days "
+            f"({_runs_significant(direction)})"
+        )
+    sharpe = measured["sharpe"]
+    if _finite(sharpe["mean_test_sharpe"]):
+        costs = f"after {sharpe['costs_bps']:g} bps costs" if sharpe["costs_bps"] else "without costs"
+        clauses.append(
+            f"its sign strategy earns a Sharpe of {sharpe['mean_test_sharpe']:.3g} {costs} "
+            f"({_runs_significant(sharpe)})"
+        )
+    skills = [(ref, next(iter(v.values())), v) for ref, v in measured["skill"].items()]
+    shown = [(ref, value, v) for ref, value, v in skills if _finite(value)]
+    if shown:
+        against = ", ".join(f"{_percent(value)} against {ref}" for ref, value, _ in shown)
+        better = [v for _, _, v in shown if v["dm_better_share"]]
+        if not better:
+            verdict = "none significant"
+        else:
+            verdict = "Diebold-Mariano: better in " + ", ".join(
+                f"{round(v['dm_better_share'] * v['n_runs'])} of {v['n_runs']} runs against {ref}"
+                for ref, _, v in shown
+                if v["n_runs"]
+            )
+        clauses.append(f"its skill is {against} ({verdict})")
+    if not clauses:
+        return text
+    listed = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + ", and " + clauses[-1]
+    return f"{text} The best config, {measured['config_id']}, {listed}."
 
 
 def ranking_text(rows: list[dict[str, Any]], sentence: str | None = None) -> str:

@@ -22,12 +22,13 @@ from core.config import StatsConfig, SweepConfig
 from core.datasets import check_fingerprint, dataset_path, load_dataset
 from core.drift import drift_by_fold, drift_overall_summary
 from core.errors import DatasetError
+from core.evaluation import read_predictions
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic, write_text_atomic
-from core.metrics import metric_columns, metric_names
+from core.metrics import metric_columns, metric_names, strategy_returns
 from core.paths import ensure_inside
+from core.plan import BASELINE_ID
 from core.report_files import json_safe, write_csv
-from core.rescore import rescore_records, scored_from_counts
 from core.reports import (
     ImpactDetail,
     baseline_pairs,
@@ -35,6 +36,7 @@ from core.reports import (
     build_param_impact_summary,
     split_by_fold,
 )
+from core.rescore import rescore_records, scored_from_counts
 from core.runs import METRIC_COLUMNS
 from core.summary import best_config, build_summary
 from core.sweep_folder import SweepFolderConfig, read_analysis_config, read_run_records, write_analysis_config
@@ -45,6 +47,9 @@ PLOT_PARAM_IMPACT = "param_impact.png"
 PLOT_DRIFT = "drift_psi_heatmap.png"
 PLOT_PREDICTIONS = "best_config_test_predictions.png"
 PLOT_LOSS = "best_config_loss_curves.png"
+PLOT_STRATEGY = "strategy_returns.png"
+PLOT_DIRECTION = "direction_accuracy.png"
+PLOT_COVERAGE = "coverage.png"
 MAX_LOSS_CURVES = 10
 
 
@@ -338,6 +343,16 @@ def _draw_plots(
         _best_predictions(sweep, best_runs), f"{prefix}best config {label}: test predictions vs actual"
     )
     drawn[PLOT_LOSS] = plots.plot_loss_curves(_histories(sweep, best_runs), f"{prefix}best config {label}: loss curves")
+    costs = config.evaluation.costs_bps
+    drawn[PLOT_STRATEGY] = plots.plot_strategy_returns(
+        *_strategy_curves(sweep, runs, best, config.evaluation.references, costs),
+        f"{prefix}sign strategy on the test windows: best config {label}, the baseline and the references",
+        costs,
+    )
+    drawn[PLOT_DIRECTION] = plots.plot_direction_accuracy(ranking, f"{prefix}test directional accuracy per config")
+    coverage = _coverage(ranking)
+    if coverage:  # quantile runs only
+        drawn[PLOT_COVERAGE] = plots.plot_coverage(coverage, f"{prefix}quantile intervals: nominal vs observed")
     names = []
     for name, fig in drawn.items():
         plots.save_figure(fig, out / name)
@@ -373,4 +388,64 @@ def _histories(sweep: Path, best_runs: pd.DataFrame) -> dict[str, list[dict[str,
             history = json.loads(path.read_text()).get("history") or []
             if history:
                 out[f"{run['fold']} seed {run['seed']}"] = history
+    return out
+
+
+def _strategy_curves(
+    sweep: Path, runs: pd.DataFrame, best: pd.Series | None, references: list[str], costs_bps: float
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """(configs, references) of the strategy plot: the daily sign-strategy return
+    (`core.metrics.strategy_returns`) on the test windows of the best config and of the
+    baseline, each the mean over its runs (seeds) per date, folds in date order; and each
+    reference's own sign strategy, on the forecasts stored beside the best config's (the
+    baseline's where it has none). Only these two configs' predictions are read, so the plot
+    costs the same at any sweep size."""
+    ids = list(dict.fromkeys([*([best["config_id"]] if best is not None else []), BASELINE_ID]))
+    curves: dict[str, pd.DataFrame] = {}
+    reference_curves: dict[str, pd.DataFrame] = {}
+    reference_rows: list[pd.DataFrame] = []
+    for config_id in ids:
+        chosen = runs[(runs["config_id"] == config_id) & (runs["status"] == "succeeded")]
+        rows = [found for _, run in chosen.iterrows() if (found := _test_rows(sweep, run)) is not None]
+        if not rows:
+            continue
+        returns = [strategy_returns(r, costs_bps) for r in rows]
+        label = f"best config {config_id}" if best is not None and config_id == best["config_id"] else "baseline"
+        curves[label] = _mean_per_date(returns)
+        if not reference_rows:
+            reference_rows = rows
+    for ref in references:
+        column = f"ref_{ref}"
+        returns = [strategy_returns(r, costs_bps, column) for r in reference_rows if column in r.columns]
+        if returns:
+            reference_curves[ref] = _mean_per_date(returns)
+    return curves, reference_curves
+
+
+def _test_rows(sweep: Path, run: pd.Series) -> pd.DataFrame | None:
+    """A run's stored test prediction rows, None when it stored none."""
+    version = _version_dir(sweep, run)
+    rows = read_predictions(version) if version is not None and version.is_dir() else None
+    return None if rows is None else rows[rows["split"] == "test"]
+
+
+def _mean_per_date(returns: list[pd.DataFrame]) -> pd.DataFrame:
+    """Strategy returns of several runs as one: the mean per date, in date order."""
+    frame = pd.concat(returns, ignore_index=True)
+    return frame.groupby("date", sort=True, as_index=False)["r"].mean()
+
+
+def _coverage(ranking: pd.DataFrame, top: int = 10) -> dict[str, dict[float, float]]:
+    """Observed test coverage of the 80% and 96% intervals per config (the ranking's means over
+    its runs), for the first `top` configs that have them; empty for a point-loss sweep."""
+    columns = {0.8: "mean_test_coverage_80", 0.96: "mean_test_coverage_96"}
+    if not set(columns.values()) <= set(ranking.columns):
+        return {}
+    out: dict[str, dict[float, float]] = {}
+    for _, row in ranking[ranking["n_runs"] > 0].iterrows():
+        points = {nominal: float(row[c]) for nominal, c in columns.items() if pd.notna(row[c])}
+        if points:
+            out[str(row["config_id"])] = points
+        if len(out) == top:
+            break
     return out

@@ -121,3 +121,80 @@ def test_wrapping_keeps_every_character() -> None:
     wrapped = plots._wrapped(text, 20)
     assert all(len(line) <= 20 for line in wrapped.split("\n"))
     assert wrapped.replace("\n", "").replace(" ", "") == text.replace(" ", "")
+
+
+def returns_curve(start: str, days: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range(start, periods=days).strftime("%Y-%m-%d")
+    return pd.DataFrame({"date": dates, "r": rng.normal(0.0002, 0.01, days)})
+
+
+def metric_ranking(variants: int, quantiles: bool = False) -> pd.DataFrame:
+    """A ranking of `sweep_runs(variants)` whose configs carry directional accuracy (and coverage)."""
+    ranking = build_config_ranking(sweep_runs(variants))
+    rng = np.random.default_rng(variants)
+    ranking["mean_test_dir_acc"] = rng.uniform(0.45, 0.56, len(ranking))
+    if quantiles:
+        ranking["mean_test_coverage_80"] = rng.uniform(0.6, 0.9, len(ranking))
+        ranking["mean_test_coverage_96"] = rng.uniform(0.85, 0.99, len(ranking))
+    return ranking
+
+
+def saved(fig: Figure, path: Path) -> int:
+    text_inside_and_apart(fig)
+    plots.save_figure(fig, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return path.stat().st_size
+
+
+def test_the_strategy_plot_draws_each_cumulative_return(tmp_path: Path) -> None:
+    configs = {
+        "best config dropout=0.2": returns_curve("2016-01-04", 250, 1),
+        "baseline": returns_curve("2016-01-04", 250, 2),
+    }
+    references = {"naive": configs["baseline"].assign(r=0.0), "mean": returns_curve("2016-01-04", 250, 3)}
+    fig = plots.plot_strategy_returns(configs, references, "sign strategy", costs_bps=5)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert list(lines) == ["best config dropout=0.2", "baseline", "reference naive", "reference mean"]
+    assert lines["baseline"].get_ydata()[-1] == pytest.approx(configs["baseline"]["r"].sum())
+    assert lines["reference mean"].get_linestyle() == ":" and lines["baseline"].get_linestyle() == "-"
+    assert "5 bps" in ax.get_ylabel()
+    assert saved(fig, tmp_path / "strategy.png") > 8_000
+    empty = plots.plot_strategy_returns({"baseline": configs["baseline"][:0]}, {}, "sign strategy")
+    assert saved(empty, tmp_path / "strategy_empty.png") > 0
+    assert [t.get_text() for t in empty.axes[0].texts] == ["no test predictions stored"]
+
+
+@pytest.mark.parametrize("variants", [3, 40])
+def test_the_direction_plot_draws_each_config_against_the_coin(variants: int, tmp_path: Path) -> None:
+    ranking = metric_ranking(variants)
+    fig = plots.plot_direction_accuracy(ranking, "test directional accuracy per config", top=variants + 1)
+    ax = fig.axes[0]
+    bars = ax.patches
+    assert len(bars) == variants + 1
+    # Each bar runs from the coin's 50% to the config's accuracy, in ranking order (best at the top).
+    ends = sorted(((b.get_y(), b.get_x() + b.get_width()) for b in bars), reverse=True)
+    assert [e for _, e in ends] == pytest.approx(list(ranking["mean_test_dir_acc"] * 100))
+    assert all(b.get_x() == pytest.approx(50) for b in bars)
+    assert any(line.get_label() == "coin (50%)" for line in ax.get_lines())
+    assert saved(fig, tmp_path / f"direction_{variants}.png") > 8_000
+
+
+def test_the_direction_plot_without_the_metric_says_so(tmp_path: Path) -> None:
+    fig = plots.plot_direction_accuracy(build_config_ranking(sweep_runs(3)), "test directional accuracy")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["no directional accuracy recorded"]
+    assert saved(fig, tmp_path / "direction_empty.png") > 0
+
+
+def test_the_coverage_plot_draws_nominal_against_observed(tmp_path: Path) -> None:
+    observed = {"baseline": {0.8: 0.72, 0.96: 0.9}, f"{LONG}_dropout=0.2": {0.8: 0.81, 0.96: 0.95}}
+    fig = plots.plot_coverage(observed, "quantile intervals: nominal vs observed")
+    ax = fig.axes[0]
+    drawn = {line.get_label(): line for line in ax.get_lines()}
+    assert list(drawn["baseline"].get_xdata()) == [0.8, 0.96] and list(drawn["baseline"].get_ydata()) == [0.72, 0.9]
+    assert "calibrated" in drawn
+    assert saved(fig, tmp_path / "coverage.png") > 8_000
+    empty = plots.plot_coverage({}, "quantile intervals")
+    assert saved(empty, tmp_path / "coverage_empty.png") > 0
+    assert "not quantile" in empty.axes[0].texts[0].get_text()
