@@ -469,9 +469,10 @@ def _measured_sentence(rank_by: str, measured: dict[str, Any] | None) -> str:
     return f"{text} The best config, {measured['config_id']}, {listed}."
 
 
-def ranking_text(rows: list[dict[str, Any]], sentence: str | None = None) -> str:
+def ranking_text(rows: list[dict[str, Any]], sentence: str | None = None, rank_by: str = DEFAULT_RANK_BY) -> str:
     """The ranking as a terminal table (rows of config_ranking, as the API serves them), then
-    the significance sentence: what `make demo` and `tftsweep sweep` print at the end."""
+    the significance sentence: what `make demo` and `tftsweep sweep` print at the end. Ranked by
+    another metric than val RMSE, the header says so and the last column is the rank score."""
 
     def num(value: Any, spec: str = ".6f") -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
@@ -483,6 +484,13 @@ def ranking_text(rows: list[dict[str, Any]], sentence: str | None = None) -> str
         f"  {'rank':>4}  {'config_id':<24} {'n':>3} {'mean_val_rmse':>13} {'std':>9} {'robust_score':>12} "
         f"{'delta [simultaneous CI]':>30} {'p':>6}  {'verdict':<17} {'naive_rmse':>10}",
     ]
+    ranked_otherwise = rank_by != DEFAULT_RANK_BY
+    if ranked_otherwise:
+        sign = "+" if rank_direction(rank_by) == "lower" else "-"
+        lines[0] = lines[0].replace(
+            "ranking (", f"ranking by {rank_by} (rank_score = mean {sign} std of {rank_by}; delta and p on it; ", 1
+        )
+        lines[1] += f" {'rank_score':>12}"
     for row in rows:
         low, high = (num(row.get(f"simultaneous_ci_{end}", row.get(f"ci95_{end}")), ".1e") for end in ("low", "high"))
         delta = row.get("delta_vs_baseline")
@@ -491,7 +499,7 @@ def ranking_text(rows: list[dict[str, Any]], sentence: str | None = None) -> str
             f"  {row['rank']:>4}  {row['config_id']:<24} {row['n_runs']:>3} {num(row['mean_val_rmse']):>13} "
             f"{num(row['std_val_rmse']):>9} {num(row['robust_score']):>12} {interval:>30} "
             f"{num(row.get('holm_pvalue'), '.2g'):>6}  {row.get('verdict') or '-':<17} "
-            f"{num(row['mean_val_naive_rmse']):>10}"
+            f"{num(row['mean_val_naive_rmse']):>10}" + (f" {num(row.get(RANK_SCORE)):>12}" if ranked_otherwise else "")
         )
     if sentence:
         lines += ["", sentence]

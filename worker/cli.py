@@ -237,7 +237,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from core.summary import ranking_text
 
         rows = table_rows(pd.read_csv(outcome.sweep_dir / "config_ranking.csv", dtype={"param_value": str}))
-        print(ranking_text(rows, outcome.summary["significance"]["sentence"]))
+        print(ranking_text(rows, outcome.summary["significance"]["sentence"], outcome.summary["rank_by"]))
     print(f"sweep {args.asset}/{config.output_subdir} (id {outcome.sweep_id}): {outcome.status}; runs: {counts}")
     print(f"  {outcome.sweep_dir}")
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
@@ -279,6 +279,7 @@ def _data_root(args: argparse.Namespace, current: Settings) -> Path:
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
     from core.paths import sweep_at
+    from core.reports import DEFAULT_RANK_BY
     from core.sweep_folder import read_analysis_config
     from core.sweep_report import regenerate_sweep
 
@@ -307,7 +308,10 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     if not summary["drift"]["available"]:
         print(f"  drift: {summary['drift']['reason']}")
     if best:
-        print(f"  best config: {best['config_id']}  robust_score={best['robust_score']:.6g}")
+        rank_by = summary["rank_by"]
+        ranked = "" if rank_by == DEFAULT_RANK_BY else f"  rank_score ({rank_by})={best['rank_score']:.6g}"
+        print(f"  best config: {best['config_id']}  robust_score={best['robust_score']:.6g}{ranked}")
+        print(f"  {summary['significance']['sentence']}")
     return EXIT_OK
 
 

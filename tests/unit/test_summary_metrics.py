@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from core.config import validate_sweep_config
@@ -188,3 +189,23 @@ def test_a_fold_summary_judges_that_folds_runs() -> None:
     assert best["direction"]["n_runs"] == 2 and best["direction"]["significant_share"] == 1.0  # 0.01, 0.02
     assert best["skill"]["naive"]["dm_better_share"] == 0.5  # -2 at 0.01 yes, -1 at 0.5 no
     assert "significant in 2 of 2 runs" in summary["significance"]["sentence"]
+
+
+def test_the_terminal_table_names_another_rank_by_and_its_score(tmp_path: Path) -> None:
+    from core.report_files import table_rows
+    from core.summary import ranking_text
+
+    records = runs()
+    for row in records:
+        row["val_dir_acc"] = 0.6 if row["config_id"] == "baseline" else 0.5
+    summary = summary_of(tmp_path, records, rank_by="val_dir_acc")
+    rows = table_rows(pd.read_csv(tmp_path / "config_ranking.csv", dtype={"param_value": str}))
+    text = ranking_text(rows, summary["significance"]["sentence"], summary["rank_by"])
+    head, columns, first = text.splitlines()[:3]
+    assert head.startswith("ranking by val_dir_acc (rank_score = mean - std of val_dir_acc; delta and p on it;")
+    assert columns.split()[-1] == "rank_score"
+    assert first.split()[1] == "baseline" and float(first.split()[-1]) == pytest.approx(0.6)
+    # Ranked by val RMSE, the table is as it always was.
+    default = ranking_text(rows, None)
+    assert default.splitlines()[0].startswith("ranking (robust_score = mean_val_rmse + std_val_rmse;")
+    assert default.splitlines()[1].split()[-1] == "naive_rmse"
