@@ -263,7 +263,15 @@ async function rankingTable(id) {
     select.dataset.bound = "true";
   }
   const wanted = select.value;
-  const answer = await json(`/sweeps/${id}/ranking${wanted ? `?metric=${encodeURIComponent(wanted)}` : ""}`);
+  const url = (metric) => `/sweeps/${id}/ranking${metric ? `?metric=${encodeURIComponent(metric)}` : ""}`;
+  let answer;
+  try {
+    answer = await json(url(wanted));
+  } catch (err) {
+    // A metric no longer offered (a merge dropped its reference): back to the sweep's rank_by.
+    if (!wanted || !String(err.message).endsWith(": 422")) throw err;
+    answer = await json(url(""));
+  }
   if (select.value !== wanted) return; // another metric was chosen meanwhile: its answer draws the table
   if (select.dataset.choices !== answer.metrics.join("\n")) {
     select.replaceChildren(...answer.metrics.map((m) => el("option", {value: m, text: m})));
