@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from core import plots
 from core.reports import build_config_ranking, build_param_impact_detail, build_param_impact_summary
@@ -155,9 +156,9 @@ def test_the_strategy_plot_draws_each_cumulative_return(tmp_path: Path) -> None:
     references = {"naive": configs["baseline"].assign(r=0.0), "mean": returns_curve("2016-01-04", 250, 3)}
     fig = plots.plot_strategy_returns(configs, references, "sign strategy", costs_bps=5)
     ax = fig.axes[0]
-    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    lines = {str(line.get_label()): line for line in ax.get_lines() if not str(line.get_label()).startswith("_")}
     assert list(lines) == ["best config dropout=0.2", "baseline", "reference naive", "reference mean"]
-    assert lines["baseline"].get_ydata()[-1] == pytest.approx(configs["baseline"]["r"].sum())
+    assert np.asarray(lines["baseline"].get_ydata())[-1] == pytest.approx(configs["baseline"]["r"].sum())
     assert lines["reference mean"].get_linestyle() == ":" and lines["baseline"].get_linestyle() == "-"
     assert "5 bps" in ax.get_ylabel()
     assert saved(fig, tmp_path / "strategy.png") > 8_000
@@ -171,7 +172,7 @@ def test_the_direction_plot_draws_each_config_against_the_coin(variants: int, tm
     ranking = metric_ranking(variants)
     fig = plots.plot_direction_accuracy(ranking, "test directional accuracy per config", top=variants + 1)
     ax = fig.axes[0]
-    bars = ax.patches
+    bars = [patch for patch in ax.patches if isinstance(patch, Rectangle)]
     assert len(bars) == variants + 1
     # Each bar runs from the coin's 50% to the config's accuracy, in ranking order (best at the top).
     ends = sorted(((b.get_y(), b.get_x() + b.get_width()) for b in bars), reverse=True)
@@ -191,8 +192,9 @@ def test_the_coverage_plot_draws_nominal_against_observed(tmp_path: Path) -> Non
     observed = {"baseline": {0.8: 0.72, 0.96: 0.9}, f"{LONG}_dropout=0.2": {0.8: 0.81, 0.96: 0.95}}
     fig = plots.plot_coverage(observed, "quantile intervals: nominal vs observed")
     ax = fig.axes[0]
-    drawn = {line.get_label(): line for line in ax.get_lines()}
-    assert list(drawn["baseline"].get_xdata()) == [0.8, 0.96] and list(drawn["baseline"].get_ydata()) == [0.72, 0.9]
+    drawn = {str(line.get_label()): line for line in ax.get_lines()}
+    assert np.asarray(drawn["baseline"].get_xdata()).tolist() == [0.8, 0.96]
+    assert np.asarray(drawn["baseline"].get_ydata()).tolist() == [0.72, 0.9]
     assert "calibrated" in drawn
     assert saved(fig, tmp_path / "coverage.png") > 8_000
     empty = plots.plot_coverage({}, "quantile intervals")
