@@ -10,6 +10,7 @@ forecast (Diebold-Mariano), and whether the view that fold volatility cannot dri
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,6 +86,18 @@ def best_config(ranking: pd.DataFrame) -> pd.Series | None:
     return ok.iloc[0] if len(ok) else None
 
 
+@dataclass(frozen=True)
+class SummaryFacts:
+    """What a summary states beside its tables: when it was made, the dataset's fingerprint, the
+    fold it is of (None: the sweep), and how many succeeded runs were scored from which file
+    (`core.rescore.scored_from_counts`)."""
+
+    generated_at: str | None = None
+    dataset: dict[str, Any] | None = None
+    fold: str | None = None
+    scored_from: dict[str, int] | None = None
+
+
 def build_summary(
     asset: str,
     config: SweepConfig,
@@ -93,14 +106,11 @@ def build_summary(
     impact: pd.DataFrame,
     drift: dict[str, Any],
     plot_files: list[str],
-    generated_at: str | None = None,
-    dataset: dict[str, Any] | None = None,
-    fold: str | None = None,
-    scored_from: dict[str, int] | None = None,
+    facts: SummaryFacts | None = None,
 ) -> dict[str, Any]:
-    """The summary of the sweep (or of `fold`: then `runs`, `ranking` and `impact` are that fold's).
-
-    `scored_from`: how many succeeded runs were scored from which file (`core.rescore.scored_from_counts`)."""
+    """The summary of the sweep (or of `facts.fold`: then `runs`, `ranking` and `impact` are that fold's)."""
+    facts = facts or SummaryFacts()
+    generated_at, dataset, fold, scored_from = facts.generated_at, facts.dataset, facts.fold, facts.scored_from
     status_counts = runs["status"].value_counts()
     base_rows = ranking[ranking["config_id"] == BASELINE_ID]
     baseline = _stats(base_rows.iloc[0]) if len(base_rows) and base_rows.iloc[0]["n_runs"] > 0 else None

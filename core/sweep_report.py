@@ -38,7 +38,7 @@ from core.reports import (
 )
 from core.rescore import rescore_records, scored_from_counts
 from core.runs import METRIC_COLUMNS
-from core.summary import best_config, build_summary
+from core.summary import SummaryFacts, best_config, build_summary
 from core.sweep_folder import SweepFolderConfig, read_analysis_config, read_run_records, write_analysis_config
 from core.sweep_runs import SweepRunsFiles
 
@@ -233,9 +233,7 @@ def write_sweep_reports(
         impact,
         drift_summary,
         plot_files,
-        generated_at,
-        analysis.dataset,
-        scored_from=scored_from_counts(records),
+        SummaryFacts(generated_at, analysis.dataset, scored_from=scored_from_counts(records)),
     )
     write_json_atomic(sweep / "summary.json", summary)
     return summary

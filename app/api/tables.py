@@ -24,6 +24,7 @@ from core.reports import (
     build_param_impact_summary,
     split_by_fold,
 )
+from core.rescore import scored_from_counts
 from core.summary import best_config
 from core.sweep_runs import runs_table
 
@@ -77,6 +78,13 @@ class SweepTables:
                 run_records(self.session, sweep.id, fold=fold, params=False),
                 metric_columns(self.evaluation(sweep).references),
             ),
+        )
+
+    def scored_from(self, sweep: Sweep, fold: str | None) -> dict[str, int]:
+        """How many succeeded runs were scored from which file (the summary's `scored_from`)."""
+        return self.cache.get(
+            self.key("scored_from", sweep, fold),
+            lambda: scored_from_counts(run_records(self.session, sweep.id, fold=fold, params=False)),
         )
 
     def alpha(self, sweep: Sweep) -> float:

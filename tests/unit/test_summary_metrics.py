@@ -13,7 +13,7 @@ import pytest
 from core.config import validate_sweep_config
 from core.metrics import metric_columns, metric_names
 from core.reports import build_config_ranking, build_param_impact_detail, build_param_impact_summary
-from core.summary import build_summary
+from core.summary import SummaryFacts, build_summary
 from core.sweep_folder import SweepFolderConfig
 from core.sweep_report import write_sweep_reports
 from core.sweep_runs import runs_table
@@ -184,7 +184,7 @@ def test_a_fold_summary_judges_that_folds_runs() -> None:
     frame = runs_table([r for r in runs() if r["fold"] == "f1"], metric_columns(references))
     ranking = build_config_ranking(frame, relative=False, metrics=metric_names(references))
     impact = build_param_impact_summary(build_param_impact_detail(frame))
-    summary = build_summary("SYN", config, frame, ranking, impact, {}, [], fold="f1")
+    summary = build_summary("SYN", config, frame, ranking, impact, {}, [], SummaryFacts(fold="f1"))
     best = summary["evaluation"]["best_config"]
     assert best["direction"]["n_runs"] == 2 and best["direction"]["significant_share"] == 1.0  # 0.01, 0.02
     assert best["skill"]["naive"]["dm_better_share"] == 0.5  # -2 at 0.01 yes, -1 at 0.5 no

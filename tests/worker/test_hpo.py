@@ -231,10 +231,10 @@ def test_a_study_maximises_a_higher_better_metric(tmp_path: Path) -> None:
     summary = run_study(root, ASSET, config, out)
     assert (summary["metric"], summary["direction"]) == ("val_dir_acc", "maximize")
     trials = [t for t in open_study(config, out).get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
-    assert summary["best"]["value"] == max(t.value for t in trials)
+    assert summary["best"]["value"] == max(float(t.value or 0) for t in trials)
     top = json.loads((out / "optuna_top_k_configs.json").read_text())
-    values = {t.number: t.value for t in trials}
+    values = {t.number: float(t.value or 0) for t in trials}
     ranked = [values[c["source"]["trial"]] for c in top]
     assert ranked == sorted(ranked, reverse=True)
-    with pytest.raises(InvalidSweepConfig, match="metric: .val_coverage_80. cannot rank"):
+    with pytest.raises(InvalidSweepConfig, match=r"metric: .val_coverage_80. cannot rank"):
         validate_hpo_config(tiny_study(metric="val_coverage_80"))

@@ -160,8 +160,10 @@ def test_plots_are_real_pngs(finished: Path) -> None:
         "drift_psi_heatmap.png",
         "best_config_test_predictions.png",
         "best_config_loss_curves.png",
+        "strategy_returns.png",
+        "direction_accuracy.png",
     }
-    assert len(summary["plots"]) == 7 * 3  # sweep level and two folds
+    assert len(summary["plots"]) == 9 * 3  # sweep level and two folds
     for rel in summary["plots"]:
         width, height = png_size(finished / rel)
         assert 400 <= width <= 3000 and 250 <= height <= 3000, rel

@@ -343,7 +343,7 @@ def summary(
     95% interval, Holm p-value and verdict, the pairs the exact test needs, whether the best
     config beats the naive forecast by the Diebold-Mariano test, whether the relative view
     agrees, and one plain `sentence`."""
-    from core.summary import build_summary
+    from core.summary import SummaryFacts, build_summary
 
     sweep = _sweep_or_404(session, sweep_id)
     _check_fold(tables, sweep, fold)
@@ -362,8 +362,7 @@ def summary(
         tables.impact(sweep, fold),
         drift_headline,
         plots,
-        dataset=stored_dataset(sweep),
-        fold=fold,
+        SummaryFacts(dataset=stored_dataset(sweep), fold=fold, scored_from=tables.scored_from(sweep, fold)),
     )
     return result
 
