@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from core.config import EvaluationConfig, Fold
 from core.evaluation import PREDICTIONS_FILE, evaluate, read_predictions
@@ -30,9 +32,12 @@ from core.references import REFERENCES
 from core.runs import SCORED_FROM, SCORED_WITH, extra_scores
 
 # Where a record's scores came from (`SCORED_FROM`), as the summary counts them.
+log = logging.getLogger("tftsweep.reports")
+
 FROM_PREDICTIONS = PREDICTIONS_FILE
 FROM_TEST_PREDICTIONS = "test_predictions.csv"
 FROM_TRAINING = "training"
+FROM_UNREADABLE = "unreadable"
 
 
 def scoring_key(evaluation: EvaluationConfig) -> str:
@@ -60,12 +65,18 @@ def rescore_record(
     predictions, with `SCORED_WITH` and `SCORED_FROM`; a run without stored predictions keeps
     what it has and is marked as scored (so it is not looked for again)."""
     folder = version_folder(sweep, str(record["fold"]), str(record["model_version"]))
-    predictions = read_predictions(folder)
-    if predictions is None:
-        kept = extra_scores(record)
-        return {**kept, SCORED_WITH: key, SCORED_FROM: record.get(SCORED_FROM) or FROM_TRAINING}
-    source = FROM_PREDICTIONS if (folder / PREDICTIONS_FILE).exists() else FROM_TEST_PREDICTIONS
-    scores = evaluate(predictions, frame, fold, evaluation.references, evaluation.costs_bps)
+    kept = extra_scores(record)
+    try:
+        predictions = read_predictions(folder)
+        if predictions is None:
+            return {**kept, SCORED_WITH: key, SCORED_FROM: record.get(SCORED_FROM) or FROM_TRAINING}
+        source = FROM_PREDICTIONS if (folder / PREDICTIONS_FILE).exists() else FROM_TEST_PREDICTIONS
+        scores = evaluate(predictions, frame, fold, evaluation.references, evaluation.costs_bps)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        # A file that cannot be read or does not fit the dataset costs that run its new scores,
+        # never the sweep its reports; it is marked, so it is not read again at every build.
+        log.warning("run %s: predictions in %s not scored: %s", record.get("run_id"), folder.name, exc)
+        return {**kept, SCORED_WITH: key, SCORED_FROM: FROM_UNREADABLE}
     return {**extra_scores(scores), SCORED_WITH: key, SCORED_FROM: source}
 
 
@@ -95,6 +106,9 @@ def rescore_records(
 
 def scored_from_counts(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """How many succeeded runs were scored from full predictions, from test predictions only
-    (runs made before predictions were kept: null validation metrics), or by training alone."""
+    (runs made before predictions were kept: null validation metrics), by training alone (no
+    stored predictions), or not at all (their predictions could not be read or do not fit the
+    dataset)."""
     counts = Counter(str(r.get(SCORED_FROM) or FROM_TRAINING) for r in records if r.get("status") == "succeeded")
-    return {name: counts.get(name, 0) for name in (FROM_PREDICTIONS, FROM_TEST_PREDICTIONS, FROM_TRAINING)}
+    sources = (FROM_PREDICTIONS, FROM_TEST_PREDICTIONS, FROM_TRAINING, FROM_UNREADABLE)
+    return {name: counts.get(name, 0) for name in sources}
