@@ -18,11 +18,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from app.api.main import create_app
+from app.service.reports import build_reports
 from core.config import validate_sweep_config
 from core.datasets import dataset_path
 from core.sweep_report import regenerate_sweep
 from tests.utils.data import ASSET, TINY_TRAINING, make_data_root, tiny_fold, tiny_sweep
+from tests.utils.fakes import RecordingQueue
 from tests.utils.metrics import toy_metric_registered
+from tests.utils.server import api_client, server_settings
 from worker.local_sweep import run_local_sweep
 
 pytestmark = pytest.mark.slow
@@ -222,3 +226,33 @@ def test_regenerate_scores_an_old_run_from_its_test_predictions(sweep: tuple[Pat
     assert rescored["test_dir_acc"] == pytest.approx(old["test_dir_acc"], rel=1e-6)
     assert summary["scored_from"]["test_predictions.csv"] == 1
     assert summary["scored_from"]["predictions.parquet"] == len(runs) - 1
+
+
+def test_a_report_build_rescores_the_recorded_runs_for_a_new_metric(sweep: tuple[Path, Path]) -> None:
+    """On the server's side: a metric registered after the runs trained reaches the database, the
+    API's runs and its ranking at the next report build, from the stored predictions (last test of
+    the module: it rewrites the sweep's files)."""
+    root, folder = sweep
+    app = create_app(server_settings(root), queue=RecordingQueue(), reaper=False)
+    with toy_metric_registered() as toy, api_client(app) as client:
+        (listed,) = client.get("/sweeps").json()["data"]
+        sweep_id = listed["id"]
+        before = client.get(f"/sweeps/{sweep_id}/runs").json()["data"]
+        assert all(run.get(f"val_{toy}") is None for run in before)
+        factory = app.state.session_factory
+        build_reports(factory, app.state.settings.store(), sweep_id, builder="test")
+        runs = client.get(f"/sweeps/{sweep_id}/runs").json()["data"]
+        predictions = {
+            r["run_id"]: pd.read_parquet(folder / "folds/f1/models" / r["model_version"] / "predictions.parquet")
+            for r in runs
+        }
+        for run in runs:
+            val = predictions[run["run_id"]].query("split == 'val'")
+            assert run[f"val_{toy}"] == pytest.approx(abs((val["predicted"] - val["actual"]).mean()), rel=1e-12)
+            assert run["val_rmse"] == next(b for b in before if b["run_id"] == run["run_id"])["val_rmse"]
+        ranked = client.get(f"/sweeps/{sweep_id}/ranking", params={"metric": f"val_{toy}"}).json()
+        assert ranked["metric"] == f"val_{toy}"
+        scores = [row["rank_score"] for row in ranked["data"]]
+        assert scores == sorted(scores)
+        assert client.get(f"/sweeps/{sweep_id}/summary").json()["scored_from"]["predictions.parquet"] == len(runs)
+        assert f"val_{toy}" in json.loads((folder / "sweep_runs.json").read_text())[0]
