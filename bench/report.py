@@ -93,7 +93,16 @@ def _reports(r: dict[str, Any]) -> list[str]:
         "",
         "| | median (s) | target (s) | |",
         "|---|---|---|---|",
-        f"| CSV/JSON reports, 100,000 runs | {big['median']:.2f} | {big['target']} | {verdict(big['median'] < 3)} |",
+        f"| CSV/JSON reports, 100,000 runs, every metric column ({r.get('metric_columns', '-')}) filled | "
+        f"{big['median']:.2f} | {big['target']} | {verdict(big['median'] < 3)} |",
+        *(
+            [
+                f"| the same runs with the seed's columns only (as trained before metrics were kept) | "
+                f"{seed['median']:.2f} | {seed['target']} | {verdict(seed['median'] < 3)} |"
+            ]
+            if (seed := r.get("reports_100k_runs_seed_columns_s"))
+            else []
+        ),
         f"| reports + plots, 1,000 runs | {plots['median']:.2f} | {plots['target']} | "
         f"{verdict(plots['median'] < 15)} |",
         "",

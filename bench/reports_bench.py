@@ -22,8 +22,11 @@ from tests.utils.configs import fold, sweep_dict
 ASSET = "SYN"
 
 
-def synthetic_records(n_configs: int, n_folds: int, n_seeds: int, seed: int = 0) -> tuple[Any, list[dict[str, Any]]]:
-    """A sweep config and run records: `n_configs` hidden_size variants x folds x seeds."""
+def synthetic_records(
+    n_configs: int, n_folds: int, n_seeds: int, seed: int = 0, *, scores: bool = True
+) -> tuple[Any, list[dict[str, Any]]]:
+    """A sweep config and run records: `n_configs` hidden_size variants x folds x seeds; with
+    `scores`, every registered metric column too (else the seed's columns only)."""
     rng = np.random.default_rng(seed)
     sizes = list(range(8, 8 + n_configs - 1))
     config = validate_sweep_config(
@@ -38,7 +41,7 @@ def synthetic_records(n_configs: int, n_folds: int, n_seeds: int, seed: int = 0)
 
     plan = expand_sweep(config, max_runs=10**7)
     # Every registered metric beyond the seed's columns, as a trained run carries them.
-    extra = [c for c in metric_columns(config.evaluation.references) if c not in RUN_COLUMNS]
+    extra = [c for c in metric_columns(config.evaluation.references) if c not in RUN_COLUMNS] if scores else []
     records = []
     for i, run in enumerate(plan.runs, start=1):
         failed = rng.random() < 0.02
@@ -84,6 +87,10 @@ def main() -> None:
         sweep = Path(tmp) / "models/SYN/sweeps/unit_sweep"
         folder = SweepFolderConfig(ASSET, None, config)
         big, _ = timed(lambda: write_sweep_reports(sweep, records, folder, None, plots=False), repeat=3)
+    _, seed_only = synthetic_records(n_configs=200, n_folds=25, n_seeds=20, scores=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = Path(tmp) / "models/SYN/sweeps/unit_sweep"
+        seed_times, _ = timed(lambda: write_sweep_reports(sweep, seed_only, folder, None, plots=False), repeat=3)
     config_p, records_p = synthetic_records(n_configs=25, n_folds=4, n_seeds=10)  # 1,000 runs
     assert len(records_p) == 1_000
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +102,7 @@ def main() -> None:
         "python -m bench.reports_bench",
         {
             "reports_100k_runs_s": {"median": median(big), "all": big, "target": 3.0},
+            "reports_100k_runs_seed_columns_s": {"median": median(seed_times), "all": seed_times, "target": 3.0},
             "reports_and_plots_1k_runs_s": {"median": median(plots), "all": plots, "target": 15.0},
             "metric_columns": len(metric_columns(config.evaluation.references)),
             "note": "every registered metric column filled; no drift (no dataset for the synthetic sweep); "

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -94,7 +95,8 @@ def csv_cells(values: list[Any]) -> list[str]:
     only when it must be. Columns of one kind take a fast path; mixed ones go value by value."""
     kinds = set(map(type, values)) - {type(None)}
     if kinds <= {float}:
-        if values and _missing(values[0]) and all(map(_missing, values)):  # a score no run has: no set of NaNs
+        # A score no run has: no set of NaNs, and one C-level test (a call per cell took 0.8 s at 100,000 runs).
+        if values and _missing(values[0]) and bool(np.isnan(np.array(values, dtype="float64")).all()):
             return [""] * len(values)
         return _float_cells(values)
     if kinds <= {int} or kinds <= {bool}:

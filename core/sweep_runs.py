@@ -177,7 +177,10 @@ class SweepRunsFiles:
         columns = sweep_runs_columns(records)
         spelled = spelled_values(columns)
         self.runs = _analysis_frame(columns, spelled, records, scores)
-        extra = extra_score_names(scores)
+        # Only the scores some run carries: a sweep trained before metrics were kept (and not
+        # rescored) keeps its files as they were.
+        carried = set(chain.from_iterable(map(dict.keys, records))) if scores else set()
+        extra = tuple(name for name in extra_score_names(scores) if name in carried)
         names = (*SWEEP_RUNS_NAMES, *extra)
         # The extra scores as the analysis frame holds them (NaN where a record has none).
         columns.update({name: self.runs[name].tolist() for name in extra})
