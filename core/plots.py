@@ -1,4 +1,9 @@
-"""Report plots, drawn with matplotlib's object API (`Figure`), never pyplot: safe in servers and threads."""
+"""Report plots, drawn with matplotlib's object API (`Figure`), never pyplot: safe in servers and threads.
+
+One function per figure, each a pure function of a table, over shared sizing helpers (wrapped
+labels, figures sized to their rows): past 450 lines by the count of figures, not by what any
+one does. A split by report (sweep, study, compare) would share the helpers across modules.
+"""
 
 from __future__ import annotations
 

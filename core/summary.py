@@ -5,6 +5,10 @@ worth to a researcher: direction, a sign strategy after costs, skill against eac
 and a `significance` block that says, in numbers and in plain sentences, whether the winner is
 real: against the baseline (paired Wilcoxon, Holm, on the rank_by metric), against the naive
 forecast (Diebold-Mariano), and whether the view that fold volatility cannot drive agrees.
+
+Past 450 lines because the blocks and the sentences that put them in words are written
+together: a number and the sentence that reads it must not drift apart, and every sentence
+is tested against its block.
 """
 
 from __future__ import annotations
