@@ -1,6 +1,6 @@
 """/sweeps: submit (with merge), list, inspect, reports, plots, artifacts, cancel, retry, regenerate.
 
-About 490 lines because it is the one resource with about twenty routes; each is a few lines
+About 490 lines because it is the one resource with fourteen routes; each is a few lines
 over `app.service` and `app.api.tables`, and splitting the router would split one URL space
 (and its shared path and query parameters) over files.
 """
