@@ -19,11 +19,9 @@ from core.config import Fold
 from core.datasets import fold_rows
 from core.files import write_bytes_atomic
 from core.metrics import QUANTILE_COLUMNS, SPLITS, SplitRows, column_name, compute_split, metric_names
+from core.paths import LEGACY_PREDICTIONS_FILE, PREDICTIONS_FILE
 from core.references import forecast_references
 
-PREDICTIONS_FILE = "predictions.parquet"
-# Runs made before predictions.parquet: test rows only, with the naive forecast as `naive`.
-LEGACY_PREDICTIONS_FILE = "test_predictions.csv"
 KEY_COLUMNS = ("split", "date", "horizon")
 VALUE_COLUMNS = ("actual", "predicted")
 REF_PREFIX = "ref_"

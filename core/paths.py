@@ -16,6 +16,9 @@ ANY = "*"
 DATASETS = PurePosixPath("processed", "dataset_tft")
 # Under a sweep folder: one folder per fold.
 FOLDS = "folds"
+# In a model version: every forecast of the run (core.evaluation), and the seed's test file.
+PREDICTIONS_FILE = "predictions.parquet"
+LEGACY_PREDICTIONS_FILE = "test_predictions.csv"
 
 
 def _safe(name: str, what: str) -> str:

@@ -25,9 +25,9 @@ import pandas as pd
 import pyarrow as pa
 
 from core.config import EvaluationConfig, Fold
-from core.evaluation import PREDICTIONS_FILE, evaluate, read_predictions
+from core.evaluation import evaluate, read_predictions
 from core.metrics import METRICS, metric_columns
-from core.paths import version_folder
+from core.paths import LEGACY_PREDICTIONS_FILE, PREDICTIONS_FILE, version_folder
 from core.references import REFERENCES
 from core.runs import SCORED_FROM, SCORED_WITH, extra_scores
 
@@ -35,7 +35,7 @@ from core.runs import SCORED_FROM, SCORED_WITH, extra_scores
 log = logging.getLogger("tftsweep.reports")
 
 FROM_PREDICTIONS = PREDICTIONS_FILE
-FROM_TEST_PREDICTIONS = "test_predictions.csv"
+FROM_TEST_PREDICTIONS = LEGACY_PREDICTIONS_FILE
 FROM_TRAINING = "training"
 FROM_UNREADABLE = "unreadable"
 
@@ -77,7 +77,11 @@ def rescore_record(
         # never the sweep its reports; it is marked, so it is not read again at every build.
         log.warning("run %s: predictions in %s not scored: %s", record.get("run_id"), folder.name, exc)
         return {**kept, SCORED_WITH: key, SCORED_FROM: FROM_UNREADABLE}
-    return {**extra_scores(scores), SCORED_WITH: key, SCORED_FROM: source}
+    fresh = extra_scores(scores)
+    if source == FROM_TEST_PREDICTIONS:
+        # Test rows alone say nothing of the validation window: what the run has there stays.
+        fresh |= {k: v for k, v in kept.items() if k.startswith("val_") and v is not None}
+    return {**fresh, SCORED_WITH: key, SCORED_FROM: source}
 
 
 def rescore_records(

@@ -48,6 +48,8 @@ from core.errors import StoreError
 from core.files import FILE_MODE, file_sha256, write_bytes_atomic
 from core.paths import (
     FOLDS,
+    LEGACY_PREDICTIONS_FILE,
+    PREDICTIONS_FILE,
     VERSIONS,
     dataset_dir,
     datasets_dir,
@@ -63,8 +65,9 @@ from core.paths import (
 
 MANIFEST = "_manifest.json"
 CHUNK = 1 << 20
-# What a report build needs of each model version (not the checkpoint or dataset parameters).
-VERSION_REPORT_FILES = ("metrics.json", "run.json", "config.json", "test_predictions.csv")
+# What a report build needs of each model version (not the checkpoint or dataset parameters):
+# the forecasts too, which every metric is scored from again when the evaluation changes.
+VERSION_REPORT_FILES = ("metrics.json", "run.json", "config.json", LEGACY_PREDICTIONS_FILE, PREDICTIONS_FILE)
 # What rebuilding or comparing a sweep reads of its folder (core.sweep_folder).
 SWEEP_INPUT_FILES = ("analysis_config.json", "sweep_runs.json")
 

@@ -26,7 +26,7 @@ from core.evaluation import read_predictions
 from core.feature_sets import resolve_features
 from core.files import write_json_atomic, write_text_atomic
 from core.metrics import metric_columns, metric_names, strategy_returns
-from core.paths import ensure_inside
+from core.paths import LEGACY_PREDICTIONS_FILE, ensure_inside
 from core.plan import BASELINE_ID
 from core.report_files import json_safe, write_csv
 from core.reports import (
@@ -369,7 +369,7 @@ def _best_predictions(sweep: Path, best_runs: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for _, group in best_runs.groupby("fold", sort=False):
         version = _version_dir(sweep, group.iloc[0])
-        path = version / "test_predictions.csv" if version else None
+        path = version / LEGACY_PREDICTIONS_FILE if version else None
         if path is not None and path.is_file():
             frames.append(pd.read_csv(path).query("horizon == 1"))
     if not frames:

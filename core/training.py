@@ -40,10 +40,11 @@ from pytorch_forecasting.metrics import MAE, RMSE, QuantileLoss
 from core.config import EvaluationConfig, Fold, TrainingConfig
 from core.datasets import check_fold_fits, fold_rows
 from core.errors import DatasetError, RunCancelled, RunFailed
-from core.evaluation import PREDICTIONS_FILE, add_references, evaluate, write_predictions
+from core.evaluation import add_references, evaluate, write_predictions
 from core.feature_sets import KNOWN_FEATURES
 from core.files import dumps_json, publish_dir_atomic
 from core.metrics import QUANTILE_COLUMNS
+from core.paths import LEGACY_PREDICTIONS_FILE, PREDICTIONS_FILE
 from core.rescore import FROM_PREDICTIONS, scoring_key
 from core.runs import SCORED_FROM, SCORED_WITH
 
@@ -421,7 +422,7 @@ def _publish(
         mark = time.perf_counter()
         write_predictions(tmp / PREDICTIONS_FILE, result.predictions)
         result.timings["write_predictions_seconds"] = time.perf_counter() - mark
-        test_predictions.to_csv(tmp / "test_predictions.csv", index=False, float_format="%.8g")
+        test_predictions.to_csv(tmp / LEGACY_PREDICTIONS_FILE, index=False, float_format="%.8g")
         for name, payload in extra_files.items():
             (tmp / name).write_text(dumps_json(payload) if not isinstance(payload, str) else payload)
 

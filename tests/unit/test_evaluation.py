@@ -12,7 +12,6 @@ import pytest
 
 from core.config import Fold
 from core.evaluation import (
-    PREDICTIONS_FILE,
     add_references,
     evaluate,
     origin_targets,
@@ -21,6 +20,7 @@ from core.evaluation import (
     write_predictions,
 )
 from core.metrics import QUANTILE_COLUMNS, SplitRows, column_name, compute_split, metric_columns
+from core.paths import PREDICTIONS_FILE
 from core.references import ar1_coefficients
 
 # Ten trading days (a weekend gap: the origin is the row before, not the calendar day before).

@@ -60,13 +60,17 @@ def test_old_runs_are_scored_from_test_predictions_and_an_unfitting_file_is_mark
             "naive": 0.0,
         }
     )
+    # A run whose parquet a machine lacks keeps the validation scores it has: test rows say nothing of them.
+    kept = {**record("baseline", "f1", 3, 0.7, run_id=3), "val_dir_acc": 0.61}
     _version(tmp_path, good, rows)
     _version(tmp_path, bad, rows.assign(date="2012-07-07"))  # a Saturday: not a dataset day
-    out, changed = rescore_records([good, bad], tmp_path, frame, {"f1": fold}, EvaluationConfig())
-    scored, marked = out
+    _version(tmp_path, kept, rows)
+    out, changed = rescore_records([good, bad, kept], tmp_path, frame, {"f1": fold}, EvaluationConfig())
+    scored, marked, still = out
+    assert still["val_dir_acc"] == 0.61 and still["test_dir_acc"] == 1.0
     assert scored[SCORED_FROM] == FROM_TEST_PREDICTIONS and scored["test_dir_acc"] == 1.0
     assert scored["val_dir_acc"] is None and scored["val_rmse"] == good["val_rmse"]  # the seed's column kept
     assert marked[SCORED_FROM] == FROM_UNREADABLE and "test_dir_acc" not in marked
-    assert set(changed) == {1, 2}
+    assert set(changed) == {1, 2, 3}
     counts = scored_from_counts(out)
-    assert counts[FROM_TEST_PREDICTIONS] == 1 and counts[FROM_UNREADABLE] == 1
+    assert counts[FROM_TEST_PREDICTIONS] == 2 and counts[FROM_UNREADABLE] == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import DatasetError
-from core.paths import dataset_dir, hpo_dir, sweep_dir, version_folder
+from core.paths import PREDICTIONS_FILE, dataset_dir, hpo_dir, sweep_dir, version_folder
 from core.store import MANIFEST, LocalStore, ObjectStore, Store
 from tests.utils.services import use_s3
 
@@ -107,6 +107,7 @@ def test_a_model_version_reaches_a_report_build_and_outlives_its_local_copy(mach
     folder = version_folder(sweep_dir(worker.root, *SWEEP), *VERSION)
     metrics = write(folder / "metrics.json", b'{"val_rmse": 0.01}')
     run = write(folder / "run.json", b'{"run_id": 1}')
+    predictions = write(folder / PREDICTIONS_FILE, os.urandom(5_000))  # what a rescoring build reads
     checkpoint = write(folder / "model.ckpt", os.urandom(50_000))
     worker.publish_version(*SWEEP, *VERSION)
 
@@ -116,6 +117,7 @@ def test_a_model_version_reaches_a_report_build_and_outlives_its_local_copy(mach
     local = version_folder(sweep_dir(reader.root, *SWEEP), *VERSION)
     assert (local / "metrics.json").read_bytes() == metrics
     assert (local / "run.json").read_bytes() == run
+    assert (local / PREDICTIONS_FILE).read_bytes() == predictions
     assert reader.drop_unpublished_versions(*SWEEP, older_than=0) == []  # published: kept
 
     # The worker forgets its copy where the store keeps one; every machine still reads it.
