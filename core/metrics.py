@@ -10,6 +10,7 @@ names in `LEGACY`, which keep the columns runs had before the registry (`test_sk
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -21,6 +22,8 @@ from scipy import stats
 
 from core.references import NAME_PATTERN, REFERENCES
 from core.significance import diebold_mariano, skill
+
+log = logging.getLogger("tftsweep.metrics")
 
 QUANTILES = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)
 QUANTILE_COLUMNS = ("q02", "q10", "q25", "q50", "q75", "q90", "q98")
@@ -152,9 +155,18 @@ def compute_split(rows: SplitRows, references: Sequence[str]) -> dict[str, float
         refs: Sequence[str | None] = references if metric.per_reference else [None]
         for ref in refs:
             name = metric.name if ref is None else metric.name.replace(REF, ref)
-            value = None if metric.needs_quantiles and not has_quantiles else metric.compute(rows, ref)
-            out[name] = _finite(value)
+            out[name] = None if metric.needs_quantiles and not has_quantiles else _computed(metric, name, rows, ref)
     return out
+
+
+def _computed(metric: Metric, name: str, rows: SplitRows, ref: str | None) -> float | None:
+    """The metric's value, None where it is undefined or where its function fails: a
+    registered metric that raises costs its own column, never a run's record or a report build."""
+    try:
+        return _finite(metric.compute(rows, ref))
+    except Exception as exc:  # a researcher's function may raise anything
+        log.warning("metric %s not computed: %s: %s", name, type(exc).__name__, exc)
+        return None
 
 
 def _finite(value: float | None) -> float | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from core.config import StatsConfig, SweepConfig
 from core.datasets import check_fingerprint, dataset_path, load_dataset
@@ -421,9 +422,13 @@ def _strategy_curves(
 
 
 def _test_rows(sweep: Path, run: pd.Series) -> pd.DataFrame | None:
-    """A run's stored test prediction rows, None when it stored none."""
+    """A run's stored test prediction rows, None when it stored none or they cannot be read (the
+    plot leaves the run out; the run's scores say so: `scored_from`)."""
     version = _version_dir(sweep, run)
-    rows = read_predictions(version) if version is not None and version.is_dir() else None
+    try:
+        rows = read_predictions(version) if version is not None and version.is_dir() else None
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        return None
     return None if rows is None else rows[rows["split"] == "test"]
 
 

@@ -243,6 +243,19 @@ def test_a_registered_metric_is_a_column_and_is_computed(max_error: Metric) -> N
     assert compute()["max_error"] == pytest.approx(0.04)  # 0.03 vs -0.01
 
 
+def test_a_metric_that_raises_costs_only_its_own_column() -> None:
+    def broken(rows: SplitRows, ref: str | None) -> float:
+        raise IndexError("a researcher's bug")
+
+    register_metric(Metric("broken", "raises", "lower", broken))
+    try:
+        values = compute()
+    finally:
+        del METRICS["broken"]
+    assert values["broken"] is None
+    assert values["rmse"] == compute()["rmse"] is not None
+
+
 @pytest.mark.parametrize(
     ("name", "better"),
     [("rmse", "lower"), ("skill", "higher"), ("Bad", "lower"), ("{ref}_{ref}", "lower"), ("fine", "up")],
