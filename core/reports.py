@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.config import rankable_metric
 from core.metrics import column_name, describe_column
 from core.plan import BASELINE_ID
 from core.report_files import PARAM_VALUE, column_cells, formatted_lines
@@ -29,6 +30,7 @@ from core.significance import (
     holm_families,
     pair_statistics,
     simultaneous_intervals,
+    skill,
     verdicts,
 )
 from core.sweep_runs import positions
@@ -218,6 +220,8 @@ def build_config_ranking(
         name: found for name in (*RANKING_COLUMNS, *RANKING_SIGNIFICANCE_COLUMNS, *added) if (found := _stat(name))
     }
     runs = _with_columns(runs, [rank_by, *(column for column, _ in stats_of.values())])
+    # Runs recorded before test_skill was kept have it null: it is what their RMSEs give.
+    runs = runs.assign(test_skill=runs["test_skill"].fillna(skill(runs["test_rmse"], runs["test_naive_rmse"])))
     keys = _keys(per_fold)
     configs = runs.groupby(keys, sort=False)
     table = configs.agg(
@@ -285,15 +289,9 @@ def rank_direction(rank_by: str) -> str:
     Raises:
         ValueError: `rank_by` is not the val_ column of a registered metric with a direction.
     """
-    try:
-        split, metric, _ref = describe_column(rank_by)
-    except KeyError:
-        raise ValueError(
-            f"rank_by {rank_by!r} is not a registered metric column (val_rmse, val_dir_acc, ...)"
-        ) from None
-    if split != "val" or metric.better is None:
-        raise ValueError(f"rank_by {rank_by!r} cannot rank configs: it must be a val_ metric with a direction")
-    return metric.better
+    better = describe_column(rankable_metric(rank_by))[1].better
+    assert better is not None  # rankable_metric refuses a metric without a direction
+    return better
 
 
 def ranking_metric_columns(metrics: Sequence[str]) -> list[str]:
@@ -380,7 +378,11 @@ def _relative_view(ok: pd.DataFrame) -> pd.DataFrame:
     table = frame.groupby("config_id", sort=False)["_rel"].agg(["mean", "std", "count"])
     std = table["std"].where(table["count"] != 1, 0.0)
     return pd.DataFrame(
-        {"mean_val_rel_rmse": table["mean"], "std_val_rel_rmse": std, "robust_rel_score": table["mean"] + std}
+        {
+            "mean_val_rel_rmse": table["mean"],
+            "std_val_rel_rmse": std,
+            "robust_rel_score": robust_score(table["mean"], std, "lower"),
+        }
     )
 
 

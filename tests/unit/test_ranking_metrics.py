@@ -236,3 +236,14 @@ def test_the_sweep_ranking_files_follow_the_evaluation_block(tmp_path: Path) -> 
         table = pd.read_csv(path)
         assert table["config_id"].tolist() == ["hidden_size=8", "baseline", "dropout=0.2"]
         assert table.columns[-1] == RANK_SCORE and "mean_val_dir_acc" in table.columns
+
+
+def test_runs_recorded_without_test_skill_get_it_from_their_rmses() -> None:
+    """Rows from before test_skill was a column (null there) rank with the skill their RMSEs give."""
+    records = [record("baseline", "f1", seed, 1.0, 2.0) for seed in (1, 2)]
+    for r in records:
+        r["test_naive_rmse"] = 2.5
+    stored = [{**r, "test_skill": 1 - 2.0 / 2.5} for r in records]
+    old = build_config_ranking(runs_table(records), relative=False)
+    new = build_config_ranking(runs_table(stored), relative=False)
+    assert old["mean_test_skill"].iloc[0] == pytest.approx(0.2) == new["mean_test_skill"].iloc[0]
