@@ -96,8 +96,7 @@ def build_reports(
             if not take_report_lock(session, sweep_id, builder, REPORT_LOCK_SECONDS):
                 return summary
         try:
-            rescore_stale_runs(factory, store, sweep_id)
-            snap = _snapshot(factory, sweep_id)
+            snap = _scored_snapshot(factory, store, sweep_id)
             summary = _write_files(store, snap, plots)
             if snap.done:
                 with session_scope(factory) as session:
@@ -113,6 +112,22 @@ def build_reports(
             stale = sweep.reports_at is None and sweep_is_done(session, sweep_id)
             if sweep.reports_wanted_at is None and not stale:
                 return summary
+
+
+def _scored_snapshot(factory: sessionmaker[Session], store: Store, sweep_id: int, passes: int = 3) -> _Snapshot:
+    """The snapshot to build from, its runs scored with its own evaluation block: a merge that
+    changed the block between the rescoring and the snapshot is caught here and rescored again
+    (a few passes; a block changing faster than that, or runs that cannot be rescored here,
+    are built as read and logged by the rescoring)."""
+    snap = _snapshot(factory, sweep_id)
+    for _ in range(passes):
+        key = scoring_key(snap.folder.config.evaluation)
+        if not any(needs_rescore(record, key) for record in snap.records):
+            break
+        if not rescore_stale_runs(factory, store, sweep_id):
+            break
+        snap = _snapshot(factory, sweep_id)
+    return snap
 
 
 def rescore_stale_runs(factory: sessionmaker[Session], store: Store, sweep_id: int) -> int:
