@@ -1,8 +1,11 @@
 """Optuna HPO over folds × seeds with fold-aware pruning; artifacts and top-k configs for a sweep.
 
 Each trial trains the suggested config on every (fold, seed) of the study, in the same
-order for every trial, with the same training code as sweeps. Its objective is the
-mean val RMSE over those runs (or the robust score, mean + sample std).
+order for every trial, with the same training code as sweeps. Its objective is the mean
+of the study's `metric` (default `val_rmse`) over those runs, or its robust score (mean +
+sample std for a lower-better metric, mean - std for a higher-better one), minimised or
+maximised as the metric's direction says. Runs are scored with the default evaluation block
+(every registered reference, no costs): a study has no `evaluation` of its own.
 
 Fold-aware pruning: within run `i` of a trial (fold-major, seed-minor), the validation
 loss of epoch `e` is reported at step `i * E + e`, where `E` is the largest number of
@@ -13,7 +16,8 @@ point of the same fold, never a hard fold with an easy one. Reporting goes throu
 
 Trial 0 of a new study is the baseline (`training_config`, enqueued with its values of the
 searched parameters); the summary's `comparison` says whether the best trial beats it and
-the naive forecast, with the paired signed-rank test where both have the same runs.
+the naive forecast, with the paired signed-rank test on `metric` where both have the same
+runs.
 
 Two jobs share this module: running a study (storage, objective, pruner, trial 0) and its
 report (summary, the comparison with the baseline, importances, top-k, plots). The report
@@ -663,7 +667,7 @@ def compare_with_baseline(
     out["test"] = _baseline_test(trials, best, baseline, alpha, metric)
     if out["test"] is not None:
         out["beats_baseline"] = out["test"]["verdict"] == BETTER
-    return {**out, "sentence": _baseline_sentence(out, best, baseline) + " " + naive_text}
+    return {**out, "sentence": _baseline_sentence(out, best, baseline, metric) + " " + naive_text}
 
 
 def _runs_by_pair(trial: optuna.trial.FrozenTrial) -> dict[tuple[str, int], dict[str, Any]]:
@@ -753,11 +757,27 @@ def _verdict_text(verdict: str, pvalue: float) -> str:
     return f"paired test: {verdict}, p = {p}"
 
 
-def _baseline_sentence(out: dict[str, Any], best: optuna.trial.FrozenTrial, baseline: optuna.trial.FrozenTrial) -> str:
-    change = best.value / baseline.value - 1 if best.value is not None and baseline.value else math.nan
+def _baseline_sentence(
+    out: dict[str, Any], best: optuna.trial.FrozenTrial, baseline: optuna.trial.FrozenTrial, metric: str
+) -> str:
+    """The comparison in words. The change is `(best - baseline) / |baseline|` and is named in
+    `metric`'s direction ("better" / "worse" than the baseline): a ratio `best / baseline - 1`
+    flips its sign when the baseline's value is negative, as a Sharpe ratio can be."""
+    best_value = math.nan if best.value is None else best.value
+    base_value = math.nan if baseline.value is None else baseline.value
+    lower = rank_direction(metric) == "lower"
+    gain = (base_value - best_value) if lower else (best_value - base_value)
+    if gain > 0:
+        side = "better than"
+    elif gain < 0:
+        side = "worse than"
+    else:  # equal, or a value missing (NaN): no direction to name
+        side = "level with" if gain == 0 else "not comparable with"
+    # Relative to the baseline's magnitude; a baseline of 0 has none, and the raw values say it all.
+    size = f"{abs(gain) / abs(base_value):.2%} " if gain and math.isfinite(gain) and base_value else ""
     head = (
-        f"The best trial ({best.number}, {best.value:.6g}) is {abs(change):.2%} "
-        f"{'below' if change < 0 else 'above'} the baseline (trial {baseline.number}, {baseline.value:.6g})"
+        f"The best trial ({best.number}, {best_value:.6g}) is {size}{side} the baseline "
+        f"(trial {baseline.number}, {base_value:.6g}; {metric}, {'lower' if lower else 'higher'} is better)"
     )
     test = out["test"]
     if test is None:

@@ -104,7 +104,21 @@ def test_a_best_trial_lower_in_every_pair_is_better_than_the_baseline() -> None:
     assert (test["pairs"], test["family"]) == (6, 1)
     assert test["wilcoxon_pvalue"] == pytest.approx(2 / 64)  # all six deltas negative, exact test
     assert test["holm_pvalue"] == pytest.approx(2 / 64) and test["verdict"] == "better"
-    assert "better" in comparison["sentence"] and "10.00% below the baseline" in comparison["sentence"]
+    assert "10.00% better than the baseline (trial 0, 1; val_rmse, lower is better)" in comparison["sentence"]
+    assert ": better." in comparison["sentence"]
+
+
+def test_a_higher_sharpe_is_better_than_a_negative_baseline_by_its_distance_over_its_size() -> None:
+    """(best - baseline) / |baseline| = (0.25 - -0.5) / 0.5: the ratio best / baseline - 1 would
+    give -150%, "below", for the better trial."""
+    baseline, best = trial(-0.5, [1.0] * 6, baseline=True), trial(0.25, [1.0] * 6)
+    for made, sharpes in ((baseline, [-0.5] * 6), (best, [0.2, 0.22, 0.24, 0.26, 0.28, 0.3])):
+        for run, sharpe in zip(made.user_attrs["runs"], sharpes, strict=True):
+            run["val_sharpe"] = sharpe
+    trials = study_of(baseline, best).get_trials(deepcopy=False)
+    comparison = compare_with_baseline(trials, trials[1], metric="val_sharpe")
+    assert comparison["below_baseline"] is True and comparison["test"]["verdict"] == "better"  # higher in every pair
+    assert "is 150.00% better than the baseline (trial 0, -0.5; val_sharpe, higher is better)" in comparison["sentence"]
 
 
 def test_with_three_candidates_six_pairs_cannot_reach_better() -> None:
