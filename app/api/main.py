@@ -42,8 +42,11 @@ Robust hyperparameters for Temporal Fusion Transformer forecasts.
 
 POST a sweep config to `/sweeps`; the server expands it one factor at a time over
 walk-forward folds and replica seeds, trains each run on a worker, and serves rankings
-(`robust_score = mean_val_rmse + std_val_rmse`), parameter impact, feature drift,
-summaries and plots. The sweep config schema is documented in `docs/config.md`.
+(by `rank_score`, the robust score of the config's `evaluation.rank_by` metric: mean + std
+over runs for a lower-better metric, mean - std for a higher-better one; the default,
+`val_rmse`, gives `robust_score = mean_val_rmse + std_val_rmse`; `?metric=` re-ranks),
+parameter impact, feature drift, summaries and plots. The sweep config schema is
+documented in `docs/config.md`.
 """
 
 

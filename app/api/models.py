@@ -152,7 +152,9 @@ class SweepPublic(BaseModel):
     reports_at: datetime | None
     runs: dict[str, int] = Field(description="Runs per state: queued, running, succeeded, failed, cancelled.")
     total_runs: int
-    best_config: str | None = Field(None, description="Config with the lowest robust score so far.")
+    best_config: str | None = Field(
+        None, description="Config ranked first by rank_score (of evaluation.rank_by) so far."
+    )
 
 
 class SweepDetail(SweepPublic):

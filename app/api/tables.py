@@ -126,7 +126,8 @@ class SweepTables:
         )
 
     def best_config(self, sweep: Sweep) -> str | None:
-        """The config with the lowest robust score so far (None before a run succeeded)."""
+        """The config ranked first by `rank_score` (of `evaluation.rank_by`) so far (None before a
+        run succeeded)."""
         if not self.counts(sweep)[RunState.SUCCEEDED]:
             return None
         best = best_config(self.ranking(sweep, None))
