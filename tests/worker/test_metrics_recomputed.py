@@ -33,6 +33,8 @@ pytestmark = pytest.mark.slow
 
 COSTS_BPS = 5.0
 QUANTILES = {"q02": 0.02, "q10": 0.1, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q90": 0.9, "q98": 0.98}
+# The tiny fold's validation and test windows (tests.utils.data.tiny_fold("f1", 2012)).
+WINDOWS = {"val": ("2012-01-01", "2012-06-30"), "test": ("2012-07-01", "2012-12-31")}
 SEED_METRICS = {
     "val_rmse",
     "test_rmse",
@@ -155,7 +157,12 @@ def test_every_metric_matches_a_recomputation_from_the_files(sweep: tuple[Path, 
         quantile = run["config_id"] == "loss=quantile"
         assert ("q50" in predictions) is quantile
         expected: dict[str, Any] = {}
+        target = dict(zip(frame["date"], frame["target"], strict=True))
         for split, rows in predictions.groupby("split"):
+            # Each row's actual is the dataset's target of its date, inside its own window.
+            np.testing.assert_allclose(rows["actual"], [target[d] for d in rows["date"]], rtol=1e-6, atol=1e-9)
+            start, end = WINDOWS[str(split)]
+            assert rows["date"].min() >= start and rows["date"].max() <= end
             refs = _references(rows, frame, train)
             for name, values in refs.items():  # the stored reference forecasts are these
                 np.testing.assert_allclose(rows[f"ref_{name}"], values, rtol=1e-12, atol=1e-15)
@@ -188,6 +195,9 @@ def test_rank_by_reorders_the_ranking_and_regenerate_rescores(sweep: tuple[Path,
     # The toy metric, registered after the sweep trained, is there for every run and config.
     assert all(run[f"val_{toy}"] is not None and run[f"test_{toy}"] is not None for run in runs)
     assert f"mean_val_{toy}" in ranking
+    csv_runs = pd.read_csv(folder / "sweep_runs.csv")
+    assert csv_runs[f"test_{toy}"].notna().all()
+    assert np.allclose(csv_runs[f"test_{toy}"], [run[f"test_{toy}"] for run in runs], rtol=1e-9)
     # New costs rescored the strategy; the seed's columns stayed what training recorded.
     before = {r["run_id"]: r for r in _runs(original)}
     for run in runs:
