@@ -122,9 +122,9 @@ def _interval_columns(table: pd.DataFrame) -> tuple[str, str]:
     return "ci95_low", "ci95_high"
 
 
-def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25) -> Figure:
-    """Robust score per config (best at the top), coloured by its verdict against the baseline,
-    with mean ± std of val RMSE and the naive forecast."""
+def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25, rank_by: str = "val_rmse") -> Figure:
+    """Robust score of `rank_by` per config (best at the top), coloured by its verdict against
+    the baseline, with mean ± std of `rank_by` and, for val RMSE, the naive forecast's."""
     data = ranking[ranking["n_runs"] > 0].head(top)
     labels = [_wrapped(f"{c}  (n={n})") for c, n in zip(data["config_id"], data["n_runs"], strict=True)]
     fig, ax = _bar_figure(labels)
@@ -132,29 +132,30 @@ def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25) -> Fig
         _note(ax, "no succeeded runs yet")
         ax.set_title(title)
         return fig
+    mean, std = data[f"mean_{rank_by}"], data[f"std_{rank_by}"]
+    # rank_score where the table has it (tables written before it existed: val RMSE's robust score).
+    score = data["rank_score"] if "rank_score" in data else data["robust_score"]
+    name = "val RMSE" if rank_by == "val_rmse" else rank_by
     y = np.arange(len(data))[::-1]
     colors = [VERDICT_COLORS.get(v, NEUTRAL) for v in data["verdict"]]
-    ax.barh(y, data["robust_score"], color=colors, alpha=0.55)
-    ax.errorbar(
-        data["mean_val_rmse"],
-        y,
-        xerr=data["std_val_rmse"],
-        fmt="o",
-        color="black",
-        capsize=3,
-        label="mean val RMSE ± std",
-    )
-    naive = data["mean_val_naive_rmse"].mean()
+    ax.barh(y, score, color=colors, alpha=0.55)
+    ax.errorbar(mean, y, xerr=std, fmt="o", color="black", capsize=3, label=f"mean {name} ± std")
+    naive = data["mean_val_naive_rmse"].mean() if rank_by == "val_rmse" else math.nan
     if math.isfinite(naive):
         ax.axvline(naive, color=WORSE, linestyle="--", linewidth=1, label=f"naive (zero return) {naive:.4g}")
     ax.set_yticks(y, labels, fontsize=9)
     ax.set_ylim(-0.6, len(data) - 0.4)
-    low = float(np.nanmin(data["mean_val_rmse"] - data["std_val_rmse"]))
-    high = float(np.nanmax(np.r_[data["robust_score"].to_numpy(), [naive if math.isfinite(naive) else 0]]))
+    low = float(np.nanmin(np.r_[(mean - std).to_numpy(), score.to_numpy()]))
+    high = float(np.nanmax(np.r_[(mean + std).to_numpy(), score.to_numpy(), [naive if math.isfinite(naive) else low]]))
     pad = (high - low) * 0.15 or abs(high) * 0.05 or 1e-6
     ax.set_xlim(low - pad, high + pad)
     _few_ticks(ax.xaxis)
-    ax.set_xlabel("validation RMSE (bar: robust score = mean + std)")
+    sign = "+" if "rank_score" not in data or rank_by == "val_rmse" else "±"
+    ax.set_xlabel(
+        "validation RMSE (bar: robust score = mean + std)"
+        if rank_by == "val_rmse"
+        else f"{name} (bar: rank score = mean {sign} std, in the metric's direction)"
+    )
     ax.set_title(_wrapped(title, 70))
     verdicts = [
         Patch(color=VERDICT_COLORS.get(v, NEUTRAL), alpha=0.55, label=f"robust score: {v}")

@@ -31,6 +31,7 @@ from core.paths import LEGACY_PREDICTIONS_FILE, ensure_inside
 from core.plan import BASELINE_ID
 from core.report_files import json_safe, write_csv
 from core.reports import (
+    DEFAULT_RANK_BY,
     ImpactDetail,
     baseline_pairs,
     build_config_ranking,
@@ -319,8 +320,13 @@ def _draw_plots(
     from core import plots
 
     alpha = config.stats.alpha
+    rank_by = config.evaluation.rank_by
     drawn: dict[str, Any] = {
-        PLOT_CONFIG_RANKING: plots.plot_config_ranking(ranking, f"{prefix}configs ranked by robust score"),
+        PLOT_CONFIG_RANKING: plots.plot_config_ranking(
+            ranking,
+            f"{prefix}configs ranked by robust score" + ("" if rank_by == DEFAULT_RANK_BY else f" of {rank_by}"),
+            rank_by=rank_by,
+        ),
         PLOT_PARAM_IMPACT: plots.plot_param_impact(paired.impact, f"{prefix}parameter impact vs baseline", alpha),
     }
     for param in config.param_ranges:
