@@ -39,7 +39,7 @@ from core.reports import (
     split_by_fold,
 )
 from core.rescore import rescore_records, scored_from_counts
-from core.runs import METRIC_COLUMNS
+from core.runs import METRIC_COLUMNS, SCORED_FROM
 from core.summary import SummaryFacts, best_config, build_summary
 from core.sweep_folder import SweepFolderConfig, read_analysis_config, read_run_records, write_analysis_config
 from core.sweep_runs import SweepRunsFiles
@@ -92,6 +92,8 @@ def regenerate_sweep(
         frame, reason = None, "skipped (--no-drift)" + (f": {problem}" if problem else "")
     # Every metric again from the stored predictions (the folder keeps no scoring marks): a new
     # evaluation block, costs or registered metric reach every run without training.
+    # Without the dataset the runs keep the scores their files hold; the summary's scored_from
+    # is then null (not known here), not a count of runs "scored by training".
     scoring = frame if frame is not None else drift_dataset(root, analysis)[0]
     if scoring is not None:
         folds = {fold.name: fold for fold in analysis.config.folds}
@@ -235,10 +237,16 @@ def write_sweep_reports(
         impact,
         drift_summary,
         plot_files,
-        SummaryFacts(generated_at, analysis.dataset, scored_from=scored_from_counts(records)),
+        SummaryFacts(generated_at, analysis.dataset, scored_from=_scored_from(records)),
     )
     write_json_atomic(sweep / "summary.json", summary)
     return summary
+
+
+def _scored_from(records: list[dict[str, Any]]) -> dict[str, int] | None:
+    """`core.rescore.scored_from_counts`, or None where no run says how it was scored (a folder
+    regenerated without its dataset: its runs were not rescored here)."""
+    return scored_from_counts(records) if any(SCORED_FROM in r for r in records) else None
 
 
 DRIFT_FILES = ("drift_ks_psi_by_fold.csv", "drift_ks_psi_overall_summary.json")
