@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from core.config import StatsConfig, SweepConfig
+from core.config import EvaluationConfig, StatsConfig, SweepConfig
 from core.datasets import check_fingerprint, dataset_path, load_dataset
 from core.drift import drift_by_fold, drift_overall_summary
 from core.errors import DatasetError
@@ -66,6 +66,7 @@ def regenerate_sweep(
     drift: bool = True,
     plots: bool = True,
     alpha: float | None = None,
+    evaluation: dict[str, Any] | None = None,
     generated_at: str | None = None,
 ) -> dict[str, Any]:
     """Rebuild every report and plot of the folder `sweep`, wherever it lies, from what it
@@ -74,9 +75,12 @@ def regenerate_sweep(
 
     With `drift=False` a missing or different dataset is no error: the drift files are
     removed and the summary says why. `alpha` judges the differences at another level (it
-    changes no run) and is recorded in the folder's `analysis_config.json`.
+    changes no run) and is recorded in the folder's `analysis_config.json`; so are `evaluation`'s
+    keys (`rank_by`, `references`, `costs_bps`: the runs are scored again from their stored
+    predictions).
 
     Raises:
+        ValidationError: `evaluation` holds a value its block refuses (nothing written).
         SweepFolderError: the folder lacks or cannot read its files.
         DatasetError: (with `drift`) the dataset is missing or is not the one the sweep recorded.
     """
@@ -84,6 +88,9 @@ def regenerate_sweep(
     if alpha is not None:
         stats = StatsConfig.model_validate({"alpha": alpha})
         analysis = replace(analysis, config=analysis.config.model_copy(update={"stats": stats}))
+    if evaluation:
+        block = EvaluationConfig.model_validate({**analysis.config.evaluation.model_dump(), **evaluation})
+        analysis = replace(analysis, config=analysis.config.model_copy(update={"evaluation": block}))
     records = read_run_records(sweep)
     if drift:
         frame, reason = load_drift_dataset(root, analysis), None

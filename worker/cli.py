@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from core.config import SweepConfig, load_sweep_config, parse_json_text, validate_sweep_config
+from core.config import SweepConfig, first_message, load_sweep_config, parse_json_text, validate_sweep_config
 from core.errors import (
     DatasetError,
     DatasetExists,
@@ -277,6 +277,18 @@ def _data_root(args: argparse.Namespace, current: Settings) -> Path:
     return Path(args.data_dir).resolve() if getattr(args, "data_dir", None) else current.data_root
 
 
+def _evaluation_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The evaluation keys `regenerate` was given (`--rank-by`, `--references`, `--costs-bps`)."""
+    given: dict[str, Any] = {}
+    if args.rank_by is not None:
+        given["rank_by"] = args.rank_by
+    if args.references is not None:
+        given["references"] = [name.strip() for name in args.references.split(",") if name.strip()]
+    if args.costs_bps is not None:
+        given["costs_bps"] = args.costs_bps
+    return given
+
+
 def cmd_regenerate(args: argparse.Namespace) -> int:
     from core.paths import sweep_at
     from core.reports import DEFAULT_RANK_BY
@@ -285,6 +297,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
 
     if args.alpha is not None and not 0 < args.alpha < 1:
         raise UsageError(f"--alpha: must be between 0 and 1, got {args.alpha}")
+    evaluation = _evaluation_args(args)
     current = settings()
     store = current.store()
     stored = "://" in args.sweep_dir
@@ -295,7 +308,13 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     if names is not None:
         store.fetch_dataset(read_analysis_config(sweep).asset)
     try:
-        summary = regenerate_sweep(sweep, root, drift=not args.no_drift, plots=not args.no_plots, alpha=args.alpha)
+        summary = regenerate_sweep(
+            sweep, root, drift=not args.no_drift, plots=not args.no_plots, alpha=args.alpha, evaluation=evaluation
+        )
+    except ValidationError as exc:
+        loc = exc.errors()[0]["loc"] if exc.errors() else ()
+        flag = {"rank_by": "--rank-by", "references": "--references", "costs_bps": "--costs-bps"}
+        raise UsageError(f"{flag.get(str(loc[0]) if loc else '', '--rank-by')}: {first_message(exc)}") from None
     except DatasetError as exc:
         raise UsageError(
             f"{exc} (data root {root}); give the data root that holds it with --data-dir, "
@@ -513,6 +532,9 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--no-drift", action="store_true", help="without the dataset: drop the drift files (summary.json says why)"
     )
     p.add_argument("--alpha", type=float, help="significance level of the verdicts (recorded in the folder)")
+    p.add_argument("--rank-by", help="rank configs by this val_ metric, e.g. val_dir_acc (recorded in the folder)")
+    p.add_argument("--references", help="reference forecasts, comma-separated, e.g. mean,ar1 (naive always)")
+    p.add_argument("--costs-bps", type=float, help="sign-strategy costs per unit of position change, in bps")
     p.set_defaults(handler=cmd_regenerate)
 
     p = sub.add_parser("adopt", help="record a sweep folder the database does not know (its runs are kept)")

@@ -27,6 +27,7 @@ from tests.utils.data import ASSET, TINY_TRAINING, make_data_root, tiny_fold, ti
 from tests.utils.fakes import RecordingQueue
 from tests.utils.metrics import toy_metric_registered
 from tests.utils.server import api_client, server_settings
+from worker.cli import main
 from worker.local_sweep import run_local_sweep
 
 pytestmark = pytest.mark.slow
@@ -236,6 +237,26 @@ def test_regenerate_scores_an_old_run_from_its_test_predictions(sweep: tuple[Pat
     assert rescored["test_dir_acc"] == pytest.approx(old["test_dir_acc"], rel=1e-6)
     assert summary["scored_from"]["test_predictions.csv"] == 1
     assert summary["scored_from"]["predictions.parquet"] == len(runs) - 1
+
+
+def test_regenerate_takes_rank_by_references_and_costs_from_the_command_line(
+    sweep: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, original = sweep
+    folder = tmp_path / "cli"
+    shutil.copytree(original, folder)
+    args = ["regenerate", "--sweep-dir", str(folder), "--data-dir", str(root), "--no-plots"]
+    assert main([*args, "--rank-by", "val_sharpe", "--references", "ar1", "--costs-bps", "10"]) == 0
+    recorded = json.loads((folder / "analysis_config.json").read_text())["evaluation"]
+    assert recorded == {"rank_by": "val_sharpe", "references": ["naive", "ar1"], "costs_bps": 10.0}
+    ranking = pd.read_csv(folder / "config_ranking.csv")
+    assert ranking["rank_score"].is_monotonic_decreasing and "mean_val_skill_mean" not in ranking
+    assert "rank_score (val_sharpe)" in capsys.readouterr().out
+    before = (folder / "config_ranking.csv").read_bytes()
+    assert main([*args, "--rank-by", "val_coverage_80"]) == 2
+    assert "--rank-by" in capsys.readouterr().err
+    assert main([*args, "--rank-by", "val_skill_mean"]) == 2  # its reference is not in the block
+    assert (folder / "config_ranking.csv").read_bytes() == before  # nothing written by a refusal
 
 
 def test_a_report_build_rescores_the_recorded_runs_for_a_new_metric(sweep: tuple[Path, Path]) -> None:
