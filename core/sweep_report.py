@@ -42,7 +42,7 @@ from core.rescore import rescore_records, scored_from_counts
 from core.runs import METRIC_COLUMNS, SCORED_FROM
 from core.summary import SummaryFacts, best_config, build_summary
 from core.sweep_folder import SweepFolderConfig, read_analysis_config, read_run_records, write_analysis_config
-from core.sweep_runs import SweepRunsFiles
+from core.sweep_runs import SweepRunsFiles, runs_table
 
 PLOT_CONFIG_RANKING = "config_ranking.png"
 PLOT_PARAM_IMPACT = "param_impact.png"
@@ -107,6 +107,17 @@ def regenerate_sweep(
         records, _ = rescore_records(records, sweep, scoring, folds, analysis.config.evaluation)
     return write_sweep_reports(
         sweep, records, analysis, frame, drift_reason=reason, plots=plots, generated_at=generated_at
+    )
+
+
+def sweep_ranking(records: list[dict[str, Any]], config: SweepConfig) -> pd.DataFrame:
+    """The sweep-level table `config_ranking.csv` holds, built from run records by the same
+    functions (ordered by `config.evaluation.rank_by`, with its metric columns): what a caller
+    that has the records shows without reading the file back."""
+    evaluation = config.evaluation
+    runs = runs_table(records, metric_columns(evaluation.references))
+    return build_config_ranking(
+        runs, alpha=config.stats.alpha, rank_by=evaluation.rank_by, metrics=metric_names(evaluation.references)
     )
 
 

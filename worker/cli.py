@@ -230,14 +230,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         setup=LocalSetup.from_settings(current, args.workers),
     )
     counts = ", ".join(f"{k} {v}" for k, v in outcome.counts.items() if v)
-    if outcome.summary is not None:
-        import pandas as pd
-
-        from core.report_files import table_rows
+    if outcome.summary is not None and outcome.ranking is not None:
         from core.summary import ranking_text
 
-        rows = table_rows(pd.read_csv(outcome.sweep_dir / "config_ranking.csv", dtype={"param_value": str}))
-        print(ranking_text(rows, outcome.summary["significance"]["sentence"], outcome.summary["rank_by"]))
+        print(ranking_text(outcome.ranking, outcome.summary["significance"]["sentence"], outcome.summary["rank_by"]))
     print(f"sweep {args.asset}/{config.output_subdir} (id {outcome.sweep_id}): {outcome.status}; runs: {counts}")
     print(f"  {outcome.sweep_dir}")
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED

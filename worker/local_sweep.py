@@ -27,15 +27,17 @@ from app.db.lifecycle import release_run, requeue_unfinished, settle_sweep_statu
 from app.db.migrate import upgrade_database
 from app.db.models import Sweep
 from app.db.session import make_engine, make_session_factory, session_scope
-from app.db.sweeps import is_stopped, queued_run_ids, run_counts
+from app.db.sweeps import is_stopped, queued_run_ids, run_counts, run_records, stored_config
 from app.service.reports import build_reports
 from app.service.runs import Trained, local_owner, record_lost_process, train_run
 from app.service.submission import record_sweep
 from app.settings import Settings, database_url, threads_per_process
 from core.config import SweepConfig
 from core.paths import sweep_dir
+from core.report_files import table_rows
 from core.runs import RunOutcome, RunSpec, Trainer
 from core.store import Store, open_store
+from core.sweep_report import sweep_ranking
 from worker.trainer import init_worker_process, train_tft
 
 LEASE_SECONDS = 60.0
@@ -50,6 +52,8 @@ class SweepOutcome:
     trained: int
     status: str
     summary: dict[str, Any] | None
+    # The sweep's ranking rows (as `config_ranking.csv`), built from the recorded runs.
+    ranking: list[dict[str, Any]] | None = None
 
 
 def open_database(root: Path, url: str | None = None) -> sessionmaker[Session]:
@@ -149,10 +153,12 @@ def run_local_sweep(
         progress.finish()
     summary = build_reports(factory, store, sweep_id, builder=owner)
     with session_scope(factory) as session:
-        status = session.get_one(Sweep, sweep_id).status
+        sweep = session.get_one(Sweep, sweep_id)
+        status = sweep.status
         counts = run_counts(session, sweep_id)
+        ranking = table_rows(sweep_ranking(run_records(session, sweep_id), stored_config(sweep))) if summary else None
     out = sweep_dir(root, asset, config.output_subdir)
-    return SweepOutcome(sweep_id, out, counts, len(submitted.new_run_ids), runner.trained, status, summary)
+    return SweepOutcome(sweep_id, out, counts, len(submitted.new_run_ids), runner.trained, status, summary, ranking)
 
 
 class StopEvent(Protocol):

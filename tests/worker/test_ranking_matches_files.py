@@ -42,6 +42,7 @@ class Finished:
     sweep_id: int
     folder: Path
     client: TestClient
+    ranking: list[dict[str, Any]]  # what `tftsweep sweep` prints, from the recorded runs
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,8 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
     with api_client(app) as client:
         (sweep,) = client.get("/sweeps").json()["data"]
         assert sweep["reports_at"] is not None  # the files are of the sweep's final state
-        yield Finished(sweep["id"], outcome.sweep_dir, client)
+        assert outcome.ranking is not None
+        yield Finished(sweep["id"], outcome.sweep_dir, client, outcome.ranking)
 
 
 def same_cell(served: Any, stored: Any) -> bool:
@@ -104,6 +106,13 @@ def test_the_sweep_ranking_is_config_ranking_csv(finished: Finished) -> None:
     assert answer.status_code == 200
     assert answer.json()["fold"] is None
     assert_served_as_stored(answer.json(), finished.folder / "config_ranking.csv")
+
+
+def test_the_command_line_prints_the_ranking_the_file_holds(finished: Finished) -> None:
+    """`tftsweep sweep` prints the table it built from the runs, not the CSV read back: the same rows."""
+    assert_served_as_stored(
+        {"data": finished.ranking, "count": len(finished.ranking)}, finished.folder / "config_ranking.csv"
+    )
 
 
 @pytest.mark.parametrize("fold", FOLDS)
