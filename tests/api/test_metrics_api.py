@@ -146,3 +146,17 @@ def test_the_openapi_documents_the_metric_and_its_choices(client: TestClient) ->
     row = spec["components"]["schemas"]["RankingRow"]
     assert row.get("additionalProperties") is True and "rank_score" in row["properties"]
     assert spec["components"]["schemas"]["RunPublic"].get("additionalProperties") is True
+
+
+def test_a_merged_evaluation_block_reranks_the_sweep_and_trains_nothing(client: TestClient, toy: str) -> None:
+    """`evaluation` merges freely: a new rank_by adds no run, and the API's ranking follows it at once."""
+    sweep_id = finished_sweep(client)
+    before = client.get(f"/sweeps/{sweep_id}/ranking").json()
+    assert before["metric"] == "val_rmse" and before["data"][0]["config_id"] == "baseline"
+    config = tiny_sweep(replica_seeds=[1, 2], evaluation={"rank_by": f"val_{toy}"})
+    merged = client.post("/sweeps", json={"asset": ASSET, "config": config, "merge_tests": True})
+    assert merged.status_code == 202, merged.text  # accepted: a report build, no run
+    assert merged.json()["new_runs"] == 0
+    after = client.get(f"/sweeps/{sweep_id}/ranking").json()
+    assert after["metric"] == f"val_{toy}" and after["data"][0]["config_id"] == "hidden_size=6"
+    assert client.get(f"/sweeps/{sweep_id}").json()["runs"]["queued"] == 0
