@@ -126,16 +126,28 @@ def sweep_runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(columns | {"param_value": spelled_values(columns)}, columns=list(SWEEP_RUNS_NAMES))
 
 
+def carried_scores(records: list[dict[str, Any]], scores: Sequence[str]) -> tuple[str, ...]:
+    """The scores beyond the run fields (`extra_score_names`) that some record carries. A score
+    no record carries is null at once: 100,000 runs take 35 ms to list their keys, a second to
+    look each absent score up in each."""
+    extra = extra_score_names(scores)
+    if not extra:
+        return ()
+    carried = set(chain.from_iterable(map(dict.keys, records)))
+    return tuple(name for name in extra if name in carried)
+
+
 def _analysis_frame(
-    columns: dict[str, list[Any]], spelled: list[str | None], records: list[dict[str, Any]], scores: Sequence[str]
+    columns: dict[str, list[Any]],
+    spelled: list[str | None],
+    records: list[dict[str, Any]],
+    scores: Sequence[str],
+    carried: tuple[str, ...],
 ) -> pd.DataFrame:
     data: dict[str, Any] = {col: columns[col] for col in RUN_COLUMNS}
-    extra = tuple(name for name in dict.fromkeys(scores) if name not in RUN_COLUMNS)
+    extra = extra_score_names(scores)
     if extra:
-        # A score no record carries is null at once: 100,000 runs take 35 ms to list their keys,
-        # a second to look each absent score up in each.
-        carried = set(chain.from_iterable(map(dict.keys, records)))
-        found = _transposed(records, tuple(name for name in extra if name in carried))
+        found = _transposed(records, carried)
         data.update({name: _floats(found[name]) if name in found else np.full(len(records), np.nan) for name in extra})
     data["param_value"] = spelled
     data["param_raw"] = pd.Series(columns["param_value"], dtype=object)
@@ -162,7 +174,7 @@ def runs_table(records: list[dict[str, Any]], scores: Sequence[str] = ()) -> pd.
     registered metric columns (`core.metrics.metric_columns`) records may carry (null where one
     does not)."""
     columns = sweep_runs_columns(records)
-    return _analysis_frame(columns, spelled_values(columns), records, scores)
+    return _analysis_frame(columns, spelled_values(columns), records, scores, carried_scores(records, scores))
 
 
 class SweepRunsFiles:
@@ -176,11 +188,10 @@ class SweepRunsFiles:
         """`scores`: the metric columns `runs` carries beyond the run fields (`runs_table`)."""
         columns = sweep_runs_columns(records)
         spelled = spelled_values(columns)
-        self.runs = _analysis_frame(columns, spelled, records, scores)
-        # Only the scores some run carries: a sweep trained before metrics were kept (and not
-        # rescored) keeps its files as they were.
-        carried = set(chain.from_iterable(map(dict.keys, records))) if scores else set()
-        extra = tuple(name for name in extra_score_names(scores) if name in carried)
+        # Only the scores some run carries go into the files: a sweep trained before metrics
+        # were kept (and not rescored) keeps its files as they were.
+        extra = carried_scores(records, scores)
+        self.runs = _analysis_frame(columns, spelled, records, scores, extra)
         names = (*SWEEP_RUNS_NAMES, *extra)
         # The extra scores as the analysis frame holds them (NaN where a record has none).
         columns.update({name: self.runs[name].tolist() for name in extra})
