@@ -12,12 +12,12 @@ cost at most 2% of a run's training time.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.common import median, save
-from bench.sweep_bench import CONFIG, example_root
+from bench.store_bench import example_sweep_timings
+from bench.sweep_bench import example_root
 
 PARTS = (
     "dataset_seconds",
@@ -31,21 +31,7 @@ PARTS = (
 
 
 def sweep(root: Path) -> dict[str, Any]:
-    from core.config import load_sweep_config
-    from core.runs import RunOutcome
-    from worker.local_sweep import LocalSetup, run_local_sweep
-
-    outcomes: list[RunOutcome] = []
-    started = time.perf_counter()
-    run_local_sweep(
-        root,
-        "MSFT",
-        load_sweep_config(CONFIG.read_text()),
-        setup=LocalSetup(database_url=f"sqlite:///{root / 'tftsweep.db'}", threads=2),
-        on_run_finished=outcomes.append,
-    )
-    wall = time.perf_counter() - started
-    trained = [o.timings for o in outcomes if o.error is None]
+    wall, trained = example_sweep_timings(root)
     sums = {part: sum(t.get(part, 0.0) for t in trained) for part in PARTS}
     kept = sums["evaluate_seconds"] + sums["write_predictions_seconds"]
     return {

@@ -47,7 +47,9 @@ def start_s3() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"s3://{bucket}/data"
 
 
-def sweep(root: Path, store_url: str | None) -> dict[str, Any]:
+def example_sweep_timings(root: Path, store_url: str | None = None) -> tuple[float, list[dict[str, float]]]:
+    """The example sweep in this process (`tftsweep sweep`'s path, 2 torch threads): its wall
+    time and each succeeded run's timings as the pipeline and the trainer record them."""
     from core.config import load_sweep_config
     from core.runs import RunOutcome
     from worker.local_sweep import LocalSetup, run_local_sweep
@@ -61,8 +63,11 @@ def sweep(root: Path, store_url: str | None) -> dict[str, Any]:
         setup=LocalSetup(database_url=f"sqlite:///{root / 'tftsweep.db'}", store_url=store_url, threads=2),
         on_run_finished=outcomes.append,
     )
-    wall = time.perf_counter() - started
-    trained = [o.timings for o in outcomes if o.error is None]
+    return time.perf_counter() - started, [o.timings for o in outcomes if o.error is None]
+
+
+def sweep(root: Path, store_url: str | None) -> dict[str, Any]:
+    wall, trained = example_sweep_timings(root, store_url)
     return {
         "wall_s": wall,
         "runs": len(trained),
