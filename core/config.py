@@ -305,6 +305,31 @@ def _builtin_references() -> list[str]:
     return list(REFERENCES)
 
 
+# Work of one model-confidence-set or SPA computation grows with reps x configs^2 x days;
+# these bound it (rule: no request costs unbounded time).
+MAX_SELECTION_REPS = 10_000
+
+
+class SelectionConfig(StrictModel):
+    """How the whole sweep's configs are compared on their daily validation losses
+    (docs/reports.md, "Selection"): the model confidence set and the SPA test, both from
+    `arch.bootstrap` with the stationary bootstrap. It changes no run, so it merges freely."""
+
+    level: float = Field(
+        0.90, gt=0, lt=1, description="Confidence of the model confidence set (arch's `size` is 1 - level)."
+    )
+    reps: int = Field(
+        1000, ge=100, le=MAX_SELECTION_REPS, description="Bootstrap replications of the MCS and the SPA test."
+    )
+    block_size: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Mean block length of the stationary bootstrap, in days; null: ceil(T ** (1/3)) for T days.",
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the bootstrap (same inputs, same p-values).")
+
+
 class EvaluationConfig(StrictModel):
     """What the reports measure and rank by (docs/reports.md, "Metrics"). It changes no run:
     every metric is computed from the stored predictions, so a merge and `tftsweep regenerate`
@@ -323,6 +348,10 @@ class EvaluationConfig(StrictModel):
     )
     costs_bps: float = Field(
         0.0, ge=0, le=10_000, description="Cost of one unit of position change in the sign strategy, in basis points."
+    )
+    selection: SelectionConfig = Field(
+        default_factory=SelectionConfig,
+        description="The model confidence set and the SPA test over the sweep's configs (docs/reports.md).",
     )
 
     @field_validator("rank_by")
