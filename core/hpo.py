@@ -14,6 +14,11 @@ every trial, so the median pruner compares a trial only with other trials at the
 point of the same fold, never a hard fold with an easy one. Reporting goes through
 `optuna_integration`'s Lightning pruning callback.
 
+With `pruner: {type: "wilcoxon"}` the step is one (fold, seed) run instead: after run `i` the
+trial reports that run's `metric` at step `i`, and Optuna's `WilcoxonPruner` prunes it once the
+one-sided signed-rank test of those values against the best trial's at the same steps says it
+is worse (never the baseline trial, never at the last run, when nothing is left to save).
+
 Trial 0 of a new study is the baseline (`training_config`, enqueued with its values of the
 searched parameters); the summary's `comparison` says whether the best trial beats it and
 the naive forecast, with the paired signed-rank test on `metric` where both have the same
@@ -32,6 +37,7 @@ import logging
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -41,6 +47,7 @@ from typing import Any, Literal
 import numpy as np
 import optuna
 import pandas as pd
+from lightning.pytorch import Callback
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
@@ -68,6 +75,8 @@ from core.store import Store
 from core.training import DatasetCache, quiet_lightning, train_and_evaluate
 
 STUDY_DB = "optuna_study.db"
+# Optuna's WilcoxonPruner n_startup_steps default: runs of a trial before it can be pruned.
+WILCOXON_STARTUP_STEPS = 2
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -207,6 +216,52 @@ class FoldAwareMedianPruner(optuna.pruners.BasePruner):
         return decision.pruned
 
 
+class CancelCheck(Callback):
+    """Ends the trial at the end of a validation epoch once the study was cancelled (what
+    `FoldAwarePruning` does besides reporting, for a pruner that is asked once per run)."""
+
+    def __init__(self, cancelled: Callable[[], bool]) -> None:
+        self.cancelled = cancelled
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.cancelled():
+            raise StudyCancelled("the study was cancelled")
+
+
+class FoldSeedWilcoxonPruner(optuna.pruners.WilcoxonPruner):
+    """Optuna's WilcoxonPruner over one value per (fold, seed) run (step = the run's index in
+    `pairs`), with the rules the median pruner keeps: no decision before `n_startup_trials`
+    trials are complete, at the last run (nothing would be saved), nor for the baseline trial."""
+
+    def __init__(self, p_threshold: float, n_startup_steps: int, n_startup_trials: int, pairs: list[tuple[str, int]]):
+        with warnings.catch_warnings():  # experimental in Optuna 5; the pinned version is the one tested
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__init__(p_threshold=p_threshold, n_startup_steps=n_startup_steps)
+        self.p_threshold = p_threshold
+        self.n_startup_trials = n_startup_trials
+        self.pairs = pairs
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step >= len(self.pairs) - 1 or trial.user_attrs.get(BASELINE_ATTR):
+            return False
+        if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < self.n_startup_trials:
+            return False
+        pruned = super().prune(study, trial)
+        fold, seed = self.pairs[step]
+        log.info(
+            "pruning check: trial %d after run %d (fold %s, seed %d): %s by the signed-rank test against the best "
+            "trial at p < %g",
+            trial.number,
+            step,
+            fold,
+            seed,
+            "pruned" if pruned else "kept",
+            self.p_threshold,
+        )
+        return pruned
+
+
 def study_storage(out_dir: Path, url: str | None) -> str:
     """The study's storage URL: `url` (a server storage the operator configured), else an
     SQLite file in the study's folder."""
@@ -261,6 +316,8 @@ def make_pruner(config: HpoConfig) -> optuna.pruners.BasePruner:
     if p.type == "none":
         return optuna.pruners.NopPruner()
     pairs = [(fold.name, seed) for fold, seed in run_pairs(config)]
+    if p.type == "wilcoxon":
+        return FoldSeedWilcoxonPruner(p.threshold, warmup_steps(config), p.n_startup_trials, pairs)
     return FoldAwareMedianPruner(p.n_startup_trials, warmup_steps(config), epoch_stride(config), pairs)
 
 
@@ -270,11 +327,14 @@ def run_pairs(config: HpoConfig) -> list[tuple[Fold, int]]:
 
 
 def warmup_steps(config: HpoConfig) -> int:
-    """The first step at which a trial may be pruned: `pruner.n_warmup_steps` when set, else
-    the last epoch of the first run of the last fold, so the first run of every fold has
-    been trained to its end: `((folds - 1) * seeds + 1) * E - 1`."""
+    """The first step at which a trial may be pruned: `pruner.n_warmup_steps` when set; for the
+    Wilcoxon pruner Optuna's 2 runs; for the median pruner the last epoch of the first run of
+    the last fold, so the first run of every fold has been trained to its end:
+    `((folds - 1) * seeds + 1) * E - 1`."""
     if config.pruner.n_warmup_steps is not None:
         return config.pruner.n_warmup_steps
+    if config.pruner.type == "wilcoxon":
+        return WILCOXON_STARTUP_STEPS
     return ((len(config.folds) - 1) * len(config.seeds) + 1) * epoch_stride(config) - 1
 
 
@@ -309,6 +369,38 @@ class Objective:
         self.cache = DatasetCache()
         self.stride = epoch_stride(config)
         self.pairs = run_pairs(config)
+        self.per_run = config.pruner.type == "wilcoxon"
+
+    def _callback(self, trial: optuna.trial.Trial, index: int) -> Callback:
+        """Run `index`'s Lightning callback: the epoch reports of the median pruner, or (a pruner
+        that is asked once per run) only the cancel check."""
+        if self.per_run:
+            return CancelCheck(self.cancelled)
+        return FoldAwarePruning(trial, "val_loss", step_offset=index * self.stride, cancelled=self.cancelled)
+
+    def _report_run(self, trial: optuna.trial.Trial, index: int, run: dict[str, Any]) -> None:
+        """Report run `index`'s `metric` at step `index` and end the trial if the pruner says so
+        (an undefined value is reported as NaN: the Wilcoxon pruner then keeps the trial)."""
+        value = run.get(self.config.metric)
+        trial.report(math.nan if value is None else float(value), step=index)
+        if trial.should_prune():
+            fold, seed = self.pairs[index]
+            trial.set_user_attr(
+                "pruned_at",
+                {
+                    "step": index,
+                    "fold": fold.name,
+                    "seed": seed,
+                    "value": value,
+                    "rule": "wilcoxon",
+                    "p_threshold": self.config.pruner.threshold,
+                    "pruned": True,
+                },
+            )
+            raise optuna.TrialPruned(
+                f"trial {trial.number} after run {index} (fold {fold.name}, seed {seed}): worse than the best trial "
+                f"by the signed-rank test at p < {self.config.pruner.threshold:g}: pruned"
+            )
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
         params = {name: suggest(trial, name, p) for name, p in self.config.search_space.items()}
@@ -319,10 +411,11 @@ class Objective:
                 raise StudyCancelled("the study was cancelled")
             run_training: TrainingConfig = training_with(training, {"seed": seed})
             data = self.cache.get(self.frame_id, self.frame, fold, run_training, self.features)
-            pruning = FoldAwarePruning(trial, "val_loss", step_offset=index * self.stride, cancelled=self.cancelled)
-            result = train_and_evaluate(data, run_training, callbacks=[pruning])
+            result = train_and_evaluate(data, run_training, callbacks=[self._callback(trial, index)])
             runs.append({"fold": fold.name, "seed": seed, **result.metrics()})
             trial.set_user_attr("runs", runs)
+            if self.per_run:
+                self._report_run(trial, index, runs[-1])
         metric = self.config.metric
         for name in dict.fromkeys(("val_rmse", metric)):  # the table's RMSE columns, and the objective's
             values = [math.nan if r.get(name) is None else float(r[name]) for r in runs]
@@ -802,6 +895,7 @@ __all__ = [
     "MIN_TRIALS_FOR_IMPORTANCES",
     "FoldAwareMedianPruner",
     "FoldAwarePruning",
+    "FoldSeedWilcoxonPruner",
     "compare_with_baseline",
     "open_study",
     "param_importances",

@@ -153,15 +153,42 @@ class SamplerConfig(StrictModel):
     n_startup_trials: int = Field(5, ge=0, description="TPE: random trials before the model kicks in.")
 
 
+# Optuna's WilcoxonPruner default: the signed-rank test's p-value below which a trial is pruned.
+DEFAULT_P_THRESHOLD = 0.1
+
+
 class PrunerConfig(StrictModel):
-    type: Literal["median", "none"] = "median"
+    """`median`: fold-aware median pruning on each epoch's val loss; `wilcoxon`: Optuna's
+    WilcoxonPruner on one value of `metric` per (fold, seed) run against the best trial's
+    (docs/hpo.md)."""
+
+    type: Literal["median", "wilcoxon", "none"] = "median"
     n_startup_trials: int = Field(2, ge=0, description="Trials completed before pruning starts.")
     n_warmup_steps: int | None = Field(
         None,
         ge=0,
-        description="Steps of a trial before it can be pruned (a step is one epoch of one run). Default: the "
-        "first run of every fold is trained to its last epoch before any pruning (docs/hpo.md).",
+        description="Steps of a trial before it can be pruned. Median: a step is one epoch of one run; default: "
+        "the first run of every fold is trained to its last epoch first. Wilcoxon: a step is one (fold, seed) "
+        "run; default 2, Optuna's n_startup_steps (docs/hpo.md).",
     )
+    p_threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description=f"Wilcoxon only (default {DEFAULT_P_THRESHOLD}): prune a trial once the one-sided signed-rank "
+        "test of its per-run values against the best trial's gives a p-value below this.",
+    )
+
+    @model_validator(mode="after")
+    def _threshold_for_wilcoxon(self) -> PrunerConfig:
+        if self.p_threshold is not None and self.type != "wilcoxon":
+            raise ValueError(f"p_threshold applies to the wilcoxon pruner only, not to {self.type!r}")
+        return self
+
+    @property
+    def threshold(self) -> float:
+        """The Wilcoxon pruner's p-value threshold in effect."""
+        return DEFAULT_P_THRESHOLD if self.p_threshold is None else self.p_threshold
 
 
 def grid_over_cap(points: int, factors: list[int] | None = None) -> str:
@@ -321,7 +348,7 @@ def validate_hpo_config(data: Any) -> HpoConfig:
 
 
 # The pruner a study got by default before the default warm-up followed the folds (2026-12-04).
-LEGACY_DEFAULT_PRUNER = {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1}
+LEGACY_DEFAULT_PRUNER = {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1, "p_threshold": None}
 
 
 def stored_hpo_config(data: Any) -> HpoConfig:

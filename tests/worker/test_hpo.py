@@ -238,3 +238,34 @@ def test_a_study_maximises_a_higher_better_metric(tmp_path: Path) -> None:
     assert ranked == sorted(ranked, reverse=True)
     with pytest.raises(InvalidSweepConfig, match=r"metric: .val_coverage_80. cannot rank"):
         validate_hpo_config(tiny_study(metric="val_coverage_80"))
+
+
+def test_the_wilcoxon_pruner_gets_one_value_per_fold_and_seed_run(tmp_path: Path) -> None:
+    """`pruner: {type: wilcoxon}` over 2 folds x 3 seeds: each trial reports one val_rmse per
+    run at steps 0, 1, ... (the run's index), never per epoch; a pruned trial stopped before its
+    last run and says why; the baseline (trial 0) completes."""
+    root = make_data_root(tmp_path / "data")
+    config = validate_hpo_config(
+        tiny_study(
+            replica_seeds=[1, 2, 3],
+            n_trials=4,
+            search_space={"learning_rate": {"type": "categorical", "choices": [0.01, 0.5, 1.0, 2.0]}},
+            sampler={"type": "grid", "seed": 3},
+            pruner={"type": "wilcoxon", "p_threshold": 0.1, "n_startup_trials": 1},
+        )
+    )
+    out = root / "models/SYN/optuna/wilcoxon"
+    summary = run_study(root, ASSET, config, out)
+    assert summary["pruner"]["type"] == "wilcoxon" and summary["pruner"]["warmup_steps_in_effect"] == 2
+    trials = open_study(config, out).get_trials()
+    for t in trials:
+        runs = t.user_attrs["runs"]
+        assert sorted(t.intermediate_values) == list(range(len(runs)))
+        assert [t.intermediate_values[i] for i in range(len(runs))] == [r["val_rmse"] for r in runs]
+    assert trials[0].user_attrs.get("baseline") and trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert len(trials[0].user_attrs["runs"]) == 6
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "learning rate 1.0 is worse than the best trial on every run of the first fold"
+    for t in pruned:
+        assert 4 <= len(t.user_attrs["runs"]) < 6  # 4 pairs at the least for p < 0.1 (1/16)
+        assert t.user_attrs["pruned_at"]["rule"] == "wilcoxon"
