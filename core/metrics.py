@@ -6,6 +6,9 @@ once per reference forecast (`core.references`). Its column is `{split}_{name}`,
 names in `LEGACY`, which keep the columns runs had before the registry (`test_skill`,
 `test_dm_stat`, `test_dm_pvalue`). Registration order is column order; adding a metric is one
 `register_metric` call. Every value is float64 or None (undefined), never NaN.
+
+Each metric also names its loss family (`LOSSES`): the per-day loss that the model confidence
+set and the SPA test (`core.selection`) compare configs on when the sweep is ranked by it.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class Metric:
         compute: compute(rows, ref) -> value or None; `ref` is the reference's name for a
             template, None for a plain metric.
         needs_quantiles: None without the q columns (a point-loss run).
+        loss: the name of its loss family in `LOSSES`: the per-day loss `core.selection`
+            compares configs on when the sweep is ranked by this metric.
     """
 
     name: str
@@ -63,13 +68,54 @@ class Metric:
     better: str | None
     compute: Callable[[SplitRows, str | None], float | None]
     needs_quantiles: bool = False
+    loss: str = "squared"
 
     @property
     def per_reference(self) -> bool:
         return REF in self.name
 
 
+@dataclass(frozen=True)
+class Loss:
+    """A loss family: one loss per forecast day, lower is better.
+
+    Attributes:
+        name: `[a-z][a-z0-9_]*`, what `Metric.loss` names.
+        description: what it is, in words (summary.json's `selection.loss` and the docs quote it).
+        per_day: per_day(rows, costs_bps) -> one loss per row of `rows`, a run's horizon-1 rows of
+            one split in date order (float64; NaN where the loss is undefined that day).
+    """
+
+    name: str
+    description: str
+    per_day: Callable[[pd.DataFrame, float], np.ndarray]
+
+
 METRICS: dict[str, Metric] = {}
+LOSSES: dict[str, Loss] = {}
+
+
+def register_loss(loss: Loss) -> Loss:
+    """Add `loss` to `LOSSES` and return it (a metric registered after it may name it).
+
+    Raises:
+        ValueError: the name is taken or is not `[a-z][a-z0-9_]*`.
+    """
+    if not NAME_PATTERN.fullmatch(loss.name):
+        raise ValueError(f"loss name {loss.name!r} must match [a-z][a-z0-9_]*")
+    if loss.name in LOSSES:
+        raise ValueError(f"loss {loss.name!r} is already registered")
+    LOSSES[loss.name] = loss
+    return loss
+
+
+def column_loss(column: str) -> Loss:
+    """The loss family of the metric column `column` (`val_rmse`: squared error).
+
+    Raises:
+        KeyError: not a metric column of a registered metric.
+    """
+    return LOSSES[describe_column(column)[1].loss]
 
 
 def register_metric(metric: Metric) -> Metric:
@@ -85,6 +131,8 @@ def register_metric(metric: Metric) -> Metric:
         raise ValueError(f"metric {metric.name!r} is already registered")
     if metric.better is not None and metric.better not in BETTER:
         raise ValueError(f"metric {metric.name!r}: better must be 'lower', 'higher' or None, not {metric.better!r}")
+    if metric.loss not in LOSSES:
+        raise ValueError(f"metric {metric.name!r}: loss {metric.loss!r} is not a registered loss ({sorted(LOSSES)})")
     METRICS[metric.name] = metric
     return metric
 
@@ -325,8 +373,69 @@ def _coverage(low: str, high: str) -> Callable[[SplitRows, str | None], float | 
     return coverage
 
 
+def _squared_loss(rows: pd.DataFrame, costs_bps: float) -> np.ndarray:
+    loss: np.ndarray = np.square(_column(rows, "predicted") - _column(rows, "actual"))
+    return loss
+
+
+def _absolute_loss(rows: pd.DataFrame, costs_bps: float) -> np.ndarray:
+    loss: np.ndarray = np.abs(_column(rows, "predicted") - _column(rows, "actual"))
+    return loss
+
+
+def _miss_loss(rows: pd.DataFrame, costs_bps: float) -> np.ndarray:
+    """1 where the forecast's sign is not the actual's (a zero forecast misses), as dir_acc
+    counts; undefined (NaN) on a day the actual is 0, which dir_acc leaves out too."""
+    actual, predicted = _column(rows, "actual"), _column(rows, "predicted")
+    miss = (np.sign(predicted) != np.sign(actual)).astype("float64")
+    return np.where(actual != 0, miss, np.nan)
+
+
+def _strategy_loss(rows: pd.DataFrame, costs_bps: float) -> np.ndarray:
+    """-r[d]: the sign strategy's daily log return after costs, negated (a loss)."""
+    loss: np.ndarray = -strategy_returns(rows, costs_bps)["r"].to_numpy(dtype="float64")
+    return loss
+
+
+def _turnover_loss(rows: pd.DataFrame, costs_bps: float) -> np.ndarray:
+    return _position_changes(np.sign(_column(rows, "predicted")))
+
+
+def _pinball_loss(rows: pd.DataFrame, costs_bps: float) -> np.ndarray:
+    """The day's pinball loss, the mean over the 7 quantiles; NaN without the q columns."""
+    if not all(c in rows.columns for c in QUANTILE_COLUMNS):
+        return np.full(len(rows), np.nan)
+    error = _column(rows, "actual")[:, None] - rows[list(QUANTILE_COLUMNS)].to_numpy(dtype="float64")
+    levels = np.asarray(QUANTILES)
+    loss: np.ndarray = np.mean(np.maximum(levels * error, (levels - 1) * error), axis=1)
+    return loss
+
+
+register_loss(Loss("squared", "squared error (predicted - actual)^2", _squared_loss))
+register_loss(Loss("absolute", "absolute error |predicted - actual|", _absolute_loss))
+register_loss(
+    Loss(
+        "miss", "a miss: 1 when sign(predicted) != sign(actual), 0 otherwise (days with actual 0 left out)", _miss_loss
+    )
+)
+register_loss(
+    Loss(
+        "strategy",
+        "the sign strategy's negated daily return -r[d] = -(pos[d]*actual[d] - c*|pos[d] - pos[d-1]|)",
+        _strategy_loss,
+    )
+)
+register_loss(Loss("turnover", "the sign strategy's position change |pos[d] - pos[d-1]|", _turnover_loss))
+register_loss(
+    Loss(
+        "pinball",
+        "the pinball loss, mean over the 7 quantiles of max(q*(actual - y_q), (q - 1)*(actual - y_q))",
+        _pinball_loss,
+    )
+)
+
 register_metric(Metric("rmse", "sqrt(mean((predicted - actual)^2)) over the split's rows", "lower", _rmse_metric))
-register_metric(Metric("mae", "mean(|predicted - actual|) over the split's rows", "lower", _mae))
+register_metric(Metric("mae", "mean(|predicted - actual|) over the split's rows", "lower", _mae, loss="absolute"))
 register_metric(
     Metric(
         "mase",
@@ -334,6 +443,7 @@ register_metric(
         "(None when s is 0 or the window has fewer than 2 days)",
         "lower",
         _mase,
+        loss="absolute",
     )
 )
 register_metric(
@@ -342,6 +452,7 @@ register_metric(
         "over rows with actual != 0: the share with sign(predicted) == sign(actual) (a zero forecast misses)",
         "higher",
         _dir_acc,
+        loss="miss",
     )
 )
 register_metric(
@@ -350,23 +461,29 @@ register_metric(
         "one-sided binomial test of dir_acc's hits against 0.5: binomtest(hits, n, 0.5, alternative='greater')",
         "lower",
         _dir_pvalue,
+        loss="miss",
     )
 )
 _STRATEGY = (
     "of r[d] = pos[d]*actual[d] - c*|pos[d] - pos[d-1]|, pos = sign(predicted) on horizon-1 rows in date order, "
     "flat before the first day, c = costs_bps / 10000"
 )
-register_metric(Metric("sharpe", f"mean(r) / std(r, ddof=1) * sqrt(252) {_STRATEGY}", "higher", _sharpe))
+register_metric(
+    Metric("sharpe", f"mean(r) / std(r, ddof=1) * sqrt(252) {_STRATEGY}", "higher", _sharpe, loss="strategy")
+)
 register_metric(
     Metric(
         "sharpe_pvalue",
         f"one-sided t-test that mean(r) > 0: t.sf(mean(r) / (std(r, ddof=1) / sqrt(n)), n - 1) {_STRATEGY}",
         "lower",
         _sharpe_pvalue,
+        loss="strategy",
     )
 )
-register_metric(Metric("total_return", f"sum(r) (a log return) {_STRATEGY}", "higher", _total_return))
-register_metric(Metric("turnover", "mean(|pos[d] - pos[d-1]|) of the sharpe strategy", "lower", _turnover))
+register_metric(Metric("total_return", f"sum(r) (a log return) {_STRATEGY}", "higher", _total_return, loss="strategy"))
+register_metric(
+    Metric("turnover", "mean(|pos[d] - pos[d-1]|) of the sharpe strategy", "lower", _turnover, loss="turnover")
+)
 register_metric(
     Metric("{ref}_rmse", "sqrt(mean((ref - actual)^2)): the reference's RMSE on the same rows", "lower", _ref_rmse)
 )
@@ -395,6 +512,7 @@ register_metric(
         "lower",
         _pinball,
         needs_quantiles=True,
+        loss="pinball",
     )
 )
 register_metric(
