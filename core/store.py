@@ -148,6 +148,10 @@ class Store(Protocol):
     def publish_version(self, asset: str, output_subdir: str, fold: str, version: str) -> None:
         """Make a trained model version (`core.paths.model_version`) visible to readers."""
 
+    def fetch_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
+        """Bring one published model version, every file of it (a cached run copies it);
+        False when the store has none."""
+
     def drop_local_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
         """Forget this machine's copy of a model version it published: the store serves it
         from now on. On the local disk the data root is the store, so nothing is removed.
@@ -218,6 +222,9 @@ class LocalStore:
 
     def publish_version(self, asset: str, output_subdir: str, fold: str, version: str) -> None:
         pass
+
+    def fetch_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
+        return version_folder(sweep_dir(self.root, asset, output_subdir), fold, version).is_dir()
 
     def drop_local_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
         return False
@@ -323,6 +330,9 @@ class ObjectStore:
 
     def publish_version(self, asset: str, output_subdir: str, fold: str, version: str) -> None:
         self._publish_folder(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
+
+    def fetch_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
+        return self._fetch_folder(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
 
     def drop_local_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
         return self._drop_local_folder(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
