@@ -20,13 +20,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from core.errors import FieldError, InvalidSweepConfig
 from core.feature_sets import FEATURE_SETS
+from core.folds import FoldPattern, first_test_end, fold_count, generate_windows
 from core.names import SafeName
 
 M = TypeVar("M", bound=BaseModel)
@@ -153,9 +156,121 @@ class SplitConfig(Window):
 
 
 class Fold(Window):
-    """One walk-forward fold."""
+    """One walk-forward fold.
+
+    Its embargo (`walk_forward.embargo_days`, one value for every fold of a config) travels
+    with it to every place that cuts its rows (`core.datasets.fold_rows`) and into its runs'
+    keys, but is not one of its keys: it is set once, on the walk-forward block, and copied onto
+    each fold when the block is validated."""
 
     name: SafeName
+    _embargo_days: int = PrivateAttr(0)
+
+    @property
+    def embargo_days(self) -> int:
+        """Dataset rows left out at the end of the train window and at the end of the val window."""
+        return self._embargo_days
+
+    def with_embargo(self, rows: int) -> Fold:
+        """A copy of this fold with an embargo of `rows` rows."""
+        copy = self.model_copy()
+        copy._embargo_days = rows
+        return copy
+
+
+# Generous bounds that keep date arithmetic inside the calendar checks: a window of a thousand
+# years, an embargo of forty years of trading days.
+MAX_WINDOW_YEARS = 1000
+MAX_EMBARGO_DAYS = 10_000
+
+
+def _is_zero(value: int) -> bool:
+    return value == 0
+
+
+class FoldGenerator(StrictModel):
+    """`walk_forward.generate`: walk-forward folds from a pattern (docs/config.md, "Generated
+    folds"). Expanded once, on validation, into the explicit `walk_forward.folds` that a stored
+    config (`analysis_config.json`) holds.
+
+    `end` is declared last so that its check, which counts the folds, sees every other key."""
+
+    start: DateStr = Field(description="First day of the first fold's train window (YYYYMMDD).")
+    train_days: int | None = Field(
+        None, ge=1, le=MAX_WINDOW_YEARS * 366, description="Train window in calendar days (instead of train_years)."
+    )
+    train_years: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_WINDOW_YEARS,
+        validate_default=True,
+        description="Train window in calendar years (or give train_days).",
+    )
+    val_years: int = Field(ge=1, le=MAX_WINDOW_YEARS, description="Validation window in calendar years.")
+    test_years: int = Field(ge=1, le=MAX_WINDOW_YEARS, description="Test window in calendar years.")
+    step_years: int | None = Field(
+        None, ge=1, le=MAX_WINDOW_YEARS, description="Years every window moves from one fold to the next (test_years)."
+    )
+    expanding: bool = Field(False, description="Keep every fold's train_start at `start` (the train window grows).")
+    embargo_days: int = Field(
+        0, ge=0, le=MAX_EMBARGO_DAYS, description="Copied into walk_forward.embargo_days (dataset rows)."
+    )
+    end: DateStr = Field(description="Last day a test window may reach: the last fold's test window ends by it.")
+
+    @field_validator("train_years")
+    @classmethod
+    def _one_train_size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if "train_days" not in info.data:
+            return value  # train_days is invalid and reported on its own
+        days = info.data["train_days"]
+        if value is None and days is None:
+            raise ValueError("required key is missing (give train_years, or train_days for a train window in days)")
+        if value is not None and days is not None:
+            raise ValueError(f"give train_years or train_days, not both (got {value} years and {days} days)")
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _folds_fit(cls, value: str, info: ValidationInfo) -> str:
+        if "start" in info.data and parse_date(info.data["start"]) >= parse_date(value):
+            raise ValueError(f"end {value} must be after start {info.data['start']}")
+        needed = ("start", "train_days", "train_years", "val_years", "test_years", "step_years", "expanding")
+        if any(key not in info.data for key in needed) or (
+            info.data["train_years"] is None and info.data["train_days"] is None
+        ):
+            return value  # a size is invalid or missing, and reported on its own
+        pattern = _pattern({**info.data, "end": value})
+        count = fold_count(pattern)  # arithmetic: no fold is built before the limit is checked
+        if count > MAX_LIST:
+            raise ValueError(
+                f"generates {count:,} folds, over the limit of {MAX_LIST:,} (a larger step_years or a later start "
+                "gives fewer)"
+            )
+        if count == 0:
+            reach = first_test_end(pattern)
+            when = "past the calendar" if reach is None else f"on {reach:%Y%m%d}"
+            raise ValueError(f"generates no fold: the first fold's test window ends {when}, after end {value}")
+        return value
+
+    def pattern(self) -> FoldPattern:
+        return _pattern(self.model_dump())
+
+    def folds(self) -> list[Fold]:
+        """The explicit folds this pattern stands for, first to last."""
+        return [Fold(name=w.name, **w.window_dict()) for w in generate_windows(self.pattern())]
+
+
+def _pattern(data: dict[str, Any]) -> FoldPattern:
+    return FoldPattern(
+        start=parse_date(data["start"]),
+        end=parse_date(data["end"]),
+        train_years=data["train_years"],
+        train_days=data["train_days"],
+        val_years=data["val_years"],
+        test_years=data["test_years"],
+        step_years=data["step_years"] or data["test_years"],
+        expanding=data["expanding"],
+    )
 
 
 class WalkForward(StrictModel):
@@ -168,6 +283,23 @@ class WalkForward(StrictModel):
         description="Allow windows that start before the dataset's first date or end after its last; they are cut "
         "to the data and the cut windows are reported (`effective_folds`).",
     )
+    # Never written back (`exclude`): once validated, the block holds the folds it generated, and a
+    # stored config lists them explicitly, so reading it again gives the same folds.
+    generate: FoldGenerator | None = Field(
+        None,
+        exclude=True,
+        description="Generate the folds from a pattern instead of listing them (docs/config.md, 'Generated folds'); "
+        "not together with `folds`.",
+    )
+    # Written only when set: a config without an embargo stores the same bytes as before the key existed.
+    embargo_days: int = Field(
+        0,
+        ge=0,
+        le=MAX_EMBARGO_DAYS,
+        exclude_if=_is_zero,
+        description="Dataset rows left out of every fold at the end of its train window and at the end of its "
+        "val window, so no training or validation target reaches into the next window; the test window stays whole.",
+    )
 
     @field_validator("folds")
     @classmethod
@@ -177,10 +309,41 @@ class WalkForward(StrictModel):
             raise ValueError(f"duplicate fold names: {dupes}")
         return folds
 
+    @field_validator("generate")
+    @classmethod
+    def _generate_alone(cls, value: FoldGenerator | None, info: ValidationInfo) -> FoldGenerator | None:
+        if value is None:
+            return value
+        if info.data.get("folds"):
+            raise ValueError(
+                "give walk_forward.folds or walk_forward.generate, not both (a stored config lists the generated "
+                "folds: drop them to generate again)"
+            )
+        if info.data.get("enabled") is False:
+            raise ValueError("walk_forward.enabled is false: set it to true to use generated folds")
+        return value
+
+    @field_validator("embargo_days")
+    @classmethod
+    def _one_embargo(cls, value: int, info: ValidationInfo) -> int:
+        if value and info.data.get("enabled") is False:
+            raise ValueError("walk_forward.enabled is false: an embargo applies to walk-forward folds only")
+        generate = info.data.get("generate")
+        if generate is not None and generate.embargo_days and generate.embargo_days != value:
+            raise ValueError(
+                f"{value} differs from walk_forward.generate.embargo_days ({generate.embargo_days}): give it once"
+            )
+        return value
+
     @model_validator(mode="after")
-    def _folds_given(self) -> WalkForward:
+    def _expand(self) -> WalkForward:
+        # The block is frozen; its folds are settled here, once, before anyone reads them.
+        if self.generate is not None:
+            object.__setattr__(self, "folds", self.generate.folds())
+            object.__setattr__(self, "embargo_days", self.generate.embargo_days or self.embargo_days)
         if self.enabled and not self.folds:
             raise ValueError("walk_forward.enabled is true but no folds are given")
+        object.__setattr__(self, "folds", [fold.with_embargo(self.embargo_days) for fold in self.folds])
         return self
 
 

@@ -785,12 +785,23 @@ def validate_dataset(frame: pd.DataFrame, features: list[str]) -> None:
     _check_finite(frame, ["target", *features], "dataset")
 
 
+# The windows an embargo shortens, at their end: the rows just before the next window.
+EMBARGOED = ("train", "val")
+
+
 def fold_rows(frame: pd.DataFrame, fold: Fold) -> dict[str, pd.DataFrame]:
-    """The rows of each window of `fold` (inclusive dates)."""
+    """The rows of each window of `fold` (inclusive dates, `frame` in date order), less the
+    fold's embargo: its last `fold.embargo_days` rows of the train and of the val window are
+    left out (docs/config.md, "Embargo"), so no target the model trains on, or is stopped and
+    selected by, lies within `embargo_days` rows of the window after it. The test window, the
+    one a fold is named and judged by, stays whole."""
     out = {}
     for part in WINDOWS:
         start, end = _window_dates(fold, part)
-        out[part] = frame[(frame["date"] >= start) & (frame["date"] <= end)]
+        rows = frame[(frame["date"] >= start) & (frame["date"] <= end)]
+        if part in EMBARGOED and fold.embargo_days:
+            rows = rows.iloc[: max(0, len(rows) - fold.embargo_days)]
+        out[part] = rows
     return out
 
 
@@ -802,7 +813,8 @@ def _window_dates(fold: Fold, part: str) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 @dataclass(frozen=True)
 class FoldCounts:
-    """How many rows each window of a fold has, and how many precede it."""
+    """How many rows each window of a fold has (after its embargo, as `fold_rows` cuts them),
+    and how many precede it."""
 
     fold: Fold
     rows: dict[str, int]
@@ -818,8 +830,16 @@ def fold_counts(dates: pd.DatetimeIndex, fold: Fold) -> FoldCounts:
         start, end = _window_dates(fold, part)
         first = int(dates.searchsorted(start, side="left"))
         rows[part] = max(0, int(dates.searchsorted(end, side="right")) - first)
-        before[part] = first  # unique sorted dates: those before the window's first row
+        if part in EMBARGOED:
+            rows[part] = max(0, rows[part] - fold.embargo_days)
+        # Unique sorted dates: those before the window's first row (embargoed rows still precede
+        # the next window and feed its encoder: they are its past, not its targets).
+        before[part] = first
     return FoldCounts(fold, rows, before)
+
+
+def _after_embargo(fold: Fold, part: str) -> str:
+    return f" after an embargo of {fold.embargo_days} rows" if part in EMBARGOED and fold.embargo_days else ""
 
 
 def fold_problem(counts: FoldCounts, encoder: int, prediction: int) -> str | None:
@@ -828,14 +848,16 @@ def fold_problem(counts: FoldCounts, encoder: int, prediction: int) -> str | Non
     need_train = encoder + prediction + 1
     if counts.rows["train"] < need_train:
         return (
-            f"fold {fold.name}: train window {fold.train_start}..{fold.train_end} has {counts.rows['train']} rows; "
-            f"max_encoder_length={encoder} + max_prediction_length={prediction} needs at least {need_train}"
+            f"fold {fold.name}: train window {fold.train_start}..{fold.train_end} has {counts.rows['train']} rows"
+            f"{_after_embargo(fold, 'train')}; max_encoder_length={encoder} + max_prediction_length={prediction} "
+            f"needs at least {need_train}"
         )
     for part in ("val", "test"):
         if counts.rows[part] < prediction:
             return (
                 f"fold {fold.name}: {part} window {getattr(fold, part + '_start')}..{getattr(fold, part + '_end')} "
-                f"has {counts.rows[part]} rows; at least max_prediction_length={prediction} are needed"
+                f"has {counts.rows[part]} rows{_after_embargo(fold, part)}; at least "
+                f"max_prediction_length={prediction} are needed"
             )
         if counts.before[part] < encoder:
             return (
@@ -859,7 +881,8 @@ def check_fold_fits(frame: pd.DataFrame, fold: Fold, training: TrainingConfig) -
 
 def fold_paths(keys: ExperimentConfig) -> list[str]:
     """Where each effective fold is written in the config: `walk_forward.folds[i]`, or
-    `split_config` for the one `default` fold."""
+    `split_config` for the one `default` fold. Generated folds are named by their place in
+    `walk_forward.folds` too: the list `analysis_config.json` holds them in."""
     if keys.walk_forward.enabled:
         return [f"walk_forward.folds[{i}]" for i in range(len(keys.walk_forward.folds))]
     return ["split_config"]
@@ -874,6 +897,11 @@ def folds_out_of_range(keys: ExperimentConfig, asset: str, first: date, last: da
     errors: list[FieldError] = []
     span = f"{asset}'s dataset runs {first:%Y%m%d}..{last:%Y%m%d}"
     fix = "move the window inside the data, or set walk_forward.clip_to_data: true to cut windows to it"
+    if keys.walk_forward.generate is not None:
+        fix = (
+            "move walk_forward.generate.start and end inside the data (generated folds), or set "
+            "walk_forward.clip_to_data: true to cut windows to it"
+        )
     for path, fold in zip(fold_paths(keys), keys.folds, strict=True):
         days = {key: parse_date(getattr(fold, key)) for key in WINDOW_KEYS}
         before = [key for key in WINDOW_KEYS if days[key] < first]

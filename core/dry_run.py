@@ -70,11 +70,13 @@ def plan_counts(plan: SweepPlan, new_runs: list[PlannedRun]) -> dict[str, Any]:
     kinds = {
         c.config_id: {"kind": c.kind, "param_name": c.param_name, "param_value": c.param_value} for c in plan.configs
     }
+    # Each fold's windows, so generated folds (`walk_forward.generate`) can be read before anything trains.
+    windows = {f.name: {**f.window_dict(), "embargo_days": f.embargo_days} for f in plan.folds}
     return {
         "runs_new": len(new_runs),
         "runs_total": len(plan.runs),
         "configs": rows("config_id", [c.config_id for c in plan.configs], "config_id", kinds),
-        "folds": rows("fold", [f.name for f in plan.folds], "fold", {}),
+        "folds": rows("fold", [f.name for f in plan.folds], "fold", windows),
         "seeds": rows("seed", plan.seeds, "seed", {}),
     }
 
@@ -211,11 +213,23 @@ def dry_run_report(
     }
 
 
+def fold_lines(plan: dict[str, Any]) -> list[str]:
+    """One line per fold of a dry run's `plan`: its windows and embargo (generated folds are
+    read here before anything trains)."""
+    lines = []
+    for fold in plan["folds"]:
+        windows = "  ".join(f"{p} {fold[p + '_start']}..{fold[p + '_end']}" for p in ("train", "val", "test"))
+        embargo = f"  (embargo: last {fold['embargo_days']} rows of train and of val left out)"
+        lines.append(f"  fold {fold['fold']}: {windows}{embargo if fold['embargo_days'] else ''}")
+    return lines
+
+
 def dry_run_lines(report: dict[str, Any]) -> list[str]:
-    """The dry run as the lines `tftsweep plan` prints."""
+    """The dry run as the lines `tftsweep plan` prints: each fold's windows, then the detectability."""
     d = report["detectability"]
     smallest = d["smallest_pvalue_after_holm"]
     lines = [
+        *fold_lines(report["plan"]),
         f"detectability: {d['pairs_per_variant']} pairs per variant (folds x seeds), Holm family {d['family']}, "
         f"smallest adjusted p-value {'-' if smallest is None else format(smallest, '.3g')} "
         f"(alpha {d['alpha']:g}): better {'reachable' if d['better_reachable'] else 'not reachable'}; "

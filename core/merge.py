@@ -118,14 +118,29 @@ def _normalised_params(config: SweepConfig, params: dict[str, Any]) -> dict[str,
 
 
 def _folds(old: SweepConfig, new: SweepConfig) -> list[MergeViolation]:
+    """Old folds stay, by name, with the same windows; new ones may be added. Folds generated
+    from `walk_forward.generate` are compared as the explicit folds they expand into, so a later
+    `end` adds folds and any other change to the pattern changes (or removes) old ones. The
+    embargo is one value for every fold and is compared once: changing it changes every fold's
+    rows."""
     out: list[MergeViolation] = []
-    new_by_name = {f.name: f for f in new.walk_forward.folds}
-    for i, fold in enumerate(old.walk_forward.folds):
+    old_wf, new_wf = old.walk_forward, new.walk_forward
+    if old_wf.embargo_days != new_wf.embargo_days:
+        out.append(
+            MergeViolation(
+                "walk_forward.embargo_days",
+                old_wf.embargo_days,
+                new_wf.embargo_days,
+                "may not change (it changes the rows of every fold)",
+            )
+        )
+    new_by_name = {f.name: f for f in new_wf.folds}
+    for i, fold in enumerate(old_wf.folds):
         path = f"walk_forward.folds[{i}]"
         match = new_by_name.get(fold.name)
         if match is None:
             out.append(MergeViolation(path, fold.model_dump(), None, f"fold {fold.name!r} may not be removed"))
-        elif match != fold:
+        elif match.model_dump() != fold.model_dump():
             out.append(
                 MergeViolation(path, fold.model_dump(), match.model_dump(), f"fold {fold.name!r} may not be changed")
             )

@@ -76,12 +76,18 @@ def canonical_json(data: Any) -> str:
 
 
 def run_key_for(training: TrainingConfig, fold: Fold, seed: int, features: list[str]) -> str:
-    """The deterministic identity of a run: hash of its full training params, fold and seed."""
+    """The deterministic identity of a run: hash of its full training params, fold and seed.
+
+    A fold's embargo is part of its definition when it has one (other rows train); without one
+    the payload is the one keys were computed from before embargoes existed, so no key moved."""
     params = training.model_dump()
     params["seed"] = seed
+    fold_definition: dict[str, Any] = {"name": fold.name, **fold.window_dict()}
+    if fold.embargo_days:
+        fold_definition["embargo_days"] = fold.embargo_days
     payload = {
         "training": params,
-        "fold": {"name": fold.name, **fold.window_dict()},
+        "fold": fold_definition,
         "seed": seed,
         "features": features,
     }

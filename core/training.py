@@ -115,6 +115,7 @@ class DatasetCache:
             frame_id,
             fold.name,
             tuple(fold.window_dict().values()),
+            fold.embargo_days,
             training.max_encoder_length,
             training.max_prediction_length,
             tuple(features),
@@ -152,7 +153,10 @@ def set_torch_threads(threads: int) -> None:
 
 
 def build_fold_data(frame: pd.DataFrame, fold: Fold, training: TrainingConfig, features: list[str]) -> FoldData:
-    """Datasets for one fold; scalers and the target normaliser see the train window only."""
+    """Datasets for one fold; scalers and the target normaliser see the train window only.
+
+    The windows are `fold_rows`' (the fold's embargo left out at the end of train and val):
+    the train set, the validation targets and the references all stop short of the next window."""
     check_fold_fits(frame, fold, training)
     data = frame[["date", "asset", "target", *features]].copy()
     data["asset"] = data["asset"].astype(str).astype("category")
