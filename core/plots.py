@@ -407,6 +407,53 @@ def plot_direction_accuracy(ranking: pd.DataFrame, title: str, top: int = 25) ->
     return fig
 
 
+def plot_selection_mcs(block: dict[str, Any] | None, title: str, top: int = 25) -> Figure:
+    """Each config's mean daily validation loss on the days the model confidence set compared
+    them on (`core.selection`), lowest first, with its MCS p-value: members of the set filled,
+    the others hollow; at most `top` configs (those with the lowest mean loss)."""
+    available = block is not None and block.get("available")
+    means: dict[str, float] = block["mcs"]["mean_loss"] if available and block is not None else {}
+    order = sorted(means, key=lambda c: means[c])[:top]
+    labels = [_wrapped(c) for c in order]
+    fig, ax = _bar_figure(labels)
+    if block is None or not available:
+        reason = block.get("reason") if block is not None else None
+        _note(ax, _wrapped(f"not computed: {reason}" if reason else "not computed", 60))
+        ax.set_title(_wrapped(title, 70))
+        return fig
+    members = set(block["mcs"]["members"])
+    pvalues = block["mcs"]["pvalues"]
+    y = np.arange(len(order))[::-1]
+    values = np.array([means[c] for c in order])
+    inside = np.array([c in members for c in order])
+    # Dots, not bars: the losses differ in their last digits, and a bar from 0 would hide it.
+    ax.scatter(values[inside], y[inside], color=BETTER, s=36, zorder=3)
+    ax.scatter(values[~inside], y[~inside], facecolors="none", edgecolors=BASELINE, s=36, zorder=3)
+    for yi, config_id, value in zip(y, order, values, strict=True):
+        ax.text(value, yi + 0.2, f"MCS p={pvalues[config_id]:.2g}", ha="center", fontsize=7, color=BASELINE)
+    ax.set_yticks(y, labels, fontsize=9)
+    ax.set_ylim(-0.6, len(order) - 0.4)
+    low, high = float(values.min()), float(values.max())
+    pad = max(high - low, abs(high) * 1e-3, 1e-12)
+    ax.set_xlim(low - 0.15 * pad, high + 0.15 * pad)
+    _few_ticks(ax.xaxis)
+    level = f"{block['level']:.0%}"
+    ax.set_xlabel(
+        f"mean daily {block['loss'].split(' (')[0]} (the loss of {block['metric']}) over "
+        f"{block['days_used']} validation days"
+    )
+    more = len(means) - len(order)
+    suffix = f" ({more} more not shown)" if more > 0 else ""
+    ax.set_title(_wrapped(f"{title}{suffix}", 70))
+    legend = [
+        Patch(color=BETTER, label=f"in the {level} model confidence set ({len(members)})"),
+        Patch(facecolor="none", edgecolor=BASELINE, label=f"outside it ({len(means) - len(members)})"),
+    ]
+    ax.legend(handles=legend, fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
 def plot_coverage(observed: dict[str, dict[float, float]], title: str) -> Figure:
     """Nominal against observed coverage of the quantile intervals (80%: q10-q90, 96%: q02-q98),
     per config; a calibrated model sits on the diagonal."""

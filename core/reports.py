@@ -167,6 +167,17 @@ COLUMN_DOCS: dict[str, tuple[type, str]] = {
         "Robust score of the rank_by metric over its runs: mean + std where lower is better, mean - std where "
         "higher is better (the sort key).",
     ),
+    # Written by the report build from the stored predictions (core.selection), not by this module.
+    "mcs_pvalue": (
+        float,
+        "The config's p-value in the model confidence set (arch, method R) on the daily validation losses of the "
+        "rank_by metric's family; empty when not computed (summary.json selection.reason says why).",
+    ),
+    "in_mcs": (
+        bool,
+        "Whether the config is in the model confidence set at evaluation.selection.level (mcs_pvalue above "
+        "1 - level); empty when not computed.",
+    ),
     "avg_delta_rmse_vs_baseline": (float, "Mean val-RMSE delta to the baseline over pairs (the sort key)."),
     "std_delta_rmse_vs_baseline": (float, "Its sample standard deviation (0 with one pair)."),
     "win_rate": (float, "Share of pairs where the variant's val RMSE is below the baseline's."),

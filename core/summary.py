@@ -4,7 +4,9 @@ counts, the baseline, the best config, the best value per parameter, the top 5, 
 worth to a researcher: direction, a sign strategy after costs, skill against each reference),
 and a `significance` block that says, in numbers and in plain sentences, whether the winner is
 real: against the baseline (paired Wilcoxon, Holm, on the rank_by metric), against the naive
-forecast (Diebold-Mariano), and whether the view that fold volatility cannot drive agrees.
+forecast (Diebold-Mariano), and whether the view that fold volatility cannot drive agrees; and
+a `selection` block (`core.selection`): the model confidence set and the SPA test over every
+config tried, which the sentence puts in words too.
 
 Past 450 lines because the blocks and the sentences that put them in words are written
 together: a number and the sentence that reads it must not drift apart, and every sentence
@@ -33,6 +35,7 @@ from core.reports import (
     RANKING_SIGNIFICANCE_COLUMNS,
     rank_direction,
 )
+from core.selection import selection_sentence
 from core.significance import BETTER, INSUFFICIENT, WORSE, pairs_needed, smallest_adjusted_pvalue
 
 # A config's statistics in the summary: its ranking row's seed columns and `rank_score`, less its
@@ -93,13 +96,15 @@ def best_config(ranking: pd.DataFrame) -> pd.Series | None:
 @dataclass(frozen=True)
 class SummaryFacts:
     """What a summary states beside its tables: when it was made, the dataset's fingerprint, the
-    fold it is of (None: the sweep), and how many succeeded runs were scored from which file
-    (`core.rescore.scored_from_counts`)."""
+    fold it is of (None: the sweep), how many succeeded runs were scored from which file
+    (`core.rescore.scored_from_counts`), and the selection block (`core.selection.select_configs`
+    at sweep level, one of its `folds` for a fold; None: not computed here)."""
 
     generated_at: str | None = None
     dataset: dict[str, Any] | None = None
     fold: str | None = None
     scored_from: dict[str, int] | None = None
+    selection: dict[str, Any] | None = None
 
 
 def build_summary(
@@ -134,6 +139,7 @@ def build_summary(
         )
     alpha = config.stats.alpha
     evaluation = evaluation_block(config.evaluation, runs, best_row, alpha, scored_from)
+    selection = facts.selection if facts.selection is not None else NOT_SELECTED
     not_done = runs[runs["status"] != "succeeded"]
     summary: dict[str, Any] = json_safe(
         {
@@ -157,7 +163,10 @@ def build_summary(
             "top5": [_stats(row) | {"rank": int(row["rank"])} for _, row in ranking.head(5).iterrows()],
             "rank_by": config.evaluation.rank_by,
             "evaluation": evaluation,
-            "significance": significance(ranking, alpha, config.evaluation.rank_by, evaluation["best_config"]),
+            "significance": significance(
+                ranking, alpha, config.evaluation.rank_by, evaluation["best_config"], selection
+            ),
+            "selection": selection,
             "drift": drift,
             "scored_from": scored_from,
             "failed_runs": _named(not_done[not_done["status"] == "failed"]),
@@ -167,6 +176,14 @@ def build_summary(
         }
     )
     return summary
+
+
+# A summary built without the report build's selection (the API's, computed now from the
+# database) says so rather than guess: the block needs every run's stored predictions.
+NOT_SELECTED: dict[str, Any] = {
+    "available": False,
+    "reason": "not computed here: the report build computes it from the stored predictions (summary.json)",
+}
 
 
 def evaluation_block(
@@ -278,11 +295,13 @@ def significance(
     alpha: float,
     rank_by: str = DEFAULT_RANK_BY,
     measured: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Is the winner real? The best config against the baseline (on `rank_by`, as the ranking
     judged it) and the naive forecast, how many pairs the test needs with this many variants,
     whether the relative view agrees, and plain sentences; `measured`: the best config's block of
-    `evaluation_block`, which the last sentence puts in words."""
+    `evaluation_block`, which a sentence puts in words; `selection`: the summary's selection
+    block, whose sentence (`core.selection.selection_sentence`) comes last when it was computed."""
     others = ranking[ranking["config_id"] != BASELINE_ID]
     variants = others[others["n_runs"] > 0]
     compared = variants[variants["n_pairs"] > 0]
@@ -313,8 +332,11 @@ def significance(
         block["best_config"] = {k: json_safe(best_row[k]) for k in VERDICT_KEYS}
         block["best_beats_naive"] = _beats_naive(best_row)
         block["best_dm_better_share"] = json_safe(best_row["dm_better_share"])
+    chosen = selection_sentence(selection, alpha)
     block["sentence"] = " ".join(
-        filter(None, [_sentence(block, compared, best_row, alpha, rank_by), _measured_sentence(rank_by, measured)])
+        filter(
+            None, [_sentence(block, compared, best_row, alpha, rank_by), _measured_sentence(rank_by, measured), chosen]
+        )
     )
     return block
 

@@ -40,6 +40,7 @@ from core.reports import (
 )
 from core.rescore import rescore_records, scored_from_counts
 from core.runs import METRIC_COLUMNS, SCORED_FROM
+from core.selection import select_configs, spelled_for_csv, with_selection
 from core.summary import SummaryFacts, best_config, build_summary
 from core.sweep_folder import SweepFolderConfig, read_analysis_config, read_run_records, write_analysis_config
 from core.sweep_runs import SweepRunsFiles, runs_table
@@ -52,6 +53,7 @@ PLOT_LOSS = "best_config_loss_curves.png"
 PLOT_STRATEGY = "strategy_returns.png"
 PLOT_DIRECTION = "direction_accuracy.png"
 PLOT_COVERAGE = "coverage.png"
+PLOT_SELECTION = "selection_mcs.png"
 MAX_LOSS_CURVES = 10
 
 
@@ -110,15 +112,20 @@ def regenerate_sweep(
     )
 
 
-def sweep_ranking(records: list[dict[str, Any]], config: SweepConfig) -> pd.DataFrame:
+def sweep_ranking(
+    records: list[dict[str, Any]], config: SweepConfig, selection: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """The sweep-level table `config_ranking.csv` holds, built from run records by the same
     functions (ordered by `config.evaluation.rank_by`, with its metric columns): what a caller
-    that has the records shows without reading the file back."""
+    that has the records shows without reading the file back. `selection`: the summary's
+    `selection` block (what `write_sweep_reports` returned), which fills `mcs_pvalue` and
+    `in_mcs`; without it they are empty."""
     evaluation = config.evaluation
     runs = runs_table(records, metric_columns(evaluation.references))
-    return build_config_ranking(
+    ranking = build_config_ranking(
         runs, alpha=config.stats.alpha, rank_by=evaluation.rank_by, metrics=metric_names(evaluation.references)
     )
+    return with_selection(ranking, selection)
 
 
 def load_drift_dataset(root: Path, analysis: SweepFolderConfig) -> pd.DataFrame:
@@ -213,17 +220,22 @@ def write_sweep_reports(
     ranking = build_config_ranking(
         runs, alpha=alpha, fold_ranking=per_fold_ranking, pairs=pairs, rank_by=rank_by, metrics=metrics
     )
+    fold_rankings = split_by_fold(per_fold_ranking, names)
+    # The model confidence set and the SPA test on the configs' daily validation losses (the
+    # stored predictions): columns at the end of every ranking, a block in the summary.
+    selection = select_configs(sweep, runs, ranking, fold_rankings, evaluation)
+    ranking = with_selection(ranking, selection)
+    fold_rankings = {name: with_selection(table, selection["folds"][name]) for name, table in fold_rankings.items()}
     detail = ImpactDetail(runs, pairs, sweep_runs.cells)
     impact = build_param_impact_summary(detail.overall, alpha=alpha)
-    write_csv(sweep / "config_ranking.csv", ranking)
+    write_csv(sweep / "config_ranking.csv", spelled_for_csv(ranking))
     write_text_atomic(sweep / "param_impact_detail.csv", detail.overall_csv(), durable=False)
     write_csv(sweep / "param_impact_summary.csv", impact)
-    fold_rankings = split_by_fold(per_fold_ranking, names)
     fold_impacts = split_by_fold(build_param_impact_summary(detail.per_fold, per_fold=True, alpha=alpha), names)
     for name in names:
         directory = sweep / "folds" / name
         sweep_runs.write_fold(directory, name)
-        write_csv(directory / "config_ranking.csv", fold_rankings[name])
+        write_csv(directory / "config_ranking.csv", spelled_for_csv(fold_rankings[name]))
         write_text_atomic(directory / "param_impact_detail.csv", detail.fold_csv(name), durable=False)
         write_csv(directory / "param_impact_summary.csv", fold_impacts[name])
 
@@ -234,7 +246,14 @@ def write_sweep_reports(
     plot_files: list[str] = []
     if plots:
         plot_files += _draw_plots(
-            sweep, sweep / "plots", "", runs, ranking, ReportTables(detail.overall, impact), drift, config
+            sweep,
+            sweep / "plots",
+            "",
+            runs,
+            ranking,
+            ReportTables(detail.overall, impact, selection),
+            drift,
+            config,
         )
         for name in names:
             plot_files += _draw_plots(
@@ -243,7 +262,9 @@ def write_sweep_reports(
                 f"fold {name}: ",
                 runs[runs["fold"] == name],
                 fold_rankings[name],
-                ReportTables(detail.per_fold[detail.per_fold["fold"] == name], fold_impacts[name]),
+                ReportTables(
+                    detail.per_fold[detail.per_fold["fold"] == name], fold_impacts[name], selection["folds"][name]
+                ),
                 drift[drift["fold"] == name] if drift is not None else None,
                 config,
             )
@@ -255,7 +276,7 @@ def write_sweep_reports(
         impact,
         drift_summary,
         plot_files,
-        SummaryFacts(generated_at, analysis.dataset, scored_from=_scored_from(records)),
+        SummaryFacts(generated_at, analysis.dataset, scored_from=_scored_from(records), selection=selection),
     )
     write_json_atomic(sweep / "summary.json", summary)
     return summary
@@ -327,10 +348,12 @@ def build_all_models_ranked(sweep: Path) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class ReportTables:
-    """The paired tables one set of plots draws: `param_impact_detail` and `param_impact_summary`."""
+    """The tables one set of plots draws: `param_impact_detail`, `param_impact_summary` and the
+    selection block (`core.selection`) of the same table."""
 
     detail: pd.DataFrame
     impact: pd.DataFrame
+    selection: dict[str, Any] | None = None
 
 
 def _draw_plots(
@@ -381,6 +404,10 @@ def _draw_plots(
         costs,
     )
     drawn[PLOT_DIRECTION] = plots.plot_direction_accuracy(ranking, f"{prefix}test directional accuracy per config")
+    drawn[PLOT_SELECTION] = plots.plot_selection_mcs(
+        paired.selection,
+        f"{prefix}mean daily validation loss per config, the model confidence set marked",
+    )
     coverage = _coverage(ranking)
     if coverage:  # quantile runs only
         drawn[PLOT_COVERAGE] = plots.plot_coverage(coverage, f"{prefix}quantile intervals: nominal vs observed")

@@ -235,7 +235,10 @@ def test_the_sweep_ranking_files_follow_the_evaluation_block(tmp_path: Path) -> 
     for path in (tmp_path / "config_ranking.csv", tmp_path / "folds" / "f1" / "config_ranking.csv"):
         table = pd.read_csv(path)
         assert table["config_id"].tolist() == ["hidden_size=8", "baseline", "dropout=0.2"]
-        assert table.columns[-1] == RANK_SCORE and "mean_val_dir_acc" in table.columns
+        # The selection's columns come last (empty here: these runs stored no predictions).
+        assert list(table.columns[-3:]) == [RANK_SCORE, "mcs_pvalue", "in_mcs"] and "mean_val_dir_acc" in table.columns
+        assert table["mcs_pvalue"].isna().all() and table["in_mcs"].isna().all()
+    assert summary["selection"]["available"] is False and "no validation predictions" in summary["selection"]["reason"]
 
 
 def test_runs_recorded_without_test_skill_get_it_from_their_rmses() -> None:
