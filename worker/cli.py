@@ -369,6 +369,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     sweeps = [_sweep_dir_arg(s, current) for s in args.sweep_dir]
     out = Path(args.out) if args.out else Path.cwd() / "compare"
     table, report = write_compare(sweeps, out, args.alpha)
+    print(report["sentence"])  # across assets: the transfer, first
+    if report["kind"] == "transfer":
+        _print_transfer(report)
+        print(f"  {out / 'compare_transfer.csv'}, {out / 'compare_mcs.csv'}, {out / 'compare.csv'}")
+        return EXIT_OK
     common = report["common"]
     print(
         f"compared {', '.join(report['sweeps'])} on {len(common['folds'])} folds, {len(common['seeds'])} seeds, "
@@ -391,6 +396,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     print(f"  {out / 'compare.csv'}, {out / 'compare_significance.csv'}")
     return EXIT_OK
+
+
+def _print_transfer(report: dict[str, Any]) -> None:
+    """Each shared variant's delta against its own sweep's baseline, on each side, and whether they agree."""
+    for found in report["transfer"]:
+        print(f"{found['reference']} -> {found['sweep']} ({found['metric']}, variant - own baseline, relative):")
+        for row in found["rows"]:
+            sides = ["-" if row[f"rel_delta_{s}"] is None else f"{row[f'rel_delta_{s}']:+.2%}" for s in ("a", "b")]
+            same = {True: "same sign", False: "opposite signs", None: "not paired in both"}[row["same_sign"]]
+            mcs = {True: "in", False: "out", None: "-"}
+            print(
+                f"  {row['config_id']}: {sides[0]} / {sides[1]} ({same}); MCS {mcs[row['in_mcs_a']]} / "
+                f"{mcs[row['in_mcs_b']]}"
+            )
 
 
 def cmd_hpo(args: argparse.Namespace) -> int:
@@ -538,7 +557,10 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--asset", help="the asset, for folders written before analysis_config.json recorded it")
     p.set_defaults(handler=cmd_adopt)
 
-    p = sub.add_parser("compare", help="rank configs of several sweeps on their common folds, seeds and configs")
+    p = sub.add_parser(
+        "compare",
+        help="compare sweeps: on one asset on their common folds, seeds and configs; across assets by transfer",
+    )
     p.add_argument("--sweep-dir", action="append", default=[], required=True, help="a sweep folder (repeat)")
     p.add_argument("--out", help="output folder (default ./compare)")
     p.add_argument("--alpha", type=float, help="significance level (default: the first sweep's)")

@@ -3,7 +3,7 @@ and the two middlewares that shape answers by method (`Allow` on a 405, `HEAD` a
 
 InvalidSweepConfig 422 (each problem with its field), DatasetError 422 (its field: asset,
 file or dataset), DatasetTooLarge 413 (an upload over a dataset limit); SweepExists,
-StudyExists, DatasetExists, MergeRejected, SweepFolderError, Conflict and UnsafePath 409;
+StudyExists, DatasetExists, MergeRejected, SweepFolderError, Conflict, UnsafePath and NothingToCompare 409;
 StoreError 503 (the object store failed: try again); sqlalchemy's pool TimeoutError 503
 with Retry-After (every database connection is in use).
 """
@@ -26,6 +26,7 @@ from core.errors import (
     DatasetTooLarge,
     InvalidSweepConfig,
     MergeRejected,
+    NothingToCompare,
     StoreError,
     StudyExists,
     SweepExists,
@@ -65,6 +66,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DatasetExists)
     @app.exception_handler(Conflict)
     @app.exception_handler(UnsafePath)
+    @app.exception_handler(NothingToCompare)
     async def exists(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 

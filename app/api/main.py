@@ -19,7 +19,7 @@ from app.api.errors import AllowHeaderMiddleware, HeadAsGetMiddleware, install_e
 from app.api.metrics import ApiMetrics, MetricsMiddleware
 from app.api.metrics import router as metrics_router
 from app.api.models import ErrorPublic
-from app.api.routes import datasets, health, hpo, sweeps, ui
+from app.api.routes import compare, datasets, health, hpo, sweeps, ui
 from app.api.security import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None, queue: RunQueue | None = None, 
     app.include_router(health.router)
     app.include_router(metrics_router)
     app.include_router(sweeps.router)
+    app.include_router(compare.router)
     app.include_router(hpo.router)
     app.include_router(datasets.router)
     app.include_router(ui.router)

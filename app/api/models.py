@@ -201,22 +201,67 @@ RANKING_ROW_COLUMNS = (
     *RANKING_RELATIVE_COLUMNS,
     *RANKING_FAMILY_COLUMNS,
 )
-RankingRow = _row_model(
+# The last two columns of config_ranking.csv, from the report build's model confidence set
+# (app.db.selection): null where the answer's `selection` is not available.
+MCS_COLUMN_DOCS: dict[str, tuple[Any, str]] = {
+    "mcs_pvalue": (
+        float,
+        "The config's MCS p-value (Hansen, Lunde and Nason): it is in the model confidence set at level L when "
+        "mcs_pvalue >= 1 - L. Null when `selection.available` is false.",
+    ),
+    "in_mcs": (
+        bool,
+        "Whether the config is in the model confidence set (at `selection.level`) of the metric the ranking is by. "
+        "Null when `selection.available` is false.",
+    ),
+}
+_RANKING_FIELDS: dict[str, Any] = {
+    c: (ranking_column_doc(c)[0] | None, Field(None, description=ranking_column_doc(c)[1]))
+    for c in (*RANKING_ROW_COLUMNS, *ranking_metric_columns(metric_names(list(REFERENCES))), RANK_SCORE)
+}
+_RANKING_FIELDS |= {c: (kind | None, Field(None, description=text)) for c, (kind, text) in MCS_COLUMN_DOCS.items()}
+RankingRow = create_model(
     "RankingRow",
-    "A row of config_ranking.csv, its columns in the file's order: the seed's (the relative view only at sweep "
-    "level), then `mean_val_{m}`, `std_val_{m}` and `mean_test_{m}` for each metric of the sweep's "
-    "evaluation.references (those of a metric registered later too) and last `rank_score`, the robust score "
-    "of the metric the rows are ranked by.",
-    (*RANKING_ROW_COLUMNS, *ranking_metric_columns(metric_names(list(REFERENCES))), RANK_SCORE),
-    extra=True,
+    __doc__="A row of config_ranking.csv, its columns in the file's order: the seed's (the relative view only at "
+    "sweep level), then `mean_val_{m}`, `std_val_{m}` and `mean_test_{m}` for each metric of the sweep's "
+    "evaluation.references (those of a metric registered later too), `rank_score`, the robust score of the metric "
+    "the rows are ranked by, and last `mcs_pvalue` and `in_mcs`, the model confidence set of the report build.",
+    __config__=ConfigDict(extra="allow"),
+    **_RANKING_FIELDS,
 )
 
 
-def ranking_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+def ranking_rows(
+    table: pd.DataFrame, members: dict[str, tuple[float | None, bool | None]] | None = None
+) -> list[dict[str, Any]]:
     """A ranking table as `RankingRow`s, in the table's column order (as config_ranking.csv),
-    each seed column present. Plain dicts: a model would move the columns of a metric it does
-    not name after `rank_score`."""
-    return [{**dict.fromkeys(RANKING_ROW_COLUMNS), **row} for row in table_rows(table)]
+    each seed column present, and last `mcs_pvalue`, `in_mcs` from `members` (null where a
+    config has none). Plain dicts: a model would move the columns of a metric it does not name
+    after `rank_score`."""
+    found = members or {}
+    rows = []
+    for row in table_rows(table):
+        pvalue, member = found.get(str(row["config_id"]), (None, None))
+        rows.append({**dict.fromkeys(RANKING_ROW_COLUMNS), **row, "mcs_pvalue": pvalue, "in_mcs": member})
+    return rows
+
+
+class SelectionPublic(BaseModel):
+    """The model confidence set and SPA test of the sweep's last report build (summary.json's
+    `selection`), shown with a ranking only when computed for it: the same revision of the sweep and
+    the metric the ranking is by. Otherwise `available` is false and `reason` says why."""
+
+    model_config = ConfigDict(extra="allow")
+
+    available: bool
+    reason: str | None = Field(None, description="Why it is not available (stale, another metric, not computed).")
+    computed_for: str | None = Field(None, description="The rank_by metric the report build computed it for.")
+    revision: int | None = Field(None, description="The sweep revision it was computed at.")
+    level: float | None = Field(None, description="The confidence level of the set (evaluation.selection.level).")
+    mcs: dict[str, Any] | None = Field(None, description="`members` (config ids), `size`, `pvalues` per config.")
+    spa: dict[str, Any] | None = Field(
+        None, description="Hansen's SPA p-values (`lower`, `consistent`, `upper`) of the best config vs the baseline."
+    )
 
 
 ImpactRow = _row_model(
@@ -236,14 +281,23 @@ class RankingPublic(BaseModel):
         description="What `?metric=` may name: the val_ column of each registered metric with a direction, for "
         "the sweep's evaluation.references."
     )
-    data: list[RankingRow]  # type: ignore[valid-type]
+    selection: SelectionPublic
+    data: list[RankingRow]
     count: int
 
 
-def ranking_json(fold: str | None, metric: str, metrics: list[str], table: pd.DataFrame) -> bytes:
+def ranking_json(
+    fold: str | None,
+    metric: str,
+    metrics: list[str],
+    table: pd.DataFrame,
+    selection: dict[str, Any],
+    members: dict[str, tuple[float | None, bool | None]],
+) -> bytes:
     """A `RankingPublic` answer's JSON, its rows as `ranking_rows` gives them."""
-    rows = ranking_rows(table)
-    return orjson.dumps({"fold": fold, "metric": metric, "metrics": metrics, "data": rows, "count": len(rows)})
+    rows = ranking_rows(table, members)
+    answer = {"fold": fold, "metric": metric, "metrics": metrics, "selection": selection, "data": rows}
+    return orjson.dumps({**answer, "count": len(rows)})
 
 
 class ParamImpactPublic(BaseModel):
@@ -324,3 +378,46 @@ class WorkersPublic(BaseModel):
     count: int
     live: int
     heartbeat_seconds: float
+
+
+class ComparedSweepPublic(BaseModel):
+    id: int
+    asset: str
+    output_subdir: str
+    label: str = Field(description="`{asset}/{output_subdir}`: how the comparison names the sweep.")
+
+
+class ComparePublic(BaseModel):
+    """Two sweeps compared (core.compare): on one asset on their common folds, seeds and configs
+    (as `tftsweep compare`); on different assets by transfer, never by their error levels."""
+
+    a: ComparedSweepPublic
+    b: ComparedSweepPublic
+    kind: str = Field(description="`same asset` or `transfer` (the sweeps are on different assets).")
+    sentence: str = Field(description="The answer in words; across assets it leads with the transfer.")
+    sweeps: list[str]
+    assets: list[str]
+    common: dict[str, Any] = Field(description="The `folds` (same name and dates), `seeds` and `configs` compared.")
+    left_out: dict[str, Any] = Field(description="Per sweep what was left out (folds, seeds, configs, runs).")
+    alpha: float
+    metric: str | None = Field(
+        None, description="Across assets: the transfer metric (a's evaluation.rank_by, else val_rmse)."
+    )
+    transfer: list[dict[str, Any]] = Field(
+        description="Across assets (empty on one asset): `n_variants`, `n_same_sign`, `sign_agreement` and its "
+        "one-sided binomial `sign_agreement_pvalue`, `correlation` (`spearman`, `kendall` of the two rankings' "
+        "rank_score over the shared configs, with p-values; null with `reason` below 3 configs), `chosen` (a's "
+        "best shared config and its `rank_b` on b, `in_mcs_b`), `sentence`, and `rows`: per shared variant "
+        "`delta_a/b` (mean paired variant - own baseline), `rel_delta_a/b` (over |mean baseline|), `vs_naive_a/b` "
+        "(mean val_rmse / val_naive_rmse - 1), `same_sign`, `rank_a/b`, `in_mcs_a/b`, `mcs_pvalue_a/b`."
+    )
+    significance: list[dict[str, Any]] = Field(
+        description="On one asset: b against a per common config on the same config, fold and seed (as "
+        "compare_significance.csv); empty across assets, where RMSE levels follow each asset's volatility."
+    )
+    mcs: dict[str, Any] = Field(
+        description="Each sweep's model confidence set for the shared configs: `sweeps` (`available`, `reason` "
+        "per sweep) and `rows` (`sweep`, `config_id`, `in_mcs`, `mcs_pvalue`)."
+    )
+    table: list[dict[str, Any]] = Field(description="compare.csv: each sweep's ranking of the configs compared.")
+    note: str

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.api.cache import BuildOnce, json_answer
 from app.db.models import RunState, Sweep
+from app.db.selection import SelectionView, selection_view, stored_selection
 from app.db.session import LoopReader
 from app.db.sweeps import run_counts, run_records, stored_config
 from core.config import EvaluationConfig
@@ -29,8 +30,8 @@ from core.summary import best_config
 from core.sweep_runs import runs_table
 
 # What changes in a sweep, read with one primary-key lookup:
-# id, revision, status, updated_at, reports_at, continue_on_error.
-SweepHead = Row[int, int, str, datetime, datetime | None, bool]
+# id, revision, status, updated_at, reports_at, continue_on_error, selection_at.
+SweepHead = Row[int, int, str, datetime, datetime | None, bool, datetime | None]
 _columns = Sweep.__table__.c
 _HEAD = select(
     _columns.id,
@@ -39,6 +40,7 @@ _HEAD = select(
     _columns.updated_at,
     _columns.reports_at,
     _columns.continue_on_error,
+    _columns.selection_at,
 ).where(_columns.id == bindparam("sweep_id"))
 
 
@@ -109,6 +111,13 @@ class SweepTables:
             return split_by_fold(folds, [fold])[fold]
 
         return self.cache.get((*self.key("ranking", sweep, fold), rank_by), build)
+
+    def selection(self, sweep: Sweep, fold: str | None, rank_by: str) -> SelectionView:
+        """The model confidence set and SPA test the last report build recorded, for a ranking of
+        `fold` (or the sweep) by `rank_by`: available only when computed for this revision and
+        this metric (app.db.selection.selection_view)."""
+        key = (*self.key("selection", sweep, fold), sweep.selection_at, rank_by)
+        return self.cache.get(key, lambda: selection_view(stored_selection(sweep), sweep.revision, rank_by, fold))
 
     def rankable(self, sweep: Sweep) -> list[str]:
         """The columns the sweep's ranking may be ordered by (`rankable_columns` of its references)."""

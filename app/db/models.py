@@ -69,6 +69,13 @@ class Sweep(Base):
     # further requests join it instead of queueing builds of their own (app.db.lifecycle.request_reports).
     reports_wanted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
+    # What the last report build found of the model confidence set and the SPA test, as JSON
+    # (app.db.selection): computed from the runs' predictions, which only the report build reads,
+    # with the revision and rank_by it was computed for. `selection_at` (when it was recorded)
+    # keys the API's cached answers that carry it, since recording it changes no run.
+    selection_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    selection_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
     runs: Mapped[list[Run]] = relationship(back_populates="sweep", order_by="Run.ordinal")
 
 

@@ -25,10 +25,12 @@ from app.db.reports import (
     take_report_lock,
 )
 from app.db.reports import request_reports as flag_reports_wanted
+from app.db.selection import record_selection, selection_record
 from app.db.session import session_scope
 from app.db.sweeps import folder_config, run_records, sweep_is_done
 from app.queue import RunQueue
 from app.settings import Settings
+from core.compare import Membership, read_mcs_membership
 from core.paths import ensure_inside, sweep_dir
 from core.rescore import needs_rescore, rescore_records, scoring_key
 from core.store import Store
@@ -98,6 +100,7 @@ def build_reports(
         try:
             snap = _scored_snapshot(factory, store, sweep_id)
             summary = _write_files(store, snap, plots)
+            _record_selection(factory, store, sweep_id, snap, summary)
             if snap.done:
                 with session_scope(factory) as session:
                     if mark_reports_built(session, sweep_id, snap.revision):
@@ -173,6 +176,34 @@ def _write_files(store: Store, snap: _Snapshot, plots: bool) -> dict[str, Any]:
         for version in store.drop_unpublished_versions(asset, subdir, UNPUBLISHED_GRACE_SECONDS):
             log.warning("sweep %s: removed %s, a model version whose upload never finished", folder.name, version)
     return summary
+
+
+def _record_selection(
+    factory: sessionmaker[Session], store: Store, sweep_id: int, snap: _Snapshot, summary: dict[str, Any]
+) -> None:
+    """Keep in the database what the build found of the model confidence set and SPA test
+    (summary.json's `selection`, each ranking file's `mcs_pvalue`/`in_mcs`), for the revision it
+    read and the rank_by it ranked by: the API ranks from the database and cannot recompute them
+    (they need every run's predictions). One small read per ranking file written."""
+    config = snap.folder.config
+    folder = sweep_dir(store.root, snap.folder.asset, config.output_subdir)
+    folds = {
+        fold.name: _members(read_mcs_membership(folder / "folds" / fold.name / "config_ranking.csv"))
+        for fold in config.folds
+    }
+    record = selection_record(
+        snap.revision,
+        config.evaluation.rank_by,
+        summary.get("selection"),
+        _members(read_mcs_membership(folder / "config_ranking.csv")),
+        {name: members for name, members in folds.items() if members is not None},
+    )
+    with session_scope(factory) as session:
+        record_selection(session, sweep_id, record)
+
+
+def _members(found: Membership) -> dict[str, list[Any]] | None:
+    return None if found.configs is None else {c: [p, m] for c, (p, m) in found.configs.items()}
 
 
 def request_reports(factory: sessionmaker[Session], queue: RunQueue, settings: Settings, sweep_id: int) -> bool:

@@ -282,17 +282,25 @@ async def ranking(sweep_id: SweepId, request: Request, fold: FoldQuery = None, m
     paired delta, its 95% interval, the Holm-adjusted Wilcoxon p-value), its skill against the
     naive forecast, the metric columns of every metric of the sweep's references and, at sweep
     level, the relative view (error relative to the naive forecast, mean rank within folds).
-    `metrics` lists what `metric` may name. Cached per metric until a run of the sweep changes;
+    `metrics` lists what `metric` may name. Each row ends with `mcs_pvalue` and `in_mcs`, and
+    `selection` gives the model confidence set and SPA test, as the last report build computed
+    them from the runs' predictions: shown only for the ranking they were computed for (the
+    sweep's evaluation.rank_by, at the sweep's current revision), else null with `selection.reason`.
+    Cached per metric until a run of the sweep changes or a report build records its selection;
     carries an `ETag` (send it back in `If-None-Match` for a 304)."""
 
     def build(tables: SweepTables) -> bytes:
         sweep = _sweep_or_404(tables.session, sweep_id)
         _check_fold(tables, sweep, fold)  # a fold once valid stays valid: merges only add folds
         rank_by, choices = _check_metric(tables, sweep, metric)
-        return ranking_json(fold, rank_by, choices, tables.ranking(sweep, fold, rank_by))
+        view = tables.selection(sweep, fold, rank_by)
+        return ranking_json(fold, rank_by, choices, tables.ranking(sweep, fold, rank_by), view.block, view.members)
 
     return await cached_json(
-        request, sweep_id, lambda head: (*SweepTables.key("ranking-body", head, fold), metric), build
+        request,
+        sweep_id,
+        lambda head: (*SweepTables.key("ranking-body", head, fold), head.selection_at, metric),
+        build,
     )
 
 
@@ -347,7 +355,10 @@ def summary(
     says whether the winner is real: alpha, the best config's delta vs the baseline with its
     95% interval, Holm p-value and verdict, the pairs the exact test needs, whether the best
     config beats the naive forecast by the Diebold-Mariano test, whether the relative view
-    agrees, and one plain `sentence`."""
+    agrees, and one plain `sentence`. Its `selection` block (model confidence set, SPA test) is the
+    one the last report build recorded, shown only while it describes the sweep's current runs
+    (`available` false and a `reason` otherwise): it needs every run's predictions, which only
+    the report build reads."""
     from core.summary import SummaryFacts, build_summary
 
     sweep = _sweep_or_404(session, sweep_id)
@@ -367,7 +378,12 @@ def summary(
         tables.impact(sweep, fold),
         drift_headline,
         plots,
-        SummaryFacts(dataset=stored_dataset(sweep), fold=fold, scored_from=tables.scored_from(sweep, fold)),
+        SummaryFacts(
+            dataset=stored_dataset(sweep),
+            fold=fold,
+            scored_from=tables.scored_from(sweep, fold),
+            selection=tables.selection(sweep, fold, config.evaluation.rank_by).block,
+        ),
     )
     return result
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import swagger_ui_bundle
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -40,6 +41,16 @@ def sweeps_page(request: Request) -> HTMLResponse:
 @router.get("/sweeps/{sweep_id}", response_class=HTMLResponse)
 def sweep_page(request: Request, sweep_id: SweepId) -> HTMLResponse:
     return templates.TemplateResponse(request, "sweep.html", {"sweep_id": sweep_id, "artifacts": list(SWEEP_ARTIFACTS)})
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    a: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    b: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> HTMLResponse:
+    """Two sweeps compared (GET /compare, fetched by the page); `a` and `b` prefill the form."""
+    return templates.TemplateResponse(request, "compare.html", {"a": a, "b": b})
 
 
 @router.get("/hpo", response_class=HTMLResponse)

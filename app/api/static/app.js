@@ -224,7 +224,7 @@ async function sweepsPage() {
 }
 
 // The verdict, then what decides it and the interval that goes with it; the unadjusted interval further on.
-const RANKING = ["rank", "config_id", "verdict", "delta_vs_baseline", "simultaneous_ci_low", "simultaneous_ci_high",
+const RANKING = ["rank", "config_id", "in_mcs", "mcs_pvalue", "verdict", "delta_vs_baseline", "simultaneous_ci_low", "simultaneous_ci_high",
   "holm_pvalue", "holm_family", "n_runs", "n_failed", "mean_val_rmse", "std_val_rmse", "robust_score",
   "ci95_low", "ci95_high", "mean_test_skill", "dm_better_share", "robust_rel_score", "mean_fold_rank"];
 const IMPACT = ["param_name", "param_value", "verdict", "avg_delta_rmse_vs_baseline", "simultaneous_ci_low",
@@ -278,8 +278,38 @@ async function rankingTable(id) {
     select.dataset.choices = answer.metrics.join("\n");
   }
   select.value = answer.metric;
-  renderTable(document.getElementById("ranking"), answer.data, rankingColumns(answer.metric), badge);
+  const selection = answer.selection || {available: false, reason: "not in this answer"};
+  renderTable(document.getElementById("ranking"), answer.data, rankingColumns(answer.metric),
+    (tr, row) => { badge(tr, row); mcsMarker(tr, row, selection); });
   document.getElementById("ranking-note").textContent = familyNote(answer.data, "variant");
+  document.getElementById("selection").textContent = selectionText(selection, answer.data.length);
+}
+
+// The in_mcs cell as a marker: "in MCS" for a member of the model confidence set, "out" otherwise,
+// "–" (with the reason as its tooltip) where the set is not known for this ranking.
+function mcsMarker(tr, row, selection) {
+  const cell = tr.querySelector('td[data-column="in_mcs"]');
+  if (!cell) return;
+  if (row.in_mcs === true) cell.replaceChildren(el("span", {class: "badge mcs-in", text: "in MCS"}));
+  else if (row.in_mcs === false) cell.replaceChildren(el("span", {class: "badge mcs-out", text: "out"}));
+  else cell.replaceChildren(el("span", {class: "mcs-unknown", title: selection.reason || "not computed", text: "–"}));
+}
+
+// The ranking answer's selection block in one sentence: the size of the model confidence set and
+// the SPA test of the best config against the baseline, or why they are not shown.
+function selectionText(selection, configs) {
+  if (!selection.available) return `Model confidence set: not shown for this ranking (${selection.reason}).`;
+  const level = `${Math.round((selection.level ?? 0.9) * 100)}%`;
+  const mcs = selection.mcs || {members: [], size: 0};
+  const days = selection.days_used ? ` on ${selection.days_used} validation days` : "";
+  let text = `${mcs.size} of ${configs} configs are in the ${level} model confidence set of ${selection.computed_for}` +
+    `${days} (marked "in MCS": they cannot be told apart from the best).`;
+  const spa = selection.spa;
+  if (spa && spa.consistent !== undefined && spa.consistent !== null) {
+    text += ` After accounting for the ${selection.configs_tried} configs tried, SPA p = ${fmt(spa.consistent)} ` +
+      "for the best config against the baseline.";
+  }
+  return text;
 }
 
 // The seed's ranking columns with, after robust_score, the chosen val_ metric's mean and std over
@@ -348,6 +378,78 @@ async function driftTable(id) {
   }
   renderTable(table, rows, DRIFT, (tr, row) => tr.classList.add(`band-${row.psi_band}`));
   note.textContent = `${rows.length} rows (feature × fold × window), largest PSI first; click a column to sort.`;
+}
+
+// Two sweeps compared (GET /compare): the answer's sentence first; across assets the transfer
+// table (each variant against its own sweep's baseline), on one asset the paired significance.
+const TRANSFER = ["config_id", "same_sign", "rel_delta_a", "rel_delta_b", "delta_a", "delta_b", "vs_naive_a",
+  "vs_naive_b", "rank_a", "rank_b", "in_mcs_a", "in_mcs_b", "n_pairs_a", "n_pairs_b"];
+const COMPARE_SIGNIFICANCE = ["config_id", "verdict", "mean_delta", "simultaneous_ci_low", "simultaneous_ci_high",
+  "holm_pvalue", "n_pairs"];
+const COMPARE_MCS = ["sweep", "config_id", "in_mcs", "mcs_pvalue"];
+const COMPARE_TABLE = ["sweep", "rank", "config_id", "n_runs", "mean_val_rmse", "std_val_rmse", "robust_score"];
+
+function mcsCells(tr, row) {
+  for (const cell of tr.querySelectorAll('td[data-column^="in_mcs"]')) {
+    const value = row[cell.dataset.column];
+    if (value === true) cell.replaceChildren(el("span", {class: "badge mcs-in", text: "in MCS"}));
+    else if (value === false) cell.replaceChildren(el("span", {class: "badge mcs-out", text: "out"}));
+  }
+  const same = tr.querySelector('td[data-column="same_sign"]');
+  if (same && row.same_sign !== null && row.same_sign !== undefined) {
+    same.replaceChildren(el("span", {class: `badge ${row.same_sign ? "verdict-better" : "verdict-worse"}`,
+      text: row.same_sign ? "same sign" : "opposite"}));
+  }
+}
+
+async function comparePage() {
+  const form = document.getElementById("compare-form");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const a = document.getElementById("compare-a").value, b = document.getElementById("compare-b").value;
+    history.replaceState(null, "", `/ui/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+    showComparison(a, b).catch(report);
+  });
+  const a = document.getElementById("compare-a").value, b = document.getElementById("compare-b").value;
+  if (a && b) await showComparison(a, b);
+}
+
+async function showComparison(a, b) {
+  const errors = document.getElementById("compare-errors");
+  const sentence = document.getElementById("compare-sentence");
+  const response = await api(`/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+  let body = null;
+  try { body = await response.json(); } catch (e) { body = null; }
+  if (!response.ok) {
+    sentence.textContent = `Not compared (${response.status}).`;
+    showErrors(errors, response, body);
+    return;
+  }
+  errors.replaceChildren();
+  document.getElementById("compare-title").textContent = `Compare ${body.a.label} with ${body.b.label}`;
+  sentence.textContent = body.sentence;
+  document.getElementById("compare-note").textContent = body.note;
+  const cross = body.kind === "transfer";
+  document.getElementById("transfer-section").hidden = !cross;
+  document.getElementById("significance-section").hidden = cross;
+  if (cross) {
+    const found = body.transfer[0];
+    const corr = found.correlation;
+    const rho = corr.spearman === null ? `no rank correlation (${corr.reason})`
+      : `Spearman ${fmt(corr.spearman)} (p ${fmt(corr.spearman_pvalue)}), Kendall ${fmt(corr.kendall)} ` +
+        `(p ${fmt(corr.kendall_pvalue)}) over ${corr.n_configs} configs`;
+    document.getElementById("transfer-stats").textContent =
+      `${found.n_same_sign} of ${found.n_variants} variants move the same way against their own baseline ` +
+      `(${found.metric}; a = ${found.reference}, b = ${found.sweep}); ${rho}.`;
+    renderTable(document.getElementById("transfer"), found.rows, TRANSFER, mcsCells);
+  } else {
+    renderTable(document.getElementById("compare-significance"), body.significance, COMPARE_SIGNIFICANCE, badge);
+  }
+  const known = Object.entries(body.mcs.sweeps).map(([label, s]) => s.available ? `${label}: known`
+    : `${label}: not known (${s.reason})`);
+  document.getElementById("compare-mcs-note").textContent = `${known.join("; ")}. ${body.mcs.note}.`;
+  renderTable(document.getElementById("compare-mcs"), body.mcs.rows, COMPARE_MCS, mcsCells);
+  renderTable(document.getElementById("compare-table"), body.table, COMPARE_TABLE);
 }
 
 async function studiesPage() {
@@ -592,7 +694,7 @@ document.addEventListener("DOMContentLoaded", () => {
     window.location.reload();
   });
   const pages = {sweeps: sweepsPage, sweep: sweepPage, studies: studiesPage, study: studyPage,
-    workers: workersPage, submit: async () => submitPage()};
+    workers: workersPage, submit: async () => submitPage(), compare: comparePage};
   workersStatus();
   const page = pages[document.body.dataset.page];
   if (page) page().catch(report);
