@@ -20,7 +20,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -155,29 +154,6 @@ class SplitConfig(Window):
     """The single split used when walk-forward is off."""
 
 
-class Fold(Window):
-    """One walk-forward fold.
-
-    Its embargo (`walk_forward.embargo_days`, one value for every fold of a config) travels
-    with it to every place that cuts its rows (`core.datasets.fold_rows`) and into its runs'
-    keys, but is not one of its keys: it is set once, on the walk-forward block, and copied onto
-    each fold when the block is validated."""
-
-    name: SafeName
-    _embargo_days: int = PrivateAttr(0)
-
-    @property
-    def embargo_days(self) -> int:
-        """Dataset rows left out at the end of the train window and at the end of the val window."""
-        return self._embargo_days
-
-    def with_embargo(self, rows: int) -> Fold:
-        """A copy of this fold with an embargo of `rows` rows."""
-        copy = self.model_copy()
-        copy._embargo_days = rows
-        return copy
-
-
 # Generous bounds that keep date arithmetic inside the calendar checks: a window of a thousand
 # years, an embargo of forty years of trading days.
 MAX_WINDOW_YEARS = 1000
@@ -186,6 +162,28 @@ MAX_EMBARGO_DAYS = 10_000
 
 def _is_zero(value: int) -> bool:
     return value == 0
+
+
+class Fold(Window):
+    """One walk-forward fold.
+
+    Its embargo is one value for every fold of a config (`walk_forward.embargo_days`), copied
+    onto each fold when the block is validated, so that everything that reads or serialises a
+    fold (`core.datasets.fold_rows`, run keys, a stored config) carries it. Written only when set:
+    a fold without one dumps the keys it always did."""
+
+    name: SafeName
+    embargo_days: int = Field(
+        0,
+        ge=0,
+        le=MAX_EMBARGO_DAYS,
+        exclude_if=_is_zero,
+        description="The fold's embargo, as walk_forward.embargo_days sets it (given here, it must equal that).",
+    )
+
+    def with_embargo(self, rows: int) -> Fold:
+        """A copy of this fold with an embargo of `rows` rows."""
+        return self.model_copy(update={"embargo_days": rows})
 
 
 class FoldGenerator(StrictModel):
@@ -257,7 +255,7 @@ class FoldGenerator(StrictModel):
 
     def folds(self) -> list[Fold]:
         """The explicit folds this pattern stands for, first to last."""
-        return [Fold(name=w.name, **w.window_dict()) for w in generate_windows(self.pattern())]
+        return [Fold.model_validate({"name": w.name, **w.window_dict()}) for w in generate_windows(self.pattern())]
 
 
 def _pattern(data: dict[str, Any]) -> FoldPattern:
@@ -275,6 +273,16 @@ def _pattern(data: dict[str, Any]) -> FoldPattern:
 
 class WalkForward(StrictModel):
     enabled: bool = False
+    # Declared before `folds` so the folds' check sees it; written only when set, so a config
+    # without an embargo stores the same bytes as before the key existed.
+    embargo_days: int = Field(
+        0,
+        ge=0,
+        le=MAX_EMBARGO_DAYS,
+        exclude_if=_is_zero,
+        description="Dataset rows left out of every fold at the end of its train window and at the end of its "
+        "val window, so no training or validation target reaches into the next window; the test window stays whole.",
+    )
     folds: list[Fold] = Field(default_factory=list, max_length=MAX_LIST)
     # Off by default: a window outside the dataset's dates is refused, never cut silently. A
     # config stored before this key existed reads as false.
@@ -291,22 +299,29 @@ class WalkForward(StrictModel):
         description="Generate the folds from a pattern instead of listing them (docs/config.md, 'Generated folds'); "
         "not together with `folds`.",
     )
-    # Written only when set: a config without an embargo stores the same bytes as before the key existed.
-    embargo_days: int = Field(
-        0,
-        ge=0,
-        le=MAX_EMBARGO_DAYS,
-        exclude_if=_is_zero,
-        description="Dataset rows left out of every fold at the end of its train window and at the end of its "
-        "val window, so no training or validation target reaches into the next window; the test window stays whole.",
-    )
+
+    @field_validator("embargo_days")
+    @classmethod
+    def _walk_forward_only(cls, value: int, info: ValidationInfo) -> int:
+        if value and info.data.get("enabled") is False:
+            raise ValueError("walk_forward.enabled is false: an embargo applies to walk-forward folds only")
+        return value
 
     @field_validator("folds")
     @classmethod
-    def _unique_names(cls, folds: list[Fold]) -> list[Fold]:
+    def _unique_names(cls, folds: list[Fold], info: ValidationInfo) -> list[Fold]:
         dupes = sorted(duplicates(f.name for f in folds))
         if dupes:
             raise ValueError(f"duplicate fold names: {dupes}")
+        embargo = info.data.get("embargo_days")
+        if embargo is None:
+            return folds  # embargo_days is invalid and reported on its own
+        for i, fold in enumerate(folds):
+            if "embargo_days" in fold.model_fields_set and fold.embargo_days != embargo:
+                raise ValueError(
+                    f"folds[{i}] ({fold.name}) has embargo_days {fold.embargo_days} but walk_forward.embargo_days is "
+                    f"{embargo}: one embargo serves every fold, set walk_forward.embargo_days"
+                )
         return folds
 
     @field_validator("generate")
@@ -321,17 +336,10 @@ class WalkForward(StrictModel):
             )
         if info.data.get("enabled") is False:
             raise ValueError("walk_forward.enabled is false: set it to true to use generated folds")
-        return value
-
-    @field_validator("embargo_days")
-    @classmethod
-    def _one_embargo(cls, value: int, info: ValidationInfo) -> int:
-        if value and info.data.get("enabled") is False:
-            raise ValueError("walk_forward.enabled is false: an embargo applies to walk-forward folds only")
-        generate = info.data.get("generate")
-        if generate is not None and generate.embargo_days and generate.embargo_days != value:
+        outer = info.data.get("embargo_days")
+        if outer and value.embargo_days and outer != value.embargo_days:
             raise ValueError(
-                f"{value} differs from walk_forward.generate.embargo_days ({generate.embargo_days}): give it once"
+                f"embargo_days {value.embargo_days} differs from walk_forward.embargo_days ({outer}): give it once"
             )
         return value
 
@@ -343,7 +351,8 @@ class WalkForward(StrictModel):
             object.__setattr__(self, "embargo_days", self.generate.embargo_days or self.embargo_days)
         if self.enabled and not self.folds:
             raise ValueError("walk_forward.enabled is true but no folds are given")
-        object.__setattr__(self, "folds", [fold.with_embargo(self.embargo_days) for fold in self.folds])
+        if any(fold.embargo_days != self.embargo_days for fold in self.folds):
+            object.__setattr__(self, "folds", [fold.with_embargo(self.embargo_days) for fold in self.folds])
         return self
 
 
@@ -430,7 +439,7 @@ class ExperimentConfig(StrictModel):
         if self.walk_forward.enabled:
             return list(self.walk_forward.folds)
         assert self.split_config is not None
-        return [Fold(name="default", **self.split_config.window_dict())]
+        return [Fold.model_validate({"name": "default", **self.split_config.window_dict()})]
 
     def to_json_dict(self) -> dict[str, Any]:
         """The config as JSON-ready data, defaults filled in (the effective config)."""

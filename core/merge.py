@@ -140,7 +140,7 @@ def _folds(old: SweepConfig, new: SweepConfig) -> list[MergeViolation]:
         match = new_by_name.get(fold.name)
         if match is None:
             out.append(MergeViolation(path, fold.model_dump(), None, f"fold {fold.name!r} may not be removed"))
-        elif match.model_dump() != fold.model_dump():
+        elif match.model_dump(exclude={"embargo_days"}) != fold.model_dump(exclude={"embargo_days"}):
             out.append(
                 MergeViolation(path, fold.model_dump(), match.model_dump(), f"fold {fold.name!r} may not be changed")
             )

@@ -74,6 +74,19 @@ def test_generated_folds_are_named_by_their_test_year_and_tile_the_calendar() ->
     ]
 
 
+def test_the_documented_example_expands_as_documented() -> None:
+    text = Path("docs/config.md").read_text()
+    example = json.loads("{" + text.split('"walk_forward": {"enabled": true, "generate": {')[1].split("}}")[0] + "}")
+    got = folds_of(**example)
+    rows = [
+        f"| `{f['name']}` | {f['train_start']}..{f['train_end']} | {f['val_start']}..{f['val_end']} | "
+        f"{f['test_start']}..{f['test_end']} |"
+        for f in got
+    ]
+    assert [f["name"] for f in got] == ["wf_2019", "wf_2020", "wf_2021"]
+    assert all(row in text for row in rows)
+
+
 def test_the_last_fold_is_the_last_whose_test_window_ends_by_end() -> None:
     assert [f["name"] for f in folds_of(end="20191230")] == ["wf_2016", "wf_2017", "wf_2018"]
     assert [f["name"] for f in folds_of(end="20191231")] == ["wf_2016", "wf_2017", "wf_2018", "wf_2019"]
@@ -221,17 +234,32 @@ def test_generate_and_an_embargo_need_walk_forward_enabled() -> None:
     assert "walk-forward folds only" in errors_of(off)["walk_forward.embargo_days"]
 
 
-def test_the_two_embargo_keys_agree_or_are_refused() -> None:
+def test_the_embargo_keys_agree_or_are_refused() -> None:
     both = sweep_dict(walk_forward={"enabled": True, "generate": {**GENERATE, "embargo_days": 3}, "embargo_days": 4})
-    assert "differs from walk_forward.generate.embargo_days (3)" in errors_of(both)["walk_forward.embargo_days"]
+    assert "3 differs from walk_forward.embargo_days (4)" in errors_of(both)["walk_forward.generate"]
     same = sweep_dict(walk_forward={"enabled": True, "generate": {**GENERATE, "embargo_days": 3}, "embargo_days": 3})
     assert [f.embargo_days for f in validate_sweep_config(same).folds] == [3, 3]
     outer = sweep_dict(walk_forward={"enabled": True, "generate": GENERATE, "embargo_days": 4})
     assert validate_sweep_config(outer).walk_forward.embargo_days == 4
     explicit = sweep_dict(walk_forward={"enabled": True, "folds": [fold("wf_1", 2015)], "embargo_days": 2})
     assert [f.embargo_days for f in validate_sweep_config(explicit).folds] == [2]
-    per_fold = sweep_dict(walk_forward={"enabled": True, "folds": [fold("wf_1", 2015) | {"embargo_days": 2}]})
-    assert "unknown key" in errors_of(per_fold)["walk_forward.folds[0].embargo_days"]
+    # A fold may repeat the block's embargo (a stored config does), not set another one.
+    repeated = {"enabled": True, "folds": [fold("wf_1", 2015) | {"embargo_days": 2}], "embargo_days": 2}
+    assert validate_sweep_config(sweep_dict(walk_forward=repeated)).folds[0].embargo_days == 2
+    other = sweep_dict(walk_forward={"enabled": True, "folds": [fold("wf_1", 2015) | {"embargo_days": 2}]})
+    assert (
+        "folds[0] (wf_1) has embargo_days 2 but walk_forward.embargo_days is 0"
+        in errors_of(other)["walk_forward.folds"]
+    )
+
+
+def test_everything_that_serialises_a_fold_carries_its_embargo() -> None:
+    from core.run_cache import fold_windows
+
+    plain, cut = validate_sweep_config(generated()).folds[0], validate_sweep_config(generated(embargo_days=5)).folds[0]
+    assert "embargo_days" not in plain.model_dump()
+    assert cut.model_dump()["embargo_days"] == 5
+    assert fold_windows(cut) == {**fold_windows(plain), "embargo_days": 5}  # the run cache's key tells them apart
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -351,3 +379,31 @@ def test_a_generated_fold_outside_the_data_is_named_like_an_explicit_one() -> No
     assert [e.field for e in errors] == ["walk_forward.folds[2].test_end", "walk_forward.folds[3].val_end"]
     assert errors[0].message.startswith("fold wf_2018: test_end 20181231 is after the dataset's last date")
     assert "walk_forward.generate.start and end" in errors[0].message
+
+
+def test_tftsweep_plan_checks_generated_folds_against_the_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.utils.data import make_data_root, tiny_sweep
+    from worker.cli import main
+
+    monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(make_data_root(tmp_path / "data")))  # 2010-01 .. about 2014-01
+
+    def plan(pattern: dict[str, Any]) -> int:
+        path = tmp_path / "c.json"
+        path.write_text(json.dumps(tiny_sweep(walk_forward={"enabled": True, "generate": pattern})))
+        return main(["plan", "--config-json", str(path), "--asset", "SYN"])
+
+    fits = {"start": "20100101", "end": "20131231", "train_years": 1, "val_years": 1, "test_years": 1}
+    assert plan(fits) == 0
+    out = capsys.readouterr().out
+    assert "folds (2): wf_2012, wf_2013" in out
+    assert "  fold wf_2013: train 20110101..20111231  val 20120101..20121231  test 20130101..20131231" in out
+    assert plan({**fits, "end": "20141231"}) == 2
+    assert "walk_forward.folds[2].test_end: fold wf_2014: test_end 20141231 is after the dataset's last date" in (
+        capsys.readouterr().err
+    )
+    assert plan({**fits, "embargo_days": 250}) == 2
+    assert "fold wf_2012: train window 20100101..20101231 has 11 rows after an embargo of 250 rows" in (
+        capsys.readouterr().err
+    )
