@@ -360,20 +360,21 @@ def test_selection_settings_are_bounded() -> None:
 
 def test_the_sentence_reads_the_block() -> None:
     pvalues = {f"c{i}": 1.0 - i / 20 for i in range(13)}
-    block = {
+    mcs: dict[str, Any] = {"members": list(pvalues)[:9], "size": 9, "pvalues": pvalues}
+    block: dict[str, Any] = {
         "available": True,
         "level": 0.9,
         "reps": 1000,
         "days_used": 250,
         "configs_tried": 12,
-        "mcs": {"members": list(pvalues)[:9], "size": 9, "pvalues": pvalues},
+        "mcs": mcs,
         "spa": {"lower": 0.3, "consistent": 0.41, "upper": 0.5},
     }
     assert sel.selection_sentence(block, 0.05) == (
         "After accounting for the 12 configs tried, no config is better than the baseline (SPA p = 0.41); on 250 "
         "validation days, 9 of 13 configs are in the 90% model confidence set."
     )
-    everyone = {**block, "mcs": {**block["mcs"], "size": 13}, "spa": None}
+    everyone = {**block, "mcs": {**mcs, "size": 13}, "spa": None}
     assert sel.selection_sentence(everyone, 0.05) == (
         "On 250 validation days, all 13 configs are in the 90% model confidence set (none can be told apart from "
         "the best); no SPA test without the baseline's runs."

@@ -26,7 +26,8 @@ from worker.local_sweep import run_local_sweep
 
 pytestmark = pytest.mark.slow
 
-SELECTION = {"level": 0.8, "reps": 300, "seed": 7}
+LEVEL, REPS, SEED = 0.8, 300, 7
+SELECTION = {"level": LEVEL, "reps": REPS, "seed": SEED}
 
 
 @pytest.fixture(scope="module")
@@ -75,23 +76,23 @@ def _recomputed(losses: pd.DataFrame) -> tuple[dict[str, float], list[str], dict
     block = _cube_root_ceiling(len(losses))
     mcs = MCS(
         losses,
-        size=1 - SELECTION["level"],
-        reps=SELECTION["reps"],
+        size=1 - LEVEL,
+        reps=REPS,
         block_size=block,
         method="R",
         bootstrap="stationary",
-        seed=SELECTION["seed"],
+        seed=SEED,
     )
     mcs.compute()
     spa = SPA(
         losses["baseline"],
         losses.drop(columns=["baseline"]),
-        reps=SELECTION["reps"],
+        reps=REPS,
         block_size=block,
         bootstrap="stationary",
         studentize=True,
         nested=False,
-        seed=SELECTION["seed"],
+        seed=SEED,
     )
     spa.compute()
     pvalues = {str(k): float(v) for k, v in mcs.pvalues["Pvalue"].items()}
