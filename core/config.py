@@ -309,7 +309,7 @@ class WalkForward(StrictModel):
 
     @field_validator("folds")
     @classmethod
-    def _unique_names(cls, folds: list[Fold], info: ValidationInfo) -> list[Fold]:
+    def _folds_consistent(cls, folds: list[Fold], info: ValidationInfo) -> list[Fold]:
         dupes = sorted(duplicates(f.name for f in folds))
         if dupes:
             raise ValueError(f"duplicate fold names: {dupes}")
