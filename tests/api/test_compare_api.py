@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-import app.service.reports as service_reports
 from app.service.reports import build_reports
 from app.service.runs import train_run
 from core.paths import sweep_dir
 from core.runs import RunOutcome, RunSpec
+from core.sweep_report import write_sweep_reports
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_sweep
 from tests.utils.fakes import fake_train
 
@@ -86,24 +86,29 @@ def fill_ranking_csv(path: Path, pvalues: dict[str, float], level: float = 0.9) 
     table.to_csv(path, index=False)
 
 
+def hand_filled_reports(
+    sweep: Path, records: list[dict[str, Any]], analysis: Any, *args: Any, **kwargs: Any
+) -> dict[str, Any]:
+    """The real report build's files, then its selection filled from `MCS_PVALUES` (the same set
+    for the sweep and each fold, p-values halved on f2), in the files and in the summary it returns."""
+    summary = write_sweep_reports(sweep, records, analysis, *args, **kwargs)
+    pvalues = MCS_PVALUES[analysis.asset]
+    fill_ranking_csv(sweep / "config_ranking.csv", pvalues)
+    folds = {}
+    for fold in FOLDS:
+        found = pvalues if fold == "f1" else {c: p / 2 for c, p in pvalues.items()}
+        fill_ranking_csv(sweep / "folds" / fold / "config_ranking.csv", found)
+        folds[fold] = mcs_block(found)
+    return {**summary, "selection": {**mcs_block(pvalues), "folds": folds}}
+
+
+# Where the report build calls it (app.service.reports imports it by name).
+REPORT_WRITER = "app.service.reports.write_sweep_reports"
+
+
 @pytest.fixture
 def hand_selection(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real report build, then its selection filled from `MCS_PVALUES` (the same set for the
-    sweep and each fold, p-values halved on f2), in the files and in the summary it returns."""
-    real = service_reports.write_sweep_reports
-
-    def write(sweep: Path, records: list[dict[str, Any]], analysis: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        summary = real(sweep, records, analysis, *args, **kwargs)
-        pvalues = MCS_PVALUES[analysis.asset]
-        fill_ranking_csv(sweep / "config_ranking.csv", pvalues)
-        folds = {}
-        for fold in FOLDS:
-            found = pvalues if fold == "f1" else {c: p / 2 for c, p in pvalues.items()}
-            fill_ranking_csv(sweep / "folds" / fold / "config_ranking.csv", found)
-            folds[fold] = mcs_block(found)
-        return {**summary, "selection": {**mcs_block(pvalues), "folds": folds}}
-
-    monkeypatch.setattr(service_reports, "write_sweep_reports", write)
+    monkeypatch.setattr(REPORT_WRITER, hand_filled_reports)
 
 
 def record_sweep(client: TestClient, asset: str, subdir: str, build: bool = True) -> int:
