@@ -554,6 +554,28 @@ class EvaluationConfig(StrictModel):
         return self
 
 
+class RacingConfig(StrictModel):
+    """Racing (docs/reports.md, "Racing"): a variant shown worse than the baseline on
+    `evaluation.rank_by` has its remaining runs skipped. It changes no run's result, only
+    which runs are trained, so it merges freely; a merge with it off resumes skipped runs."""
+
+    enabled: bool = Field(False, description="Race the variants against the baseline while the sweep runs.")
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="The chance, at most, that racing drops any variant no worse than the baseline (the error "
+        "rate over every look and variant: Bonferroni over looks, Holm over variants).",
+    )
+    min_pairs: int = Field(
+        4,
+        ge=2,
+        le=MAX_LIST,
+        description="Blocks of (fold, seed) a variant and the baseline finish before its first test; it is tested "
+        "again at twice as many, four times, ... blocks.",
+    )
+
+
 class SweepConfig(ExperimentConfig):
     """A sweep: the baseline `training_config`, what to vary, over which folds and seeds."""
 
@@ -561,6 +583,12 @@ class SweepConfig(ExperimentConfig):
     configs: list[CandidateConfig] = Field(default_factory=list, max_length=MAX_LIST)
     stats: StatsConfig = Field(default_factory=StatsConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    reuse_runs: bool = Field(
+        True,
+        description="Record a planned run from a succeeded run with the same cache key (same dataset, fold "
+        "windows, features, training config, seed and trainer) in any sweep, instead of training it again.",
+    )
+    racing: RacingConfig = Field(default_factory=RacingConfig)
 
 
 def training_with(base: TrainingConfig, overrides: dict[str, Any]) -> TrainingConfig:

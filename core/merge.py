@@ -11,9 +11,22 @@ from core.errors import MergeRejected, MergeViolation
 from core.plan import PlannedRun, SweepPlan, expand_sweep
 
 # Only these may differ between the stored config and the new one (`stats` and `evaluation`
-# change no run: only how the reports judge the runs; `configs` only by additions, see `_configs`).
-MERGEABLE = ("param_ranges", "walk_forward", "replica_seeds", "stats", "evaluation", "configs")
-OTHERS_RULE = "may not change (only param_ranges, walk_forward.folds, replica_seeds, configs, stats and evaluation may)"
+# change no run: only how the reports judge the runs; `reuse_runs` and `racing` only which runs
+# are trained; `configs` only by additions, see `_configs`).
+MERGEABLE = (
+    "param_ranges",
+    "walk_forward",
+    "replica_seeds",
+    "stats",
+    "evaluation",
+    "configs",
+    "reuse_runs",
+    "racing",
+)
+OTHERS_RULE = (
+    "may not change (only param_ranges, walk_forward.folds, replica_seeds, configs, stats, evaluation, reuse_runs "
+    "and racing may)"
+)
 
 
 @dataclass(frozen=True)
