@@ -162,8 +162,9 @@ def test_plots_are_real_pngs(finished: Path) -> None:
         "best_config_loss_curves.png",
         "strategy_returns.png",
         "direction_accuracy.png",
+        "selection_mcs.png",
     }
-    assert len(summary["plots"]) == 9 * 3  # sweep level and two folds
+    assert len(summary["plots"]) == 10 * 3  # sweep level and two folds
     for rel in summary["plots"]:
         width, height = png_size(finished / rel)
         assert 400 <= width <= 3000 and 250 <= height <= 3000, rel
