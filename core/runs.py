@@ -50,7 +50,7 @@ RUN_FIELDS: tuple[RunField, ...] = (
     RunField("param_value", object, "The variant's value of that key."),
     RunField("fold", str, "Walk-forward fold name (`default` without walk-forward).", nullable=False),
     RunField("seed", int, "Replica seed.", nullable=False),
-    RunField("status", str, "queued, running, succeeded, failed or cancelled.", nullable=False),
+    RunField("status", str, "queued, running, succeeded, failed, cancelled or skipped (racing).", nullable=False),
     RunField("val_rmse", float, "RMSE of the predictions over the validation window.", metric=True),
     RunField("test_rmse", float, "RMSE over the test window.", metric=True),
     RunField("val_mae", float, "MAE over the validation window.", metric=True),
@@ -78,6 +78,18 @@ RUN_FIELDS: tuple[RunField, ...] = (
         metric=True,
     ),
     RunField("test_dm_pvalue", float, "Its two-sided p-value (t distribution, n-1 degrees of freedom).", metric=True),
+    RunField(
+        "cache_key",
+        str,
+        "The run cache's key (core.run_cache): hash of the dataset, fold windows, features, training config, "
+        "seed and trainer the run was trained (or looked up) with.",
+    ),
+    RunField(
+        "cached_from",
+        str,
+        "For a run recorded from the run cache instead of trained: the source run, `{sweep id}/{run_key}`.",
+    ),
+    RunField("skip_reason", str, "Why a `skipped` run was not trained (raced out: after how many pairs, p-value)."),
 )
 RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in RUN_FIELDS)
 # What an outcome records (the database's metric columns).

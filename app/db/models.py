@@ -24,13 +24,16 @@ class Base(DeclarativeBase):
 
 
 class RunState(StrEnum):
-    """A run's state: `queued -> running -> succeeded | failed | cancelled`."""
+    """A run's state: `queued -> running -> succeeded | failed | cancelled`, or `queued ->
+    skipped` (racing showed its variant worse than the baseline; a merge with racing off
+    queues it again)."""
 
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
 
 
 class SweepStatus(StrEnum):
@@ -76,6 +79,9 @@ class Sweep(Base):
     selection_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     selection_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
+    # Racing's decisions so far ({config_id: core.racing.RaceDecision as a dict}); a drop is final.
+    racing_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+
     runs: Mapped[list[Run]] = relationship(back_populates="sweep", order_by="Run.ordinal")
 
 
@@ -86,6 +92,7 @@ class Run(Base):
         Index("ix_runs_sweep_state", "sweep_id", "state"),
         Index("ix_runs_sweep_ordinal", "sweep_id", "ordinal"),  # reports and run pages in plan order
         Index("ix_runs_state_lease", "state", "lease_expires_at"),
+        Index("ix_runs_cache_key", "cache_key"),  # the run cache looks runs up by it in every sweep
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -124,6 +131,12 @@ class Run(Base):
     scores_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(300), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The run cache (core.run_cache): the key the run was trained or looked up with, and for a
+    # run recorded from another one, that run (`{sweep id}/{run_key}`).
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cached_from: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # Why a `skipped` run was not trained (racing: after how many pairs, at which p-value).
+    skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     sweep: Mapped[Sweep] = relationship(back_populates="runs")
 
