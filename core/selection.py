@@ -35,7 +35,9 @@ MIN_DAYS = 10  # below this a block bootstrap of the daily losses has too little
 MCS_WORK_LIMIT = 8e9  # reps x configs^3 of the sweep's table, and of all fold tables together
 # It also holds three reps x configs x configs arrays of float64 at once: about 1 GB at this bound.
 MCS_MEMORY_LIMIT = 4e7  # reps x configs^2 of any one table
-MAX_RUNS_READ = 10_000  # predictions files read for one report build (~1-3 ms each)
+# Predictions files read for one report build: ~4 ms a run (read and per-day loss), so ~40 s at
+# the bound, the default plan cap (TFTSWEEP_MAX_RUNS).
+MAX_RUNS_READ = 10_000
 MCS_PVALUE = "mcs_pvalue"
 IN_MCS = "in_mcs"
 SELECTION_COLUMNS = (MCS_PVALUE, IN_MCS)
@@ -68,7 +70,7 @@ def read_run_losses(sweep: Path, runs: pd.DataFrame, loss: Loss, costs_bps: floa
     for fold, config_id, version in zip(runs["fold"], runs["config_id"], runs["model_version"], strict=True):
         rows = _val_rows(sweep, str(fold), version)
         if rows is None:
-            missing.append((str(fold), str(version)))
+            missing.append((str(fold), version if isinstance(version, str) else f"{config_id} (no model version)"))
             continue
         part = day_losses(rows, loss, costs_bps)
         part.insert(0, "config_id", str(config_id))
