@@ -43,6 +43,11 @@ VERDICT_COLORS = {
 }
 
 
+def verdict_color(verdict: str) -> str:
+    """A verdict's colour; `worse (raced out after n pairs)` is a worse one (core.racing)."""
+    return VERDICT_COLORS.get(str(verdict).split(" (")[0], NEUTRAL)
+
+
 def _figure(width: float, height: float) -> tuple[Figure, Any]:
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
@@ -137,7 +142,7 @@ def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25, rank_b
     score = data["rank_score"] if "rank_score" in data else data["robust_score"]
     name = "val RMSE" if rank_by == "val_rmse" else rank_by
     y = np.arange(len(data))[::-1]
-    colors = [VERDICT_COLORS.get(v, NEUTRAL) for v in data["verdict"]]
+    colors = [verdict_color(v) for v in data["verdict"]]
     ax.barh(y, score, color=colors, alpha=0.55)
     ax.errorbar(mean, y, xerr=std, fmt="o", color="black", capsize=3, label=f"mean {name} ± std")
     naive = data["mean_val_naive_rmse"].mean() if rank_by == "val_rmse" else math.nan
@@ -158,7 +163,7 @@ def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25, rank_b
     )
     ax.set_title(_wrapped(title, 70))
     verdicts = [
-        Patch(color=VERDICT_COLORS.get(v, NEUTRAL), alpha=0.55, label=f"robust score: {v}")
+        Patch(color=verdict_color(v), alpha=0.55, label=f"robust score: {v}")
         for v in dict.fromkeys(data["verdict"])
     ]
     handles, _ = ax.get_legend_handles_labels()
@@ -264,7 +269,7 @@ def plot_response_curve(
             yerr=err,
             fmt="D",
             markersize=7,
-            color=VERDICT_COLORS.get(row["verdict"], NEUTRAL),
+            color=verdict_color(row["verdict"]),
             ecolor="black",
             capsize=5,
             linewidth=1.5,
@@ -383,12 +388,12 @@ def plot_direction_accuracy(ranking: pd.DataFrame, title: str, top: int = 25) ->
     y = np.arange(len(data))[::-1]
     verdicts = data["verdict"] if "verdict" in data else pd.Series([None] * len(data))
     # Bars from the coin's 50%, so that a bar's side and length are its edge over a coin.
-    colors = [VERDICT_COLORS.get(v, NEUTRAL) for v in verdicts]
+    colors = [verdict_color(v) for v in verdicts]
     ax.barh(y, data[column] * 100 - 50, left=50, color=colors, alpha=0.7)
     line = ax.axvline(50, color=WORSE, linestyle="--", linewidth=1, label="coin (50%)")
     legend = [
         Patch(
-            color=VERDICT_COLORS.get(v, NEUTRAL),
+            color=verdict_color(v),
             alpha=0.7,
             label="the baseline" if v == sig.BASELINE else f"verdict vs baseline: {v}",
         )

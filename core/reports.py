@@ -10,6 +10,7 @@ them apart and each would rebuild the pairs, the cost the 100,000-run benchmark 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from core.runs import RUN_COLUMNS
 from core.significance import BASELINE as VERDICT_BASELINE
 from core.significance import (
     DEFAULT_ALPHA,
+    WORSE,
     family_most_pairs,
     grouped_values,
     holm,
@@ -274,6 +276,9 @@ def build_config_ranking(
     _judge(table, "delta_vs_baseline", "_std", per_fold, alpha, better)
     is_baseline = table["config_id"] == BASELINE_ID
     table.loc[is_baseline, "verdict"] = VERDICT_BASELINE
+    if not per_fold:
+        for config_id, pairs_seen in raced_out(runs).items():
+            table.loc[table["config_id"] == config_id, "verdict"] = f"{WORSE} (raced out after {pairs_seen} pairs)"
     table["holm_family"] = table["holm_family"].astype("Int64").mask(is_baseline)  # the baseline is not tested
     if relative:
         folds = (
@@ -395,6 +400,23 @@ def _relative_view(ok: pd.DataFrame) -> pd.DataFrame:
             "robust_rel_score": robust_score(table["mean"], std, "lower"),
         }
     )
+
+
+_RACED = re.compile(r"raced out after (\d+) pairs")
+
+
+def raced_out(runs: pd.DataFrame) -> dict[str, int]:
+    """The configs racing dropped (runs `skipped` with a racing reason, `core.racing`), with
+    the pairs it had seen when it did: their sweep-level verdict says so."""
+    if "skip_reason" not in runs:
+        return {}
+    skipped = runs[(runs["status"] == "skipped") & runs["skip_reason"].notna()]
+    out: dict[str, int] = {}
+    for config_id, reason in zip(skipped["config_id"], skipped["skip_reason"], strict=True):
+        match = _RACED.search(str(reason))
+        if match and config_id not in out:
+            out[str(config_id)] = int(match.group(1))
+    return out
 
 
 def _holm_per_table(table: pd.DataFrame, column: str, per_fold: bool) -> np.ndarray:

@@ -9,12 +9,16 @@ trainer validates and resolves nothing again.
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from core.config import EvaluationConfig, Fold, TrainingConfig
+from core.files import dumps_json, publish_dir_atomic
 from core.paths import model_version
+from core.run_cache import TrainerIdentity
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,11 @@ class RunSpec:
     dataset_sha256: str | None = None
     # What the run is scored with (references, costs): the sweep's `evaluation` block.
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    # The sweep's `reuse_runs`: whether a run with the same cache key may stand in for training.
+    reuse: bool = True
+    # The run cache's key (core.run_cache), set by the pipeline before the trainer is called
+    # (it depends on the trainer: precision, device); the trainer writes it into `run.json`.
+    cache_key: str | None = None
 
     @property
     def version(self) -> str:
@@ -165,13 +174,55 @@ class RunOutcome:
     model_version: str | None = None
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # The run cache: the key it was trained with, and the run it was recorded from instead.
+    cache_key: str | None = None
+    cached_from: str | None = None
 
 
 class Trainer(Protocol):
     """Trains one run. The real one is `worker.trainer.train_tft`; tests pass fakes.
 
     `stop_requested` is polled during training (a cancel, a lost lease, a shutdown).
-    Failures are returned as the outcome's `error`, never raised.
+    Failures are returned as the outcome's `error`, never raised. A trainer that says who it
+    is (an `identity()` attribute returning a `core.run_cache.TrainerIdentity`) takes part in
+    the run cache; one that does not is never cached.
     """
 
     def __call__(self, spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome: ...
+
+
+def trainer_identity_of(trainer: Trainer) -> TrainerIdentity | None:
+    """What the trainer says of itself for the run cache (`identity()`), or None."""
+    identity = getattr(trainer, "identity", None)
+    return identity() if callable(identity) else None
+
+
+RUN_FILE = "run.json"
+
+
+def run_file(spec: RunSpec, cached_from: str | None = None) -> dict[str, Any]:
+    """A model version's `run.json`: which run it is, its cache key, and for a run recorded
+    from the cache, its source; the folder alone then says what the database said."""
+    data: dict[str, Any] = {
+        "run_id": spec.run_id,
+        "run_key": spec.run_key,
+        "config_id": spec.config_id,
+        "fold": spec.fold.name,
+        "seed": spec.seed,
+        "asset": spec.asset,
+    }
+    if spec.cache_key is not None:
+        data["cache_key"] = spec.cache_key
+    if cached_from is not None:
+        data["cached_from"] = cached_from
+    return data
+
+
+def copy_version(origin: Path, target: Path, run: dict[str, Any]) -> None:
+    """Copy the model version `origin` to `target` (replacing it in one rename), with `run` as
+    its `run.json`."""
+    with publish_dir_atomic(target) as tmp:
+        for path in origin.iterdir():
+            if path.name != RUN_FILE and path.is_file() and not path.is_symlink():
+                shutil.copy2(path, tmp / path.name)
+        (tmp / RUN_FILE).write_text(dumps_json(run))

@@ -215,6 +215,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         overrides["output_subdir"] = args.output_subdir
     if args.from_hpo:
         overrides["configs"] = read_top_k(args.from_hpo)
+    if args.no_reuse:
+        overrides["reuse_runs"] = False
     if overrides:
         config = load_sweep_config(json.dumps({**config.to_json_dict(), **overrides}))
     if args.workers < 1:
@@ -235,6 +237,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         print(ranking_text(outcome.ranking, outcome.summary["significance"]["sentence"], outcome.summary["rank_by"]))
     print(f"sweep {args.asset}/{config.output_subdir} (id {outcome.sweep_id}): {outcome.status}; runs: {counts}")
+    print(f"  trained here: {outcome.trained}; recorded from the run cache: {outcome.cached}")
     print(f"  {outcome.sweep_dir}")
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
 
@@ -531,6 +534,11 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--continue-on-error", action="store_true", help="keep going after a failed run")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--from-hpo", metavar="DIR", help="evaluate an Optuna study's top-k configs (its output folder)")
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="train every run, even one with a succeeded twin in another sweep (sets reuse_runs: false)",
+    )
     p.set_defaults(handler=cmd_sweep)
 
     p = sub.add_parser("hpo", help="run (or continue) an Optuna study in this process")

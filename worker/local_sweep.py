@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.lifecycle import release_run, requeue_unfinished, settle_sweep_status
 from app.db.migrate import upgrade_database
-from app.db.models import Sweep
+from app.db.models import RunState, Sweep
+from app.db.run_cache import cached_count
 from app.db.session import make_engine, make_session_factory, session_scope
 from app.db.sweeps import is_stopped, queued_run_ids, run_counts, run_records, stored_config
 from app.service.reports import build_reports
@@ -34,6 +35,7 @@ from app.service.submission import record_sweep
 from app.settings import Settings, database_url, threads_per_process
 from core.config import SweepConfig
 from core.paths import sweep_dir
+from core.racing import RaceDecision
 from core.report_files import table_rows
 from core.runs import RunOutcome, RunSpec, Trainer
 from core.store import Store, open_store
@@ -54,6 +56,8 @@ class SweepOutcome:
     summary: dict[str, Any] | None
     # The sweep's ranking rows (as `config_ranking.csv`), built from the recorded runs.
     ranking: list[dict[str, Any]] | None = None
+    # Runs of the sweep recorded from the run cache (any run, in this call or before).
+    cached: int = 0
 
 
 def open_database(root: Path, url: str | None = None) -> sessionmaker[Session]:
@@ -121,7 +125,8 @@ def run_local_sweep(
     )
     sweep_id = submitted.sweep_id
     with session_scope(factory) as session:
-        requeue_unfinished(session, sweep_id)
+        racing = stored_config(session.get_one(Sweep, sweep_id)).racing.enabled
+        requeue_unfinished(session, sweep_id, keep_skipped=racing)
         settle_sweep_status(session, session.get_one(Sweep, sweep_id))
         pending = queued_run_ids(session, sweep_id)
         total = sum(run_counts(session, sweep_id).values())
@@ -156,9 +161,15 @@ def run_local_sweep(
         sweep = session.get_one(Sweep, sweep_id)
         status = sweep.status
         counts = run_counts(session, sweep_id)
-        ranking = table_rows(sweep_ranking(run_records(session, sweep_id), stored_config(sweep))) if summary else None
+        cached = cached_count(session, sweep_id)
+        records = run_records(session, sweep_id)
+        ranking = (
+            table_rows(sweep_ranking(records, stored_config(sweep), summary.get("selection"))) if summary else None
+        )
     out = sweep_dir(root, asset, config.output_subdir)
-    return SweepOutcome(sweep_id, out, counts, len(submitted.new_run_ids), runner.trained, status, summary, ranking)
+    return SweepOutcome(
+        sweep_id, out, counts, len(submitted.new_run_ids), runner.trained, status, summary, ranking, cached
+    )
 
 
 class StopEvent(Protocol):
@@ -271,10 +282,15 @@ class _Runner:
         self.stopped = False
 
     def _took(self, done: Trained) -> None:
+        if done.text == f"skipped ({RunState.SKIPPED})":
+            self.progress.skip()  # racing skipped it after it was listed here
+            return
         if done.spec is None or done.outcome is None or done.recorded is None:
             return  # not taken, or given back to the queue
-        self.trained += 1
+        self.trained += done.outcome.cached_from is None
         self.progress.advance(done.spec, done.outcome, done.recorded.state)
+        for decision in done.recorded.raced_out:
+            self.progress.raced_out(decision)
         if self.on_run_finished is not None:
             self.on_run_finished(done.outcome)
         self.stopped = done.recorded.sweep_stopped
@@ -348,6 +364,8 @@ class Progress:
         self.tty = self.stream.isatty()
         self.done = 0
         self.failed = 0
+        self.cached = 0
+        self.skipped = 0
         self.best: tuple[float, str] | None = None
         self.started = time.monotonic()
         self._fresh = 0
@@ -372,12 +390,29 @@ class Progress:
             val = float(outcome.metrics["val_rmse"])
             if self.best is None or val < self.best[0]:
                 self.best = (val, spec.config_id)
+            how = (
+                f"cached from {outcome.cached_from}"
+                if outcome.cached_from
+                else f"{outcome.metrics['train_seconds']:.1f}s"
+            )
+            if outcome.cached_from:
+                self.cached += 1
             if not self.tty:
                 self._line(
                     f"{spec.label} done: val_rmse={val:.6g} test_rmse={outcome.metrics['test_rmse']:.6g} "
-                    f"({outcome.metrics['train_seconds']:.1f}s) | {self._status()}"
+                    f"({how}) | {self._status()}"
                 )
                 return
+        self._draw()
+
+    def raced_out(self, decision: RaceDecision) -> None:
+        """A variant racing dropped: its remaining runs will be skipped."""
+        self._line(f"{decision.config_id} {decision.reason()}; its remaining runs are skipped")
+
+    def skip(self) -> None:
+        """A run racing skipped: it counts as done."""
+        self.done += 1
+        self.skipped += 1
         self._draw()
 
     def _status(self) -> str:
@@ -385,8 +420,9 @@ class Progress:
         left = self.total - self.done
         eta = f"{elapsed / self._fresh * left:.0f}s" if self._fresh else "?"
         best = f"{self.best[0]:.6g} ({self.best[1]})" if self.best else "-"
+        extra = "".join(f"  {name} {n}" for name, n in (("cached", self.cached), ("raced out", self.skipped)) if n)
         return (
-            f"runs {self.done}/{self.total}  failed {self.failed}  "
+            f"runs {self.done}/{self.total}  failed {self.failed}{extra}  "
             f"elapsed {elapsed:.0f}s  eta {eta}  best val_rmse {best}"
         )
 

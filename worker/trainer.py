@@ -17,7 +17,8 @@ from typing import Any
 from core.errors import DatasetError
 from core.files import file_sha256
 from core.paths import ensure_inside, version_dir
-from core.runs import RunOutcome, RunSpec
+from core.run_cache import TrainerIdentity, trainer_identity
+from core.runs import RUN_FILE, RunOutcome, RunSpec, run_file
 
 _frames: dict[str, tuple[float, str, Any]] = {}
 _cache: Any = None
@@ -68,16 +69,7 @@ def train_tft(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -
             fold_data,
             training,
             target,
-            extra_files={
-                "run.json": {
-                    "run_id": spec.run_id,
-                    "run_key": spec.run_key,
-                    "config_id": spec.config_id,
-                    "fold": fold.name,
-                    "seed": spec.seed,
-                    "asset": spec.asset,
-                }
-            },
+            extra_files={RUN_FILE: run_file(spec)},
             stop_requested=stop_requested,
             precision=_precision,
             evaluation=spec.evaluation,
@@ -91,6 +83,25 @@ def train_tft(spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -
         outcome.error = describe_error(exc)
     outcome.timings["total_seconds"] = time.perf_counter() - started
     return outcome
+
+
+def identity() -> TrainerIdentity:
+    """Who trains here, for the run cache: this process's precision, its device kind (what
+    Lightning's `accelerator="auto"` picks: cuda, mps or cpu), the trainer's version and the
+    training libraries' versions."""
+    import torch
+
+    if torch.cuda.is_available():
+        device = "cuda"
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = "mps"
+    else:
+        device = "cpu"
+    return trainer_identity(_precision, device)
+
+
+# The run cache asks a trainer who it is (core.runs.trainer_identity_of).
+train_tft.identity = identity  # type: ignore[attr-defined]
 
 
 def init_worker_process(threads: int, precision: str | None = None) -> None:

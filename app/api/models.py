@@ -150,8 +150,14 @@ class SweepPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     reports_at: datetime | None
-    runs: dict[str, int] = Field(description="Runs per state: queued, running, succeeded, failed, cancelled.")
+    runs: dict[str, int] = Field(
+        description="Runs per state: queued, running, succeeded, failed, cancelled, skipped (racing dropped the "
+        'variant: docs/reports.md, "Racing").'
+    )
     total_runs: int
+    cached_runs: int = Field(
+        0, description="Succeeded runs recorded from the run cache (a run with the same key in any sweep), not trained."
+    )
     best_config: str | None = Field(
         None, description="Config ranked first by rank_score (of evaluation.rank_by) so far."
     )

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.api.cache import BuildOnce, json_answer
 from app.db.models import RunState, Sweep
+from app.db.run_cache import cached_count
 from app.db.selection import SelectionView, selection_view, stored_selection
 from app.db.session import LoopReader
 from app.db.sweeps import run_counts, run_records, stored_config
@@ -72,6 +73,9 @@ class SweepTables:
 
     def counts(self, sweep: Sweep) -> dict[str, int]:
         return self.cache.get(self.key("counts", sweep), lambda: run_counts(self.session, sweep.id))
+
+    def cached(self, sweep: Sweep) -> int:
+        return self.cache.get(self.key("cached", sweep), lambda: cached_count(self.session, sweep.id))
 
     def runs(self, sweep: Sweep, fold: str | None) -> pd.DataFrame:
         return self.cache.get(

@@ -24,19 +24,25 @@ from app.db.sweeps import run_counts, utcnow
 from core.runs import METRIC_COLUMNS, extra_scores
 
 
-def requeue_unfinished(session: Session, sweep_id: int) -> int:
+def requeue_unfinished(session: Session, sweep_id: int, *, keep_skipped: bool = False) -> int:
     """Put back in the queue every run that did not succeed and that no live worker holds
-    (the CLI's resume); a run whose lease is still live stays with its worker."""
+    (the CLI's resume); a run whose lease is still live stays with its worker. Runs racing
+    skipped stay skipped with `keep_skipped` (the sweep still races)."""
     now = utcnow()
+    kept = (RunState.SUCCEEDED, RunState.SKIPPED) if keep_skipped else (RunState.SUCCEEDED,)
     result = session.execute(
         update(Run)
         .where(
             Run.sweep_id == sweep_id,
-            Run.state != RunState.SUCCEEDED,
+            Run.state.not_in(kept),
             or_(Run.state != RunState.RUNNING, Run.lease_expires_at < now),
         )
-        .values(state=RunState.QUEUED, lease_owner=None, lease_expires_at=None, error=None, queued_at=now)
+        .values(
+            state=RunState.QUEUED, lease_owner=None, lease_expires_at=None, error=None, skip_reason=None, queued_at=now
+        )
     )
+    if not keep_skipped:
+        session.execute(update(Sweep).where(Sweep.id == sweep_id).values(racing_json=None))
     touch_sweeps(session, [sweep_id])
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -87,6 +93,8 @@ def finish_run(
     metrics: dict[str, Any] | None = None,
     model_version: str | None = None,
     error: str | None = None,
+    cache_key: str | None = None,
+    cached_from: str | None = None,
 ) -> bool:
     """Record a run's result once: only the lease holder of a running run may finish it."""
     values: dict[str, Any] = {
@@ -96,6 +104,8 @@ def finish_run(
         "lease_expires_at": None,
         "error": error,
         "model_version": model_version,
+        "cache_key": cache_key,
+        "cached_from": cached_from if error is None else None,
     }
     for key in METRIC_COLUMNS:
         values[key] = (metrics or {}).get(key)

@@ -114,7 +114,9 @@ class AdoptedRun:
     record: dict[str, Any] | None = None
 
 
-_ADOPTED_STATES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+_ADOPTED_STATES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.SKIPPED)
+# What a folder's run record gives back of the run cache and of racing.
+CACHE_FIELDS = ("cache_key", "cached_from", "skip_reason")
 
 
 def adopt_sweep(session: Session, folder: SweepFolderConfig, features: list[str], runs: list[AdoptedRun]) -> Sweep:
@@ -139,6 +141,8 @@ def adopt_sweep(session: Session, folder: SweepFolderConfig, features: list[str]
                 "finished_at": _parse_time(record.get("finished_at")) if done else None,
                 **{key: record.get(key) if done else None for key in METRIC_COLUMNS},
                 "scores_json": json.dumps(extra_scores(record)) if done else None,
+                # The run cache survives a lost database: the folder's records hold the keys.
+                **{key: record.get(key) if done else None for key in CACHE_FIELDS},
             }
         rows.append(row)
     if rows:

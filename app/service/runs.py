@@ -16,20 +16,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.lifecycle import claim_run, fail_sweep, finish_run, release_run, renew_lease, settle_sweep_status
 from app.db.models import Run, Sweep
+from app.db.racing import race_sweep
+from app.db.run_cache import CachedSource, find_cached
 from app.db.session import session_scope
 from app.db.sweeps import is_stopped, stored_config, stored_dataset, stored_features, sweep_is_done
 from app.db.workers import lease_owner
 from core.config import TrainingConfig
 from core.errors import StoreError, UnsafePath
-from core.paths import model_version, sweep_dir
-from core.runs import RunOutcome, RunSpec, Trainer
+from core.paths import ensure_inside, model_version, sweep_dir, version_folder
+from core.racing import RaceDecision
+from core.run_cache import cache_key
+from core.runs import RunOutcome, RunSpec, Trainer, copy_version, run_file, trainer_identity_of
 from core.store import Store
 
 log = logging.getLogger("tftsweep.runs")
@@ -54,6 +58,7 @@ def run_spec(session: Session, run: Run, root: Path) -> RunSpec:
         sweep_dir=str(sweep_dir(root, sweep.asset, sweep.output_subdir)),
         dataset_sha256=dataset.get("sha256") if dataset else None,
         evaluation=config.evaluation,
+        reuse=config.reuse_runs,
     )
 
 
@@ -105,6 +110,8 @@ class Recorded:
     sweep_id: int
     sweep_done: bool  # no run of the sweep is queued or running any more
     sweep_stopped: bool  # the sweep was cancelled or failed fast: start none of its runs
+    # Variants racing dropped after this outcome (their queued runs are now skipped).
+    raced_out: tuple[RaceDecision, ...] = ()
 
 
 def stop_after_failure(session: Session, sweep: Sweep, run: Run) -> bool:
@@ -132,16 +139,21 @@ def record(factory: sessionmaker[Session], outcome: RunOutcome, owner: str) -> R
             metrics=outcome.metrics,
             model_version=outcome.model_version,
             error=outcome.error,
+            cache_key=outcome.cache_key,
+            cached_from=outcome.cached_from,
         )
         run = session.get_one(Run, outcome.run_id)
         sweep = session.get_one(Sweep, run.sweep_id)
         if recorded and outcome.error is not None:
             stop_after_failure(session, sweep, run)
+        # In the transaction that recorded the run (it holds the write lock on SQLite; race_sweep
+        # takes the sweep's lock on PostgreSQL), so two runs finishing together race in turn.
+        raced = race_sweep(session, sweep) if recorded and not is_stopped(sweep) else []
         done = sweep_is_done(session, sweep.id)
         if done:
             settle_sweep_status(session, sweep)
         state = ("failed" if outcome.error else "succeeded") if recorded else "discarded"
-        return Recorded(state, sweep.id, done, is_stopped(sweep))
+        return Recorded(state, sweep.id, done, is_stopped(sweep), tuple(raced))
 
 
 @dataclass(frozen=True)
@@ -177,10 +189,17 @@ def train_run(
     spec = claim(factory, run_id, owner, lease_seconds, store.root)
     if isinstance(spec, str):
         return Trained(spec)
+    spec = keyed(spec, trainer)
+    source = find_source(factory, spec)
     keeper = LeaseKeeper(factory, run_id, owner, lease_seconds)
     keeper.start()
     try:
-        outcome = _fetch_train_upload(store, spec, trainer, lambda: keeper.lost.is_set() or interrupted())
+        stop = lambda: keeper.lost.is_set() or interrupted()  # noqa: E731
+        outcome = _copy_cached(store, spec, source) if source is not None else None
+        if outcome is None:  # no source, or its version could not be copied: train
+            outcome = _fetch_train_upload(store, spec, trainer, stop)
+        else:
+            outcome = _upload_outputs(store, spec, outcome)
     except BaseException:
         keeper.stop()
         with session_scope(factory) as session:
@@ -207,6 +226,63 @@ def record_lost_process(factory: sessionmaker[Session], run_id: int, owner: str,
     return Trained(text, spec, outcome, recorded)
 
 
+def keyed(spec: RunSpec, trainer: Trainer) -> RunSpec:
+    """`spec` with its run-cache key, when the trainer says who it is (`identity`) and the sweep
+    recorded its dataset's fingerprint; else as it is (such a run is neither cached nor a source)."""
+    identity = trainer_identity_of(trainer)
+    if identity is None or spec.dataset_sha256 is None:
+        return spec
+    key = cache_key(
+        dataset_sha256=spec.dataset_sha256,
+        fold=spec.fold,
+        features=spec.features,
+        training=spec.training,
+        seed=spec.seed,
+        trainer=identity,
+    )
+    return replace(spec, cache_key=key)
+
+
+def find_source(factory: sessionmaker[Session], spec: RunSpec) -> CachedSource | None:
+    """The succeeded run `spec` can be recorded from (`reuse_runs` on and a key), or None."""
+    if not spec.reuse or spec.cache_key is None:
+        return None
+    with session_scope(factory) as session:
+        return find_cached(session, spec.cache_key, spec.run_id)
+
+
+def _copy_cached(store: Store, spec: RunSpec, source: CachedSource) -> RunOutcome | None:
+    """The run recorded from `source`: its model version copied (from the store when it is
+    remote) to the run's, `run.json` naming this run and its source, and the source's metrics
+    as the database holds them. None when the source's version cannot be had (the run trains)."""
+    started = time.perf_counter()
+    names = (source.asset, source.output_subdir, source.fold, source.model_version)
+    try:
+        if not store.fetch_version(*names):
+            log.warning("%s: cached source %s has no model version in the store; training it", spec.label, source.name)
+            return None
+        origin = version_folder(
+            sweep_dir(store.root, source.asset, source.output_subdir), source.fold, source.model_version
+        )
+        target = version_folder(Path(spec.sweep_dir), spec.fold.name, spec.version)
+        ensure_inside(store.root, origin, target.parent)
+        copy_version(origin, target, run_file(spec, cached_from=source.name))
+        if store.remote and (source.asset, source.output_subdir) != (spec.asset, Path(spec.sweep_dir).name):
+            store.drop_local_version(*names)
+    except (OSError, StoreError, UnsafePath) as exc:
+        log.warning("%s: copying cached source %s failed (%s); training it", spec.label, source.name, exc)
+        return None
+    outcome = RunOutcome(
+        spec.run_id,
+        metrics=dict(source.metrics),
+        model_version=spec.version,
+        cache_key=spec.cache_key,
+        cached_from=source.name,
+    )
+    outcome.timings["cache_copy_seconds"] = time.perf_counter() - started
+    return outcome
+
+
 def _fetch_train_upload(
     store: Store, spec: RunSpec, trainer: Trainer, stop_requested: Callable[[], bool]
 ) -> RunOutcome:
@@ -218,6 +294,7 @@ def _fetch_train_upload(
         return problem
     fetched = time.perf_counter() - started
     outcome = trainer(spec, stop_requested=stop_requested)
+    outcome.cache_key = spec.cache_key
     if store.remote:
         outcome.timings["fetch_seconds"] = fetched
     return _upload_outputs(store, spec, outcome)

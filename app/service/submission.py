@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.lifecycle import mark_enqueued
 from app.db.models import Sweep
+from app.db.racing import resume_skipped
 from app.db.recording import AdoptedRun, add_runs, adopt_sweep, insert_sweep, lock_sweep_name, record_dataset
 from app.db.session import session_scope
 from app.db.sweeps import (
@@ -259,6 +260,8 @@ def record_submission(
             new_ids = add_runs(
                 session, sweep, merging.config, merging.plan.features, merging.new_runs, continue_on_error
             )
+            if not merging.config.racing.enabled:  # racing off: the runs it skipped train now
+                new_ids += resume_skipped(session, sweep)
             total = len(merging.plan.runs)
         merged = merging is not None
     return Submitted(

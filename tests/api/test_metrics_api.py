@@ -99,9 +99,11 @@ def test_the_ranking_follows_the_metric_asked_for(client: TestClient, toy: str) 
     assert variant["rank_score"] == pytest.approx(mean + std)  # lower is better: mean + std
     # The seed's columns keep their meaning: robust_score is still that of val RMSE.
     assert variant["robust_score"] == default["data"][1]["robust_score"]
-    # The columns in config_ranking.csv's order: the metrics' after the seed's, rank_score last.
+    # The columns in config_ranking.csv's order: the metrics' after the seed's, then rank_score
+    # and the model confidence set's two.
     names = list(variant)
-    assert names[-1] == "rank_score" and names.index(f"mean_val_{toy}") > names.index("holm_family")
+    assert names[-3:] == ["rank_score", "mcs_pvalue", "in_mcs"]
+    assert names.index(f"mean_val_{toy}") > names.index("holm_family")
     assert default["data"][0][f"mean_val_{toy}"] == pytest.approx(0.525)  # the default ranking has them too
 
     fold = client.get(f"/sweeps/{sweep_id}/ranking", params={"metric": f"val_{toy}", "fold": "f1"}).json()

@@ -48,7 +48,7 @@ def test_submit_creates_the_sweep_and_enqueues_its_runs(client: TestClient, queu
     assert response.headers["location"] == f"/sweeps/{body['id']}"
     assert len(queue.runs) == 2
     sweep = client.get(f"/sweeps/{body['id']}").json()
-    assert sweep["runs"] == {"queued": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+    assert sweep["runs"] == {"queued": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "skipped": 0}
     assert sweep["config"]["training_config"]["gradient_clip_val"] == 0.1
 
 
@@ -282,7 +282,7 @@ def test_cancel_retry_regenerate(client: TestClient, queue: RecordingQueue) -> N
     assert cancelled["runs"] == 6
     detail = client.get(f"/sweeps/{sweep_id}").json()
     assert detail["status"] == "cancelled"
-    assert detail["runs"] == {"queued": 0, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 6}
+    assert detail["runs"] == {"queued": 0, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 6, "skipped": 0}
     assert queue.reports == [sweep_id]
 
     queue.runs.clear()

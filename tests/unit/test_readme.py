@@ -45,7 +45,7 @@ def test_readme_lists_every_dashboard_page() -> None:
     listed = set(re.findall(r"^\| `(/[^`]*)` \|", text, flags=re.MULTILINE))
     pages = {route.path for route in ui.router.routes}  # type: ignore[attr-defined]
     pages = {re.sub(r"\{\w+\}", "{id}", p) for p in pages}
-    assert pages == {"/ui", "/ui/sweeps/{id}", "/ui/hpo", "/ui/hpo/{id}", "/ui/workers", "/ui/submit"}
+    assert pages == {"/ui", "/ui/sweeps/{id}", "/ui/hpo", "/ui/hpo/{id}", "/ui/workers", "/ui/submit", "/ui/compare"}
     assert pages | {"/docs"} <= listed
 
 

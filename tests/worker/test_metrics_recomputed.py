@@ -248,7 +248,12 @@ def test_regenerate_takes_rank_by_references_and_costs_from_the_command_line(
     args = ["regenerate", "--sweep-dir", str(folder), "--data-dir", str(root), "--no-plots"]
     assert main([*args, "--rank-by", "val_sharpe", "--references", "ar1", "--costs-bps", "10"]) == 0
     recorded = json.loads((folder / "analysis_config.json").read_text())["evaluation"]
-    assert recorded == {"rank_by": "val_sharpe", "references": ["naive", "ar1"], "costs_bps": 10.0}
+    assert recorded == {
+        "rank_by": "val_sharpe",
+        "references": ["naive", "ar1"],
+        "costs_bps": 10.0,
+        "selection": {"level": 0.9, "reps": 1000, "block_size": None, "seed": 0},
+    }
     ranking = pd.read_csv(folder / "config_ranking.csv")
     assert ranking["rank_score"].is_monotonic_decreasing and "mean_val_skill_mean" not in ranking
     assert "rank_score (val_sharpe)" in capsys.readouterr().out

@@ -277,3 +277,52 @@ def test_a_worker_keeps_no_model_version_it_uploaded(
         assert (tmp_path / "rebuild" / SWEEP / "config_ranking.csv").read_bytes() == ranking
         assert store.read_bytes(sweep / "config_ranking.csv") == ranking
         assert store.listing(sweep / "plots", ".png") == []  # this build made none
+
+
+class HeavyKnownTrainer:
+    """`heavy_train` with an identity, so its runs are cached; remembers what it trained."""
+
+    def __init__(self) -> None:
+        self.trained: list[str] = []
+
+    def identity(self) -> Any:
+        from core.run_cache import trainer_identity
+
+        return trainer_identity(None, "cpu")
+
+    def __call__(self, spec: RunSpec, stop_requested: Callable[[], bool] | None = None) -> RunOutcome:
+        self.trained.append(spec.config_id)
+        return heavy_train(spec, stop_requested)
+
+
+def test_a_cache_hit_in_store_mode_copies_through_the_store_on_a_worker_with_an_empty_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker A trains a sweep; worker B, on a machine with an empty disk and the same database
+    and store, records a second sweep's repeated runs from A's versions in the store: nothing
+    trained, every file of the versions (checkpoint included) published under the new sweep,
+    and B's disk empty again."""
+    url = use_s3(monkeypatch)
+    staging = make_data_root(tmp_path / "staging")
+    object_store(staging, url).publish_dataset(ASSET)
+    factory = open_database(tmp_path / "db")
+    trained: dict[str, HeavyKnownTrainer] = {}
+    for worker, name in (("a", "first"), ("b", "second")):
+        root = tmp_path / worker
+        settings = Settings(data_dir=root, database_url=None, redis_url=None, store_url=url)
+        queue = RecordingQueue()
+        config = validate_sweep_config(tiny_sweep(output_subdir=name, replica_seeds=[1, 2]))
+        submit_sweep(factory, queue, settings, ASSET, config, merge=False, continue_on_error=False)
+        trainer = trained[worker] = HeavyKnownTrainer()
+        ctx = WorkerContext(0, 0, factory, queue, settings, trainer)
+        for run_id in list(queue.runs):
+            assert handle_train_run(ctx, run_id, f"{worker}-{run_id}") == "succeeded"
+    assert len(trained["a"].trained) == 4 and trained["b"].trained == []
+    store = Settings(data_dir=tmp_path / "b", database_url=None, redis_url=None, store_url=url).store()
+    assert isinstance(store, ObjectStore)
+    second = store.key(tmp_path / "b" / "models" / ASSET / "sweeps" / "second" / "folds")
+    manifests = store.fs.glob(f"{second}/*/models/*/{MANIFEST}")
+    assert len(manifests) == 4
+    assert all({"model.ckpt", "run.json"} <= set(json.loads(store.fs.cat_file(k))["files"]) for k in manifests)
+    # Only what submission wrote (analysis_config.json): no model version of either sweep stays.
+    assert [p.name for p in (tmp_path / "b" / "models").rglob("*") if p.is_file()] == ["analysis_config.json"]

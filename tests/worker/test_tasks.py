@@ -84,7 +84,14 @@ def test_a_claimed_run_is_not_trained_again(env: dict[str, Any]) -> None:
 def test_failure_without_continue_on_error_cancels_the_rest(env: dict[str, Any]) -> None:
     ids = submit_tiny(env, param_ranges={"hidden_size": [6, 8]})
     assert process(env, ids[0], FailingTrainer({"baseline"})) == "failed"
-    assert states(env["factory"]) == {"queued": 0, "running": 0, "succeeded": 0, "failed": 1, "cancelled": 2}
+    assert states(env["factory"]) == {
+        "queued": 0,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 1,
+        "cancelled": 2,
+        "skipped": 0,
+    }
     assert env["queue"].reports == [1]
     assert process(env, ids[1]) == "skipped (cancelled)"
     with session_scope(env["factory"]) as session:

@@ -122,6 +122,7 @@ def _public(tables: TablesDep, sweep: Sweep) -> dict[str, Any]:
         "reports_at": as_utc(sweep.reports_at),
         "runs": counts,
         "total_runs": sum(counts.values()),
+        "cached_runs": tables.cached(sweep),
         "best_config": tables.best_config(sweep),
     }
 

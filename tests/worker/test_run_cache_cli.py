@@ -1,0 +1,59 @@
+"""The run cache with the real trainer, through `tftsweep sweep`: a second sweep that repeats
+runs of a first trains only its new run; `--no-reuse` trains every run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.db.models import Run, Sweep
+from app.db.session import session_scope
+from core.paths import version_folder
+from core.runs import METRIC_COLUMNS
+from tests.utils.data import ASSET, make_data_root, tiny_sweep
+from worker.cli import main
+from worker.local_sweep import open_database
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_second_sweep_trains_only_the_new_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_data_root(tmp_path / "data")
+    monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(root))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+    def sweep(name: str, values: list[int], *flags: str) -> str:
+        config = tmp_path / f"{name}.json"
+        config.write_text(json.dumps(tiny_sweep(output_subdir=name, param_ranges={"hidden_size": values})))
+        assert main(["sweep", "--asset", ASSET, "--config-json", str(config), *flags]) == 0
+        return capsys.readouterr().out
+
+    assert "trained here: 2; recorded from the run cache: 0" in sweep("first", [6])
+    out = sweep("second", [6, 8])
+    assert "trained here: 1; recorded from the run cache: 2" in out
+    assert "trained here: 3; recorded from the run cache: 0" in sweep("third", [6, 8], "--no-reuse")
+
+    with session_scope(open_database(root)) as session:
+        ids = {s.output_subdir: s.id for s in session.scalars(select(Sweep))}
+        runs = {(r.sweep_id, r.config_id): r for r in session.scalars(select(Run))}
+        for config_id in ("baseline", "hidden_size=6"):
+            source, copy = runs[(ids["first"], config_id)], runs[(ids["second"], config_id)]
+            assert copy.cached_from == f"{ids['first']}/{source.run_key}"
+            assert [getattr(copy, c) for c in METRIC_COLUMNS] == [getattr(source, c) for c in METRIC_COLUMNS]
+            assert copy.scores_json == source.scores_json
+            folders = [
+                version_folder(root / "models" / ASSET / "sweeps" / name, run.fold, str(run.model_version))
+                for name, run in (("first", source), ("second", copy))
+            ]
+            # The predictions come with it: a report build rescores the copy as the source.
+            assert (folders[1] / "predictions.parquet").read_bytes() == (
+                folders[0] / "predictions.parquet"
+            ).read_bytes()
+            assert (folders[1] / "model.ckpt").is_file()
+        assert runs[(ids["second"], "hidden_size=8")].cached_from is None
+        assert all(r.cached_from is None for (sweep_id, _), r in runs.items() if sweep_id == ids["third"])
