@@ -53,14 +53,15 @@ from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from core.config import Fold, TrainingConfig, training_with
-from core.datasets import check_dataset_shapes, load_dataset
+from core.datasets import check_dataset_shapes, dataset_path, load_dataset
 from core.errors import RunFailed
 from core.feature_sets import resolve_features
-from core.files import write_json_atomic
+from core.files import file_sha256, write_json_atomic
 from core.hpo_config import HpoConfig, SearchParam, study_shapes
 from core.paths import ensure_inside, hpo_dir
 from core.report_files import json_safe, write_csv
 from core.reports import rank_direction, robust_score
+from core.run_cache import cache_key, trainer_identity
 from core.significance import (
     BETTER,
     DEFAULT_ALPHA,
@@ -72,7 +73,7 @@ from core.significance import (
     wilcoxon_pvalues,
 )
 from core.store import Store
-from core.training import DatasetCache, quiet_lightning, train_and_evaluate
+from core.training import DatasetCache, device_kind, quiet_lightning, train_and_evaluate
 
 STUDY_DB = "optuna_study.db"
 # Optuna's WilcoxonPruner n_startup_steps default: runs of a trial before it can be pruned.
@@ -357,10 +358,27 @@ def epoch_stride(config: HpoConfig) -> int:
     return config.training_config.max_epochs
 
 
-class Objective:
-    """The study's objective: train the suggested config on every (fold, seed)."""
+# Finds a run already trained with a cache key (core.run_cache) and returns its metrics as a
+# run's record (`RunResult.metrics()`) with `cached_from` naming it, or None: how a study
+# reuses sweeps' runs.
+RunLookup = Callable[[str], dict[str, Any] | None]
 
-    def __init__(self, config: HpoConfig, frame: pd.DataFrame, frame_id: str, cancelled: Callable[[], bool]) -> None:
+
+class Objective:
+    """The study's objective: train the suggested config on every (fold, seed), or reuse a run
+    already trained with the same cache key: an earlier trial's (a sampler that suggests a
+    config again) or, through `reuse`, a sweep's."""
+
+    def __init__(
+        self,
+        config: HpoConfig,
+        frame: pd.DataFrame,
+        frame_id: str,
+        cancelled: Callable[[], bool],
+        *,
+        dataset_sha256: str | None = None,
+        reuse: RunLookup | None = None,
+    ) -> None:
         self.config = config
         self.cancelled = cancelled
         self.frame = frame
@@ -370,6 +388,34 @@ class Objective:
         self.stride = epoch_stride(config)
         self.pairs = run_pairs(config)
         self.per_run = config.pruner.type == "wilcoxon"
+        self.dataset_sha256 = dataset_sha256
+        self.reuse = reuse
+        self.identity = trainer_identity(None, device_kind())
+
+    def _key(self, fold: Fold, training: TrainingConfig) -> str | None:
+        if self.dataset_sha256 is None:
+            return None
+        return cache_key(
+            dataset_sha256=self.dataset_sha256,
+            fold=fold,
+            features=self.features,
+            training=training,
+            seed=training.seed,
+            trainer=self.identity,
+        )
+
+    def _reused(self, study: optuna.Study, key: str | None) -> dict[str, Any] | None:
+        """The metrics of a run trained before with `key`, with `cached_from` naming it: in a
+        finished trial of this study (any process; `trial {number}`), else through `reuse`
+        (a sweep's run, `{sweep id}/{run_key}`); None when there is none."""
+        if key is None:
+            return None
+        for t in study.get_trials(deepcopy=False, states=DONE_STATES):
+            for run in t.user_attrs.get("runs", []):
+                if run.get("cache_key") == key:
+                    kept = {k: v for k, v in run.items() if k not in ("fold", "seed", "cache_key", "cached_from")}
+                    return {**kept, "cached_from": run.get("cached_from") or f"trial {t.number}"}
+        return self.reuse(key) if self.reuse is not None else None
 
     def _callback(self, trial: optuna.trial.Trial, index: int) -> Callback:
         """Run `index`'s Lightning callback: the epoch reports of the median pruner, or (a pruner
@@ -410,9 +456,15 @@ class Objective:
             if self.cancelled():
                 raise StudyCancelled("the study was cancelled")
             run_training: TrainingConfig = training_with(training, {"seed": seed})
-            data = self.cache.get(self.frame_id, self.frame, fold, run_training, self.features)
-            result = train_and_evaluate(data, run_training, callbacks=[self._callback(trial, index)])
-            runs.append({"fold": fold.name, "seed": seed, **result.metrics()})
+            key = self._key(fold, run_training)
+            reused = self._reused(trial.study, key)
+            if reused is not None:
+                # Trained before: nothing to train, nothing to report per epoch (nothing to prune).
+                runs.append({"fold": fold.name, "seed": seed, **reused, "cache_key": key})
+            else:
+                data = self.cache.get(self.frame_id, self.frame, fold, run_training, self.features)
+                result = train_and_evaluate(data, run_training, callbacks=[self._callback(trial, index)])
+                runs.append({"fold": fold.name, "seed": seed, **result.metrics(), "cache_key": key})
             trial.set_user_attr("runs", runs)
             if self.per_run:
                 self._report_run(trial, index, runs[-1])
@@ -446,13 +498,15 @@ def run_study(
     cancelled: Callable[[], bool] = lambda: False,
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     plots: bool = True,
+    reuse: RunLookup | None = None,
 ) -> dict[str, Any]:
     """Run trials until the study holds `n_trials` finished (complete or pruned) ones, or
     `cancelled()` turns true (the running trial ends at its next pruning check); write artifacts.
 
     `storage_url` is a server storage the operator configured (default: SQLite in `out_dir`).
     Safe to run in several processes at once on a server database: each stops when the
-    total is reached.
+    total is reached. `reuse`: how runs trained elsewhere are found by cache key (a sweep's,
+    through the database); a trial's run with the key of one trained before is not trained.
 
     Raises:
         DatasetError: before any trial, when the dataset cannot serve the study.
@@ -464,7 +518,9 @@ def run_study(
     frame = load_dataset(root, asset, config.features)
     study = open_study(config, out_dir, storage_url)
     write_json_atomic(out_dir / "hpo_config.json", config.to_json_dict())
-    objective = Objective(config, frame, f"{asset}", cancelled)
+    objective = Objective(
+        config, frame, f"{asset}", cancelled, dataset_sha256=file_sha256(dataset_path(root, asset)), reuse=reuse
+    )
     started = time.monotonic()
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

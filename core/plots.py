@@ -163,8 +163,7 @@ def plot_config_ranking(ranking: pd.DataFrame, title: str, top: int = 25, rank_b
     )
     ax.set_title(_wrapped(title, 70))
     verdicts = [
-        Patch(color=verdict_color(v), alpha=0.55, label=f"robust score: {v}")
-        for v in dict.fromkeys(data["verdict"])
+        Patch(color=verdict_color(v), alpha=0.55, label=f"robust score: {v}") for v in dict.fromkeys(data["verdict"])
     ]
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=[*verdicts, *handles], loc="best", fontsize=8)

@@ -12,6 +12,10 @@ Every forecast is kept (`predictions.parquet`) and scored by the metric registry
 (`core.evaluation`), so nothing about metrics lives here. The module is one run from
 datasets to published files, a little over 450 lines; the ML imports it holds are the
 reason not to spread it over several.
+
+A change to what this module does with the same inputs (the model, the loss, the cut of a
+fold, the predictions written) must bump `core.run_cache.TRAINER_VERSION`, or runs trained
+before it are reused by the run cache as if trained by it.
 """
 
 from __future__ import annotations
@@ -150,6 +154,15 @@ def quiet_lightning() -> None:
 def set_torch_threads(threads: int) -> None:
     """Set torch's intra-op threads for this process."""
     torch.set_num_threads(threads)
+
+
+def device_kind() -> str:
+    """The device kind Lightning's `accelerator="auto"` trains on here: cuda, mps or cpu (part
+    of a run's cache key, core.run_cache)."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
 
 
 def build_fold_data(frame: pd.DataFrame, fold: Fold, training: TrainingConfig, features: list[str]) -> FoldData:

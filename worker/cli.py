@@ -416,10 +416,12 @@ def _print_transfer(report: dict[str, Any]) -> None:
 
 
 def cmd_hpo(args: argparse.Namespace) -> int:
+    from app.service.studies import ReusedRuns
     from core.datasets import check_asset
     from core.hpo import run_stored_study
     from core.hpo_config import load_hpo_config
     from core.paths import hpo_dir
+    from worker.local_sweep import open_database
 
     config = load_hpo_config(config_text(args.config_json, "hpo"))
     if args.output_subdir and args.output_subdir != config.output_subdir:
@@ -435,6 +437,7 @@ def cmd_hpo(args: argparse.Namespace) -> int:
         out,
         storage_url=current.hpo_storage_url(config.storage),
         on_trial=progress.trial_done,
+        reuse=ReusedRuns(open_database(current.data_root, current.database_url)),
     )
     best = summary["best"]
     counts = summary["n_trials"]

@@ -89,15 +89,9 @@ def identity() -> TrainerIdentity:
     """Who trains here, for the run cache: this process's precision, its device kind (what
     Lightning's `accelerator="auto"` picks: cuda, mps or cpu), the trainer's version and the
     training libraries' versions."""
-    import torch
+    from core.training import device_kind
 
-    if torch.cuda.is_available():
-        device = "cuda"
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        device = "mps"
-    else:
-        device = "cpu"
-    return trainer_identity(_precision, device)
+    return trainer_identity(_precision, device_kind())
 
 
 # The run cache asks a trainer who it is (core.runs.trainer_identity_of).

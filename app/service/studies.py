@@ -18,15 +18,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Study, StudyStatus
+from app.db.run_cache import find_cached
 from app.db.session import session_scope
 from app.db.studies import cancel_study as cancel_study_row
 from app.db.studies import end_study, find_study, is_cancelled, lock_study_name, queue_study, start_study
 from app.queue import RunQueue
 from app.settings import Settings
+from core.config import EvaluationConfig
 from core.datasets import check_dataset_shapes
 from core.errors import Conflict, StudyExists
 from core.hpo_config import HpoConfig, continued_config, parallel_trials_ok, stored_hpo_config, study_shapes
 from core.paths import hpo_dir
+from core.rescore import scoring_key
+from core.runs import SCORED_WITH
 from core.store import Store
 
 STUDY_CONTINUABLE = ("n_trials", "timeout_s")
@@ -94,6 +98,23 @@ def cancel_study(factory: sessionmaker[Session], study_id: int) -> Study:
         return session.get_one(Study, study_id)
 
 
+class ReusedRuns:
+    """A study's way into the run cache: the metrics of a sweep's succeeded run with a cache
+    key, when it was scored as a study scores (the default evaluation block: every reference,
+    no costs), so reusing it gives the trial the values training would have."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+        self.scored_with = scoring_key(EvaluationConfig())
+
+    def __call__(self, key: str) -> dict[str, Any] | None:
+        with session_scope(self.factory) as session:
+            source = find_cached(session, key, run_id=-1)
+        if source is None or source.metrics.get(SCORED_WITH) != self.scored_with:
+            return None
+        return {**source.metrics, "cached_from": source.name}
+
+
 class StudyRunner(Protocol):
     """Runs a stored study's trials to its end and returns its summary (`core.hpo.run_stored_study`)."""
 
@@ -106,6 +127,7 @@ class StudyRunner(Protocol):
         *,
         storage_url: str | None,
         cancelled: Callable[[], bool],
+        reuse: Callable[[str], dict[str, Any] | None] | None,
     ) -> dict[str, Any]: ...
 
 
@@ -128,6 +150,7 @@ def run_study(factory: sessionmaker[Session], settings: Settings, study_id: int,
             hpo_dir(settings.data_root, asset, config.output_subdir),
             storage_url=settings.hpo_storage_url(config.storage),
             cancelled=StudyCancelCheck(factory, study_id),
+            reuse=ReusedRuns(factory),
         )
     except Exception as exc:
         with session_scope(factory) as session:

@@ -269,3 +269,38 @@ def test_the_wilcoxon_pruner_gets_one_value_per_fold_and_seed_run(tmp_path: Path
     for t in pruned:
         assert 4 <= len(t.user_attrs["runs"]) < 6  # 4 pairs at the least for p < 0.1 (1/16)
         assert t.user_attrs["pruned_at"]["rule"] == "wilcoxon"
+
+
+def test_a_trial_reuses_runs_trained_before_by_the_study_or_by_a_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run cache in a study: a sweep's baseline runs (same dataset, folds, seeds, training)
+    stand in for trial 0's, and a config the grid suggests again reuses the earlier trial's
+    runs: those trials train nothing and score what the runs scored."""
+    root = make_data_root(tmp_path / "data")
+    monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(root))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    study = tiny_study(
+        n_trials=3,
+        search_space={"learning_rate": {"type": "categorical", "choices": [0.01, 0.02]}},
+        sampler={"type": "grid", "seed": 3},
+        pruner={"type": "none"},
+    )
+    sweep = {k: v for k, v in study.items() if k in tiny_sweep()} | {"output_subdir": "base", "param_ranges": {}}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    assert main(["sweep", "--asset", ASSET, "--config-json", str(tmp_path / "sweep.json")]) == 0
+    assert main(["hpo", "--asset", ASSET, "--config-json", str(tmp_path / "study.json")]) == 0
+    capsys.readouterr()
+    config = validate_hpo_config(study)
+    trials = open_study(config, root / "models" / ASSET / "optuna" / "study").get_trials()
+    baseline = trials[0].user_attrs["runs"]
+    assert [r["cached_from"].split("/")[0] for r in baseline] == ["1", "1"]  # sweep 1's baseline runs
+    lr = {t.number: t.params["learning_rate"] for t in trials}
+    again = next(t for t in trials[1:] if lr[t.number] == 0.01)  # the grid suggests the baseline again
+    assert [r["cached_from"] for r in again.user_attrs["runs"]] == [
+        "1/" + r["cached_from"].split("/")[1] for r in baseline
+    ]
+    assert again.value == trials[0].value
+    other = next(t for t in trials if lr[t.number] == 0.02)
+    assert all("cached_from" not in r for r in other.user_attrs["runs"])  # trained

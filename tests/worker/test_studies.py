@@ -49,6 +49,7 @@ def runner(during: Callable[[], object] = lambda: None, fail: bool = False) -> A
         *,
         storage_url: str | None,
         cancelled: Callable[[], bool],
+        reuse: Callable[[str], dict[str, Any] | None] | None,
     ) -> dict[str, Any]:
         during()
         if fail:

@@ -216,7 +216,8 @@ async function sweepsPage() {
     el("td", {text: s.asset}),
     el("td", {}, [link(`/ui/sweeps/${s.id}`, s.output_subdir)]),
     el("td", {class: `status-${s.status}`, text: s.status}),
-    el("td", {text: ["queued", "running", "succeeded", "failed", "cancelled"].map((k) => s.runs[k]).join(" / ")}),
+    el("td", {text: ["queued", "running", "succeeded", "failed", "cancelled", "skipped"].map((k) => s.runs[k] ?? 0)
+      .join(" / ") + (s.cached_runs ? ` (${s.cached_runs} cached)` : "")}),
     el("td", {text: new Date(s.created_at).toLocaleString()}),
     el("td", {text: s.best_config || "–"}),
   ])));
@@ -246,11 +247,19 @@ function familyNote(rows, noun) {
     `${rest} The unadjusted 95% CI columns ignore the other ${noun}s and do not decide it.`;
 }
 
-// A verdict cell as a badge (its colour says better, worse, indistinguishable, insufficient).
+// A verdict cell as a badge (its colour says better, worse, indistinguishable, insufficient). Its
+// first word is the kind: "worse (raced out after 8 pairs)" is a worse verdict that racing reached
+// before the variant's remaining runs were trained (they are skipped), so it says so in its tooltip.
+const RACED_OUT = "Racing stopped this variant: shown worse than the baseline on the pairs it had " +
+  "(one-sided Wilcoxon, at a level spent over the looks and Holm over the variants); its remaining runs were skipped.";
+
 function badge(tr, row) {
   const cell = tr.querySelector('td[data-column="verdict"]'); // not the baseline's config_id, also "baseline"
   if (cell && row.verdict) {
-    cell.replaceChildren(el("span", {class: `badge verdict-${row.verdict}`, text: row.verdict}));
+    const verdict = String(row.verdict);
+    const raced = /raced out/.test(verdict);
+    cell.replaceChildren(el("span", Object.assign({class: `badge verdict-${verdict.split(" ")[0]}${raced ? " raced-out" : ""}`,
+      text: verdict}, raced ? {title: RACED_OUT} : {})));
   }
 }
 
@@ -328,9 +337,12 @@ async function sweepPage() {
   const sweep = await json(`/sweeps/${id}`);
   document.getElementById("sweep-title").textContent = `Sweep ${id}: ${sweep.asset} / ${sweep.output_subdir}`;
   const r = sweep.runs;
-  const done = r.succeeded + r.failed + r.cancelled;
+  const skipped = r.skipped || 0;
+  const done = r.succeeded + r.failed + r.cancelled + skipped; // a skipped run is settled: it will not train
   document.getElementById("progress-text").textContent =
     `${sweep.status}: ${done} of ${sweep.total_runs} runs finished (${r.running} running, ${r.failed} failed, ${r.cancelled} cancelled)`;
+  countBadge("cached-count", sweep.cached_runs || 0, "cached (not trained)");
+  countBadge("skipped-count", skipped, "skipped (raced out)");
   const bar = document.getElementById("progress-bar");
   bar.max = Math.max(1, sweep.total_runs);
   bar.value = done;
@@ -343,6 +355,7 @@ async function sweepPage() {
   const impact = (await json(`/sweeps/${id}/param-impact`)).summary;
   renderTable(document.getElementById("impact"), impact, IMPACT, badge);
   document.getElementById("impact-note").textContent = familyNote(impact, "value");
+  await runsTable(id);
   const summary = await json(`/sweeps/${id}/summary`);
   document.getElementById("significance").textContent = summary.significance.sentence;
   await driftTable(id);
@@ -353,15 +366,62 @@ async function sweepPage() {
   if (r.queued || r.running || !sweep.reports_at) setTimeout(() => sweepPage().catch(report), 3000);
 }
 
+// "4 cached (not trained)" beside the progress; hidden while there are none.
+function countBadge(id, n, text) {
+  const tag = document.getElementById(id);
+  tag.textContent = `${n} ${text}`;
+  tag.hidden = !n;
+}
+
 // "partial: k of n runs" while the ranking rests on fewer runs than the sweep has (k = succeeded),
-// with why: runs still to come, or runs that failed or were cancelled. Empty for a complete sweep.
+// with why: runs still to come, runs that failed or were cancelled, runs racing skipped. Empty
+// for a complete sweep.
 function partialText(sweep) {
   const r = sweep.runs;
   if (r.succeeded >= sweep.total_runs) return "";
   const pending = r.queued + r.running;
-  const why = pending ? `${pending} still to run; the ranking and the verdicts can change`
-    : `${sweep.total_runs - r.succeeded} failed or cancelled, not counted`;
-  return `partial: ${r.succeeded} of ${sweep.total_runs} runs (${why})`;
+  const skipped = r.skipped || 0;
+  const why = [];
+  if (pending) why.push(`${pending} still to run; the ranking and the verdicts can change`);
+  const lost = r.failed + r.cancelled;
+  if (!pending && lost) why.push(`${lost} failed or cancelled, not counted`);
+  if (skipped) why.push(`${skipped} skipped (raced out), not trained`);
+  return `partial: ${r.succeeded} of ${sweep.total_runs} runs (${why.join("; ")})`;
+}
+
+// The runs of one page (plan order; the state chosen in its selector): a run recorded from the
+// cache carries a "cached" badge whose tooltip names its source, a skipped one its reason.
+const RUNS = ["run_id", "config_id", "fold", "seed", "status", "cached_from", "skip_reason", "val_rmse", "test_rmse",
+  "train_seconds", "attempts", "model_version", "error"];
+const RUNS_SHOWN = 200;
+
+async function runsTable(id) {
+  const select = document.getElementById("runs-state");
+  if (!select.dataset.bound) {
+    select.addEventListener("change", () => runsTable(id).catch(report));
+    select.dataset.bound = "true";
+  }
+  const state = select.value;
+  const answer = await json(`/sweeps/${id}/runs?limit=${RUNS_SHOWN}${state ? `&state=${encodeURIComponent(state)}` : ""}`);
+  if (select.value !== state) return; // another state was chosen meanwhile: its answer draws the table
+  renderTable(document.getElementById("runs"), answer.data, RUNS, runMarks);
+  const which = state ? `${state} runs` : "runs";
+  document.getElementById("runs-note").textContent = answer.count > answer.data.length
+    ? `The first ${answer.data.length} of ${answer.count} ${which} (plan order); sweep_runs.csv has them all.`
+    : `${answer.count} ${which}.`;
+}
+
+function runMarks(tr, row) {
+  const cell = tr.querySelector('td[data-column="status"]');
+  if (row.cached_from) {
+    tr.classList.add("run-cached-row");
+    cell.append(" ", el("span", {class: "badge run-cached", title: `recorded from run ${row.cached_from}, not trained`,
+      text: "cached"}));
+  }
+  if (row.status === "skipped") {
+    tr.classList.add("run-skipped-row");
+    cell.replaceChildren(el("span", {class: "badge run-skipped", title: row.skip_reason || "skipped", text: "skipped"}));
+  }
 }
 
 // Largest PSI first, so the collapsed table shows the features that moved most.
