@@ -120,7 +120,7 @@ def test_the_sweep_page_shows_cached_and_skipped_runs(served: Served, browser: A
     assert cached.is_displayed() and cached.text == "16 cached (not trained)"
     assert skipped.is_displayed() and skipped.text == "8 skipped (raced out)"
     partial = browser.find_element(By.ID, "ranking-partial").text
-    assert partial == "partial: 24 of 32 runs (8 skipped (raced out), not trained)"
+    assert partial == "partial: 24 of 32 runs (8 raced out, not trained)"
 
     # The raced-out verdict is a worse one (its badge), marked as reached by racing.
     variant = browser.find_element(By.XPATH, f"//table[@id='ranking']//tr[td[@data-column='config_id']='{WORSE}']")

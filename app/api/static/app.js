@@ -385,7 +385,7 @@ function partialText(sweep) {
   if (pending) why.push(`${pending} still to run; the ranking and the verdicts can change`);
   const lost = r.failed + r.cancelled;
   if (!pending && lost) why.push(`${lost} failed or cancelled, not counted`);
-  if (skipped) why.push(`${skipped} skipped (raced out), not trained`);
+  if (skipped) why.push(`${skipped} raced out, not trained`);
   return `partial: ${r.succeeded} of ${sweep.total_runs} runs (${why.join("; ")})`;
 }
 
