@@ -132,3 +132,23 @@ def test_a_trainer_that_does_not_say_who_it_is_is_never_cached(env: dict[str, An
         assert handle_train_run(ctx, run_id, f"t{run_id}") == "succeeded"
     with session_scope(env["factory"]) as session:
         assert all(r.cache_key is None and r.cached_from is None for r in session.scalars(select(Run)))
+
+
+def test_the_cache_survives_a_lost_database_through_adoption(env: dict[str, Any], tmp_path: Path) -> None:
+    """The folders hold the keys: with a new database, the first sweep's folder is adopted
+    (its runs with their cache keys) and a second sweep is recorded from it, not trained."""
+    from app.service.reports import build_reports
+    from app.service.submission import adopt_folder
+
+    first = run_sweep(env, KnownTrainer(), output_subdir="first", param_ranges={})
+    assert build_reports(env["factory"], env["settings"].store(), first, builder="test") is not None
+    keys = {r.run_key: r.cache_key for r in rows(env, first).values()}
+    records = json.loads((sweep_dir(env["root"], ASSET, "first") / "sweep_runs.json").read_text())
+    assert {r["run_key"]: r["cache_key"] for r in records} == keys
+    fresh = {**env, "factory": open_database(tmp_path / "fresh-db")}  # the database is gone
+    adopted = adopt_folder(fresh["factory"], sweep_dir(env["root"], ASSET, "first"), ASSET)
+    assert adopted is not None
+    assert {r.run_key: r.cache_key for r in rows(fresh, adopted.sweep_id).values()} == keys
+    trainer = KnownTrainer()
+    second = run_sweep(fresh, trainer, output_subdir="second", param_ranges={})
+    assert trainer.trained == [] and all(r.cached_from for r in rows(fresh, second).values())
