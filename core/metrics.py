@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from core.references import NAME_PATTERN, REFERENCES
+from core.references import NAME_PATTERN, REFERENCES, add_named
 from core.significance import diebold_mariano, skill
 
 log = logging.getLogger("tftsweep.metrics")
@@ -101,12 +101,7 @@ def register_loss(loss: Loss) -> Loss:
     Raises:
         ValueError: the name is taken or is not `[a-z][a-z0-9_]*`.
     """
-    if not NAME_PATTERN.fullmatch(loss.name):
-        raise ValueError(f"loss name {loss.name!r} must match [a-z][a-z0-9_]*")
-    if loss.name in LOSSES:
-        raise ValueError(f"loss {loss.name!r} is already registered")
-    LOSSES[loss.name] = loss
-    return loss
+    return add_named(LOSSES, loss.name, loss, "loss")
 
 
 def column_loss(column: str) -> Loss:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -18,6 +19,7 @@ import numpy as np
 Forecaster = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,18 +41,27 @@ class Reference:
 REFERENCES: dict[str, Reference] = {}
 
 
+def add_named(registry: dict[str, T], name: str, item: T, kind: str) -> T:
+    """Add `item` to `registry` under `name` (a registry of references, losses, ...) and return it.
+
+    Raises:
+        ValueError: the name is taken or is not `[a-z][a-z0-9_]*` (the message says `kind`).
+    """
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"{kind} name {name!r} must match [a-z][a-z0-9_]*")
+    if name in registry:
+        raise ValueError(f"{kind} {name!r} is already registered")
+    registry[name] = item
+    return item
+
+
 def register_reference(ref: Reference) -> Reference:
     """Add `ref` to `REFERENCES` and return it.
 
     Raises:
         ValueError: the name is taken or is not `[a-z][a-z0-9_]*`.
     """
-    if not NAME_PATTERN.fullmatch(ref.name):
-        raise ValueError(f"reference name {ref.name!r} must match [a-z][a-z0-9_]*")
-    if ref.name in REFERENCES:
-        raise ValueError(f"reference {ref.name!r} is already registered")
-    REFERENCES[ref.name] = ref
-    return ref
+    return add_named(REFERENCES, ref.name, ref, "reference")
 
 
 def forecast_references(
