@@ -6,7 +6,7 @@ and keys its cached answers on `selection_at`.
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-12-08 00:00:00
+Create Date: 2026-12-07 00:00:00
 """
 
 from __future__ import annotations
