@@ -63,6 +63,21 @@ BEST_VALUE_CRITERION = (
 )
 
 
+def is_worse(verdicts: pd.Series) -> pd.Series:
+    """Verdicts that are `worse`, a raced-out one (`worse (raced out after n pairs)`) included."""
+    return verdicts.astype("string").str.startswith(WORSE).fillna(False).astype(bool)
+
+
+def _worse_clause(block: dict[str, Any], compared: pd.DataFrame) -> str:
+    """`; n are worse`, and how many of them racing stopped early."""
+    worse = len(block["worse"])
+    text = f"; {worse} {'is' if worse == 1 else 'are'} worse"
+    raced = int(compared["verdict"].astype("string").str.contains("raced out", regex=False).fillna(False).sum())
+    if raced:
+        text += f" ({raced} raced out: {'its' if raced == 1 else 'their'} remaining runs were not trained)"
+    return text
+
+
 def best_value_criterion(rank_by: str) -> str:
     """How `best_value_per_param` picks a value: by the ranking's order, which follows `rank_by`
     (with the default, val_rmse, the rank score is the robust score)."""
@@ -323,7 +338,7 @@ def significance(
         "smallest_reachable_holm_pvalue": smallest_adjusted_pvalue(most_pairs, family) if most_pairs else None,
         "smallest_holm_pvalue": holm_min,
         "better": compared.loc[compared["verdict"] == BETTER, "config_id"].tolist(),
-        "worse": compared.loc[compared["verdict"] == WORSE, "config_id"].tolist(),
+        "worse": compared.loc[is_worse(compared["verdict"]), "config_id"].tolist(),
         "best_config": None,
         "best_beats_naive": None,
         "relative_view": _relative_view(ranking, best_row),
@@ -358,7 +373,7 @@ def _unadjusted_only(compared: pd.DataFrame) -> tuple[list[str], list[str]]:
     def excludes_zero(low: pd.Series, high: pd.Series) -> pd.Series:
         return (low > 0) | (high < 0)
 
-    no_finding = ~compared["verdict"].isin([BETTER, WORSE])
+    no_finding = ~(compared["verdict"].eq(BETTER) | is_worse(compared["verdict"]))
     unadjusted = excludes_zero(compared["ci95_low"], compared["ci95_high"]) & no_finding
     if "simultaneous_ci_low" in compared:
         both = unadjusted & excludes_zero(compared["simultaneous_ci_low"], compared["simultaneous_ci_high"])
@@ -402,7 +417,7 @@ def _sentence(
         head = "No variant beats the baseline" if block["worse"] else "No variant is distinguishable from the baseline"
         text = f"{head} at alpha {alpha:g}{smallest}"
         if block["worse"]:
-            text += f"; {len(block['worse'])} are worse"
+            text += _worse_clause(block, compared)
         if (compared["verdict"] == INSUFFICIENT).any():
             n, m = block["most_pairs"], block["variants"]
             pairs = f"{n} pair{'' if n == 1 else 's'}"

@@ -55,6 +55,8 @@ def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
     wait_for(browser, lambda b: "at alpha 0.05" in b.find_element(By.ID, "significance").text)
     sentence = browser.find_element(By.ID, "significance").text
     assert "with 1 pair the test cannot go below 1: add seeds or folds" in sentence
+    # The plots load lazily: a user scrolls to them (how far down they are depends on the page).
+    browser.execute_script("document.getElementById('plots').scrollIntoView()")
     wait_for(
         browser,
         lambda b: b.execute_script(

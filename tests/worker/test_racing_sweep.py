@@ -84,7 +84,9 @@ def test_a_clearly_worse_variant_is_raced_out_and_its_remaining_runs_skipped(env
         reason = skipped[0].skip_reason
     assert reason is not None and reason.startswith("raced out after 8 pairs: worse than the baseline")
     assert "p = 0.00391" in reason
-    build_reports(env["factory"], env["settings"].store(), sweep.id, builder="test")
+    summary = build_reports(env["factory"], env["settings"].store(), sweep.id, builder="test")
+    assert summary is not None and WORSE in summary["significance"]["worse"]
+    assert "1 is worse (1 raced out: its remaining runs were not trained)" in summary["significance"]["sentence"]
     folder = sweep_dir(env["root"], ASSET, "tiny")
     ranking = {row["config_id"]: row for row in csv.DictReader((folder / "config_ranking.csv").open())}
     assert ranking[WORSE]["verdict"] == "worse (raced out after 8 pairs)"
