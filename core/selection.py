@@ -141,13 +141,36 @@ class MCSResult:
     members: list[str]
 
 
+def distinct_columns(losses: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The table with each set of identical columns kept once (the first of them), and each
+    column's kept twin. Two configs with the same daily losses (an OFAT value that changed
+    nothing, two configs that forecast the same sign every day) have a loss difference of
+    variance 0, which arch's MCS cannot studentize: they are one model to it, and share its
+    result."""
+    kept: list[str] = []
+    seen: dict[bytes, str] = {}
+    twin: dict[str, str] = {}
+    for name in (str(c) for c in losses.columns):
+        key = np.ascontiguousarray(losses[name].to_numpy(dtype="float64")).tobytes()
+        if key not in seen:
+            seen[key] = name
+            kept.append(name)
+        twin[name] = seen[key]
+    return losses[kept], twin
+
+
 def model_confidence_set(losses: pd.DataFrame, selection: SelectionConfig, block_size: int) -> MCSResult:
     """arch's MCS (method R, stationary bootstrap) at `selection.level` over the table's
-    columns; p-values and members in the table's column order."""
+    columns, identical columns taken once (`distinct_columns`); p-values and members in the
+    table's column order."""
     from arch.bootstrap import MCS
 
+    distinct, twin = distinct_columns(losses)
+    names = [str(c) for c in losses.columns]
+    if distinct.shape[1] == 1:  # every config has the same losses: none can be told apart
+        return MCSResult(dict.fromkeys(names, 1.0), names)
     mcs = MCS(
-        losses,
+        distinct,
         size=1 - selection.level,
         reps=selection.reps,
         block_size=block_size,
@@ -158,8 +181,7 @@ def model_confidence_set(losses: pd.DataFrame, selection: SelectionConfig, block
     mcs.compute()
     pvalues = mcs.pvalues["Pvalue"]
     included = set(mcs.included)
-    names = [str(c) for c in losses.columns]
-    return MCSResult({n: float(pvalues.loc[n]) for n in names}, [n for n in names if n in included])
+    return MCSResult({n: float(pvalues.loc[twin[n]]) for n in names}, [n for n in names if twin[n] in included])
 
 
 def spa_test(losses: pd.DataFrame, selection: SelectionConfig, block_size: int) -> dict[str, float] | None:
@@ -170,9 +192,15 @@ def spa_test(losses: pd.DataFrame, selection: SelectionConfig, block_size: int) 
 
     if BASELINE_ID not in losses.columns or losses.shape[1] < 2:
         return None
+    # A config with the baseline's very losses is not better than it, and a loss difference of
+    # variance 0 cannot be studentized: it is left out; with none left, nothing is better.
+    base = losses[BASELINE_ID].to_numpy(dtype="float64")
+    others = [c for c in losses.columns if c != BASELINE_ID and not np.array_equal(losses[c].to_numpy(), base)]
+    if not others:
+        return dict.fromkeys(SPA_PVALUES, 1.0)
     spa = SPA(
         losses[BASELINE_ID],
-        losses.drop(columns=[BASELINE_ID]),
+        losses[others],
         reps=selection.reps,
         block_size=block_size,
         bootstrap="stationary",
@@ -219,7 +247,13 @@ def compute_block(head: dict[str, Any], table: LossTable, selection: SelectionCo
             f"({MIN_DAYS} are needed; {table.days_dropped} dropped)",
         )
     block_size = selection.block_size or default_block_size(days)
-    mcs = model_confidence_set(table.losses, selection, block_size)
+    try:
+        mcs = model_confidence_set(table.losses, selection, block_size)
+        spa = spa_test(table.losses, selection, block_size)
+    except (ValueError, IndexError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        # Losses arch cannot resample into a test (e.g. differences of variance 0 that are not
+        # identical columns) cost the block, never the sweep its reports.
+        return _unavailable(head, f"arch could not compute the tests on these losses ({type(exc).__name__}: {exc})")
     means = table.losses.mean()
     return {
         **head,
@@ -231,7 +265,7 @@ def compute_block(head: dict[str, Any], table: LossTable, selection: SelectionCo
             "pvalues": mcs.pvalues,
             "mean_loss": {str(c): float(means[c]) for c in table.losses.columns},
         },
-        "spa": spa_test(table.losses, selection, block_size),
+        "spa": spa,
     }
 
 

@@ -380,3 +380,43 @@ def test_the_sentence_reads_the_block() -> None:
         "the best); no SPA test without the baseline's runs."
     )
     assert sel.selection_sentence({"available": False, "reason": "why"}, 0.05) == ""
+
+
+def test_identical_loss_columns_are_one_model_and_never_crash_the_build() -> None:
+    """Two configs with the same daily losses (an OFAT value that changed nothing, two configs
+    that forecast the same sign every day): arch's MCS cannot studentize their difference, so
+    they are compared once and share the result; the SPA test leaves out a config with the
+    baseline's own losses (it is not better), and says nothing is better when none is left."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(1.0, 0.2, 60) ** 2
+    other = rng.normal(1.1, 0.2, 60) ** 2
+    losses = pd.DataFrame({BASELINE_ID: base, "same_as_base": base, "other": other, "twin": other})
+    settings = SelectionConfig(reps=200, seed=1)
+    result = sel.model_confidence_set(losses, settings, 4)
+    alone = MCS(
+        losses[[BASELINE_ID, "other"]], size=0.1, reps=200, block_size=4, method="R", bootstrap="stationary", seed=1
+    )
+    alone.compute()
+    expected = alone.pvalues["Pvalue"]
+    assert result.pvalues == {
+        BASELINE_ID: float(expected[BASELINE_ID]),
+        "same_as_base": float(expected[BASELINE_ID]),
+        "other": float(expected["other"]),
+        "twin": float(expected["other"]),
+    }
+    spa = sel.spa_test(losses, settings, 4)
+    check = SPA(
+        losses[BASELINE_ID],
+        losses[["other", "twin"]],
+        reps=200,
+        block_size=4,
+        bootstrap="stationary",
+        studentize=True,
+        nested=False,
+        seed=1,
+    )
+    check.compute()
+    assert spa == {name: float(check.pvalues[name]) for name in sel.SPA_PVALUES}
+    assert sel.spa_test(losses[[BASELINE_ID, "same_as_base"]], settings, 4) == dict.fromkeys(sel.SPA_PVALUES, 1.0)
+    every = sel.model_confidence_set(losses[[BASELINE_ID, "same_as_base"]], settings, 4)
+    assert every.pvalues == {BASELINE_ID: 1.0, "same_as_base": 1.0} and every.members == [BASELINE_ID, "same_as_base"]
