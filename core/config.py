@@ -571,8 +571,9 @@ class RacingConfig(StrictModel):
         4,
         ge=2,
         le=MAX_LIST,
-        description="Blocks of (fold, seed) a variant and the baseline finish before its first test; it is tested "
-        "again at twice as many, four times, ... blocks.",
+        description="The first candidate look: a variant is tested after min_pairs, 2 x min_pairs, 4 x min_pairs, "
+        "... complete (fold, seed) blocks with the baseline, at those of them where the test can drop it at all "
+        "(docs/reports.md, \"Racing\").",
     )
 
 
@@ -790,7 +791,14 @@ def _at_most(errors: list[FieldError], limit: int) -> list[FieldError]:
 
 def validate_sweep_config(data: Any) -> SweepConfig:
     """Validate parsed JSON as a sweep config (`InvalidSweepConfig` lists every problem)."""
-    return validate_config(SweepConfig, data, lambda raw: _check_param_ranges(raw) + _check_candidates(raw))
+    config = validate_config(SweepConfig, data, lambda raw: _check_param_ranges(raw) + _check_candidates(raw))
+    if config.racing.enabled:  # a sweep that asks to race must be able to drop something
+        from core.racing import never_drops
+
+        blocks = len(config.folds) * len(config.seeds)
+        if (why := never_drops(blocks, config.racing.min_pairs, config.racing.alpha)) is not None:
+            raise InvalidSweepConfig([FieldError("racing.enabled", why)])
+    return config
 
 
 def parse_json_text(text: str | bytes) -> Any:

@@ -5,11 +5,15 @@ seed (`core.plan.expand_sweep`'s order), so every config advances together. A va
 judged on the blocks it has finished with the baseline; the test and the error control:
 
 - **Looks.** A variant is tested only after `k` complete leading blocks (both its run and the
-  baseline's finished, in plan order) with `k` one of the look points `min_pairs * 2**j < B`,
-  `B` the blocks of the plan: at `min_pairs`, twice that, four times, ..., never at the end
-  (nothing is left to save). `L = len(look_points(B, min_pairs))` is the most looks any
-  variant gets, and its test at look `k` uses exactly the succeeded pairs of those `k` blocks,
-  so it is one fixed test per look.
+  baseline's finished, in plan order) with `k` a look of the design (`racing_design`): of the
+  points `min_pairs * 2**j < B` (`B` the blocks of the plan; never the end, nothing is left
+  to save), those at which a drop is possible at all. The exact one-sided signed-rank test
+  over `k` pairs cannot go below `2**-k`, so a point with `2**-k >= alpha / L` can never drop
+  anything and is no look; `L` is the smallest count for which at most `L` points are left,
+  and those are the looks. The design is fixed before any run (by `B`, `min_pairs` and
+  `alpha`) and kept with the sweep's decisions, so a merge that adds folds or seeds never
+  changes it. A variant's test at look `k` uses exactly the succeeded pairs of those `k`
+  blocks: one fixed test per look.
 - **Test.** The one-sided paired Wilcoxon signed-rank test (`scipy.stats.wilcoxon` of the
   deltas variant minus baseline on `evaluation.rank_by`, `alternative="greater"` for a
   lower-better metric, "less" for a higher-better one: "the variant is worse"), the test of
@@ -17,6 +21,10 @@ judged on the blocks it has finished with the baseline; the test and the error c
 - **Level.** Bonferroni over looks and Holm over variants: at each decision, the variants'
   p-values at their latest look are Holm-adjusted over all `m` variants of the sweep at level
   `alpha / L`. A dropped variant stays dropped.
+
+The test is on the deltas' signed ranks: "worse" means the deltas lean positive (their
+pseudo-median), not that their mean does; a variant better on average but worse in nearly
+every block can be dropped.
 
 Why the sweep's error rate stays at most `alpha` (the chance that any variant no worse than
 the baseline is dropped). Let `m0` be the number of such variants. When the first of them is
@@ -35,6 +43,7 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -78,7 +87,7 @@ class RaceDecision:
 
 
 def look_points(blocks: int, min_pairs: int) -> list[int]:
-    """The block counts at which a variant is tested: `min_pairs * 2**j` below `blocks`."""
+    """The candidate block counts of a test: `min_pairs * 2**j` below `blocks`."""
     points: list[int] = []
     k = max(1, min_pairs)
     while k < blocks:
@@ -87,10 +96,49 @@ def look_points(blocks: int, min_pairs: int) -> list[int]:
     return points
 
 
-def look_level(alpha: float, blocks: int, min_pairs: int) -> float:
-    """`alpha / L`: the level each look is given (Bonferroni over the `L` looks); `alpha`
-    itself when the plan allows no look."""
-    return alpha / max(1, len(look_points(blocks, min_pairs)))
+@dataclass(frozen=True)
+class RacingDesign:
+    """How a sweep races, fixed before its first decision: its blocks in plan order, the block
+    counts at which a variant is tested, and the level of each test (`alpha / len(looks)`)."""
+
+    blocks: tuple[tuple[str, int], ...]
+    looks: tuple[int, ...]
+    level: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"blocks": [list(b) for b in self.blocks], "looks": list(self.looks), "level": self.level}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RacingDesign:
+        blocks = tuple((str(fold), int(seed)) for fold, seed in data["blocks"])
+        return cls(blocks, tuple(int(k) for k in data["looks"]), float(data["level"]))
+
+
+def racing_design(blocks: Sequence[tuple[str, int]], min_pairs: int, alpha: float) -> RacingDesign:
+    """The looks at which a drop is possible and their level: of `look_points`, those with
+    `2**-k < alpha / L` for the smallest `L` that leaves at most `L` of them (no look when even
+    `L = 1` leaves none: racing can then drop nothing)."""
+    points = look_points(len(blocks), min_pairs)
+    for count in range(1, len(points) + 1):
+        level = alpha / count
+        looks = [k for k in points if 2.0**-k < level]
+        if len(looks) <= count:
+            return RacingDesign(tuple(blocks), tuple(looks), level if looks else alpha)
+    return RacingDesign(tuple(blocks), (), alpha)
+
+
+def never_drops(blocks: int, min_pairs: int, alpha: float) -> str | None:
+    """Why racing a plan of `blocks` (fold, seed) blocks can drop no variant, or None."""
+    design = racing_design([("", i) for i in range(blocks)], min_pairs, alpha)
+    if design.looks:
+        return None
+    points = look_points(blocks, min_pairs)
+    tested = f"tested after {', '.join(map(str, points))} blocks" if points else "never tested (no look below the end)"
+    return (
+        f"with {blocks} (fold, seed) blocks a variant is {tested}, and the one-sided signed-rank test over k pairs "
+        f"cannot go below 1/2**k, not below alpha {alpha:g}: racing could never drop a variant; add folds or "
+        "seeds, or lower racing.min_pairs"
+    )
 
 
 def _worse_pvalue(deltas: np.ndarray, better: str) -> float | None:
@@ -105,18 +153,18 @@ def _worse_pvalue(deltas: np.ndarray, better: str) -> float | None:
 
 def race(
     runs: Iterable[RacedRun],
-    blocks: Sequence[tuple[str, int]],
+    design: RacingDesign,
     baseline: str,
     *,
-    alpha: float,
     min_pairs: int,
     better: str,
     dropped: Mapping[str, RaceDecision] | None = None,
 ) -> dict[str, RaceDecision]:
-    """Every variant's decision after the runs so far (`blocks`: the plan's (fold, seed) order).
+    """Every variant's decision after the runs so far, by the sweep's `design`.
 
     `dropped`: the variants dropped before, kept as they were (a drop is final).
     """
+    blocks = design.blocks
     position = {block: i for i, block in enumerate(blocks)}
     by_config: dict[str, dict[int, RacedRun]] = {}
     for run in runs:
@@ -125,8 +173,7 @@ def race(
             by_config.setdefault(run.config_id, {})[index] = run
     base = by_config.get(baseline, {})
     variants = [c for c in by_config if c != baseline]
-    points = look_points(len(blocks), min_pairs)
-    level = alpha / max(1, len(points))
+    points, level = design.looks, design.level
     before = dict(dropped or {})
     tested: dict[str, tuple[int, int, float | None]] = {}
     for config_id in variants:

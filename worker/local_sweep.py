@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.lifecycle import release_run, requeue_unfinished, settle_sweep_status
 from app.db.migrate import upgrade_database
 from app.db.models import RunState, Sweep
+from app.db.racing import skip_dropped
 from app.db.run_cache import cached_count
 from app.db.session import make_engine, make_session_factory, session_scope
 from app.db.sweeps import is_stopped, queued_run_ids, run_counts, run_records, stored_config
@@ -127,6 +128,7 @@ def run_local_sweep(
     with session_scope(factory) as session:
         racing = stored_config(session.get_one(Sweep, sweep_id)).racing.enabled
         requeue_unfinished(session, sweep_id, keep_skipped=racing)
+        skip_dropped(session, session.get_one(Sweep, sweep_id))  # a dropped variant stays dropped
         settle_sweep_status(session, session.get_one(Sweep, sweep_id))
         pending = queued_run_ids(session, sweep_id)
         total = sum(run_counts(session, sweep_id).values())

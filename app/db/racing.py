@@ -14,27 +14,42 @@ from sqlalchemy.orm import Session
 from app.db.models import Run, RunState, Sweep, SweepStatus
 from app.db.revisions import touch_sweeps
 from app.db.sweeps import stored_config, utcnow
+from core.config import SweepConfig
 from core.plan import BASELINE_ID
-from core.racing import RaceDecision, RacedRun, race
+from core.racing import RaceDecision, RacedRun, RacingDesign, race, racing_design
 from core.reports import rank_direction
 
 log = logging.getLogger("tftsweep.racing")
 
 
+def _stored(sweep: Sweep) -> dict[str, Any]:
+    return dict(json.loads(sweep.racing_json)) if sweep.racing_json else {}
+
+
 def racing_decisions(sweep: Sweep) -> dict[str, RaceDecision]:
     """The sweep's racing decisions so far (`racing_json`), by config."""
-    if not sweep.racing_json:
-        return {}
-    return {name: RaceDecision(**data) for name, data in json.loads(sweep.racing_json).items()}
+    return {name: RaceDecision(**data) for name, data in _stored(sweep).get("decisions", {}).items()}
+
+
+def sweep_design(sweep: Sweep, config: SweepConfig) -> RacingDesign:
+    """The design the sweep races by: the one its first decision stored (a merge that adds
+    folds or seeds does not change it), else the one its config gives now."""
+    stored = _stored(sweep).get("design")
+    if stored is not None:
+        return RacingDesign.from_dict(stored)
+    blocks = [(fold.name, seed) for fold in config.folds for seed in config.seeds]
+    return racing_design(blocks, config.racing.min_pairs, config.racing.alpha)
 
 
 def race_sweep(session: Session, sweep: Sweep) -> list[RaceDecision]:
-    """Race the sweep's variants on the runs recorded so far (when its config races) and skip
-    the queued runs of each variant newly found worse; returns those variants' decisions.
+    """Race the sweep's variants on the runs recorded so far (when its config races), skip the
+    queued runs of every dropped variant, and return the variants newly dropped.
 
     Called in the transaction that recorded a run: on SQLite that transaction holds the write
     lock already, on PostgreSQL a transaction-scoped advisory lock on the sweep serialises it,
-    so every decision sees the decisions made before it."""
+    so every decision sees the decisions made before it. The runs are updated before the sweep
+    row (its `racing_json`), which is written last: a worker claiming a run locks the run, then
+    the sweep, and the other order would deadlock with it."""
     config = stored_config(sweep)
     if not config.racing.enabled:
         return []
@@ -43,24 +58,28 @@ def race_sweep(session: Session, sweep: Sweep) -> list[RaceDecision]:
         session.refresh(sweep)
     rank_by = config.evaluation.rank_by
     runs = [_raced(row, rank_by) for row in session.execute(_runs_query(sweep.id, rank_by))]
-    blocks = [(fold.name, seed) for fold in config.folds for seed in config.seeds]
+    design = sweep_design(sweep, config)
     before = {name: d for name, d in racing_decisions(sweep).items() if d.dropped}
     decisions = race(
-        runs,
-        blocks,
-        BASELINE_ID,
-        alpha=config.racing.alpha,
-        min_pairs=config.racing.min_pairs,
-        better=rank_direction(rank_by),
-        dropped=before,
+        runs, design, BASELINE_ID, min_pairs=config.racing.min_pairs, better=rank_direction(rank_by), dropped=before
     )
-    sweep.racing_json = json.dumps({name: asdict(d) for name, d in decisions.items()}, sort_keys=True)
-    raced = [d for name, d in decisions.items() if d.dropped and name not in before]
-    for decision in raced:
-        skip_runs(session, sweep.id, decision)
-    if raced:
+    skipped = sum(skip_runs(session, sweep.id, d) for d in decisions.values() if d.dropped)
+    if skipped:
         touch_sweeps(session, [sweep.id])
-    return raced
+    stored = {"design": design.as_dict(), "decisions": {name: asdict(d) for name, d in decisions.items()}}
+    sweep.racing_json = json.dumps(stored, sort_keys=True)
+    return [d for name, d in decisions.items() if d.dropped and name not in before]
+
+
+def skip_dropped(session: Session, sweep: Sweep) -> int:
+    """Skip the queued runs of every variant racing dropped before (runs a merge added, or a
+    resume queued again): a drop is final while the sweep races. How many were skipped."""
+    if not stored_config(sweep).racing.enabled:
+        return 0
+    skipped = sum(skip_runs(session, sweep.id, d) for d in racing_decisions(sweep).values() if d.dropped)
+    if skipped:
+        touch_sweeps(session, [sweep.id])
+    return skipped
 
 
 def skip_runs(session: Session, sweep_id: int, decision: RaceDecision) -> int:
@@ -71,7 +90,8 @@ def skip_runs(session: Session, sweep_id: int, decision: RaceDecision) -> int:
         .values(state=RunState.SKIPPED, skip_reason=decision.reason(), finished_at=utcnow())
     )
     skipped = int(result.rowcount)  # type: ignore[attr-defined]
-    log.info("sweep %s: %s %s (%d queued runs skipped)", sweep_id, decision.config_id, decision.reason(), skipped)
+    if skipped:
+        log.info("sweep %s: %s %s (%d queued runs skipped)", sweep_id, decision.config_id, decision.reason(), skipped)
     return skipped
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.lifecycle import mark_enqueued
 from app.db.models import Sweep
-from app.db.racing import resume_skipped
+from app.db.racing import resume_skipped, skip_dropped
 from app.db.recording import AdoptedRun, add_runs, adopt_sweep, insert_sweep, lock_sweep_name, record_dataset
 from app.db.session import session_scope
 from app.db.sweeps import (
@@ -262,6 +262,9 @@ def record_submission(
             )
             if not merging.config.racing.enabled:  # racing off: the runs it skipped train now
                 new_ids += resume_skipped(session, sweep)
+            elif skip_dropped(session, sweep):  # a dropped variant's new runs are skipped at once
+                queued = set(queued_run_ids(session, sweep.id))
+                new_ids = [run_id for run_id in new_ids if run_id in queued]
             total = len(merging.plan.runs)
         merged = merging is not None
     return Submitted(

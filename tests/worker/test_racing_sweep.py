@@ -5,6 +5,7 @@ is never dropped, and a merge with racing off trains the skipped runs."""
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,10 @@ def env(tmp_path: Path) -> dict[str, Any]:
     return {"root": root, "settings": server_settings(root), "factory": open_database(root), "queue": RecordingQueue()}
 
 
-def submit(env: dict[str, Any], racing: dict[str, Any], merge: bool = False) -> list[int]:
+def submit(env: dict[str, Any], racing: dict[str, Any], merge: bool = False, seeds: list[int] = SEEDS) -> list[int]:
     config = validate_sweep_config(
         tiny_sweep(
-            replica_seeds=SEEDS,
+            replica_seeds=seeds,
             walk_forward={"enabled": True, "folds": FOLDS},
             param_ranges={"hidden_size": [6, 8]},
             racing=racing,
@@ -107,3 +108,21 @@ def test_a_merge_with_racing_off_trains_the_skipped_runs(env: dict[str, Any]) ->
 
 def test_without_racing_every_run_trains(env: dict[str, Any]) -> None:
     assert train(env, submit(env, {"enabled": False})) == ["succeeded"] * 36
+
+
+def test_a_drop_is_final_when_a_merge_adds_seeds_and_the_design_stays(env: dict[str, Any]) -> None:
+    """A merge that adds a seed while the sweep still races: the dropped variant's new runs are
+    skipped at once (never queued), the others' are queued; the racing design (its blocks and
+    looks) is the one the first decision fixed."""
+    train(env, submit(env, {"enabled": True}))
+    with session_scope(env["factory"]) as session:
+        design = json.loads(session.scalars(select(Sweep)).one().racing_json)["design"]
+    assert design["looks"] == [8] and len(design["blocks"]) == 12
+    added = submit(env, {"enabled": True}, merge=True, seeds=[*SEEDS, 5])
+    assert len(added) == 6  # 3 folds x the baseline and hidden_size=6; hidden_size=8's 3 are skipped
+    with session_scope(env["factory"]) as session:
+        runs = session.scalars(select(Run).where(Run.seed == 5)).all()
+        assert {r.config_id: r.state for r in runs if r.config_id == WORSE} == {WORSE: "skipped"}
+        assert sum(r.state == "queued" for r in runs) == 6
+        assert json.loads(session.scalars(select(Sweep)).one().racing_json)["design"] == design
+    assert train(env, added) == ["succeeded"] * 6
