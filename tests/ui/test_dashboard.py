@@ -56,10 +56,10 @@ def test_dashboard_flow(server: ServerProcess, browser: Any) -> None:
     sentence = browser.find_element(By.ID, "significance").text
     assert "with 1 pair the test cannot go below 1: add seeds or folds" in sentence
     # The plots load lazily: a user scrolls to them (how far down they are depends on the page).
-    browser.execute_script("document.getElementById('plots').scrollIntoView()")
     wait_for(
         browser,
         lambda b: b.execute_script(
+            "document.getElementById('plots').scrollIntoView();"
             "const i = document.querySelector('#plots img'); return i && i.complete && i.naturalWidth > 0;"
         ),
     )
