@@ -9,14 +9,11 @@ trainer validates and resolves nothing again.
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from core.config import EvaluationConfig, Fold, TrainingConfig
-from core.files import dumps_json, publish_dir_atomic
 from core.paths import model_version
 from core.run_cache import TrainerIdentity
 
@@ -216,13 +213,3 @@ def run_file(spec: RunSpec, cached_from: str | None = None) -> dict[str, Any]:
     if cached_from is not None:
         data["cached_from"] = cached_from
     return data
-
-
-def copy_version(origin: Path, target: Path, run: dict[str, Any]) -> None:
-    """Copy the model version `origin` to `target` (replacing it in one rename), with `run` as
-    its `run.json`."""
-    with publish_dir_atomic(target) as tmp:
-        for path in origin.iterdir():
-            if path.name != RUN_FILE and path.is_file() and not path.is_symlink():
-                shutil.copy2(path, tmp / path.name)
-        (tmp / RUN_FILE).write_text(dumps_json(run))

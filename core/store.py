@@ -148,9 +148,11 @@ class Store(Protocol):
     def publish_version(self, asset: str, output_subdir: str, fold: str, version: str) -> None:
         """Make a trained model version (`core.paths.model_version`) visible to readers."""
 
-    def fetch_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
-        """Bring one published model version, every file of it (a cached run copies it);
-        False when the store has none."""
+    def copy_version(self, asset: str, output_subdir: str, fold: str, version: str, dest: Path) -> bool:
+        """Copy every file of a published model version into `dest`, an empty folder on this
+        machine (a run recorded from the run cache fills its own version with it); the
+        version's own local folder, which a report build may be reading, is left as it is.
+        False when the store has no such version."""
 
     def drop_local_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
         """Forget this machine's copy of a model version it published: the store serves it
@@ -223,8 +225,15 @@ class LocalStore:
     def publish_version(self, asset: str, output_subdir: str, fold: str, version: str) -> None:
         pass
 
-    def fetch_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
-        return version_folder(sweep_dir(self.root, asset, output_subdir), fold, version).is_dir()
+    def copy_version(self, asset: str, output_subdir: str, fold: str, version: str, dest: Path) -> bool:
+        source = version_folder(sweep_dir(self.root, asset, output_subdir), fold, version)
+        if not source.is_dir():
+            return False
+        ensure_inside(self.root, source, dest)
+        for rel in _published_files(source, lambda _rel: False):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / rel, dest / rel)
+        return True
 
     def drop_local_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
         return False
@@ -331,8 +340,25 @@ class ObjectStore:
     def publish_version(self, asset: str, output_subdir: str, fold: str, version: str) -> None:
         self._publish_folder(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
 
-    def fetch_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
-        return self._fetch_folder(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))
+    def copy_version(self, asset: str, output_subdir: str, fold: str, version: str, dest: Path) -> bool:
+        folder = version_folder(sweep_dir(self.root, asset, output_subdir), fold, version)
+        manifest = self._manifest(folder)
+        if manifest is None:
+            return False
+        ensure_inside(self.root, dest)
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        targets = [dest / rel for rel in files]
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        keys = [f"{self.key(folder)}/{rel}" for rel in files]
+        try:
+            self._call(f"downloading {len(keys)} files", partial(self.fs.get, keys, [str(t) for t in targets]))
+        except FileNotFoundError:
+            raise StoreError(f"{self.key(folder)} is being published again: try again") from None
+        for (rel, entry), target in zip(files.items(), targets, strict=True):
+            if not _matches(target, entry):
+                raise StoreError(f"{self.key(folder)}/{rel} changed while it was read: try again")
+        return True
 
     def drop_local_version(self, asset: str, output_subdir: str, fold: str, version: str) -> bool:
         return self._drop_local_folder(version_folder(sweep_dir(self.root, asset, output_subdir), fold, version))

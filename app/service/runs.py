@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,11 +30,14 @@ from app.db.session import session_scope
 from app.db.sweeps import is_stopped, stored_config, stored_dataset, stored_features, sweep_is_done
 from app.db.workers import lease_owner
 from core.config import TrainingConfig
-from core.errors import StoreError, UnsafePath
+from core.datasets import load_dataset
+from core.errors import DatasetError, StoreError, UnsafePath
+from core.files import dumps_json, publish_dir_atomic
 from core.paths import ensure_inside, model_version, sweep_dir, version_folder
 from core.racing import RaceDecision
+from core.rescore import rescore_record, scoring_key
 from core.run_cache import cache_key
-from core.runs import RunOutcome, RunSpec, Trainer, copy_version, run_file, trainer_identity_of
+from core.runs import RUN_FILE, SCORED_WITH, RunOutcome, RunSpec, Trainer, extra_scores, run_file, trainer_identity_of
 from core.store import Store
 
 log = logging.getLogger("tftsweep.runs")
@@ -252,35 +256,43 @@ def find_source(factory: sessionmaker[Session], spec: RunSpec) -> CachedSource |
 
 
 def _copy_cached(store: Store, spec: RunSpec, source: CachedSource) -> RunOutcome | None:
-    """The run recorded from `source`: its model version copied (from the store when it is
-    remote) to the run's, `run.json` naming this run and its source, and the source's metrics
-    as the database holds them. None when the source's version cannot be had (the run trains)."""
+    """The run recorded from `source`: its model version's files copied from the store into
+    the run's own version (never through the source's local folder, which a report build may
+    be reading), `run.json` naming this run and its source, and the source's metrics as the
+    database holds them, rescored from the copied predictions when the source was scored with
+    another evaluation block (references, costs). None when the source's version cannot be
+    had: the run trains."""
     started = time.perf_counter()
-    names = (source.asset, source.output_subdir, source.fold, source.model_version)
+    target = version_folder(Path(spec.sweep_dir), spec.fold.name, spec.version)
     try:
-        if not store.fetch_version(*names):
-            log.warning("%s: cached source %s has no model version in the store; training it", spec.label, source.name)
-            return None
-        origin = version_folder(
-            sweep_dir(store.root, source.asset, source.output_subdir), source.fold, source.model_version
-        )
-        target = version_folder(Path(spec.sweep_dir), spec.fold.name, spec.version)
-        ensure_inside(store.root, origin, target.parent)
-        copy_version(origin, target, run_file(spec, cached_from=source.name))
-        if store.remote and (source.asset, source.output_subdir) != (spec.asset, Path(spec.sweep_dir).name):
-            store.drop_local_version(*names)
-    except (OSError, StoreError, UnsafePath) as exc:
-        log.warning("%s: copying cached source %s failed (%s); training it", spec.label, source.name, exc)
+        ensure_inside(store.root, target.parent)
+        with publish_dir_atomic(target) as tmp:
+            if not store.copy_version(source.asset, source.output_subdir, source.fold, source.model_version, tmp):
+                raise LookupError(f"the store has no model version for {source.name}")
+            (tmp / RUN_FILE).write_text(dumps_json(run_file(spec, cached_from=source.name)))
+        metrics = _scored_for(store, spec, dict(source.metrics))
+    except (LookupError, OSError, StoreError, UnsafePath, DatasetError) as exc:
+        log.warning("%s: cached source %s not copied (%s); training it", spec.label, source.name, exc)
         return None
     outcome = RunOutcome(
-        spec.run_id,
-        metrics=dict(source.metrics),
-        model_version=spec.version,
-        cache_key=spec.cache_key,
-        cached_from=source.name,
+        spec.run_id, metrics=metrics, model_version=spec.version, cache_key=spec.cache_key, cached_from=source.name
     )
     outcome.timings["cache_copy_seconds"] = time.perf_counter() - started
     return outcome
+
+
+def _scored_for(store: Store, spec: RunSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+    """`metrics` of a cached source, its extra scores computed again from the run's copied
+    predictions when the source's sweep scored them with another evaluation block: racing and
+    the API read this run's scores before any report build rescores it."""
+    key = scoring_key(spec.evaluation)
+    if metrics.get(SCORED_WITH) in (key, None):  # the same block, or unknown: the report build rescores
+        return metrics
+    store.fetch_dataset(spec.asset)
+    frame = load_dataset(store.root, spec.asset, spec.features)
+    record = {**metrics, "status": "succeeded", "model_version": spec.version, "fold": spec.fold.name}
+    scores = rescore_record(record, Path(spec.sweep_dir), frame, spec.fold, spec.evaluation, key)
+    return {**{k: v for k, v in metrics.items() if k not in extra_scores(metrics)}, **scores}
 
 
 def _fetch_train_upload(

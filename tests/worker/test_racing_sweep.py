@@ -116,7 +116,7 @@ def test_a_drop_is_final_when_a_merge_adds_seeds_and_the_design_stays(env: dict[
     looks) is the one the first decision fixed."""
     train(env, submit(env, {"enabled": True}))
     with session_scope(env["factory"]) as session:
-        design = json.loads(session.scalars(select(Sweep)).one().racing_json)["design"]
+        design = json.loads(session.scalars(select(Sweep)).one().racing_json or "{}")["design"]
     assert design["looks"] == [8] and len(design["blocks"]) == 12
     added = submit(env, {"enabled": True}, merge=True, seeds=[*SEEDS, 5])
     assert len(added) == 6  # 3 folds x the baseline and hidden_size=6; hidden_size=8's 3 are skipped
@@ -124,5 +124,5 @@ def test_a_drop_is_final_when_a_merge_adds_seeds_and_the_design_stays(env: dict[
         runs = session.scalars(select(Run).where(Run.seed == 5)).all()
         assert {r.config_id: r.state for r in runs if r.config_id == WORSE} == {WORSE: "skipped"}
         assert sum(r.state == "queued" for r in runs) == 6
-        assert json.loads(session.scalars(select(Sweep)).one().racing_json)["design"] == design
+        assert json.loads(session.scalars(select(Sweep)).one().racing_json or "{}")["design"] == design
     assert train(env, added) == ["succeeded"] * 6

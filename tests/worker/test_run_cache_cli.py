@@ -27,9 +27,10 @@ def test_a_second_sweep_trains_only_the_new_run(
     monkeypatch.setenv("TFTSWEEP_DATA_DIR", str(root))
     monkeypatch.delenv("DATABASE_URL", raising=False)
 
-    def sweep(name: str, values: list[int], *flags: str) -> str:
+    def sweep(name: str, values: list[int], *flags: str, **overrides: object) -> str:
         config = tmp_path / f"{name}.json"
-        config.write_text(json.dumps(tiny_sweep(output_subdir=name, param_ranges={"hidden_size": values})))
+        data = tiny_sweep(output_subdir=name, param_ranges={"hidden_size": values} if values else {}, **overrides)
+        config.write_text(json.dumps(data))
         assert main(["sweep", "--asset", ASSET, "--config-json", str(config), *flags]) == 0
         return capsys.readouterr().out
 
@@ -37,6 +38,8 @@ def test_a_second_sweep_trains_only_the_new_run(
     out = sweep("second", [6, 8])
     assert "trained here: 1; recorded from the run cache: 2" in out
     assert "trained here: 3; recorded from the run cache: 0" in sweep("third", [6, 8], "--no-reuse")
+    # Another evaluation block (costs) changes no run: cached, its scores computed for its own block.
+    assert "trained here: 0; recorded from the run cache: 1" in sweep("costly", [], evaluation={"costs_bps": 25.0})
 
     with session_scope(open_database(root)) as session:
         ids = {s.output_subdir: s.id for s in session.scalars(select(Sweep))}
@@ -56,4 +59,9 @@ def test_a_second_sweep_trains_only_the_new_run(
             ).read_bytes()
             assert (folders[1] / "model.ckpt").is_file()
         assert runs[(ids["second"], "hidden_size=8")].cached_from is None
+        source, costly = runs[(ids["first"], "baseline")], runs[(ids["costly"], "baseline")]
+        assert costly.cached_from is not None and costly.val_rmse == source.val_rmse
+        before, after = json.loads(source.scores_json or "{}"), json.loads(costly.scores_json or "{}")
+        assert after["_scored_with"] != before["_scored_with"] and after["_scored_from"] == "predictions.parquet"
+        assert after["val_turnover"] == before["val_turnover"] and after["val_sharpe"] != before["val_sharpe"]
         assert all(r.cached_from is None for (sweep_id, _), r in runs.items() if sweep_id == ids["third"])
