@@ -203,7 +203,7 @@ def compare_loaded(sweeps: list[ComparedSweep], alpha: float | None = None) -> t
     if len({s.asset for s in sweeps}) > 1:
         return _compare_across_assets(sweeps, common_configs, alpha, mcs)
 
-    fold_defs = [{f.name: f.window_dict() for f in s.config.folds} for s in sweeps]
+    fold_defs = [{f.name: f.model_dump(mode="json") for f in s.config.folds} for s in sweeps]
     common_folds = [name for name, window in fold_defs[0].items() if all(d.get(name) == window for d in fold_defs[1:])]
     seed_sets = [s.config.seeds for s in sweeps]
     common_seeds = [s for s in seed_sets[0] if all(s in other for other in seed_sets[1:])]

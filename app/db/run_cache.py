@@ -32,10 +32,14 @@ class CachedSource:
         return f"{self.sweep_id}/{self.run_key}"
 
 
-def find_cached(session: Session, cache_key: str, run_id: int) -> CachedSource | None:
-    """The first succeeded run (by id) other than `run_id` whose key is `cache_key` and that has a
-    model version; None when there is none."""
-    row = session.execute(
+# How many sources a lookup offers, oldest first: one whose version went missing is skipped.
+MAX_SOURCES = 3
+
+
+def find_sources(session: Session, cache_key: str, run_id: int) -> list[CachedSource]:
+    """Up to `MAX_SOURCES` succeeded runs (oldest first) other than `run_id` whose key is
+    `cache_key` and that have a model version."""
+    rows = session.execute(
         select(Run, Sweep.asset, Sweep.output_subdir)
         .join(Sweep, Sweep.id == Run.sweep_id)
         .where(
@@ -45,15 +49,23 @@ def find_cached(session: Session, cache_key: str, run_id: int) -> CachedSource |
             Run.id != run_id,
         )
         .order_by(Run.id)
-        .limit(1)
-    ).first()
-    if row is None:
-        return None
-    run, asset, output_subdir = row
-    metrics: dict[str, Any] = {key: getattr(run, key) for key in METRIC_COLUMNS}
-    if run.scores_json:
-        metrics.update(json.loads(run.scores_json))
-    return CachedSource(run.sweep_id, run.run_key, asset, output_subdir, run.fold, str(run.model_version), metrics)
+        .limit(MAX_SOURCES)
+    ).all()
+    out = []
+    for run, asset, output_subdir in rows:
+        metrics: dict[str, Any] = {key: getattr(run, key) for key in METRIC_COLUMNS}
+        if run.scores_json:
+            metrics.update(json.loads(run.scores_json))
+        out.append(
+            CachedSource(run.sweep_id, run.run_key, asset, output_subdir, run.fold, str(run.model_version), metrics)
+        )
+    return out
+
+
+def find_cached(session: Session, cache_key: str, run_id: int) -> CachedSource | None:
+    """The oldest of `find_sources`, or None."""
+    sources = find_sources(session, cache_key, run_id)
+    return sources[0] if sources else None
 
 
 def cached_count(session: Session, sweep_id: int) -> int:

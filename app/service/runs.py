@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.lifecycle import claim_run, fail_sweep, finish_run, release_run, renew_lease, settle_sweep_status
 from app.db.models import Run, Sweep
 from app.db.racing import race_sweep
-from app.db.run_cache import CachedSource, find_cached
+from app.db.run_cache import CachedSource, find_sources
 from app.db.session import session_scope
 from app.db.sweeps import is_stopped, stored_config, stored_dataset, stored_features, sweep_is_done
 from app.db.workers import lease_owner
@@ -194,13 +194,13 @@ def train_run(
     if isinstance(spec, str):
         return Trained(spec)
     spec = keyed(spec, trainer)
-    source = find_source(factory, spec)
+    sources = find_sources_for(factory, spec)
     keeper = LeaseKeeper(factory, run_id, owner, lease_seconds)
     keeper.start()
     try:
         stop = lambda: keeper.lost.is_set() or interrupted()  # noqa: E731
-        outcome = _copy_cached(store, spec, source) if source is not None else None
-        if outcome is None:  # no source, or its version could not be copied: train
+        outcome = next((o for s in sources if (o := _copy_cached(store, spec, s)) is not None), None)
+        if outcome is None:  # no source, or none of their versions could be copied: train
             outcome = _fetch_train_upload(store, spec, trainer, stop)
         else:
             outcome = _upload_outputs(store, spec, outcome)
@@ -247,12 +247,13 @@ def keyed(spec: RunSpec, trainer: Trainer) -> RunSpec:
     return replace(spec, cache_key=key)
 
 
-def find_source(factory: sessionmaker[Session], spec: RunSpec) -> CachedSource | None:
-    """The succeeded run `spec` can be recorded from (`reuse_runs` on and a key), or None."""
+def find_sources_for(factory: sessionmaker[Session], spec: RunSpec) -> list[CachedSource]:
+    """The succeeded runs `spec` can be recorded from, oldest first (`reuse_runs` on and a
+    key), or none."""
     if not spec.reuse or spec.cache_key is None:
-        return None
+        return []
     with session_scope(factory) as session:
-        return find_cached(session, spec.cache_key, spec.run_id)
+        return find_sources(session, spec.cache_key, spec.run_id)
 
 
 def _copy_cached(store: Store, spec: RunSpec, source: CachedSource) -> RunOutcome | None:
