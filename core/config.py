@@ -573,7 +573,7 @@ class RacingConfig(StrictModel):
         le=MAX_LIST,
         description="The first candidate look: a variant is tested after min_pairs, 2 x min_pairs, 4 x min_pairs, "
         "... complete (fold, seed) blocks with the baseline, at those of them where the test can drop it at all "
-        "(docs/reports.md, \"Racing\").",
+        '(docs/reports.md, "Racing").',
     )
 
 
