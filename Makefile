@@ -41,13 +41,15 @@ test: lint
 test-faults: $(STAMP)
 	eval "$$(scripts/services.sh)" && $(BIN)/pytest -m faults tests/faults
 
-# Benchmarks 1-8 (see docs/benchmarks.md; 6 needs a GPU: bench/gpu_packing.py); about 17 minutes on 2 cores. Then the report.
+# Benchmarks 1-10 (see docs/benchmarks.md; 6 needs a GPU: bench/gpu_packing.py); about 30 minutes on 2 cores. Then the report.
 bench: $(STAMP)
 	$(BIN)/python -m bench.reports_bench
 	$(BIN)/python -m bench.api_bench
 	$(BIN)/python -m bench.sweep_bench --repeat 3
 	$(BIN)/python -m bench.store_bench
 	$(BIN)/python -m bench.run_parts_bench
+	$(BIN)/python -m bench.run_cache_bench
+	$(BIN)/python -m bench.racing_bench
 	$(BIN)/python -m bench.report
 
 test-fast: $(STAMP)

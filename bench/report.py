@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import racing_bench, run_cache_bench
 from bench.common import RESULTS
 
 DOC = Path("docs/benchmarks.md")
@@ -234,6 +235,18 @@ SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[str]], str], ...
         "run_parts",
         "## 8. Inside a run (target: predictions and metrics ≤ 2% of training)",
         _run_parts,
+        NOT_MEASURED,
+    ),
+    (
+        "run_cache",
+        "## 9. Run cache (a second sweep repeating most of a first trains only its new runs)",
+        run_cache_bench.render,
+        NOT_MEASURED,
+    ),
+    (
+        "racing",
+        "## 10. Racing (a planted, clearly worse variant over 3 folds × 4 seeds)",
+        racing_bench.render,
         NOT_MEASURED,
     ),
 )
