@@ -176,7 +176,7 @@ def render(r: dict[str, Any]) -> list[str]:
         f"{r['wall_saved_s']:.1f} ({r['wall_saved_s'] / f['wall_s']:.0%}) | | |",
         "",
         "The walls compare only under the same load (load averages below): at the raced sweep's median run "
-        f" ({median(c['train_s']):.1f} s) the {r['runs_saved']} runs "
+        f"({median(c['train_s']):.1f} s) the {r['runs_saved']} runs "
         f"skipped are {r['runs_saved'] * median(c['train_s']):.0f} s of training.",
         "",
         "Verdicts (`config_ranking.csv`):",
