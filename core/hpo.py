@@ -33,6 +33,7 @@ moves code.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import statistics
@@ -621,9 +622,11 @@ def best_first(config: HpoConfig, trial: optuna.trial.FrozenTrial) -> tuple[floa
 def top_k_configs(study: optuna.Study, config: HpoConfig) -> list[dict[str, Any]]:
     """The best `top_k` complete trials as sweep candidates (`{name, params, source}`). A trial
     that trains the baseline (trial 0, or one the sampler led back to its values) is left
-    out: the sweep trains the baseline anyway, and a candidate equal to it is refused there."""
+    out: the sweep trains the baseline anyway, and a candidate equal to it is refused there.
+    So is a trial that trains the same config as a better (or earlier, equal) one: a sampler
+    may suggest a config again, and reusing its runs makes it complete with the same value."""
     base = config.training_config
-    complete = sorted(
+    ranked = sorted(
         (
             t
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -631,6 +634,13 @@ def top_k_configs(study: optuna.Study, config: HpoConfig) -> list[dict[str, Any]
         ),
         key=partial(best_first, config),
     )
+    seen: set[str] = set()
+    complete = []
+    for t in ranked:
+        trained = json.dumps(training_with(base, t.params).model_dump(mode="json"), sort_keys=True)
+        if trained not in seen:
+            seen.add(trained)
+            complete.append(t)
     return [
         {
             "name": f"optuna_t{t.number:03d}",

@@ -171,6 +171,20 @@ def test_top_k_leaves_the_baseline_out() -> None:
     assert [c["source"]["trial"] for c in top] == [1, 2]
 
 
+def test_top_k_lists_a_config_the_sampler_suggested_twice_once() -> None:
+    """A config suggested again (its runs reused, so it completes with the same value) is one
+    candidate, the earlier trial's: the sweep refuses two candidates with the same params."""
+    config = study_config()
+    study = study_of(
+        trial(0.5, [0.5] * 6, baseline=True),
+        trial(0.9, [0.9] * 6),
+        trial(1.0, [1.0] * 6, lr=0.03),
+        trial(0.9, [0.9] * 6),
+    )
+    top = top_k_configs(study, config)
+    assert [c["source"]["trial"] for c in top] == [1, 2]
+
+
 def test_the_default_warm_up_sees_every_fold_once() -> None:
     # 2 folds x 1 seed, 3 epochs: steps 0-2 are fold f1, 3-5 fold f2; first prunable: 5.
     assert warmup_steps(study_config(pruner={"type": "median"})) == 5
