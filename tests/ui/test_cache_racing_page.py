@@ -13,15 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api.main import create_app
 from app.service.runs import train_run
 from core.run_cache import TrainerIdentity, trainer_identity
 from core.runs import RunOutcome, RunSpec
 from tests.ui.browser import fits_at_every_width, shot, wait_for
 from tests.utils.data import ASSET, make_data_root, tiny_sweep
-from tests.utils.fakes import RecordingQueue, fake_train
-from tests.utils.processes import free_port, uvicorn_in_thread
-from tests.utils.server import server_settings
+from tests.utils.fakes import fake_train
+from tests.utils.processes import app_in_thread
 
 pytestmark = [pytest.mark.e2e]
 
@@ -66,16 +64,8 @@ def run_all(app: Any, client: httpx.Client, sweep_id: int) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    import uvicorn
-
     root = make_data_root(tmp_path_factory.mktemp("cache_racing") / "data")
-    app = create_app(server_settings(root), queue=RecordingQueue(), reaper=False)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with (
-        uvicorn_in_thread(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")),
-        httpx.Client(base_url=base, timeout=30) as client,
-    ):
+    with app_in_thread(root) as (app, base, client):
         first = client.post(
             "/sweeps",
             json={"asset": ASSET, "config": tiny_sweep(output_subdir="first", replica_seeds=SEEDS)},

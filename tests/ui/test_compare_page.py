@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
-from app.api.main import create_app
 from app.service.reports import build_reports
 from app.service.runs import train_run
 from tests.api.test_compare_api import (
@@ -25,9 +23,7 @@ from tests.api.test_compare_api import (
 )
 from tests.ui.browser import fits_at_every_width, wait_for
 from tests.utils.data import ASSET, make_data_root
-from tests.utils.fakes import RecordingQueue
-from tests.utils.processes import free_port, uvicorn_in_thread
-from tests.utils.server import server_settings
+from tests.utils.processes import app_in_thread
 
 pytestmark = [pytest.mark.e2e]
 
@@ -41,18 +37,9 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    import uvicorn
-
     root = make_data_root(tmp_path_factory.mktemp("compare") / "data")
     make_data_root(root, asset=OTHER_ASSET, seed=1)
-    app = create_app(server_settings(root), queue=RecordingQueue(), reaper=False)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with (
-        pytest.MonkeyPatch.context() as patch,
-        uvicorn_in_thread(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")),
-        httpx.Client(base_url=base, timeout=30) as client,
-    ):
+    with pytest.MonkeyPatch.context() as patch, app_in_thread(root) as (app, base, client):
         patch.setattr(REPORT_WRITER, hand_filled_reports)
         ids = []
         for asset, subdir in ((ASSET, "spx"), (OTHER_ASSET, "ndx")):

@@ -15,13 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api.main import create_app
 from core.feature_sets import resolve_features
 from tests.ui.browser import fits_at_every_width, page_overflow, wait_for
 from tests.utils.data import ASSET, make_data_root, tiny_fold, tiny_study, tiny_sweep
-from tests.utils.fakes import RecordingQueue
-from tests.utils.processes import free_port, uvicorn_in_thread
-from tests.utils.server import finish_runs, server_settings
+from tests.utils.processes import app_in_thread
+from tests.utils.server import finish_runs
 
 pytestmark = [pytest.mark.e2e]
 
@@ -124,16 +122,8 @@ def _study_files(root: Path, config: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    import uvicorn
-
     root = make_data_root(tmp_path_factory.mktemp("layout") / "data")
-    app = create_app(server_settings(root), queue=RecordingQueue(), reaper=False)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with (
-        uvicorn_in_thread(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")),
-        httpx.Client(base_url=base, timeout=30) as client,
-    ):
+    with app_in_thread(root) as (app, base, client):
         sweep = client.post("/sweeps", json={"asset": ASSET, "config": WIDE_SWEEP})
         assert sweep.status_code == 201, sweep.text
         sweep_id, total = sweep.json()["id"], sweep.json()["total_runs"]

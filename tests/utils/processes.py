@@ -267,3 +267,24 @@ def uvicorn_in_thread(config: Any, timeout: float = 30) -> Iterator[None]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def app_in_thread(root: Path) -> Iterator[tuple[Any, str, Any]]:
+    """The API over the data root `root` (a recording queue instead of workers, no reaper)
+    served by uvicorn in a thread of this process, with its base URL and an httpx client of it."""
+    import httpx
+    import uvicorn
+
+    from app.api.main import create_app
+    from tests.utils.fakes import RecordingQueue
+    from tests.utils.server import server_settings
+
+    app = create_app(server_settings(root), queue=RecordingQueue(), reaper=False)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (
+        uvicorn_in_thread(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        yield app, base, client
