@@ -37,11 +37,29 @@ if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ]; then
 fi
 
 up() { "$python" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$1" 2>/dev/null; }
+# A working S3 server answers GET / (its bucket list) with 200. One started from another
+# checkout whose virtual environment was deleted still listens but answers 500 (its lazy
+# imports fail): every S3 test would then fail, so it is stopped and started again from here.
+healthy() {
+  "$python" -c "import http.client,sys; c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]), timeout=5); c.request('GET', '/'); sys.exit(c.getresponse().status != 200)" "$1" 2>/dev/null
+}
+listener() { ss -ltnpH "sport = :$1" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n 1; }
 if [ -x "$python" ] && "$python" -c "import moto.server, flask_cors" 2>/dev/null; then
+  if up "$s3_port" && ! healthy "$s3_port"; then
+    stale=$(listener "$s3_port")
+    [ -n "$stale" ] || stale=$(cat "$state/moto.pid" 2>/dev/null || true)
+    if [ -n "$stale" ]; then kill "$stale" 2>/dev/null || true; fi
+    for _ in $(seq 50); do up "$s3_port" || break; sleep 0.1; done
+    if up "$s3_port"; then
+      echo "services.sh: port $s3_port answers but is not a working S3 server; stop it or set TFTSWEEP_TEST_S3_PORT" >&2
+      exit 1
+    fi
+  fi
   if ! up "$s3_port"; then
     # Detached (its own session, no inherited output): the caller's $(...) returns at once.
     setsid "$python" -m moto.server -H 127.0.0.1 -p "$s3_port" </dev/null >"$state/moto.log" 2>&1 &
-    for _ in $(seq 100); do up "$s3_port" && break; sleep 0.1; done
+    echo $! >"$state/moto.pid"
+    for _ in $(seq 100); do healthy "$s3_port" && break; sleep 0.1; done
   fi
   echo "export TFTSWEEP_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"
 fi
