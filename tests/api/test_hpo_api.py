@@ -246,8 +246,8 @@ def test_the_study_answer_says_whether_the_best_beats_the_baseline(client: TestC
     from optuna.distributions import BaseDistribution, FloatDistribution
     from optuna.trial import create_trial
 
-    from core.hpo import write_hpo_artifacts
     from core.hpo_config import validate_hpo_config
+    from core.hpo_report import write_hpo_artifacts
 
     config = hpo_dict(search_space={"learning_rate": {"type": "float", "low": 0.001, "high": 0.1, "log": True}})
     study_id = post(client, config).json()["id"]

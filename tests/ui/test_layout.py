@@ -67,7 +67,7 @@ PRUNED_MEDIANS = {1: 0.0181, 3: 0.0173}
 
 def _study_files(root: Path, config: dict[str, Any]) -> None:
     """The study's files as a worker leaves them after 2 complete and 2 pruned trials, written by
-    `core.hpo.write_hpo_artifacts` from trials made by hand (Optuna gives a pruned trial its last
+    `core.hpo_report.write_hpo_artifacts` from trials made by hand (Optuna gives a pruned trial its last
     intermediate value as its value, as here). Trial 0 is the baseline (its training_config's
     values, marked as the study marks the trial it enqueues); each pruned trial records the
     decision it was pruned on."""
@@ -75,8 +75,10 @@ def _study_files(root: Path, config: dict[str, Any]) -> None:
     from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
     from optuna.trial import TrialState, create_trial
 
-    from core.hpo import BASELINE_ATTR, baseline_params, write_hpo_artifacts
+    from core.hpo import baseline_params
     from core.hpo_config import validate_hpo_config
+    from core.hpo_pruning import BASELINE_ATTR
+    from core.hpo_report import write_hpo_artifacts
     from core.paths import hpo_dir
 
     hpo = validate_hpo_config(config)
@@ -384,6 +386,6 @@ def test_study_notes_show_when_the_answer_has_them(served: Served, browser: Any)
         assert browser.execute_script("return studyNote(arguments[0], 'comparison').sentence;", answer)
     text = browser.execute_script(
         "return importancesText({status: 'not enough trials', complete: 2, needed: 5});"
-    )  # the shape core.hpo.param_importances answers
+    )  # the shape core.hpo_report.param_importances answers
     assert text == "Parameter importances: not enough trials (2 of 5 complete trials)."
     assert browser.execute_script("return importancesText({status: 'ok'});") == ""

@@ -14,21 +14,17 @@ import pytest
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from core.hpo import (
-    BASELINE_ATTR,
+from core.hpo import baseline_params, open_study, suggest
+from core.hpo_config import HpoConfig, validate_hpo_config
+from core.hpo_pruning import BASELINE_ATTR, FoldAwareMedianPruner, warmup_steps
+from core.hpo_report import (
     MIN_TRIALS_FOR_IMPORTANCES,
-    FoldAwareMedianPruner,
-    baseline_params,
     compare_with_baseline,
     importances_figure,
-    open_study,
     param_importances,
-    suggest,
     top_k_configs,
-    warmup_steps,
     write_hpo_artifacts,
 )
-from core.hpo_config import HpoConfig, validate_hpo_config
 from tests.utils.data import tiny_fold, tiny_study
 
 DISTRIBUTIONS: dict[str, BaseDistribution] = {

@@ -14,8 +14,8 @@ from optuna.trial import TrialState, create_trial
 from scipy import stats
 
 from core.errors import InvalidSweepConfig
-from core.hpo import BASELINE_ATTR, FoldSeedWilcoxonPruner, make_pruner, warmup_steps
 from core.hpo_config import validate_hpo_config
+from core.hpo_pruning import BASELINE_ATTR, FoldSeedWilcoxonPruner, make_pruner, warmup_steps
 from tests.utils.data import tiny_fold, tiny_study
 
 PAIRS = [(f"f{f}", s) for f in (1, 2, 3) for s in (1, 2)]  # 6 runs per trial
