@@ -169,7 +169,7 @@ class Fold(Window):
 
     Its embargo is one value for every fold of a config (`walk_forward.embargo_days`), copied
     onto each fold when the block is validated, so that everything that reads or serialises a
-    fold (`core.datasets.fold_rows`, run keys, a stored config) carries it. Written only when set:
+    fold (`core.dataset_folds.fold_rows`, run keys, a stored config) carries it. Written only when set:
     a fold without one dumps the keys it always did."""
 
     name: SafeName

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy.stats import ks_2samp
 
 from core.config import Fold
-from core.datasets import fold_rows
+from core.dataset_folds import fold_rows
 
 PSI_BINS = 10
 PSI_EPSILON = 1e-6

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import Fold
-from core.datasets import fold_rows
+from core.dataset_folds import fold_rows
 from core.files import write_bytes_atomic
 from core.metrics import QUANTILE_COLUMNS, SPLITS, SplitRows, column_name, compute_split, metric_names
 from core.paths import LEGACY_PREDICTIONS_FILE, PREDICTIONS_FILE

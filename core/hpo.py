@@ -30,7 +30,8 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from core.config import Fold, TrainingConfig, training_with
-from core.datasets import check_dataset_shapes, dataset_path, load_dataset
+from core.dataset_folds import check_dataset_shapes
+from core.datasets import dataset_path, load_dataset
 from core.errors import RunFailed
 from core.feature_sets import resolve_features
 from core.files import file_sha256, write_json_atomic

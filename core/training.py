@@ -42,7 +42,7 @@ from pytorch_forecasting.data import TorchNormalizer
 from pytorch_forecasting.metrics import MAE, RMSE, QuantileLoss
 
 from core.config import EvaluationConfig, Fold, TrainingConfig
-from core.datasets import check_fold_fits, fold_rows
+from core.dataset_folds import check_fold_fits, fold_rows
 from core.errors import DatasetError, RunCancelled, RunFailed
 from core.evaluation import add_references, evaluate, write_predictions
 from core.feature_sets import KNOWN_FEATURES

@@ -81,7 +81,8 @@ def read_text_file(path: str, field: str) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from app.service.submission import plan_sweep
-    from core.datasets import check_asset, check_dataset_for_sweep, dataset_fingerprint
+    from core.dataset_folds import check_dataset_for_sweep
+    from core.datasets import check_asset, dataset_fingerprint
     from core.dry_run import dry_run_lines, dry_run_report
     from core.plan import check_plan_size
     from core.sweep_folder import effective_folds

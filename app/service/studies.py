@@ -25,7 +25,7 @@ from app.db.studies import end_study, find_study, is_cancelled, lock_study_name,
 from app.queue import RunQueue
 from app.settings import Settings
 from core.config import EvaluationConfig
-from core.datasets import check_dataset_shapes
+from core.dataset_folds import check_dataset_shapes
 from core.errors import Conflict, StudyExists
 from core.hpo_config import HpoConfig, continued_config, parallel_trials_ok, stored_hpo_config, study_shapes
 from core.paths import hpo_dir

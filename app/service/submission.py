@@ -37,7 +37,8 @@ from app.queue import RunQueue
 from app.service.reports import send_reports
 from app.settings import Settings
 from core.config import SweepConfig
-from core.datasets import check_dataset_for_sweep, dataset_fingerprint
+from core.dataset_folds import check_dataset_for_sweep
+from core.datasets import dataset_fingerprint
 from core.dry_run import dry_run_report
 from core.errors import DatasetError, SweepExists, SweepFolderError
 from core.merge import validate_merge

@@ -22,19 +22,9 @@ import pytest
 
 from app.settings import Settings
 from core.config import Fold, SweepConfig, TrainingConfig
-from core.datasets import (
-    DatasetLimits,
-    check_dataset_shapes,
-    check_fold_fits,
-    dataset_path,
-    fold_counts,
-    fold_problem,
-    import_dataset_parquet,
-    import_ohlcv_csv,
-    read_dataset_parquet,
-    read_ohlcv_csv,
-    synthetic_dataset,
-)
+from core.dataset_files import DatasetLimits, read_dataset_parquet, read_ohlcv_csv
+from core.dataset_folds import check_dataset_shapes, check_fold_fits, fold_counts, fold_problem
+from core.datasets import dataset_path, import_dataset_parquet, import_ohlcv_csv, synthetic_dataset
 from core.errors import DatasetError, DatasetTooLarge
 from core.features import WARMUP_ROWS
 from tests.utils.data import csv_bytes, make_data_root, prices, tiny_fold, tiny_sweep

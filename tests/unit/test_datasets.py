@@ -11,15 +11,14 @@ import pandas as pd
 import pytest
 
 from core.config import SweepConfig, TrainingConfig
+from core.dataset_files import read_ohlcv_csv
+from core.dataset_folds import check_dataset_for_sweep, check_fold_fits
 from core.datasets import (
-    check_dataset_for_sweep,
-    check_fold_fits,
     dataset_path,
     import_dataset_parquet,
     import_ohlcv_csv,
     list_datasets,
     load_dataset,
-    read_ohlcv_csv,
     synthetic_dataset,
     synthetic_ohlcv,
 )

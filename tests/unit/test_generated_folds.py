@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from core.config import MAX_LIST, Fold, validate_sweep_config
-from core.datasets import check_fold_fits, fold_counts, fold_rows, folds_out_of_range
+from core.dataset_folds import check_fold_fits, fold_counts, fold_rows, folds_out_of_range
 from core.dry_run import dry_run_lines, dry_run_report
 from core.errors import DatasetError, InvalidSweepConfig, MergeRejected
 from core.folds import FoldPattern, add_years, fold_count, generate_windows

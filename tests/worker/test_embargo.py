@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from core.datasets import fold_rows, synthetic_dataset
+from core.dataset_folds import fold_rows
+from core.datasets import synthetic_dataset
 from core.training import DatasetCache, build_fold_data, train_and_evaluate
 from tests.utils.data import tiny_fold_model, tiny_training
 

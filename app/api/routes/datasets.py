@@ -10,13 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep
 from app.api.models import DatasetPublic, DatasetsPublic, ErrorPublic
-from core.datasets import (
-    DatasetLimits,
-    import_dataset_parquet,
-    import_ohlcv_csv,
-    import_to_store,
-    list_stored_datasets,
-)
+from core.dataset_files import DatasetLimits
+from core.datasets import import_dataset_parquet, import_ohlcv_csv, import_to_store, list_stored_datasets
 from core.names import SafeName
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
