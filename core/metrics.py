@@ -9,6 +9,10 @@ names in `LEGACY`, which keep the columns runs had before the registry (`test_sk
 
 Each metric also names its loss family (`LOSSES`): the per-day loss that the model confidence
 set and the SPA test (`core.selection`) compare configs on when the sweep is ranked by it.
+
+One job, the registry of run metrics and the metrics in it: past 500 lines by the count of
+metrics (errors, direction, the sign strategy after costs, skill and Diebold-Mariano against
+each reference, coverage, the loss families), each a few lines beside its registration.
 """
 
 from __future__ import annotations

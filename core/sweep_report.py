@@ -4,6 +4,12 @@
 `regenerate_sweep` reads only what the folder stores (`analysis_config.json`,
 `sweep_runs.json`, `models/`) and the dataset it names, and writes byte-identical CSV/JSON
 (`generated_at` aside).
+
+One job, a sweep's report set written together, just past 500 lines: the files, the drift and
+the plots come from one pass over the runs and the version folders (`ReportTables`), so the
+plots' inputs (best predictions, loss curves, strategy returns) are read where the tables are.
+Each table is computed elsewhere (`core.reports`, `core.summary`, `core.selection`, `core.drift`)
+and each figure drawn in `core.plots`.
 """
 
 from __future__ import annotations
