@@ -12,7 +12,7 @@ set and the SPA test (`core.selection`) compare configs on when the sweep is ran
 
 One job, the registry of run metrics and the metrics in it: past 500 lines by the count of
 metrics (errors, direction, the sign strategy after costs, skill and Diebold-Mariano against
-each reference, coverage, the loss families), each a few lines beside its registration.
+each reference, pinball loss and coverage), each a few lines beside its registration.
 """
 
 from __future__ import annotations

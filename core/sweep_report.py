@@ -6,8 +6,8 @@
 (`generated_at` aside).
 
 One job, a sweep's report set written together, just past 500 lines: the files, the drift and
-the plots come from one pass over the runs and the version folders (`ReportTables`), so the
-plots' inputs (best predictions, loss curves, strategy returns) are read where the tables are.
+the plots are made from the same tables (`ReportTables`) and run records, so the plots' inputs
+read from the version folders (best predictions, loss curves, strategy returns) stay beside them.
 Each table is computed elsewhere (`core.reports`, `core.summary`, `core.selection`, `core.drift`)
 and each figure drawn in `core.plots`.
 """
