@@ -46,7 +46,7 @@ healthy() {
 listener() { ss -ltnpH "sport = :$1" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n 1; }
 if [ -x "$python" ] && "$python" -c "import moto.server, flask_cors" 2>/dev/null; then
   if up "$s3_port" && ! healthy "$s3_port"; then
-    stale=$(listener "$s3_port")
+    stale=$(listener "$s3_port" || true)  # ss may be missing: the pid file is the fallback
     [ -n "$stale" ] || stale=$(cat "$state/moto.pid" 2>/dev/null || true)
     if [ -n "$stale" ]; then kill "$stale" 2>/dev/null || true; fi
     for _ in $(seq 50); do up "$s3_port" || break; sleep 0.1; done
