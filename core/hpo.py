@@ -15,7 +15,6 @@ baseline, importances, plots), written after every trial, is `core.hpo_report`.
 
 from __future__ import annotations
 
-import logging
 import math
 import statistics
 import time
@@ -56,9 +55,6 @@ STUDY_DB = "optuna_study.db"
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-log = logging.getLogger("tftsweep.hpo")
 
 
 def study_storage(out_dir: Path, url: str | None) -> str:
